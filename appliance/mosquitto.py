@@ -1,0 +1,132 @@
+"""A mosquitto broker of our own, on a free loopback port, for `kiosk demo`, tests and benchmarks.
+
+The process gets a temporary config and directory; ``stop()`` (or leaving the ``with`` block) ends it.
+``kill()`` and ``start()`` again on the same port let tests cut the central broker and bring it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.errors import KioskError
+
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+
+
+class BrokerError(KioskError, RuntimeError):
+    code = "mosquitto.error"
+
+
+def find_mosquitto() -> str:
+    path = shutil.which("mosquitto", path=SEARCH_PATH)
+    if path is None:
+        raise BrokerError("mosquitto is not installed: run scripts/dev.sh setup (apt-get install mosquitto)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A local mosquitto. ``persistent=True`` keeps retained messages and sessions across restarts."""
+
+    def __init__(self, *, port: int | None = None, persistent: bool = True, workdir: str | Path | None = None,
+                 extra_config: str = "", name: str = "broker") -> None:
+        self.port = port or free_port()
+        self.name = name
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"kiosk-{name}-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.persistent = persistent
+        self.extra_config = extra_config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "mosquitto.log"
+
+    def _write_config(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            # The appliance keeps a persistent session on the local bus: while it restarts, the broker
+            # must hold every QoS 1 event for it, not the default 1000.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 0",
+            "max_packet_size 1048576",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_timestamp true",
+        ]
+        if self.persistent:
+            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
+        else:
+            lines += ["persistence false"]
+        text = "\n".join(lines) + "\n" + self.extra_config
+        self.config_path.write_text(text)
+
+    def start(self, timeout_s: float = 10.0) -> Mosquitto:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self._write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.config_path)], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: "
+                                  f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s}s")
+
+    def kill(self) -> None:
+        """SIGKILL: no Will is sent to anyone, nothing is saved (a crash or power cut of the broker)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

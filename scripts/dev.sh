@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Sets up everything the kiosk needs on a fresh Debian 12 / Raspberry Pi OS machine (as root), then
+#   scripts/dev.sh demo   runs the simulated kiosk
+#   scripts/dev.sh test   runs the whole test suite
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}" >&2
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts a system-wide mosquitto on port 1883 where systemd runs; the kiosk starts its own
+  # brokers on free ports, so the system one is left as the distribution set it up.
+fi
+PATH="$PATH:/usr/sbin"
+
+python3 - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"setup: Python >= 3.11 is required, found {sys.version.split()[0]}")
+PY
+
+venv="$here/.venv"
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+
+cmd="${1:-demo}"; shift || true
+case "$cmd" in
+  demo) exec "$venv/bin/kiosk" demo "$@" ;;
+  test)
+    set +e
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+    rc=$?
+    # pytest's 5 means "no tests collected": that is a failure here, never a pass.
+    exit $rc ;;
+  setup) echo "setup: ready ($venv)" ;;
+  *) echo "usage: scripts/dev.sh demo|test|setup [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,67 @@
+"""Shared fixtures: real mosquitto brokers on free loopback ports, a config factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.mosquitto import Mosquitto
+
+
+@pytest.fixture
+def bus_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The device's local mosquitto."""
+    broker = Mosquitto(workdir=tmp_path / "bus-broker", name="bus")
+    with broker:
+        yield broker
+
+
+@pytest.fixture
+def central_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The central platform's broker; tests may kill() and start() it again on the same port."""
+    broker = Mosquitto(workdir=tmp_path / "central-broker", name="central")
+    with broker:
+        yield broker
+
+
+REGION = ["33", "3308", "330803", "330803100", "330803100201"]
+
+
+def write_config(path: Path, *, bus_port: int, fleet_port: int, data_dir: Path, device_id: str = "kiosk-0001",
+                 extra: str = "", telemetry_interval_s: float = 30, role: str = "main") -> Path:
+    path.write_text(
+        f"""
+[device]
+id = "{device_id}"
+name = "赤柯山村便民服务站"
+role = "{role}"
+region = {REGION!r}
+
+[fleet]
+host = "127.0.0.1"
+port = {fleet_port}
+keepalive_s = 10
+telemetry_interval_s = {telemetry_interval_s}
+reconnect_base_s = 0.2
+reconnect_cap_s = 2
+initial_delay_max_s = 0
+
+[bus]
+host = "127.0.0.1"
+port = {bus_port}
+
+[storage]
+data_dir = "{data_dir}"
+""".replace("'", '"')
+        + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def kiosk_config(tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto) -> Path:
+    return write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
+                        data_dir=tmp_path / "data")
