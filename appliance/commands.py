@@ -1,0 +1,209 @@
+"""Platform commands: request/response over MQTT 5 that runs each command id at most once.
+
+A request arrives on ``{root}/cmd/{name}`` with a Response Topic and Correlation Data. The body is a
+JSON object (empty allowed) with optional ``id`` and ``expires_at`` (UNIX seconds or ISO 8601). The
+command id is ``id``, or the Correlation Data when no ``id`` is given. The dispatcher:
+
+1. answers a repeated id with the first reply again (stored durably, kept >= 7 days) and never runs
+   it twice, even across restarts; a command that was running when the appliance died is answered
+   500 "interrupted" rather than run again;
+2. answers 410 if ``expires_at`` has passed (not run), 404 for unknown names, 400 for malformed
+   bodies (naming the problem);
+3. marks the id as running (durably), runs the handler with a time limit, stores the reply, sends it.
+
+Handlers return a dict (200) or ``Accepted(dict)`` (202, work continues; the outcome follows as a
+``command.completed`` event) or raise ``CommandError`` (status + message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from appliance.errors import BadRequest, CommandError, KioskError
+from appliance.localbus import decode_json_object, dumps
+from appliance.mqtt import Message
+from appliance.outbox import Outbox
+
+log = logging.getLogger("kiosk.commands")
+
+NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+MAX_ID = 128
+HANDLER_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Accepted:
+    """Returned by a handler that started long work: reply 202 now, ``then`` runs afterwards."""
+
+    body: dict[str, Any] = field(default_factory=dict)
+    then: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Accepted]]
+Reply = Callable[[str, bytes, bytes | None], Awaitable[None]]  # (topic, payload, correlation) -> sent
+
+
+def parse_expiry(value: Any) -> float:
+    if isinstance(value, bool):
+        raise BadRequest("expires_at must be UNIX seconds or an ISO 8601 time, not a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"expires_at {value[:40]!r} is not an ISO 8601 time") from None
+        if dt.tzinfo is None:
+            raise BadRequest("expires_at needs a time zone (e.g. 2026-11-21T08:00:00+08:00)")
+        return dt.timestamp()
+    raise BadRequest(f"expires_at must be UNIX seconds or an ISO 8601 time, got {type(value).__name__}")
+
+
+class CommandDispatcher:
+    def __init__(self, outbox: Outbox, send: Reply, emit: Callable[[str, dict[str, Any]], Awaitable[None]],
+                 *, retention_s: float = 7 * 86400) -> None:
+        self._outbox = outbox
+        self._send = send
+        self._emit = emit
+        self._handlers: dict[str, Handler] = {}
+        self._running: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.retention_s = retention_s
+        self.counts = {"received": 0, "duplicates": 0, "expired": 0, "malformed": 0, "unknown": 0, "failed": 0}
+
+    def register(self, name: str, handler: Handler) -> None:
+        if not NAME.match(name):
+            raise ValueError(f"bad command name {name!r}")
+        self._handlers[name] = handler
+
+    def register_all(self, handlers: Mapping[str, Handler]) -> None:
+        for name, handler in handlers.items():
+            self.register(name, handler)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def handle(self, name: str, msg: Message) -> None:
+        """Process one request. Never raises: every failure becomes a reply (or a log line)."""
+        self.counts["received"] += 1
+        response_topic, corr = msg.response_topic, msg.correlation_data
+        if not response_topic:
+            # Without a Response Topic nobody can learn the outcome; running it blind is worse.
+            self.counts["malformed"] += 1
+            log.warning("command %s without a Response Topic ignored (MQTT 5 request/response required)",
+                        name[:64])
+            return
+
+        async def reply(status: int, body: dict[str, Any], cid: str | None, store: bool = True) -> None:
+            payload = dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
+            if store and cid is not None:
+                await self._outbox.command_finish(cid, name, payload)
+            await self._send(response_topic, payload, corr)
+
+        try:
+            body = decode_json_object(msg.payload, "command body") if msg.payload.strip() else {}
+        except ValueError as exc:
+            self.counts["malformed"] += 1
+            await reply(400, {"error": str(exc)}, None, store=False)
+            return
+        raw_id = body.pop("id", None)
+        if raw_id is not None and (not isinstance(raw_id, str) or not 0 < len(raw_id) <= MAX_ID):
+            self.counts["malformed"] += 1
+            await reply(400, {"error": f"id must be a string of 1-{MAX_ID} characters"}, None, store=False)
+            return
+        cid = raw_id or (("corr:" + corr.hex()[: MAX_ID - 5]) if corr else None)
+
+        if cid is not None:
+            seen = await self._outbox.command_lookup(cid)
+            if seen is not None:
+                self.counts["duplicates"] += 1
+                state, stored = seen
+                if state == "done" and stored is not None:
+                    log.info("command %s id=%s seen before: resending the first reply", name, cid)
+                    await self._send(response_topic, stored, corr)
+                elif cid in self._running:
+                    await reply(202, {"detail": "already running"}, cid, store=False)
+                else:
+                    await reply(500, {"error": "interrupted: the appliance restarted while this command ran; "
+                                               "it was not run again"}, cid)
+                return
+
+        if not NAME.match(name) or name not in self._handlers:
+            self.counts["unknown"] += 1
+            await reply(404, {"error": f"unknown command {name[:64]!r}", "commands": self.names}, cid)
+            return
+        try:
+            expires = parse_expiry(body.pop("expires_at")) if "expires_at" in body else None
+        except BadRequest as exc:
+            self.counts["malformed"] += 1
+            await reply(400, {"error": str(exc)}, cid)
+            return
+        if expires is not None and time.time() > expires:
+            self.counts["expired"] += 1
+            await reply(410, {"error": "expired before it reached the device; not run",
+                              "expired_at": expires}, cid)
+            return
+
+        if cid is not None:
+            await self._outbox.command_begin(cid, name)
+            self._running.add(cid)
+        try:
+            result = await asyncio.wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
+        except CommandError as exc:
+            if exc.status >= 500:
+                self.counts["failed"] += 1
+            await reply(exc.status, {"error": str(exc), **exc.detail}, cid)
+        except ValueError as exc:
+            await reply(400, {"error": str(exc)}, cid)
+        except TimeoutError:
+            self.counts["failed"] += 1
+            await reply(500, {"error": f"timed out after {HANDLER_TIMEOUT_S:.0f}s"}, cid)
+        except KioskError as exc:
+            self.counts["failed"] += 1
+            await reply(500, {"error": str(exc), "code": exc.code}, cid)
+        except Exception as exc:  # noqa: BLE001 - a handler bug answers 500, the daemon keeps running
+            self.counts["failed"] += 1
+            log.exception("command %s crashed", name)
+            await reply(500, {"error": f"internal error: {type(exc).__name__}"}, cid)
+        else:
+            if isinstance(result, Accepted):
+                await reply(202, result.body, cid)
+                if result.then is not None:
+                    self._spawn(self._finish_later(name, cid, result.then))
+            else:
+                await reply(200, result or {}, cid)
+        finally:
+            if cid is not None:
+                self._running.discard(cid)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_later(self, name: str, cid: str | None, then: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        try:
+            body = await then()
+            status, extra = 200, body or {}
+        except CommandError as exc:
+            status, extra = exc.status, {"error": str(exc), **exc.detail}
+        except Exception as exc:  # noqa: BLE001
+            log.exception("command %s failed after 202", name)
+            status, extra = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        await self._emit("command.completed", {"id": cid, "name": name, "status": status, **extra})
+
+    async def prune(self) -> int:
+        return await self._outbox.command_prune(self.retention_s)
+
+
+def json_body(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,313 @@
+"""The fleet link: the appliance's one MQTT 5 connection to the central platform.
+
+Per connection: the epoch is incremented and fsynced, the Will (``lost`` + epoch) is set, and after
+CONNACK the link publishes retained ``state`` = ``online`` and ``birth``, subscribes to ``cmd/+`` and
+``config/desired``, and drains the outbox in seq order with at most ``max_inflight`` unacknowledged
+events. An event leaves the outbox only after the broker's PUBACK. After any outage every
+unacknowledged event is re-sent from the oldest, so the platform sees each seq at least once and in
+order; de-duplicating by (device, seq) gives exactly once.
+
+Reconnects use exponential backoff with full jitter (``reconnect_base_s`` doubling up to
+``reconnect_cap_s``) after a random initial delay, so a county's kiosks do not reconnect in lock-step
+after a central outage. The backlog of an outage drains at ``drain_rate_per_s`` at most; command
+replies, ``state``, ``birth`` and live telemetry never wait behind it (they bypass the outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from appliance.config import KioskConfig
+from appliance.errors import LinkError
+from appliance.localbus import dumps
+from appliance.mqtt import Message, MqttConnection, Tls, Will, publish_properties
+from appliance.outbox import Outbox
+
+log = logging.getLogger("kiosk.fleet")
+
+SESSION_EXPIRY_S = 86400  # the broker keeps our subscriptions and queued commands for a day offline
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst or max(1.0, rate / 10)
+        self._tokens = self.burst
+        self._last = time.monotonic()
+
+    async def take(self, n: float = 1.0) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= n:
+                self._tokens -= n
+                return
+            await asyncio.sleep((n - self._tokens) / self.rate)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
+    r = rng or random
+    return r.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+class FleetLink:
+    def __init__(
+        self,
+        cfg: KioskConfig,
+        outbox: Outbox,
+        *,
+        boot_id: str,
+        birth: Callable[[], dict[str, Any]],
+        on_command: Callable[[str, Message], Awaitable[None]],
+        on_desired: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        self.cfg = cfg
+        self.outbox = outbox
+        self.boot_id = boot_id
+        self._birth = birth
+        self._on_command = on_command
+        self._on_desired = on_desired
+        root = cfg.topic_root
+        self.root = root
+        self.t_state, self.t_birth = f"{root}/state", f"{root}/birth"
+        self.t_telemetry, self.t_event = f"{root}/telemetry", f"{root}/event"
+        self.t_cmd, self.t_desired, self.t_reported = f"{root}/cmd/", f"{root}/config/desired", f"{root}/config/reported"
+        self._conn: MqttConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connected_since: float | None = None
+        self.connects = 0
+        self.sent_events = 0
+        self.last_error = ""
+        self._bucket = TokenBucket(cfg.fleet.drain_rate_per_s)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.first_online = asyncio.Event()
+
+    # --- public ------------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name="fleet-link")
+        return self._task
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def set_drain_rate(self, rate: float) -> None:
+        self._bucket = TokenBucket(rate)
+
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """Publish ``offline`` (retained) and disconnect cleanly, so the broker sends no Will."""
+        self._stopping = True
+        conn = self._conn
+        if conn is not None and conn.connected:
+            await conn.close(publish_first=(self.t_state, self._state("offline"), True), timeout_s=timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _state(self, state: str) -> bytes:
+        return dumps({"state": state, "epoch": self.outbox.epoch, "ts": round(time.time(), 3),
+                      "boot_id": self.boot_id})
+
+    async def send_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        """Send a command reply (QoS 1). Not queued in the outbox: a lost reply is recovered by the
+        platform repeating the command id, which gets the stored reply again."""
+        conn = self._conn
+        if conn is None or not conn.connected:
+            log.warning("reply to %s not sent: fleet link down (the platform may repeat the command)", topic)
+            return
+        try:
+            await asyncio.wait_for(conn.publish(topic, payload, qos=1,
+                                                properties=publish_properties(correlation_data=correlation)), 10)
+        except (LinkError, TimeoutError) as exc:
+            log.warning("reply to %s not acknowledged: %s", topic, exc)
+
+    async def publish_retained(self, topic: str, payload: bytes) -> bool:
+        conn = self._conn
+        if conn is None or not conn.connected:
+            return False
+        try:
+            await asyncio.wait_for(conn.publish(topic, payload, qos=1, retain=True), 10)
+            return True
+        except (LinkError, TimeoutError):
+            return False
+
+    async def rebirth(self) -> bool:
+        return await self.publish_retained(self.t_birth, dumps(self._birth()))
+
+    async def publish_telemetry(self, payload: bytes) -> str:
+        """Live telemetry goes straight out; if the link is down it waits in the outbox (droppable)."""
+        conn = self._conn
+        if conn is not None and conn.connected:
+            try:
+                await asyncio.wait_for(conn.publish(self.t_telemetry, payload, qos=1), 10)
+                return "sent"
+            except (LinkError, TimeoutError):
+                pass
+        await self.outbox.store_telemetry(payload)
+        return "stored"
+
+    # --- connection loop ---------------------------------------------------------------------------
+
+    def _make_connection(self, epoch: int) -> MqttConnection:
+        f = self.cfg.fleet
+        tls = None
+        if f.tls is not None:
+            tls = Tls(ca=str(f.tls.ca), cert=str(f.tls.cert) if f.tls.cert else None,
+                      key=str(f.tls.key) if f.tls.key else None, handshake_timeout_s=f.tls.handshake_timeout_s)
+        return MqttConnection(
+            host=f.host, port=f.port, client_id=self.cfg.device.id, keepalive_s=f.keepalive_s,
+            clean_start=False, session_expiry_s=SESSION_EXPIRY_S, max_inflight=f.max_inflight,
+            will=Will(self.t_state, self._state("lost"), qos=1, retain=True), tls=tls,
+            username=f.username, password=f.password.get_secret_value() if f.password else None, name="fleet",
+        )
+
+    async def _run(self) -> None:
+        f = self.cfg.fleet
+        if f.initial_delay_max_s > 0:
+            delay = random.uniform(0, f.initial_delay_max_s)
+            log.info("fleet: first connection in %.1fs (spreads the fleet's reconnects)", delay)
+            await asyncio.sleep(delay)
+        attempt = 0
+        while not self._stopping:
+            epoch = await self.outbox.next_epoch()
+            conn = self._make_connection(epoch)
+            try:
+                await conn.connect(timeout_s=max(10.0, f.tls.handshake_timeout_s if f.tls else 10.0))
+            except LinkError as exc:
+                self.last_error = str(exc)
+                delay = backoff_delay(attempt, f.reconnect_base_s, f.reconnect_cap_s)
+                if attempt < 3 or attempt % 10 == 0:
+                    log.warning("fleet: %s; retrying in %.1fs (attempt %d)", exc, delay, attempt + 1)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self._conn = conn
+            self.connects += 1
+            try:
+                await self._session(conn, epoch)
+                attempt = 0
+            except LinkError as exc:
+                self.last_error = str(exc)
+                log.warning("fleet: connection failed during setup: %s", exc)
+            finally:
+                self.connected_since = None
+                for t in list(self._tasks):
+                    t.cancel()
+                if not self._stopping:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout_s=0.5)
+                    self._conn = None
+            if self._stopping:
+                return
+            delay = backoff_delay(attempt, f.reconnect_base_s, f.reconnect_cap_s)
+            attempt += 1
+            log.warning("fleet: disconnected (%s); reconnecting in %.1fs",
+                        conn.closed.result() if conn.closed and conn.closed.done() else "?", delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self, conn: MqttConnection, epoch: int) -> None:
+        connected_at = time.time()
+        await conn.publish(self.t_state, self._state("online"), qos=1, retain=True)
+        await conn.publish(self.t_birth, dumps(self._birth()), qos=1, retain=True)
+        await conn.subscribe((self.t_cmd + "+", 1), (self.t_desired, 1))
+        self.connected_since = time.monotonic()
+        self.first_online.set()
+        log.info("fleet: online at %s:%d as %s, epoch %d, outbox depth %d", self.cfg.fleet.host,
+                 self.cfg.fleet.port, self.root, epoch, self.outbox.depth)
+        drain = asyncio.create_task(self._drain(conn, connected_at), name="fleet-drain")
+        self._tasks.add(drain)
+        drain.add_done_callback(self._tasks.discard)
+        async for msg in conn.messages():
+            self._spawn(self._dispatch(msg))
+        if drain.done() and not drain.cancelled() and drain.exception() is not None:
+            log.error("fleet: drain stopped: %r", drain.exception())
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fleet: handler failed: %r", task.exception(), exc_info=task.exception())
+
+    async def _dispatch(self, msg: Message) -> None:
+        if msg.topic.startswith(self.t_cmd):
+            await self._on_command(msg.topic[len(self.t_cmd):], msg)
+        elif msg.topic == self.t_desired:
+            await self._on_desired(msg)
+        if msg.qos:
+            msg.ack()
+
+    # --- outbox drain ------------------------------------------------------------------------------
+
+    async def _drain(self, conn: MqttConnection, connected_at: float) -> None:
+        window = self.cfg.fleet.max_inflight
+        inflight: dict[int, asyncio.Future[None]] = {}
+        acked: list[int] = []
+        cursor = 0
+        changed = self.outbox.changed
+
+        def on_done(seq: int, fut: asyncio.Future[None]) -> None:
+            inflight.pop(seq, None)
+            if not fut.cancelled() and fut.exception() is None:
+                acked.append(seq)
+            changed.set()
+
+        while conn.connected:
+            progressed = False
+            room = window - len(inflight)
+            if room > 0:
+                batch = await self.outbox.batch_after(cursor, min(room, 500))
+                for ev in batch:
+                    if ev.wall < connected_at:
+                        await self._bucket.take()  # backlog from before this connection: capped
+                    try:
+                        fut = conn.publish(self.t_event, ev.message(self.boot_id), qos=1)
+                    except LinkError:
+                        return  # the connection dropped; the next one re-sends from the oldest
+                    inflight[ev.seq] = fut
+                    fut.add_done_callback(lambda f, s=ev.seq: on_done(s, f))
+                    cursor = ev.seq
+                    progressed = True
+            if acked:
+                done, acked[:] = list(acked), []
+                await self.outbox.delete(done)
+                self.sent_events += len(done)
+                progressed = True
+            if not progressed and not inflight and self.outbox.telemetry_depth:
+                progressed = await self._drain_telemetry(conn)
+            if not progressed:
+                await self.outbox.wait_new(0.25)
+
+    async def _drain_telemetry(self, conn: MqttConnection) -> bool:
+        """Stored telemetry goes after every stored event (it matters less), also rate-capped."""
+        rows = await self.outbox.telemetry_batch(50)
+        sent: list[int] = []
+        for tid, payload in rows:
+            await self._bucket.take()
+            try:
+                await asyncio.wait_for(conn.publish(self.t_telemetry, payload, qos=1), 10)
+            except (LinkError, TimeoutError):
+                break
+            sent.append(tid)
+        await self.outbox.delete_telemetry(sent)
+        return bool(sent)

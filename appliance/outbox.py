@@ -1,0 +1,449 @@
+"""The durable outbox: every event the kiosk produced, kept until the central broker's PUBACK.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed transaction survives ``kill -9`` and a power
+cut. ``seq`` is an ``AUTOINCREMENT`` key, so it is 64-bit, assigned in the same transaction that stores
+the event, and never reused even after rows are deleted (SQLite keeps the high-water mark in
+``sqlite_sequence``). Producers' ids are remembered (``seen``) so a redelivered event is stored once.
+
+All SQLite work runs on one dedicated thread; appends are group-committed (one fsync for everything
+that arrived within a few milliseconds), which is what makes thousands of durable events per second
+possible on an SD card.
+
+Quota policy (explicit and reported): when the stored bytes exceed the quota, the oldest stored
+telemetry goes first; if events alone exceed it, the oldest events go. Every drop is recorded as a
+``gap`` event saying what was dropped (kind, seq range, count) and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import OutboxFull, StorageError
+
+log = logging.getLogger("kiosk.outbox")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    epoch INTEGER NOT NULL,
+    wall REAL NOT NULL,
+    mono REAL NOT NULL,
+    synced INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (producer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, wall REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_wall ON seen(wall);
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL, reply BLOB, wall REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    wall REAL NOT NULL,
+    payload TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+"""
+
+# How long producers' ids are remembered for de-duplication.
+SEEN_RETENTION_S = 7 * 86400
+GROUP_COMMIT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    epoch: int
+    wall: float
+    mono: float
+    synced: bool
+    type: str
+    data: str  # JSON text, already validated
+
+    def message(self, boot_id: str) -> bytes:
+        """The fleet ``event`` payload (see docs/mqtt.md)."""
+        return (
+            '{"epoch":%d,"seq":%d,"ts":{"wall":%.3f,"mono":%.3f,"boot_id":"%s","time_synced":%s},'
+            '"type":%s,"data":%s}'
+            % (self.epoch, self.seq, self.wall, self.mono, boot_id, "true" if self.synced else "false",
+               json.dumps(self.type), self.data)
+        ).encode()
+
+
+@dataclass
+class _Pending:
+    type: str
+    data: str
+    producer_id: str | None
+    wall: float
+    mono: float
+    synced: bool
+    future: asyncio.Future[int | None]
+
+
+class Outbox:
+    """Durable, ordered, de-duplicated event store. Create with ``await Outbox.open(...)``."""
+
+    def __init__(self, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False) -> None:
+        self.path = path
+        self.quota_bytes = quota_bytes
+        self._clock_synced = clock_synced
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._flush_scheduled = False
+        self._flush_lock = asyncio.Lock()
+        self.changed = asyncio.Event()  # set when events are stored (and by the drain on PUBACKs)
+        self.epoch = 0
+        self.stored_bytes = 0
+        self.depth = 0
+        self.telemetry_depth = 0
+        self.dropped_events = 0
+        self.dropped_telemetry = 0
+        self.duplicates = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_ident: int | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False) -> Outbox:
+        box = cls(path, quota_bytes=quota_bytes, clock_synced=clock_synced)
+        box._loop = asyncio.get_running_loop()
+        await box._run(box._open_sync)
+        return box
+
+    def _open_sync(self) -> None:
+        self._thread_ident = threading.get_ident()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            row = db.execute("PRAGMA integrity_check(1)").fetchone()
+            if row[0] != "ok":
+                raise StorageError(f"outbox {self.path} failed its integrity check: {row[0]}")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot open the outbox {self.path}: {exc}") from exc
+        self._db = db
+        self.epoch = self._meta("epoch")
+        self._recount()
+        db.execute("DELETE FROM seen WHERE wall < ?", (time.time() - SEEN_RETENTION_S,))
+
+    def _recount(self) -> None:
+        """Re-derive the cached sizes from the database (after open or a failed transaction)."""
+        assert self._db is not None
+        db = self._db
+        self.stored_bytes = (db.execute("SELECT COALESCE(SUM(size),0) FROM events").fetchone()[0]
+                             + db.execute("SELECT COALESCE(SUM(size),0) FROM telemetry").fetchone()[0])
+        self.depth = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self.telemetry_depth = db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._pool, fn, *args)
+
+    def _meta(self, key: str) -> int:
+        assert self._db is not None
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # --- epoch -------------------------------------------------------------------------------------
+
+    async def next_epoch(self) -> int:
+        """Increment and durably store the connection epoch (called before every CONNECT)."""
+
+        def bump() -> int:
+            assert self._db is not None
+            self._db.execute("BEGIN IMMEDIATE")
+            value = self._meta("epoch") + 1
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (value,))
+            self._db.execute("COMMIT")
+            return value
+
+        self.epoch = await self._run(bump)
+        return self.epoch
+
+    # --- appending ---------------------------------------------------------------------------------
+
+    async def append(self, type: str, data: dict[str, Any] | str, *, producer_id: str | None = None) -> int | None:
+        """Store one event durably; returns its seq, or None if ``producer_id`` was stored before.
+
+        Returns only after the transaction holding it is committed (fsynced).
+        """
+        assert self._loop is not None
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        fut: asyncio.Future[int | None] = self._loop.create_future()
+        self._pending.append(_Pending(type, text, producer_id, time.time(), time.monotonic(),
+                                      bool(self._clock_synced()), fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.create_task(self._flush_soon())
+        return await fut
+
+    async def _flush_soon(self) -> None:
+        # Let everything that is ready on the loop this instant join the same transaction.
+        await asyncio.sleep(0)
+        self._flush_scheduled = False
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            while self._pending:
+                batch, self._pending = self._pending[:GROUP_COMMIT_MAX], self._pending[GROUP_COMMIT_MAX:]
+                try:
+                    seqs = await self._run(self._append_sync, batch)
+                except Exception as exc:  # noqa: BLE001 - each producer gets the typed error
+                    err = exc if isinstance(exc, StorageError) else StorageError(f"outbox write failed: {exc}")
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(err)
+                    continue
+                for p, seq in zip(batch, seqs, strict=True):
+                    if not p.future.done():
+                        p.future.set_result(seq)
+                self.changed.set()
+
+    def _append_sync(self, batch: list[_Pending]) -> list[int | None]:
+        assert self._db is not None
+        db = self._db
+        for attempt in range(3):
+            try:
+                return self._append_tx(db, batch)
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._recount()
+                if "full" not in str(exc).lower() or attempt == 2:
+                    raise StorageError(f"outbox write failed: {exc}") from exc
+                # The disk itself is full: make room under the policy, then retry.
+                if not self._drop_oldest(db, max(self.stored_bytes // 10, 1), reason="disk full"):
+                    raise OutboxFull("disk full and nothing left to drop in the outbox") from exc
+        raise AssertionError("unreachable")
+
+    def _append_tx(self, db: sqlite3.Connection, batch: list[_Pending]) -> list[int | None]:
+        out: list[int | None] = []
+        epoch = self.epoch
+        added = 0
+        db.execute("BEGIN IMMEDIATE")
+        for p in batch:
+            if p.producer_id is not None:
+                row = db.execute("SELECT seq FROM seen WHERE producer_id=?", (p.producer_id,)).fetchone()
+                if row is not None:
+                    self.duplicates += 1
+                    out.append(None)
+                    continue
+            size = len(p.data) + len(p.type) + 64
+            cur = db.execute(
+                "INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
+                (epoch, p.wall, p.mono, int(p.synced), p.type, p.data, size),
+            )
+            seq = int(cur.lastrowid or 0)
+            if p.producer_id is not None:
+                db.execute("INSERT INTO seen(producer_id, seq, wall) VALUES (?,?,?)", (p.producer_id, seq, p.wall))
+            added += size
+            out.append(seq)
+        self.stored_bytes += added
+        self.depth += sum(1 for s in out if s is not None)
+        if self.stored_bytes > self.quota_bytes:
+            self._drop_oldest(db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True)
+        db.execute("COMMIT")
+        return out
+
+    def _drop_oldest(self, db: sqlite3.Connection, need: int, *, reason: str, in_tx: bool = False) -> bool:
+        """Free at least ``need`` bytes: telemetry first, then the oldest events; record a gap event."""
+        if not in_tx:
+            db.execute("BEGIN IMMEDIATE")
+        freed = 0
+        dropped_any = False
+        rows = db.execute("SELECT id, size FROM telemetry ORDER BY id").fetchall()
+        t_ids: list[int] = []
+        for tid, size in rows:
+            if freed >= need:
+                break
+            t_ids.append(tid)
+            freed += size
+        if t_ids:
+            db.execute(f"DELETE FROM telemetry WHERE id <= {t_ids[-1]}")
+            self.telemetry_depth -= len(t_ids)
+            self.dropped_telemetry += len(t_ids)
+            dropped_any = True
+            self._gap(db, {"kind": "telemetry", "count": len(t_ids), "reason": reason})
+        if freed < need:
+            seqs: list[int] = []
+            for seq, size in db.execute("SELECT seq, size FROM events ORDER BY seq").fetchall():
+                if freed >= need:
+                    break
+                seqs.append(seq)
+                freed += size
+            if seqs:
+                db.execute("DELETE FROM events WHERE seq <= ?", (seqs[-1],))
+                self.depth -= len(seqs)
+                self.dropped_events += len(seqs)
+                dropped_any = True
+                self._gap(db, {"kind": "event", "from_seq": seqs[0], "to_seq": seqs[-1], "count": len(seqs),
+                               "reason": reason})
+        self.stored_bytes -= freed
+        if not in_tx:
+            db.execute("COMMIT")
+        if dropped_any:
+            log.warning("outbox: dropped %d bytes (%s); a gap event records it", freed, reason)
+        return dropped_any
+
+    def _gap(self, db: sqlite3.Connection, data: dict[str, Any]) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        size = len(text) + 64
+        db.execute("INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
+                   (self.epoch, time.time(), time.monotonic(), int(bool(self._clock_synced())), "gap", text, size))
+        self.stored_bytes += size
+        self.depth += 1
+
+    # --- telemetry ---------------------------------------------------------------------------------
+
+    async def store_telemetry(self, payload: bytes) -> None:
+        """Keep a telemetry sample that could not be sent; dropped first under quota."""
+
+        def put() -> None:
+            assert self._db is not None
+            size = len(payload) + 32
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO telemetry(wall, payload, size) VALUES (?,?,?)",
+                             (time.time(), payload.decode(), size))
+            self.stored_bytes += size
+            self.telemetry_depth += 1
+            if self.stored_bytes > self.quota_bytes:
+                self._drop_oldest(self._db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True)
+            self._db.execute("COMMIT")
+
+        await self._run(put)
+        self.changed.set()
+
+    async def telemetry_batch(self, limit: int) -> list[tuple[int, bytes]]:
+        def get() -> list[tuple[int, bytes]]:
+            assert self._db is not None
+            rows = self._db.execute("SELECT id, payload FROM telemetry ORDER BY id LIMIT ?", (limit,)).fetchall()
+            return [(r[0], r[1].encode()) for r in rows]
+
+        return await self._run(get)
+
+    async def delete_telemetry(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+
+        def delete() -> None:
+            assert self._db is not None
+            self._db.execute("BEGIN IMMEDIATE")
+            q = ",".join("?" * len(ids))
+            freed = self._db.execute(f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM telemetry WHERE id IN ({q})",
+                                     ids).fetchone()
+            self._db.execute(f"DELETE FROM telemetry WHERE id IN ({q})", ids)
+            self._db.execute("COMMIT")
+            self.stored_bytes -= freed[0]
+            self.telemetry_depth -= freed[1]
+
+        await self._run(delete)
+
+    # --- draining ----------------------------------------------------------------------------------
+
+    async def batch_after(self, seq: int, limit: int) -> list[StoredEvent]:
+        """Events with a seq greater than ``seq``, oldest first."""
+
+        def get() -> list[StoredEvent]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT seq, epoch, wall, mono, synced, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return [StoredEvent(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+
+        return await self._run(get)
+
+    async def delete(self, seqs: Iterable[int]) -> None:
+        """Forget events the central broker acknowledged."""
+        seqs = sorted(seqs)
+        if not seqs:
+            return
+
+        def delete() -> None:
+            assert self._db is not None
+            self._db.execute("BEGIN IMMEDIATE")
+            freed, count = 0, 0
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                row = self._db.execute(f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq IN ({q})",
+                                       chunk).fetchone()
+                self._db.execute(f"DELETE FROM events WHERE seq IN ({q})", chunk)
+                freed += row[0]
+                count += row[1]
+            self._db.execute("COMMIT")
+            self.stored_bytes -= freed
+            self.depth -= count
+
+        await self._run(delete)
+
+    async def oldest_age_s(self) -> float | None:
+        def get() -> float | None:
+            assert self._db is not None
+            row = self._db.execute("SELECT MIN(wall) FROM events").fetchone()
+            return None if row[0] is None else max(0.0, time.time() - row[0])
+
+        return await self._run(get)
+
+    async def wait_new(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        self.changed.clear()
+
+    # --- commands (at-most-once store) -------------------------------------------------------------
+    # Kept in the same database so one fsync policy covers everything the fleet contract promises.
+
+    async def command_lookup(self, cid: str) -> tuple[str, bytes | None] | None:
+        def get() -> tuple[str, bytes | None] | None:
+            assert self._db is not None
+            row = self._db.execute("SELECT state, reply FROM commands WHERE id=?", (cid,)).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        return await self._run(get)
+
+    async def command_begin(self, cid: str, name: str) -> None:
+        await self._run(self._command_put, cid, name, "running", None)
+
+    async def command_finish(self, cid: str, name: str, reply: bytes) -> None:
+        await self._run(self._command_put, cid, name, "done", reply)
+
+    def _command_put(self, cid: str, name: str, state: str, reply: bytes | None) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT OR REPLACE INTO commands(id, name, state, reply, wall) VALUES (?,?,?,?,?)",
+                         (cid, name, state, reply, time.time()))
+
+    async def command_prune(self, older_than_s: float) -> int:
+        def prune() -> int:
+            assert self._db is not None
+            return self._db.execute("DELETE FROM commands WHERE wall < ?", (time.time() - older_than_s,)).rowcount
+
+        return await self._run(prune)
