@@ -18,7 +18,6 @@ Handlers return a dict (200) or ``Accepted(dict)`` (202, work continues; the out
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -204,6 +203,3 @@ class CommandDispatcher:
     async def prune(self) -> int:
         return await self._outbox.command_prune(self.retention_s)
 
-
-def json_body(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from appliance.configbase import Strict
 from appliance.errors import ConfigError
@@ -134,12 +135,37 @@ def _shorten(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the table holding ``loc`` accepts (walks the models; dict levels are skipped)."""
+    model: type[BaseModel] | None = KioskConfig
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue  # a free-form name such as a camera's, or a union branch tag
+        model = _model_in(field.annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
 def describe_errors(source: str, exc: ValidationError) -> ConfigError:
     problems = []
     for err in exc.errors(include_url=False):
         loc = _fmt_loc(err["loc"])
         if err["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key (check the spelling; allowed keys are in docs/config)")
+            allowed = allowed_keys(tuple(err["loc"]))
+            hint = f"allowed here: {', '.join(allowed)}" if allowed else "see docs/kiosk.example.toml"
+            problems.append(f"{loc}: unknown key (check the spelling; {hint})")
         elif err["type"] == "missing":
             problems.append(f"{loc}: required key is missing")
         else:

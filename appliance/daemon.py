@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import os
 import signal
@@ -203,7 +202,7 @@ class Appliance:
             await self.emit("device.stopping", {"reason": "SIGTERM"})
         # Give the drain a moment to deliver what is ready before saying goodbye.
         deadline = time.monotonic() + 2.0
-        while self.fleet.connected and self.outbox.depth and time.monotonic() < deadline:
+        while self.fleet.connected and self.outbox.depth and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self.fleet.stop()
         for t in self._tasks:
@@ -511,6 +510,3 @@ def main(config_path: str | None = None) -> int:
         return 74  # EX_IOERR
     return 0
 
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2)

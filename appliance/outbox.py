@@ -74,11 +74,11 @@ class StoredEvent:
 
     def message(self, boot_id: str) -> bytes:
         """The fleet ``event`` payload (see docs/mqtt.md)."""
+        # Formatted by hand: this runs for every event sent, and data is stored as JSON text already.
+        synced = "true" if self.synced else "false"
         return (
-            '{"epoch":%d,"seq":%d,"ts":{"wall":%.3f,"mono":%.3f,"boot_id":"%s","time_synced":%s},'
-            '"type":%s,"data":%s}'
-            % (self.epoch, self.seq, self.wall, self.mono, boot_id, "true" if self.synced else "false",
-               json.dumps(self.type), self.data)
+            f'{{"epoch":{self.epoch},"seq":{self.seq},"ts":{{"wall":{self.wall:.3f},"mono":{self.mono:.3f},'
+            f'"boot_id":"{boot_id}","time_synced":{synced}}},"type":{json.dumps(self.type)},"data":{self.data}}}'
         ).encode()
 
 
@@ -275,7 +275,10 @@ class Outbox:
         """Free at least ``need`` bytes: telemetry first, then the oldest events; record a gap event."""
         if not in_tx:
             db.execute("BEGIN IMMEDIATE")
+        # Drop at least 5% of the quota at once, so a full outbox does not write a gap event per event.
+        need = max(need, self.quota_bytes // 20)
         freed = 0
+        t_dropped = 0
         dropped_any = False
         rows = db.execute("SELECT id, size FROM telemetry ORDER BY id").fetchall()
         t_ids: list[int] = []
@@ -289,21 +292,39 @@ class Outbox:
             self.telemetry_depth -= len(t_ids)
             self.dropped_telemetry += len(t_ids)
             dropped_any = True
-            self._gap(db, {"kind": "telemetry", "count": len(t_ids), "reason": reason})
+            t_dropped = len(t_ids)
         if freed < need:
+            # Events go oldest first. Gap events among them are folded into the new gap event, so the
+            # record of earlier drops is never itself lost.
             seqs: list[int] = []
-            for seq, size in db.execute("SELECT seq, size FROM events ORDER BY seq").fetchall():
+            earlier = {"telemetry": 0, "event": 0}
+            for seq, size, etype, data in db.execute("SELECT seq, size, type, data FROM events ORDER BY seq"):
                 if freed >= need:
                     break
                 seqs.append(seq)
                 freed += size
+                if etype == "gap":
+                    try:
+                        old = json.loads(data)
+                        earlier["telemetry"] += int(old.get("telemetry_dropped", 0))
+                        earlier["event"] += int(old.get("events_dropped", 0))
+                    except (ValueError, TypeError, AttributeError):
+                        pass
             if seqs:
                 db.execute("DELETE FROM events WHERE seq <= ?", (seqs[-1],))
                 self.depth -= len(seqs)
                 self.dropped_events += len(seqs)
                 dropped_any = True
-                self._gap(db, {"kind": "event", "from_seq": seqs[0], "to_seq": seqs[-1], "count": len(seqs),
-                               "reason": reason})
+                gap = {"kind": "event", "from_seq": seqs[0], "to_seq": seqs[-1], "count": len(seqs),
+                       "reason": reason}
+                if any(earlier.values()):
+                    gap["earlier_gaps"] = earlier
+                t_dropped += earlier["telemetry"]
+                self._gap(db, gap | {"telemetry_dropped": t_dropped, "events_dropped": len(seqs) + earlier["event"]})
+                t_dropped = 0
+        if t_dropped:
+            self._gap(db, {"kind": "telemetry", "count": t_dropped, "reason": reason,
+                           "telemetry_dropped": t_dropped, "events_dropped": 0})
         self.stored_bytes -= freed
         if not in_tx:
             db.execute("COMMIT")

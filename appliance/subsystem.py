@@ -9,7 +9,6 @@ capabilities and commands, and stops in reverse order. Subsystems talk to the re
 from __future__ import annotations
 
 import logging
-from abc import ABC
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,7 +55,7 @@ class Context(Protocol):
         """Call a method served by another process on the local bus; raises CommandError on failure."""
 
 
-class Subsystem(ABC):  # noqa: B024 - every hook is optional
+class Subsystem:
     """A part of the appliance. Override what applies; all hooks have safe defaults."""
 
     name: str = "subsystem"

@@ -1,0 +1,154 @@
+"""Test-side stand-ins for the central platform and for the appliance process.
+
+``Platform`` speaks only the fleet contract (docs/mqtt.md) over a real MQTT 5 connection;
+``ApplianceProcess`` runs ``kiosk run`` as a real child process that tests can SIGTERM or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.mqtt import Message, MqttConnection, publish_properties
+
+ROOT = "kiosk/v1/33/3308/330803/330803100/330803100201/kiosk-0001"
+
+
+class Platform:
+    def __init__(self, port: int, root: str = ROOT) -> None:
+        self.port, self.root = port, root
+        self.messages: list[tuple[str, dict[str, Any] | None, Message]] = []
+        self._replies: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self._conn: MqttConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.reply_topic = f"platform/replies/{uuid.uuid4().hex[:8]}"
+        self._changed = asyncio.Event()
+
+    async def start(self) -> Platform:
+        self._conn = MqttConnection(host="127.0.0.1", port=self.port, client_id=f"platform-{uuid.uuid4().hex[:6]}",
+                                    name="platform")
+        await self._conn.connect()
+        await self._conn.subscribe((f"{self.root}/#", 1), (self.reply_topic, 1))
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._conn:
+            await self._conn.close()
+
+    async def _collect(self) -> None:
+        assert self._conn is not None
+        async for msg in self._conn.messages():
+            try:
+                body = json.loads(msg.payload) if msg.payload else None
+            except ValueError:
+                body = None
+            if msg.topic == self.reply_topic:
+                fut = self._replies.pop(msg.correlation_data or b"", None)
+                if fut and not fut.done():
+                    fut.set_result(body)
+                continue
+            self.messages.append((msg.topic[len(self.root) + 1:], body, msg))
+            self._changed.set()
+
+    def of(self, channel: str) -> list[dict[str, Any]]:
+        return [b for c, b, _ in self.messages if c == channel and b is not None]
+
+    def events(self, type_prefix: str = "") -> list[dict[str, Any]]:
+        return [e for e in self.of("event") if e["type"].startswith(type_prefix)]
+
+    def unique_events(self, type_prefix: str = "") -> list[dict[str, Any]]:
+        """What a platform keeps after de-duplicating by seq (the contract's consumer rule)."""
+        seen: dict[int, dict[str, Any]] = {}
+        for e in self.events(type_prefix):
+            seen.setdefault(e["seq"], e)
+        return [seen[s] for s in sorted(seen)]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), 0.1)
+            except TimeoutError:
+                pass
+
+    async def command(self, name: str, body: dict[str, Any] | bytes | None = None, *, timeout_s: float = 10.0,
+                      correlation: bytes | None = None, expiry_s: int | None = None,
+                      response_topic: str | None = "default") -> dict[str, Any]:
+        assert self._conn is not None
+        corr = correlation or uuid.uuid4().bytes
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[corr] = fut
+        payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
+        rt = self.reply_topic if response_topic == "default" else response_topic
+        await self._conn.publish(f"{self.root}/cmd/{name}", payload, qos=1,
+                                 properties=publish_properties(response_topic=rt, correlation_data=corr,
+                                                               expiry_s=expiry_s))
+        return await asyncio.wait_for(fut, timeout_s)
+
+    async def publish(self, channel: str, obj: Any, *, retain: bool = False) -> None:
+        assert self._conn is not None
+        payload = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        await self._conn.publish(f"{self.root}/{channel}", payload, qos=1, retain=retain)
+
+
+class ApplianceProcess:
+    """``kiosk run`` as a child process, logs in ``log_path``."""
+
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.config, self.log_path = config, log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ApplianceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(self.config), "run"],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+        log.close()
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def produce(port: int, events: list[dict[str, Any]], client_id: str = "producer") -> None:
+    """Publish local events with QoS 1 and wait for every PUBACK from the local broker."""
+    conn = MqttConnection(host="127.0.0.1", port=port, client_id=client_id, name="producer")
+    await conn.connect()
+    try:
+        futs = [conn.publish("kiosk/local/event", json.dumps(e).encode(), qos=1) for e in events]
+        await asyncio.gather(*futs)
+    finally:
+        await conn.close()
