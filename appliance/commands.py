@@ -102,10 +102,16 @@ class CommandDispatcher:
                         name[:64])
             return
 
-        async def reply(status: int, body: dict[str, Any], cid: str | None, store: bool = True) -> None:
+        async def reply(status: int, body: dict[str, Any], cid: str | None, store: bool = True,
+                        personal: bool = False) -> None:
             payload = dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
             if store and cid is not None:
-                await self._outbox.command_finish(cid, name, payload)
+                # A reply carrying personal data (a handler marked ``personal_reply``, e.g. a villager's
+                # identity or document chunk) is never written to disk: its repeat gets 410 instead.
+                kept = payload if not personal else dumps({
+                    "status": 410, "error": "the first reply carried personal data and was not kept; "
+                    "send the request again with a new id", **({"id": cid} if cid else {}), "name": name})
+                await self._outbox.command_finish(cid, name, kept)
             await self._send(response_topic, payload, corr)
 
         try:
@@ -179,7 +185,8 @@ class CommandDispatcher:
                 if result.then is not None:
                     self._spawn(self._finish_later(name, cid, result.then))
             else:
-                await reply(200, result or {}, cid)
+                await reply(200, result or {}, cid,
+                            personal=bool(getattr(self._handlers[name], "personal_reply", False)))
         finally:
             if cid is not None:
                 self._running.discard(cid)

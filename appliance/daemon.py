@@ -84,9 +84,9 @@ class Appliance:
         await self._notify_listeners(type, data)
 
     async def _record_local(self, type: str, data: dict[str, Any], producer_id: str | None) -> int | None:
+        # Not re-published on the feed: local producers' events are already visible on kiosk/local/event.
         seq = await self.outbox.append(type, public(data), producer_id=producer_id)
         if seq is not None:
-            self.bus.publish(f"{FEED_PREFIX}/{type}", {"type": type, "seq": seq, "data": public(data)}, qos=0)
             await self._notify_listeners(type, data)
         return seq
 

@@ -1,8 +1,8 @@
 """The fleet link: the appliance's one MQTT 5 connection to the central platform.
 
 Per connection: the epoch is incremented and fsynced, the Will (``lost`` + epoch) is set, and after
-CONNACK the link publishes retained ``state`` = ``online`` and ``birth``, subscribes to ``cmd/+`` and
-``config/desired``, and drains the outbox in seq order with at most ``max_inflight`` unacknowledged
+CONNACK the link subscribes to ``cmd/+`` and ``config/desired``, publishes retained ``state`` =
+``online`` and ``birth``, and drains the outbox in seq order with at most ``max_inflight`` unacknowledged
 events. An event leaves the outbox only after the broker's PUBACK. After any outage every
 unacknowledged event is re-sent from the oldest, so the platform sees each seq at least once and in
 order; de-duplicating by (device, seq) gives exactly once.
@@ -224,9 +224,11 @@ class FleetLink:
 
     async def _session(self, conn: MqttConnection, epoch: int) -> None:
         connected_at = time.time()
+        # Subscribe first: a platform that sends a command the moment it sees `online` must find the
+        # subscription in place.
+        await conn.subscribe((self.t_cmd + "+", 1), (self.t_desired, 1))
         await conn.publish(self.t_state, self._state("online"), qos=1, retain=True)
         await conn.publish(self.t_birth, dumps(self._birth()), qos=1, retain=True)
-        await conn.subscribe((self.t_cmd + "+", 1), (self.t_desired, 1))
         self.connected_since = time.monotonic()
         self.first_online.set()
         log.info("fleet: online at %s:%d as %s, epoch %d, outbox depth %d", self.cfg.fleet.host,

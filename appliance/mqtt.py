@@ -27,9 +27,13 @@ from appliance.errors import LinkError, NotConnected, PublishFailed
 
 log = logging.getLogger("kiosk.mqtt")
 
-# Incoming messages wait here for the consumer. Bounded: with manual acks the broker never has more than
-# ``receive_maximum`` QoS>0 messages in flight towards us, so the queue cannot overflow for those; for
-# QoS 0 (and auto-acked) traffic the newest message is dropped and counted when it is full.
+# Incoming messages wait here for the consumer. Flow control is ours, not the broker's: above
+# INCOMING_HIGH queued messages we stop reading the socket (TCP pushes back on the broker) and resume
+# below INCOMING_LOW, so a burst costs bounded memory. The hard bound only matters if a consumer stops
+# consuming altogether; then the newest message is dropped and counted (never for manual-ack messages,
+# which the broker redelivers because they were not acknowledged).
+INCOMING_HIGH = 500
+INCOMING_LOW = 100
 INCOMING_QUEUE = 20_000
 
 
@@ -154,6 +158,7 @@ class MqttConnection:
         self._misc_task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self._writer_on = False
+        self._paused = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -231,8 +236,7 @@ class MqttConnection:
             raise NotConnected(f"{self.name}: not connected")
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        info = self._client.publish(topic, payload, qos=qos, retain=retain,
-                                    properties=properties or publish_properties())
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise PublishFailed(f"{self.name}: publish to {topic} failed: {paho.error_string(info.rc)}")
         if qos == 0 or info.is_published():
@@ -259,19 +263,23 @@ class MqttConnection:
         return codes
 
     async def messages(self) -> AsyncIterator[Message]:
-        """Yield received messages until the connection closes."""
+        """Yield received messages until the connection closes (then what arrived before the close)."""
         assert self.closed is not None
         while True:
-            getter = asyncio.ensure_future(self.incoming.get())
-            done, _ = await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                yield getter.result()
+            if not self.incoming.empty():
+                msg = self.incoming.get_nowait()
+                if self._paused and self.incoming.qsize() <= INCOMING_LOW:
+                    self._resume_reading()
+                yield msg
                 continue
-            getter.cancel()
-            # Drain what already arrived before the close.
-            while not self.incoming.empty():
-                yield self.incoming.get_nowait()
-            return
+            if self.closed.done():
+                return
+            getter = asyncio.ensure_future(self.incoming.get())
+            await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
 
     # --- paho callbacks (all on the loop thread) ---------------------------------------------------
 
@@ -349,8 +357,16 @@ class MqttConnection:
         rc = self._client.loop_read(max_packets=64)
         if rc != paho.MQTT_ERR_SUCCESS and rc != paho.MQTT_ERR_AGAIN:
             self._teardown(f"read error: {paho.error_string(rc)}")
-        else:
-            self._service_write()
+            return
+        self._service_write()
+        if self.incoming.qsize() >= INCOMING_HIGH and self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock)
+            self._paused = True
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._loop is not None and self._sock is not None:
+            self._loop.add_reader(self._sock, self._readable)
 
     def _writable(self) -> None:
         rc = self._client.loop_write()

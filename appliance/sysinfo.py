@@ -26,10 +26,23 @@ def uptime_s() -> float | None:
 
 
 _libc = None
+_synced_cache: tuple[float, bool] = (-1.0, False)
 
 
 def clock_synced() -> bool:
-    """True when the kernel says the clock is NTP-synchronised (adjtimex returns TIME_OK..TIME_WAIT)."""
+    """True when the kernel says the clock is NTP-synchronised (adjtimex returns TIME_OK..TIME_WAIT).
+
+    Cached for a second: it is asked for every stored event.
+    """
+    global _synced_cache
+    now = time.monotonic()
+    if now - _synced_cache[0] < 1.0:
+        return _synced_cache[1]
+    _synced_cache = (now, _adjtimex_synced())
+    return _synced_cache[1]
+
+
+def _adjtimex_synced() -> bool:
     global _libc
     try:
         if _libc is None:

@@ -223,7 +223,8 @@ class Session:
     chosen_slot: str | None = None
     booking: dict[str, Any] | None = None
     waiting_since: float | None = None  # platform answer (progress/appointment) pending since
-    requests: int = 0
+    requests: int = 0  # capture attempts
+    doc_requests: int = 0  # documents the clerk added
     idle_warned: bool = False
 
     def doc(self, doc_id: str) -> Doc | None:
@@ -1196,8 +1197,8 @@ class SessionMachine:
             assert doc is not None
             doc.stale = doc.image is not None
         else:
-            s.requests += 1
-            doc = Doc(f"req-{s.requests}", name or {}, required=True)
+            s.doc_requests += 1
+            doc = Doc(f"req-{s.doc_requests}", name or {}, required=True)
             s.checklist.append(doc)
         doc.requested_by_clerk, doc.required, doc.note = True, True, note
         self.notice = {"code": "clerk_requested_document", "params": {"name": doc.name}}

@@ -1,0 +1,431 @@
+"""The session subsystem: drives ``SessionMachine`` from intents, peripheral events, platform commands and
+time, and carries out its effects (fleet events, document camera, encrypted document store).
+
+Everything that touches the machine runs under one lock, so the order of fleet events is the order of
+transitions. Slow work (the document camera, sealing an image) runs outside the lock and comes back
+through it, where the machine decides whether the answer is still wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.errors import BadRequest, CommandError, Conflict, KioskError
+from appliance.localbus import INTENT_PREFIX, decode_json_object
+from appliance.session.catalog import CatalogStore
+from appliance.session.documents import DocumentStore
+from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
+from appliance.session.machine import (
+    CaptureDocument,
+    Clock,
+    DropCapture,
+    DropDocument,
+    Effect,
+    Emit,
+    KeepCapture,
+    RefreshTechnician,
+    RunSelfTest,
+    SessionMachine,
+    SystemClock,
+    WipeSession,
+)
+from appliance.subsystem import Context, Subsystem
+from drivers.base import CommandHandler, Health, HealthStatus
+
+if TYPE_CHECKING:
+    from appliance.config import KioskConfig
+
+STATE_NAME = "session"
+MAX_INTENT_BYTES = 4096
+SCHEMA_VERSION = 1
+CAPTURE_TIMEOUT_S = 15.0
+
+
+class SessionService(Subsystem):
+    """The villager's service session (docs/session.md)."""
+
+    name = "session"
+
+    def __init__(self, ctx: Context, *, clock: Clock | None = None) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config.session
+        self.clock = clock or SystemClock()
+        self.dir = Path(ctx.data_dir) / "session"
+        self.catalogs = CatalogStore(self.dir, cfg.catalog_path)
+        self.documents = DocumentStore(self.dir / "documents", max_bytes=cfg.max_document_bytes)
+        self.machine = SessionMachine(cfg, self.catalogs.current, clock=self.clock, site=ctx.config.device.name)
+        self.boot = secrets.token_hex(4)
+        self.seq = 0
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self.sessions_started = 0
+        self.intents_rejected = 0
+        self.last_rejection: str | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        leftovers = await asyncio.to_thread(self.documents.wipe_all)
+        if leftovers:
+            self.ctx.log.warning("session: deleted %d undecryptable document folder(s) left by a crash", leftovers)
+        if self.catalogs.load_problem:
+            self.ctx.log.error("session: stored catalog ignored: %s", self.catalogs.load_problem)
+        cfg = self.ctx.config.session
+        self.machine.pin_is_default = await asyncio.to_thread(lambda: cfg.pin_is_default)
+        if self.machine.pin_is_default:
+            self.ctx.log.warning("session: the technician PIN is the factory default; set session.technician_pin_hash")
+        self.ctx.subscribe_local(f"{INTENT_PREFIX}/#", self._on_intent)
+        self.ctx.listen("card.", self._on_peripheral)
+        self.ctx.listen("presence.detected", self._on_peripheral)
+        self.ctx.listen("button.help.held", self._on_peripheral)
+        self._publish()
+        self._timer = asyncio.create_task(self._timers(), name="session-timers")
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        async with self._lock:
+            await self._run(self.machine.stop())
+            self._publish()
+        await asyncio.to_thread(self.documents.wipe_all)
+
+    def health(self) -> Mapping[str, Health]:
+        problems = []
+        if self.machine.pin_is_default:
+            problems.append("technician PIN is the factory default (set session.technician_pin_hash)")
+        if self.catalogs.load_problem:
+            problems.append("stored catalog unreadable, using the shipped one")
+        if problems:
+            return {"session": Health(HealthStatus.DEGRADED, "; ".join(problems))}
+        return {"session": Health(HealthStatus.OK)}
+
+    def capabilities(self) -> list[str]:
+        return ["session.v1", "session.documents.chunked", "session.progress", "session.appointment"]
+
+    def inventory(self) -> list[dict[str, Any]]:
+        return [{"name": "session", "kind": "session", "catalog_version": self.catalogs.current.version}]
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"screen": self.machine.screen.value, "sessions_started": self.sessions_started,
+                "intents_rejected": self.intents_rejected, "catalog_version": self.catalogs.current.version}
+
+    async def reconfigure(self, new: KioskConfig) -> list[str]:
+        old = self.machine.config
+        restart = ["session.catalog_path"] if new.session.catalog_path != old.catalog_path else []
+        async with self._lock:
+            self.machine.config = new.session
+            self.machine.pin_is_default = await asyncio.to_thread(lambda: new.session.pin_is_default)
+            self._publish()
+        self._wake.set()
+        return restart
+
+    # --- the state topic ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        self.seq += 1
+        return {"v": SCHEMA_VERSION, "boot": self.boot, "seq": self.seq, "ts": round(self.clock.time(), 3),
+                "heartbeat_s": self.machine.config.heartbeat_s, **self.machine.view()}
+
+    def _publish(self) -> None:
+        self.ctx.publish_state(STATE_NAME, self.state())
+
+    async def _timers(self) -> None:
+        """Fire the machine's timers and the heartbeat. Woken early whenever an input moved a deadline."""
+        while True:
+            now = self.clock.monotonic()
+            due = self.machine.next_wakeup()
+            delay = self.machine.config.heartbeat_s
+            if due is not None:
+                delay = min(delay, max(0.0, due - now))
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay + 0.005)
+                self._wake.clear()  # consumed here, so a wake during the tick below is never lost
+                continue  # an input changed things: compute the next deadline again
+            except TimeoutError:
+                pass
+            try:
+                async with self._lock:
+                    await self._run(self.machine.tick())
+                    self._publish()
+            except Exception:  # noqa: BLE001 - the timer loop must survive a bug in one tick
+                self.ctx.log.exception("session: timer tick failed")
+                await asyncio.sleep(1.0)
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    async def _on_intent(self, topic: str, payload: bytes) -> None:
+        name = topic[len(INTENT_PREFIX) + 1:] if topic.startswith(INTENT_PREFIX + "/") else ""
+        try:
+            if not name or "/" in name:
+                raise IntentRejected(f"intent topic {topic!r} must be {INTENT_PREFIX}/NAME")
+            if len(payload) > MAX_INTENT_BYTES:
+                raise IntentRejected(f"{name}: body is {len(payload)} bytes; at most {MAX_INTENT_BYTES}")
+            try:
+                body = decode_json_object(payload, f"intent {name}") if payload.strip() else {}
+            except ValueError as exc:
+                raise IntentRejected(str(exc)) from None
+            async with self._lock:
+                before = self.machine.session
+                effects = self.machine.intent(name, body)
+                self._count_start(before)
+                await self._run(effects)
+                self._publish()
+            self._wake.set()
+        except IntentRejected as exc:
+            self.intents_rejected += 1
+            self.last_rejection = str(exc)
+            self.ctx.log.warning("session: intent ignored: %s", exc)
+
+    async def _on_peripheral(self, type: str, data: dict[str, Any]) -> None:
+        if not isinstance(data, dict):
+            data = {}
+        async with self._lock:
+            before = self.machine.session
+            if type == "card.read":
+                effects = self.machine.card_read(data)
+            elif type == "card.error":
+                effects = self.machine.card_read({})  # unreadable: a notice on the identify screen
+            elif type == "card.removed":
+                effects = self.machine.card_removed()
+            elif type == "presence.detected":
+                effects = self.machine.presence()
+            elif type == "button.help.held":
+                effects = self.machine.help_held()
+            else:
+                return
+            self._count_start(before)
+            await self._run(effects)
+            self._publish()
+        self._wake.set()
+
+    def _count_start(self, before: object) -> None:
+        if self.machine.session is not None and self.machine.session is not before:
+            self.sessions_started += 1
+
+    # --- effects -----------------------------------------------------------------------------------
+
+    async def _run(self, effects: list[Effect]) -> None:
+        """Carry out effects in order (called with the lock held)."""
+        for eff in effects:
+            try:
+                if isinstance(eff, Emit):
+                    await self.ctx.emit(eff.type, eff.data)
+                elif isinstance(eff, CaptureDocument):
+                    self._spawn(self._capture(eff))
+                elif isinstance(eff, KeepCapture):
+                    self.documents.keep(eff.session_id, eff.doc_id)
+                elif isinstance(eff, DropCapture):
+                    self.documents.drop_pending(eff.session_id, eff.doc_id)
+                elif isinstance(eff, DropDocument):
+                    self.documents.drop(eff.session_id, eff.doc_id)
+                elif isinstance(eff, WipeSession):
+                    self.documents.wipe(eff.session_id)
+                elif isinstance(eff, RunSelfTest):
+                    self._spawn(self._self_test(eff.peripheral))
+                elif isinstance(eff, RefreshTechnician):
+                    self.machine.set_technician_status(await self._device_status())
+            except KioskError as exc:
+                # The transition already happened; a failed side effect is logged, never half-undone.
+                self.ctx.log.error("session: %s failed: %s", type(eff).__name__, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _capture(self, eff: CaptureDocument) -> None:
+        sealed, error, source = None, None, None
+        try:
+            reply = await self.ctx.call_rpc("media", "doccam_capture", {}, timeout_s=CAPTURE_TIMEOUT_S)
+            # the media process says "size" (docs of edge_media.service); "bytes" is accepted as well
+            path, sha, size = reply.get("path"), reply.get("sha256"), reply.get("size", reply.get("bytes"))
+            if not isinstance(path, str) or not isinstance(sha, str) or isinstance(size, bool) \
+                    or not isinstance(size, int):
+                raise DocumentStoreError(f"doccam_capture answered without path/sha256/size: {sorted(reply)}")
+            source = Path(path)
+            sealed = await asyncio.to_thread(self.documents.seal_file, eff.session_id, eff.doc_id, source,
+                                             expect_sha256=sha, expect_bytes=size)
+        except CommandError as exc:
+            error = f"document camera: {exc}"
+        except DocumentStoreError as exc:
+            error = str(exc)
+        finally:
+            if source is not None:
+                # The plaintext the camera wrote must not outlive this moment.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(source.unlink)
+        async with self._lock:
+            if sealed is not None:
+                try:
+                    if self.machine.session is None or self.machine.session.id != eff.session_id:
+                        raise DocumentStoreError("session ended during the capture")
+                    self.documents.write_pending(sealed)
+                except DocumentStoreError as exc:
+                    error, sealed = str(exc), None
+            effects = self.machine.capture_finished(eff.session_id, eff.doc_id, eff.attempt,
+                                                    image=sealed.meta if sealed else None, error=error)
+            if effects is None:
+                self.documents.drop_pending(eff.session_id, eff.doc_id)
+                if self.machine.session is None or self.machine.session.id != eff.session_id:
+                    self.documents.wipe(eff.session_id)
+                return
+            await self._run(effects)
+            self._publish()
+        self._wake.set()
+
+    async def _device_status(self) -> dict[str, Any]:
+        """Device, peripherals and network for the technician screen, from what the daemon lends:
+        ``ctx.device_status()`` if it offers one, else its ``health_map()``/``inventory()``, else the config."""
+        provider = getattr(self.ctx, "device_status", None)
+        if provider is not None:
+            try:
+                result = provider()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                if isinstance(result, dict):
+                    return result
+            except Exception as exc:  # noqa: BLE001 - diagnostics must never take the session down
+                self.ctx.log.warning("session: device_status failed: %r", exc)
+        cfg = self.ctx.config
+        health = self._health_map()
+        kinds: dict[str, str] = {}
+        inventory = getattr(self.ctx, "inventory", None)
+        if callable(inventory):
+            with contextlib.suppress(Exception):
+                kinds = {str(i.get("name")): str(i.get("kind", "")) for i in inventory() if isinstance(i, dict)}
+        peripherals = [{"name": n, "kind": kinds.get(n, ""), "status": str(h.status), "reason": h.reason}
+                       for n, h in health.items() if n in kinds]
+        fleet = health.get("fleet")
+        return {"device": {"id": cfg.device.id, "name": cfg.device.name, "role": cfg.device.role},
+                "peripherals": peripherals,
+                "network": {"fleet": "unknown" if fleet is None else
+                            ("connected" if fleet.status == HealthStatus.OK else "disconnected"),
+                            "detail": fleet.reason if fleet is not None and fleet.reason
+                            else f"{cfg.fleet.host}:{cfg.fleet.port}"}}
+
+    def _health_map(self) -> dict[str, Health]:
+        getter = getattr(self.ctx, "health_map", None)
+        if not callable(getter):
+            return {}
+        try:
+            result = getter()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never take the session down
+            self.ctx.log.warning("session: health_map failed: %r", exc)
+            return {}
+        return dict(result) if isinstance(result, Mapping) else {}
+
+    async def _self_test(self, peripheral: str) -> None:
+        """``ctx.self_test(name)`` when the daemon offers one; otherwise a live health check."""
+        runner = getattr(self.ctx, "self_test", None)
+        if runner is not None:
+            try:
+                result = await runner(peripheral)
+                status, detail = str(result.get("status", "failed")), str(result.get("detail", ""))
+            except Exception as exc:  # noqa: BLE001 - a failing test is a result, not a crash
+                status, detail = "failed", str(exc)
+        else:
+            health = self._health_map().get(peripheral)
+            if health is None:
+                status, detail = "unsupported", "no health information for this peripheral"
+            else:
+                status = "passed" if health.status == HealthStatus.OK else "failed"
+                detail = health.reason or f"health {health.status}"
+        async with self._lock:
+            await self._run(self.machine.test_finished(peripheral, status, detail))
+            if self.machine.technician is not None:
+                self.machine.set_technician_status(await self._device_status())
+            self._publish()
+
+    # --- platform commands -------------------------------------------------------------------------
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        handlers: dict[str, CommandHandler] = {name: self._machine_command(name) for name in self.machine.command_names}
+        handlers["session.document.get"] = self._document_get
+        handlers["session.catalog.set"] = self._catalog_set
+        return handlers
+
+    # Replies of these commands carry personal data (the full identity, document bytes): the daemon's
+    # dispatcher must not keep them on disk for duplicate detection (appliance.commands, personal_reply).
+    PERSONAL_REPLIES = ("session.identity.get", "session.document.get")
+
+    def _machine_command(self, name: str) -> CommandHandler:
+        async def handler(params: dict[str, Any]) -> dict[str, Any]:
+            async with self._lock:
+                reply, effects = self.machine.command(name, params)
+                if effects or name != "session.status":
+                    await self._run(effects)
+                    self._publish()
+            self._wake.set()
+            return reply
+
+        handler.__name__ = name.replace(".", "_")
+        handler.personal_reply = name in self.PERSONAL_REPLIES  # type: ignore[attr-defined]
+        return handler
+
+    async def _document_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A chunk of an accepted document image (docs/session.md §4.1)."""
+        if not isinstance(params, dict):
+            raise BadRequest("params must be a JSON object")
+        offset, length = params.get("offset", 0), params.get("length")
+        limit = self.machine.config.doc_chunk_max
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise BadRequest("offset: must be an integer >= 0")
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= limit:
+            raise BadRequest(f"length: must be an integer 1..{limit}")
+        async with self._lock:
+            session_id, doc = self.machine.document_meta(params)
+            assert doc.image is not None
+            if offset > doc.image["bytes"]:
+                raise BadRequest(f"offset: {offset} is beyond the document's {doc.image['bytes']} bytes")
+            try:
+                chunk, total, digest = await asyncio.to_thread(self.documents.read, session_id, doc.doc_id,
+                                                               offset, length)
+            except DocumentStoreError as exc:
+                raise CommandError(500, f"document {doc.doc_id}: {exc}") from None
+        if digest != doc.image["sha256"]:  # cannot happen unless the store and the machine disagree
+            raise Conflict(f"document {doc.doc_id} is being replaced; start again from offset 0")
+        return {"doc_id": doc.doc_id, "offset": offset, "length": len(chunk), "total_bytes": total,
+                "sha256": digest, "chunk_sha256": hashlib.sha256(chunk).hexdigest(),
+                "data": base64.b64encode(chunk).decode("ascii"), "eof": offset + len(chunk) >= total}
+
+    _document_get.personal_reply = True  # type: ignore[attr-defined]
+
+    async def _catalog_set(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise BadRequest("params must be a JSON object")
+        async with self._lock:
+            try:
+                applied = await asyncio.to_thread(self.catalogs.apply, params.get("version"), params.get("catalog"))
+            except CatalogInvalid as exc:
+                raise BadRequest(str(exc), problems=exc.problems) from None
+            except OSError as exc:
+                raise CommandError(500, f"cannot store the catalog: {exc}") from None
+            current = self.catalogs.current
+            if applied:
+                self.machine.set_catalog(current)
+                await self._run([Emit("session.catalog.applied", {"version": current.version,
+                                                                  "items": len(current.items),
+                                                                  "departments": len(current.departments)})])
+                self._publish()
+        return {"applied": applied, "version": current.version}
