@@ -68,6 +68,8 @@ class Mosquitto:
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
             "max_packet_size 1048576",
+            # Small request/response packets: no Nagle delay on the broker's side either.
+            "set_tcp_nodelay true",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
