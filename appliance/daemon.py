@@ -165,11 +165,11 @@ class Appliance:
         self._tasks.append(self.fleet.start())
         self._tasks.append(asyncio.create_task(self._telemetry_loop(), name="telemetry"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
-        if self.notifier.watchdog_s:
-            self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         await self.emit("device.started", {"firmware": __version__, "boot_id": self.boot_id,
                                            "role": cfg.device.role, "config_version": self.desired.version})
         self.notifier.ready(self._status_line())
+        if self.notifier.watchdog_s:
+            self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         log.info("ready: %s", self._status_line())
 
     async def _start_subsystems(self) -> None:
