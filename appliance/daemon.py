@@ -45,6 +45,9 @@ SUBSYSTEMS = (
     "appliance.session.service:SessionService",
 )
 SUBSYSTEM_START_TIMEOUT_S = 5.0
+# Retained on the local bus: "ready" once events are taken durably, "stopped" on a clean stop,
+# "lost" (the local Will) if the appliance dies.
+APPLIANCE_STATE = f"{STATE_PREFIX}/appliance"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_LOG_REPLY_BYTES = 200_000
 
@@ -151,7 +154,8 @@ class Appliance:
         self.outbox = await Outbox.open(cfg.storage.data_dir / "outbox.sqlite3",
                                         quota_bytes=int(cfg.storage.outbox_quota_mb * 1e6),
                                         clock_synced=sysinfo.clock_synced)
-        self.bus = LocalBus(cfg.bus.host, cfg.bus.port, client_id=f"appliance-{cfg.device.id}", name="bus")
+        self.bus = LocalBus(cfg.bus.host, cfg.bus.port, client_id=f"appliance-{cfg.device.id}", name="bus",
+                            will=(APPLIANCE_STATE, {"state": "lost", "boot_id": self.boot_id}))
         self.dispatcher = CommandDispatcher(self.outbox, self._send_reply, self.emit,
                                             retention_s=cfg.storage.command_retention_days * 86400)
         self.fleet = FleetLink(cfg, self.outbox, boot_id=self.boot_id, birth=self.birth,
@@ -165,6 +169,11 @@ class Appliance:
         self._tasks.append(self.fleet.start())
         self._tasks.append(asyncio.create_task(self._telemetry_loop(), name="telemetry"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        # Producers and the UI learn here that events are being taken durably again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.intake.subscribed.wait(), 5.0)
+        self.bus.publish(APPLIANCE_STATE, {"state": "ready", "boot_id": self.boot_id, "pid": os.getpid(),
+                                           "since": round(time.time(), 3), "firmware": __version__}, retain=True)
         await self.emit("device.started", {"firmware": __version__, "boot_id": self.boot_id,
                                            "role": cfg.device.role, "config_version": self.desired.version})
         self.notifier.ready(self._status_line())
@@ -208,7 +217,8 @@ class Appliance:
         for t in self._tasks:
             t.cancel()
         await self.intake.stop()
-        await self.bus.stop()
+        await self.bus.stop(final=(APPLIANCE_STATE, {"state": "stopped", "boot_id": self.boot_id,
+                                                     "since": round(time.time(), 3)}))
         await self.outbox.close()
         log.info("stopped")
 
@@ -457,7 +467,10 @@ class Appliance:
         }
 
     async def _telemetry_loop(self) -> None:
-        await self.fleet.first_online.wait()
+        # The first sample waits briefly for the link (a boot-time sample then goes out live); after
+        # that sampling never depends on the link: offline samples are stored and sent later.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.fleet.first_online.wait(), 2.0)
         while True:
             try:
                 payload = dumps(await self.telemetry())

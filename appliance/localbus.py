@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from appliance.errors import CommandError, KioskError, LinkError
-from appliance.mqtt import Message, MqttConnection, publish_properties
+from appliance.mqtt import Message, MqttConnection, Will, publish_properties
 
 log = logging.getLogger("kiosk.localbus")
 
@@ -82,8 +82,11 @@ class LocalBus:
     must arrive (it waits for the broker's PUBACK, retrying across reconnects).
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str | None = None, name: str = "localbus") -> None:
+    def __init__(self, host: str, port: int, *, client_id: str | None = None, name: str = "localbus",
+                 will: tuple[str, dict[str, Any]] | None = None) -> None:
+        """``will``: (topic, JSON) retained by the broker if this process dies without a clean stop."""
         self.host, self.port = host, port
+        self._will = Will(will[0], dumps(will[1]), qos=1, retain=True) if will else None
         self.client_id = client_id or f"{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.name = name
         self._conn: MqttConnection | None = None
@@ -106,7 +109,12 @@ class LocalBus:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), wait_s)
 
-    async def stop(self) -> None:
+    async def stop(self, final: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Disconnect cleanly; ``final`` (topic, JSON) is published retained first (e.g. "stopped")."""
+        if final is not None and self._conn is not None and self._conn.connected:
+            topic, obj = final
+            with contextlib.suppress(KioskError, TimeoutError):
+                await asyncio.wait_for(self._conn.publish(topic, dumps(obj), qos=1, retain=True), 1.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -129,7 +137,7 @@ class LocalBus:
         attempt = 0
         while True:
             conn = MqttConnection(host=self.host, port=self.port, client_id=self.client_id,
-                                  keepalive_s=15, name=self.name)
+                                  keepalive_s=15, name=self.name, will=self._will)
             try:
                 await conn.connect(timeout_s=5)
                 self._conn = conn

@@ -76,6 +76,10 @@ class Mosquitto:
             "log_type notice",
             "log_timestamp true",
         ]
+        if os.geteuid() == 0:
+            # Started as root (CI, a technician's bench), mosquitto would switch to the 'mosquitto' user
+            # and could not read certificates or state in our private temporary directory.
+            lines.append("user root")
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         else:

@@ -406,6 +406,7 @@ class MqttConnection:
             log.debug("%s: %s", self.name, reason)
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(LinkError(f"{self.name}: {reason}"))
+            self._connack.exception()  # connect() reports it; keep asyncio from warning about it
         err = NotConnected(f"{self.name}: connection lost before acknowledgement ({reason})")
         for fut in list(self._pending.values()) + list(self._subacks.values()):
             if not fut.done():

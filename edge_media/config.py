@@ -1,9 +1,161 @@
-"""``[media]``: sources, encoders, recording and live push of the kiosk-media process."""
+"""``[media]``: sources, encoders (renditions), recording and live push of the kiosk-media process.
+
+Every field has a default, so a config without ``[media]`` validates (the process then looks for
+cameras named ``room_main`` and ``room_backup`` under ``[drivers.camera]`` and shows the "signal lost"
+slate if there are none).
+
+```toml
+[media.sources]
+main = "room_main"          # a [drivers.camera.<name>], a V4L2 path, or "lavfi:<filtergraph>"
+backup = "room_backup"      # "" for none
+
+[media.failover]
+silence_intervals = 3       # main silent (or frozen/black) for this many frame intervals -> backup
+holdoff_s = 5               # main healthy this long -> back to main
+
+[media.renditions.main]
+codec = "h264"              # h264 | h265
+encoder = "libx264"         # libx264 | libx265 | h264_v4l2m2m | hevc_v4l2m2m
+bitrate_kbps = 2000
+size = "1280x720"
+fps = 30
+gop = 30                    # frames between keyframes (fragments and segments cut on keyframes)
+
+[media.recording]
+segment_s = 10
+fragment_s = 0.5            # a power cut loses at most this much (<= 1 s)
+max_age_days = 30
+min_free_mb = 1024
+
+[media.push]
+url = ""                    # srt://host:port?streamid=..., rtsp://..., rtmp://...
+```
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
 from appliance.configbase import Strict
+from drivers.camera.config import parse_size
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ENCODERS = {"h264": ("libx264", "h264_v4l2m2m"), "h265": ("libx265", "hevc_v4l2m2m")}
+
+
+def check_spec(v: str) -> str:
+    """A source SPEC: a camera name, a device path or ``lavfi:<filtergraph>``."""
+    if v == "" or NAME.match(v) or re.match(r"^/dev/[A-Za-z0-9_./-]{1,120}$", v):
+        return v
+    if v.startswith("lavfi:") and 6 < len(v) <= 500 and all(32 <= ord(c) < 127 for c in v):
+        return v
+    raise ValueError(f"source {v!r} must be a camera name from [drivers.camera], a /dev/video* path or "
+                     "lavfi:<filtergraph>")
+
+
+class SourcesConfig(Strict):
+    main: str = "room_main"
+    backup: str = "room_backup"
+    doccam: bool = Field(True, description="open [drivers.doccam] (preview + stills) if it is configured")
+
+    @field_validator("main", "backup")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        return check_spec(v)
+
+
+class FailoverConfig(Strict):
+    silence_intervals: float = Field(3.0, ge=1.0, le=30.0,
+                                     description="frame intervals without a good frame before switching")
+    detect_frozen: bool = Field(True, description="identical consecutive frames count as no frame")
+    black_luma: int = Field(24, ge=0, le=64, description="mean luma at or below this is black (0: off)")
+    holdoff_s: float = Field(5.0, ge=0.0, le=600.0, description="main healthy this long before returning")
+    replay_s: float = Field(0.25, ge=0.0, le=2.0,
+                            description="backup frames kept so a switch replays the moments the main lost")
+
+
+class RenditionConfig(Strict):
+    codec: Literal["h264", "h265"] = "h264"
+    encoder: str = Field("", description="libx264 | libx265 | h264_v4l2m2m | hevc_v4l2m2m; empty = software")
+    bitrate_kbps: int = Field(2000, ge=50, le=50_000)
+    size: str = "1280x720"
+    fps: float = Field(30.0, gt=0, le=120)
+    gop: int = Field(30, ge=1, le=600, description="frames between keyframes")
+    preset: str = Field("veryfast", pattern=r"^[a-z]{1,16}$", description="x264/x265 preset")
+    tune: str = Field("zerolatency", pattern=r"^[a-z]{0,16}$",
+                      description="x264/x265 tune; zerolatency: no B-frames, no lookahead (low latency)")
+    threads: int = Field(0, ge=0, le=16, description="encoder threads, 0 = automatic")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @model_validator(mode="after")
+    def _encoder(self) -> RenditionConfig:
+        if self.encoder and self.encoder not in ENCODERS[self.codec]:
+            raise ValueError(f"encoder {self.encoder!r} does not make {self.codec}; use one of "
+                             f"{', '.join(ENCODERS[self.codec])}")
+        return self
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder or ENCODERS[self.codec][0]
+
+
+class RecordingConfig(Strict):
+    enabled: bool = True
+    dir: Path | None = Field(None, description="default: <storage.data_dir>/recordings")
+    rendition: str = "main"
+    container: Literal["fmp4", "mpegts"] = "fmp4"
+    segment_s: float = Field(10.0, ge=1.0, le=3600.0)
+    fragment_s: float = Field(0.5, ge=0.1, le=1.0, description="at most this much is lost on a power cut")
+    max_age_days: float = Field(30.0, gt=0, le=3650)
+    min_free_mb: int = Field(1024, ge=0)
+    sweep_interval_s: float = Field(60.0, ge=1.0, le=86400.0)
+
+
+class PushConfig(Strict):
+    url: str = Field("", max_length=1000,
+                     description="srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS); empty = no automatic push")
+    protocol: Literal["", "srt", "rtsp", "rtmp", "tcp", "udp"] = ""
+    rendition: str = "main"
+
+    @model_validator(mode="after")
+    def _protocol(self) -> PushConfig:
+        if self.url:
+            scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+            if scheme not in ("srt", "rtsp", "rtsps", "rtmp", "rtmps", "tcp", "udp"):
+                raise ValueError(f"push url must start with srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS), "
+                                 f"not {scheme or self.url!r}")
+            if self.protocol and not scheme.startswith(self.protocol):
+                raise ValueError(f"protocol {self.protocol!r} does not match the url scheme {scheme!r}")
+        return self
 
 
 class MediaConfig(Strict):
-    pass
+    sources: SourcesConfig = SourcesConfig()
+    failover: FailoverConfig = FailoverConfig()
+    renditions: dict[str, RenditionConfig] = Field(default_factory=lambda: {"main": RenditionConfig()})
+    recording: RecordingConfig = RecordingConfig()
+    push: PushConfig = PushConfig()
+    watchdog_stall_s: float = Field(1.0, ge=0.2, le=10.0,
+                                    description="no frame through the pipeline this long -> restart it")
+    state_interval_s: float = Field(1.0, ge=0.2, le=60.0, description="retained state/telemetry period")
+
+    @model_validator(mode="after")
+    def _references(self) -> MediaConfig:
+        if not self.renditions:
+            raise ValueError("at least one rendition is needed ([media.renditions.main])")
+        for name in self.renditions:
+            if not NAME.match(name):
+                raise ValueError(f"rendition name {name!r} must be lower-case letters, digits and _")
+        for what, name in (("recording.rendition", self.recording.rendition), ("push.rendition", self.push.rendition)):
+            if name not in self.renditions:
+                raise ValueError(f"{what} = {name!r} is not a rendition; have {', '.join(sorted(self.renditions))}")
+        return self

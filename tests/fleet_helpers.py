@@ -152,3 +152,19 @@ async def produce(port: int, events: list[dict[str, Any]], client_id: str = "pro
         await asyncio.gather(*futs)
     finally:
         await conn.close()
+
+
+async def wait_appliance_ready(port: int, timeout_s: float = 15.0, boot_changed_from: str | None = None) -> dict[str, Any]:
+    """Wait for the retained ``kiosk/local/state/appliance`` to say ``ready`` (events are taken durably)."""
+    conn = MqttConnection(host="127.0.0.1", port=port, client_id=f"ready-{uuid.uuid4().hex[:6]}", name="ready")
+    await conn.connect()
+    try:
+        await conn.subscribe(("kiosk/local/state/appliance", 1))
+        async with asyncio.timeout(timeout_s):
+            async for msg in conn.messages():
+                state = json.loads(msg.payload) if msg.payload else {}
+                if state.get("state") == "ready":
+                    return state
+    finally:
+        await conn.close()
+    raise AssertionError("the appliance never said ready")

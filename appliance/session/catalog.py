@@ -151,15 +151,21 @@ class CatalogStore:
     def __init__(self, directory: Path, override: Path | None = None) -> None:
         self.path = directory / "catalog.json"
         self.directory = directory
-        base = read_catalog(override) if override else default_catalog()
-        self.current = base
         self.load_problem: str | None = None
+        base = default_catalog()
+        if override is not None:
+            try:
+                base = read_catalog(override)
+            except CatalogInvalid as exc:
+                # A broken override must not take the session away: the shipped catalog serves instead.
+                self.load_problem = str(exc)
+        self.current = base
         if self.path.exists():
             try:
                 stored = read_catalog(self.path)
             except CatalogInvalid as exc:
                 # A damaged stored catalog must not stop the kiosk: keep the shipped one and say so.
-                self.load_problem = str(exc)
+                self.load_problem = "; ".join(filter(None, [self.load_problem, str(exc)]))
             else:
                 if stored.version > base.version:
                     self.current = stored

@@ -405,9 +405,13 @@ class SessionMachine:
             if self.screen in (Screen.IDENTIFY, Screen.CARD_REMOVED):
                 self.notice = {"code": "card_unreadable", "params": {}}
             return []
+        effects: list[Effect] = []
+        if self.screen in (Screen.ATTRACT, Screen.ENDED):
+            # A card placed on the idle kiosk wakes it and is remembered for identification.
+            effects = self._start_session("card")
         s = self.session
         if s is None:
-            return []
+            return effects
         self.last_activity = self.clock.monotonic()
         s.idle_warned = False
         same = (number == s.id_number) if (number and s.id_number) else (masked == s.id_masked)
@@ -437,7 +441,7 @@ class SessionMachine:
         s.card_present = True
         if self.screen is Screen.IDENTIFY:
             return self._ask_confirm(s)
-        return []
+        return effects
 
     def _ask_confirm(self, s: Session) -> list[Effect]:
         self._go(Screen.CONFIRM_IDENTITY)
@@ -767,6 +771,8 @@ class SessionMachine:
 
     def _start_session(self, trigger: str) -> list[Effect]:
         now = self.clock.monotonic()
+        if self.screen is Screen.ENDED:  # the next villager starts in the default language
+            self.lang = self.config.default_lang
         s = Session(id=self._new_id(), started_at=now, trigger=trigger)
         self.session = s
         self.last_activity = now

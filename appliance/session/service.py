@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import BadRequest, CommandError, Conflict, KioskError
 from appliance.localbus import INTENT_PREFIX, decode_json_object
-from appliance.session.catalog import CatalogStore
+from appliance.session.catalog import CatalogStore, write_atomic
 from appliance.session.documents import DocumentStore
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
 from appliance.session.machine import (
+    SESSION_ID,
     CaptureDocument,
     Clock,
     DropCapture,
@@ -81,6 +83,7 @@ class SessionService(Subsystem):
         leftovers = await asyncio.to_thread(self.documents.wipe_all)
         if leftovers:
             self.ctx.log.warning("session: deleted %d undecryptable document folder(s) left by a crash", leftovers)
+        await self._report_interrupted_session()
         if self.catalogs.load_problem:
             self.ctx.log.error("session: stored catalog ignored: %s", self.catalogs.load_problem)
         cfg = self.ctx.config.session
@@ -110,12 +113,50 @@ class SessionService(Subsystem):
             self._publish()
         await asyncio.to_thread(self.documents.wipe_all)
 
+    # The id of the session in progress (no personal data) is kept on disk, so a session cut short by a
+    # crash or power cut still closes its funnel with a ``session.ended`` event at the next start.
+    @property
+    def _active_marker(self) -> Path:
+        return self.dir / "active.json"
+
+    async def _report_interrupted_session(self) -> None:
+        try:
+            raw = await asyncio.to_thread(self._active_marker.read_bytes)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.ctx.log.warning("session: cannot read %s: %s", self._active_marker, exc)
+            return
+        try:
+            marker = json.loads(raw)
+            sid = marker["session_id"]
+            if not isinstance(sid, str) or not SESSION_ID.match(sid):
+                raise ValueError(sid)
+        except (ValueError, KeyError, TypeError):
+            self.ctx.log.warning("session: unreadable %s ignored", self._active_marker)
+        else:
+            await self.ctx.emit("session.ended", {
+                "session_id": sid, "reason": "restart", "purpose": None, "last_screen": None, "duration_s": None,
+                "item_id": None, "recovered": True})
+        with contextlib.suppress(OSError):
+            self._active_marker.unlink()
+
+    def _mark_active(self, session_id: str | None) -> None:
+        try:
+            if session_id is None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._active_marker.unlink()
+            else:
+                write_atomic(self._active_marker, json.dumps({"session_id": session_id}).encode())
+        except OSError as exc:
+            self.ctx.log.warning("session: cannot update %s: %s", self._active_marker, exc)
+
     def health(self) -> Mapping[str, Health]:
         problems = []
         if self.machine.pin_is_default:
             problems.append("technician PIN is the factory default (set session.technician_pin_hash)")
         if self.catalogs.load_problem:
-            problems.append("stored catalog unreadable, using the shipped one")
+            problems.append(f"catalog problem, using the shipped one: {self.catalogs.load_problem[:200]}")
         if problems:
             return {"session": Health(HealthStatus.DEGRADED, "; ".join(problems))}
         return {"session": Health(HealthStatus.OK)}
@@ -135,6 +176,7 @@ class SessionService(Subsystem):
         restart = ["session.catalog_path"] if new.session.catalog_path != old.catalog_path else []
         async with self._lock:
             self.machine.config = new.session
+            self.documents.max_bytes = new.session.max_document_bytes
             self.machine.pin_is_default = await asyncio.to_thread(lambda: new.session.pin_is_default)
             self._publish()
         self._wake.set()
@@ -230,6 +272,8 @@ class SessionService(Subsystem):
         for eff in effects:
             try:
                 if isinstance(eff, Emit):
+                    if eff.type == "session.started":
+                        self._mark_active(eff.data["session_id"])
                     await self.ctx.emit(eff.type, eff.data)
                 elif isinstance(eff, CaptureDocument):
                     self._spawn(self._capture(eff))
@@ -241,6 +285,7 @@ class SessionService(Subsystem):
                     self.documents.drop(eff.session_id, eff.doc_id)
                 elif isinstance(eff, WipeSession):
                     self.documents.wipe(eff.session_id)
+                    self._mark_active(None)
                 elif isinstance(eff, RunSelfTest):
                     self._spawn(self._self_test(eff.peripheral))
                 elif isinstance(eff, RefreshTechnician):

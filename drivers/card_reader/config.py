@@ -1,0 +1,89 @@
+"""``[drivers.card_reader]``: the resident ID card reader's backend, port and timing.
+
+```toml
+[drivers.card_reader]
+backend = "serial"          # serial | sim
+port = "/dev/ttyUSB0"
+baudrate = 115200
+```
+
+Every field has a default, so ``[drivers.card_reader]`` alone is a working serial reader on
+``/dev/ttyUSB0``. With ``backend = "sim"`` the driver runs the SAM emulator in-process on a pty and
+talks to it through the same serial code; ``port`` is then ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from appliance.configbase import Strict
+
+STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400)
+
+
+class CardReaderSimConfig(Strict):
+    """Options of the in-process SAM emulator (``backend = "sim"``)."""
+
+    #: sample card on the reader at start (see ``drivers/card_reader/samples.py``), none by default
+    initial_card: str | None = None
+    #: pace replies at the baud rate like a real UART (a pty alone is instantaneous)
+    pace: bool = True
+    #: how late a reply comes after ``inject("slow")``
+    slow_reply_s: float = Field(default=1.5, ge=0, le=30)
+    #: time the emulated SAM takes to talk to the card over RF, per find/select/read command
+    sam_latency_s: float = Field(default=0.0, ge=0, le=5)
+    #: seed of the fault generator (noise bytes), for reproducible demos
+    seed: int = 0
+    #: behave like readers that report "no card" once a card has been read, until it is put back
+    halt_after_read: bool = False
+
+    @model_validator(mode="after")
+    def _known_card(self) -> CardReaderSimConfig:
+        if self.initial_card is not None:
+            from drivers.card_reader.samples import SAMPLES
+
+            if self.initial_card not in SAMPLES:
+                raise ValueError(f"initial_card {self.initial_card!r} is not a sample card; "
+                                 f"choose one of {', '.join(SAMPLES)}")
+        return self
+
+
+class CardReaderConfig(Strict):
+    backend: Literal["serial", "sim"] = "serial"
+    port: str = "/dev/ttyUSB0"
+    baudrate: int = 115200
+    #: how often the reader is asked whether a card is present
+    poll_interval_s: float = Field(default=0.3, gt=0, le=5)
+    #: how long the SAM may take to start answering a command (the wire time of the reply is added)
+    reply_timeout_s: float = Field(default=1.0, gt=0, le=10)
+    #: find + select + read attempts for one presented card before ``card.error``
+    read_attempts: int = Field(default=3, ge=1, le=10)
+    #: consecutive "no card" answers before ``card.removed`` (debounces a card lifted for a moment)
+    removal_misses: int = Field(default=2, ge=1, le=20)
+    #: consecutive unanswered polls before the reader is reported missing and the port reopened
+    missing_after: int = Field(default=3, ge=1, le=50)
+    #: consecutive failing polls (noise, checksums) before health turns degraded
+    degraded_after: int = Field(default=3, ge=1, le=50)
+    #: reconnect backoff: base * 2^attempt, capped, with jitter
+    reconnect_base_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_cap_s: float = Field(default=5.0, gt=0, le=600)
+    #: read fingerprints too (command 30 10) - only if the session needs them
+    fingerprint: bool = False
+    #: also read the additional address record (command 30 03) after each card
+    additional_address: bool = False
+    #: WLT photo decoder "module:function"; default: an installed vendor plug-in, else none
+    photo_decoder: str | None = None
+    sim: CardReaderSimConfig = CardReaderSimConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> CardReaderConfig:
+        if self.baudrate not in STANDARD_BAUDRATES:
+            raise ValueError(f"baudrate {self.baudrate} is not one a SAM reader uses; choose one of "
+                             f"{', '.join(map(str, STANDARD_BAUDRATES))} (115200 for most readers)")
+        if self.reconnect_cap_s < self.reconnect_base_s:
+            raise ValueError("reconnect_cap_s must be at least reconnect_base_s")
+        if self.backend == "serial" and not self.port:
+            raise ValueError("port is empty: set the reader's serial device, e.g. /dev/ttyUSB0")
+        return self

@@ -1,0 +1,328 @@
+"""``CardReader``: the resident ID card reader as a ``Peripheral``.
+
+One asyncio task owns the reader. It polls "find card" every ``poll_interval_s`` and emits:
+
+* ``card.inserted`` ``{reader}`` when a card appears;
+* ``card.read``: the identity with the ID number masked, ``valid`` and ``problems``; the full identity
+  (unmasked number, photo bytes, the ``Identity`` object) only under ``_private``, a key the daemon
+  strips before anything is stored or published, so it reaches in-process listeners only;
+* ``card.removed`` ``{reader, reason}`` after ``removal_misses`` "no card" answers, or when the reader
+  is lost with a card on it;
+* ``card.error`` ``{reader, code, message, attempts}`` when a presented card cannot be read.
+
+Serial I/O is blocking and runs on one dedicated worker thread, one transaction at a time. Health is
+``ok`` while the SAM answers, ``degraded`` after ``degraded_after`` failing polls in a row (noise,
+corrupted frames, SAM errors), ``missing`` when the port is gone or ``missing_after`` polls in a row went
+unanswered; the port is then closed and reopened with exponential backoff and jitter.
+
+No log line and no public event field ever carries an unmasked ID number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from drivers.base import EventSink, Health, HealthStatus, Peripheral
+from drivers.card_reader import errors as e
+from drivers.card_reader.config import CardReaderConfig
+from drivers.card_reader.identity import Identity, decode_address, parse_identity
+from drivers.card_reader.photo import decode_photo, load_decoder
+from drivers.card_reader.protocol import CardBlocks
+from drivers.card_reader.sam import SamLink
+from drivers.card_reader.simulator import SamEmulator
+from drivers.card_reader.transport import SerialTransport, Transport
+
+log = logging.getLogger("drivers.card_reader")
+
+T = TypeVar("T")
+
+MODEL = "SAM serial ID card reader (身份证阅读机具)"
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so many kiosks that lost power
+    together do not hammer their readers in step, and the wait never collapses to zero."""
+    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+class CardReader(Peripheral):
+    kind = "card_reader"
+
+    def __init__(self, config: CardReaderConfig, *, name: str = "card_reader",
+                 emulator: SamEmulator | None = None, transport: Transport | None = None) -> None:
+        super().__init__(name, model=MODEL, backend=config.backend)
+        self.config = config
+        self._emulator = emulator
+        self._owns_emulator = False
+        self._transport = transport
+        self._photo_decoder = load_decoder(config.photo_decoder)
+        self._health = Health(HealthStatus.MISSING, "not started")
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._emit: EventSink | None = None
+        self._link: SamLink | None = None
+        self._connected = False
+        self._card_present = False
+        self._card_done = False
+        self._misses = 0
+        self._failures = 0
+        self._silent_polls = 0
+        self._rng = random.Random()
+        self.sam_id: str | None = None
+        #: what happened, by name: reads, errors by code, reconnects (diagnostics and tests)
+        self.stats: Counter[str] = Counter()
+
+    # --- Peripheral ------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> str:
+        if self._transport is not None:
+            return self._transport.port
+        if self._emulator is not None:
+            return self._emulator.port
+        return self.config.port
+
+    @property
+    def simulator(self) -> SamEmulator | None:
+        """The emulator behind a ``sim`` backend (for ``kiosk sim card ...``), else None."""
+        return self._emulator
+
+    @property
+    def wire_stats(self) -> Counter[str]:
+        """What went wrong on the wire (bad checksums, noise bytes, timeouts...), by error code."""
+        return self._link.stats if self._link is not None else Counter()
+
+    @property
+    def card_present(self) -> bool:
+        return self._card_present
+
+    def health(self) -> Health:
+        return self._health
+
+    def inventory(self) -> dict[str, Any]:
+        return super().inventory() | {"port": self.port, "baudrate": self.config.baudrate,
+                                      "sam_id": self.sam_id, "card_present": self._card_present}
+
+    async def start(self, emit: EventSink) -> None:
+        if self._task is not None:
+            return
+        self._emit = emit
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-io")
+        if self.config.backend == "sim" and self._emulator is None:
+            sim = self.config.sim
+            self._emulator = SamEmulator(baudrate=self.config.baudrate, pace=sim.pace, slow_reply_s=sim.slow_reply_s,
+                                         sam_latency_s=sim.sam_latency_s, seed=sim.seed,
+                                         initial_card=sim.initial_card, halt_after_read=sim.halt_after_read)
+            self._owns_emulator = True
+            await self._call(self._emulator.start)
+        if self._transport is None:
+            port = self._emulator.port if self.config.backend == "sim" and self._emulator else self.config.port
+            self._transport = SerialTransport(port, self.config.baudrate)
+        self._link = SamLink(self._transport, baudrate=self.config.baudrate,
+                             reply_timeout_s=self.config.reply_timeout_s)
+        self._set_health(HealthStatus.MISSING, f"connecting to the card reader on {self.port}")
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-poll")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._executor is not None:
+            # Queued behind any transaction still running, which its own deadline bounds.
+            if self._transport is not None:
+                await self._call(self._transport.close)
+            if self._owns_emulator and self._emulator is not None:
+                await self._call(self._emulator.stop)
+                self._emulator = None
+                self._owns_emulator = False
+                self._transport = None
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        self._connected = False
+        self._card_present = False
+        if self._health.reason != "stopped":
+            self._health = Health(HealthStatus.MISSING, "stopped")  # on purpose: not worth a warning
+            log.info("card reader on %s stopped", self.port)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _send(self, type: str, data: dict[str, Any]) -> None:
+        if self._emit is None:
+            return
+        try:
+            await self._emit(type, data)
+        except Exception:  # the sink's failure is the daemon's to report; the reader keeps reading
+            log.exception("could not hand over the %s event", type)
+
+    def _set_health(self, status: HealthStatus, reason: str = "") -> None:
+        if (status, reason) == (self._health.status, self._health.reason):
+            return
+        previous = self._health.status
+        self._health = Health(status, reason)
+        if status is HealthStatus.OK:
+            if previous is not HealthStatus.OK:
+                log.info("card reader ok on %s (SAM %s)", self.port, self.sam_id or "id unknown")
+        elif status != previous:
+            log.warning("card reader %s: %s", status, reason)
+
+    # --- the poll loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            if not self._connected:
+                try:
+                    await self._call(self._connect)
+                except e.CardReaderError as exc:
+                    await self._call(self._disconnect)
+                    # Absent or silent: missing. Answering, but with errors or corrupted frames: there but
+                    # unusable, degraded (a SAM failing its self-test, a noisy cable).
+                    absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(exc, e.TruncatedFrame)
+                    self._set_health(HealthStatus.MISSING if absent else HealthStatus.DEGRADED, exc.message)
+                    delay = backoff_delay(attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s,
+                                          self._rng)
+                    attempt += 1
+                    log.debug("card reader reconnect attempt %d failed; next in %.2f s", attempt, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                self._failures = self._silent_polls = 0
+                self._set_health(HealthStatus.OK)
+            try:
+                await self._poll_once()
+            except e.ReaderMissing as exc:
+                await self._lose(exc.message)
+                continue
+            except e.NoReply as exc:
+                self._count_failure(exc)
+                self._silent_polls += 1
+                if self._silent_polls >= self.config.missing_after:
+                    await self._lose(exc.message)
+                    continue
+            except e.CardReaderError as exc:
+                self._silent_polls = 0
+                self._count_failure(exc)
+            except Exception:  # a bug must not end the reader; it is counted and shows in health
+                self.stats["internal_error"] += 1
+                if self.stats["internal_error"] == 1:  # once with the traceback; the count shows the rest
+                    log.exception("card reader poll failed unexpectedly")
+                self._set_health(HealthStatus.DEGRADED, "internal error in the card reader driver (see log)")
+            else:
+                self._failures = self._silent_polls = 0
+                self._set_health(HealthStatus.OK)
+            await asyncio.sleep(self.config.poll_interval_s)
+
+    def _connect(self) -> None:
+        assert self._transport is not None and self._link is not None
+        self._transport.open()
+        self._link.sam_status()
+        try:
+            self.sam_id = self._link.sam_id()
+        except e.SamStatusError:
+            self.sam_id = None  # some readers do not tell: not a reason to refuse them
+        self._connected = True
+        self.stats["connects"] += 1
+
+    def _disconnect(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._connected = False
+
+    async def _lose(self, reason: str) -> None:
+        await self._call(self._disconnect)
+        self.stats["lost"] += 1
+        self._set_health(HealthStatus.MISSING, reason)
+        if self._card_present:
+            self._card_present = False
+            await self._send("card.removed", {"reader": self.name, "reason": "reader_lost"})
+
+    def _count_failure(self, exc: e.CardReaderError) -> None:
+        self._failures += 1
+        self.stats[exc.code] += 1
+        log.debug("card reader poll failed: %s", exc)
+        if self._failures >= self.config.degraded_after:
+            self._set_health(HealthStatus.DEGRADED, f"{self._failures} failed polls in a row, last: {exc.message}")
+
+    async def _poll_once(self) -> None:
+        assert self._link is not None
+        found = await self._call(self._link.find_card)
+        if found:
+            self._misses = 0
+            if not self._card_present:
+                self._card_present, self._card_done = True, False
+                await self._send("card.inserted", {"reader": self.name})
+            if not self._card_done:
+                await self._read_presented_card()
+        elif self._card_present:
+            self._misses += 1
+            if self._misses >= self.config.removal_misses:
+                self._card_present, self._misses = False, 0
+                await self._send("card.removed", {"reader": self.name, "reason": "removed"})
+
+    # --- reading a card --------------------------------------------------------------------------
+
+    def _read_blocking(self, refind: bool) -> tuple[CardBlocks, bytes]:
+        assert self._link is not None
+        if refind and not self._link.find_card():
+            raise e.NoCard(f"the card left the reader on {self.port} during the read: place it flat and "
+                           f"hold it still")
+        self._link.select_card()
+        blocks = self._link.read_blocks(fingerprint=self.config.fingerprint)
+        address = self._link.read_additional_address() if self.config.additional_address else b""
+        return blocks, address
+
+    async def _read_presented_card(self) -> None:
+        started = time.monotonic()
+        failure: e.CardReaderError | None = None
+        attempts = 0
+        identity: Identity | None = None
+        for attempts in range(1, self.config.read_attempts + 1):  # noqa: B007 - attempts is reported
+            try:
+                blocks, address = await self._call(self._read_blocking, attempts > 1)
+                identity = parse_identity(blocks.text)
+            except e.ReaderMissing:
+                raise
+            except e.CardReaderError as exc:
+                failure = exc
+                self.stats[exc.code] += 1
+                if not exc.transient:
+                    break
+                continue
+            status, image = await self._call(decode_photo, blocks.photo, self._photo_decoder)
+            identity = dataclasses.replace(identity, photo_wlt=blocks.photo, photo_image=image,
+                                           photo_status=status, fingerprint=blocks.fingerprint,
+                                           additional_address=decode_address(address))
+            break
+        self._card_done = True
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        if identity is None:
+            assert failure is not None
+            self.stats["card_errors"] += 1
+            log.warning("card on the reader could not be read after %d attempt(s): %s", attempts, failure)
+            await self._send("card.error", {"reader": self.name, "code": failure.code,
+                                            "message": failure.message, "attempts": attempts})
+            return
+        self.stats["reads"] += 1
+        if identity.valid:
+            log.info("card read: %s %s in %d ms (%d attempt(s))", identity.card_type.value,
+                     identity.id_number_masked, elapsed_ms, attempts)
+        else:
+            log.warning("card read but its data failed validation: %s %s: %s", identity.card_type.value,
+                        identity.id_number_masked, "; ".join(identity.problems))
+        data = identity.as_public() | {"reader": self.name, "read_ms": elapsed_ms, "attempts": attempts}
+        data["_private"] = identity.as_private() | {"identity": identity}
+        await self._send("card.read", data)

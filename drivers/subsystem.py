@@ -1,0 +1,296 @@
+"""``Peripherals``: the appliance subsystem that owns every fitted device (cameras excepted).
+
+It builds the card reader, the switcher and the GPIO parts from ``[drivers.*]``, starts them with the
+daemon's ``emit`` as their event sink, and offers the daemon their health, inventory, capabilities and
+platform commands (``switcher.route``, ``gpio.set``). Cameras and the document camera are opened by the
+kiosk-media process and are not touched here.
+
+It also serves the local RPC service ``sim`` that ``kiosk sim ...`` talks to: present or remove a sample
+card, press or hold the help button, trigger presence, unplug/replug a device, inject faults. Those act
+only on simulated backends; real hardware answers 409.
+
+Peripheral health is published as retained state ``kiosk/local/state/peripherals`` whenever it changes,
+and the status LED shows ``fault`` while any fitted device is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from appliance.errors import CommandError, Conflict, KioskError
+from appliance.subsystem import Context, Subsystem
+from drivers.base import CommandHandler, Health, HealthStatus, Peripheral
+from drivers.params import check_keys, choice_param, int_param
+
+if TYPE_CHECKING:
+    from appliance.config import KioskConfig
+    from drivers.gpio.driver import Gpio
+    from drivers.switcher.driver import Switcher
+
+log = logging.getLogger("kiosk.drivers")
+
+#: how often health is compared with what was last published
+HEALTH_WATCH_S = 0.5
+SIM_DEVICES = ("card_reader", "switcher")
+
+
+class Peripherals(Subsystem):
+    name = "peripherals"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.devices: dict[str, Peripheral] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._published: dict[str, tuple[str, str]] | None = None
+        #: a villager's session is running (the status LED blinks "busy")
+        self.in_session = False
+
+    # --- building ----------------------------------------------------------------------------------
+
+    def _build(self) -> list[Peripheral]:
+        cfg = self.ctx.config.drivers
+        built: list[Peripheral] = []
+        if cfg.card_reader is not None:
+            from drivers.card_reader.driver import CardReader
+
+            built.append(CardReader(cfg.card_reader))
+        if cfg.switcher is not None:
+            from drivers.switcher.driver import Switcher
+
+            built.append(Switcher(cfg.switcher))
+        if cfg.gpio is not None:
+            from drivers.gpio.driver import Gpio
+
+            built.append(Gpio(cfg.gpio))
+        return built
+
+    async def start(self) -> None:
+        for device in self._build():
+            self.devices[device.name] = device
+            try:
+                await device.start(self.ctx.emit)
+            except Exception:  # noqa: BLE001 - one broken driver must not keep the kiosk from starting
+                self.ctx.log.exception("%s failed to start; it is reported missing", device.name)
+        self.ctx.register_rpc("sim", {
+            "status": self._sim_status, "card": self._sim_card, "button": self._sim_button,
+            "presence": self._sim_presence, "unplug": self._sim_unplug, "replug": self._sim_replug,
+            "fault": self._sim_fault,
+        })
+        self.ctx.listen("session.", self._on_session_event)
+        self._publish_if_changed()
+        self._watch = asyncio.create_task(self._watch_health(), name="peripherals-health")
+
+    async def stop(self) -> None:
+        task, self._watch = self._watch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for device in reversed(list(self.devices.values())):
+            try:
+                await device.stop()
+            except Exception:  # noqa: BLE001 - stop the rest regardless
+                self.ctx.log.exception("%s failed to stop cleanly", device.name)
+
+    # --- what the daemon asks ----------------------------------------------------------------------
+
+    def health(self) -> Mapping[str, Health]:
+        out = {}
+        for name, device in self.devices.items():
+            try:
+                out[name] = device.health()
+            except Exception as exc:  # noqa: BLE001 - a health bug is itself a health problem
+                out[name] = Health(HealthStatus.DEGRADED, f"health check failed: {exc!r}")
+        return out
+
+    def inventory(self) -> list[dict[str, Any]]:
+        return [device.inventory() for device in self.devices.values()]
+
+    def capabilities(self) -> list[str]:
+        caps = set(self.commands())
+        caps.update(device.kind for device in self.devices.values())
+        if any(device.backend in ("sim", "mock") for device in self.devices.values()):
+            caps.add("sim")
+        return sorted(caps)
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        merged: dict[str, CommandHandler] = {}
+        for device in self.devices.values():
+            merged.update(device.commands())
+        return merged
+
+    def telemetry(self) -> dict[str, Any]:
+        return {name: str(h.status) for name, h in self.health().items()}
+
+    async def reconfigure(self, new: KioskConfig) -> list[str]:
+        old = self.ctx.config.drivers
+        # Devices are rebuilt only on restart: a port or protocol change mid-session could cut a
+        # villager's card read or a clerk's call.
+        return [f"drivers.{key}" for key in type(old).model_fields if getattr(old, key) != getattr(new.drivers, key)]
+
+    # --- health publishing -------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, tuple[str, str]]:
+        return {name: (str(h.status), h.reason) for name, h in self.health().items()}
+
+    def _publish_if_changed(self) -> None:
+        snap = self._snapshot()
+        if snap == self._published:
+            return
+        self._published = snap
+        health = self.health()
+        self.ctx.publish_state("peripherals", {
+            "devices": {name: {"kind": self.devices[name].kind, **h.as_dict()} for name, h in health.items()},
+            "ok": all(h.status is HealthStatus.OK for h in health.values()),
+        })
+        self._show_status()
+
+    def _show_status(self) -> None:
+        """Status LED: fault while a fitted device is missing, else busy during a session, else ready."""
+        gpio = self._gpio()
+        if gpio is None or gpio.health().status is not HealthStatus.OK:
+            return
+        from drivers.gpio.status_led import LedState
+
+        if any(h.status is HealthStatus.MISSING for h in self.health().values()):
+            gpio.show_status(LedState.FAULT)
+        else:
+            gpio.show_status(LedState.BUSY if self.in_session else LedState.READY)
+
+    def _on_session_event(self, type: str, data: dict[str, Any]) -> None:
+        if type == "session.started":
+            self.in_session = True
+        elif type == "session.ended":
+            self.in_session = False
+        else:
+            return
+        self._show_status()
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_WATCH_S)
+            try:
+                self._publish_if_changed()
+            except KioskError as exc:
+                log.warning("could not publish peripheral health: %s", exc)
+
+    # --- the `sim` RPC service ----------------------------------------------------------------------
+
+    def _gpio(self) -> Gpio | None:
+        device = self.devices.get("gpio")
+        return device  # type: ignore[return-value]
+
+    def _device(self, name: str) -> Peripheral:
+        device = self.devices.get(name)
+        if device is None:
+            raise CommandError(404, f"no {name} is fitted in this kiosk (no [drivers.{name}] in the config)")
+        if device.backend not in ("sim", "mock"):
+            raise Conflict(f"{name} is real hardware (backend = \"{device.backend}\"): kiosk sim acts only on "
+                           "simulated devices")
+        return device
+
+    def _card_sim(self) -> Any:
+        device = self._device("card_reader")
+        sim = getattr(device, "simulator", None)
+        if sim is None:
+            raise Conflict("the card reader simulator is not running yet")
+        return sim
+
+    def _switcher(self) -> Switcher:
+        device = self._device("switcher")
+        if getattr(device, "simulator", None) is None:
+            raise Conflict("the switcher simulator is not running")
+        return device  # type: ignore[return-value]
+
+    async def _sim_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        check_keys("sim.status", params)
+        out: dict[str, Any] = {"devices": {n: {"backend": d.backend, **d.health().as_dict()}
+                                           for n, d in self.devices.items()}}
+        card = self.devices.get("card_reader")
+        if card is not None and getattr(card, "simulator", None) is not None:
+            out["card_reader"] = await asyncio.to_thread(card.simulator.status)  # type: ignore[attr-defined]
+        switcher = self.devices.get("switcher")
+        sim = getattr(switcher, "simulator", None)
+        if sim is not None:
+            out["switcher"] = {"plugged": sim.plugged, "pending_faults": [f.kind for f in sim.faults],
+                               "ties": {str(layer): {str(o): i for o, i in sorted(ties.items())}
+                                        for layer, ties in sim.matrix.ties.items()}}
+        return out
+
+    async def _sim_card(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``{action: present|remove|samples|status, card?}`` on the SAM emulator."""
+        from drivers.card_reader.simulator import control
+
+        check_keys("sim.card", params, required=("action",), optional=("card",))
+        action = choice_param("sim.card", params, "action", ("present", "remove", "samples", "status"))
+        return await asyncio.to_thread(control, self._card_sim(), action, params)
+
+    async def _sim_button(self, params: dict[str, Any]) -> dict[str, Any]:
+        check_keys("sim.button", params, required=("action",))
+        action = choice_param("sim.button", params, "action", ("press", "hold"))
+        gpio = self._device("gpio")
+        try:
+            if action == "press":
+                await gpio.press_help()  # type: ignore[attr-defined]
+            else:
+                await gpio.hold_help()  # type: ignore[attr-defined]
+        except KioskError as exc:
+            raise Conflict(exc.message) from None
+        return {"button": "help", "action": action}
+
+    async def _sim_presence(self, params: dict[str, Any]) -> dict[str, Any]:
+        check_keys("sim.presence", params, optional=("action",))
+        action = choice_param("sim.presence", params, "action", ("detected", "cleared"), default="detected")
+        gpio = self._device("gpio")
+        try:
+            gpio.set_presence(action == "detected")  # type: ignore[attr-defined]
+        except KioskError as exc:
+            raise Conflict(exc.message) from None
+        return {"presence": action}
+
+    async def _plug(self, params: dict[str, Any], plugged: bool) -> dict[str, Any]:
+        name = "sim.replug" if plugged else "sim.unplug"
+        check_keys(name, params, required=("device",))
+        device = choice_param(name, params, "device", SIM_DEVICES)
+        if device == "card_reader":
+            sim = self._card_sim()
+            await asyncio.to_thread(sim.replug if plugged else sim.unplug)
+        else:
+            sim = self._switcher().simulator
+            assert sim is not None
+            await (sim.replug() if plugged else sim.unplug())
+        return {"device": device, "plugged": plugged}
+
+    async def _sim_unplug(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._plug(params, False)
+
+    async def _sim_replug(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._plug(params, True)
+
+    async def _sim_fault(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``{device, fault, count?, code?}``; fault ``clear`` removes pending faults."""
+        check_keys("sim.fault", params, required=("device", "fault"), optional=("count", "code"))
+        device = choice_param("sim.fault", params, "device", SIM_DEVICES)
+        fault = params["fault"]
+        count = int_param("sim.fault", params, "count", 1, 1000, default=1)
+        code = params.get("code")
+        if code is not None and (not isinstance(code, str) or not code.isascii() or len(code) > 8):
+            raise ValueError("sim.fault: code must be a short ASCII device error code such as E22 or 006")
+        if device == "card_reader":
+            sim = self._card_sim()
+            if fault == "clear":
+                await asyncio.to_thread(sim.clear_faults)
+            else:
+                await asyncio.to_thread(sim.inject, str(fault), count)
+            return {"device": device, "fault": fault, "count": count}
+        sim = self._switcher().simulator
+        assert sim is not None
+        if fault == "clear":
+            sim.clear_faults()
+        else:
+            sim.inject(str(fault), times=count, code=code)
+        return {"device": device, "fault": fault, "count": count}

@@ -1,0 +1,204 @@
+"""Extron SIS (Simple Instruction Set) for matrix switchers, as in the CrossPoint/DXP/MAV manuals.
+
+Wire format (ASCII, no terminator needed on commands; replies end in CR LF):
+
+==============================  ====================  ===========================
+tie input 1 to output 2, A+V    ``1*2!``              ``Out02 In01 All``
+video only / audio only         ``1*2%`` / ``1*2$``   ``Out02 In01 Vid`` / ``Aud``
+read output 2's video / audio   ``2%`` / ``2$``       ``01`` (``00``: untied)
+information (matrix size)       ``I``                 ``V8X4 A8X4``
+error                                                 ``E01`` ... ``E28``
+==============================  ====================  ===========================
+
+Numbers are zero-padded to the model's width: 2 digits on most models (``Out02``), 3 on the large
+frames (``Out002``), none on small switchers. The switcher also talks unprompted: a copyright banner
+on connect or power-on, and a tie line whenever someone presses the front panel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from drivers.switcher.errors import SwitcherGarbage, SwitcherRejected
+from drivers.switcher.protocol import (
+    DeviceEmulation,
+    DeviceInfo,
+    Layer,
+    Matrix,
+    SwitcherProtocol,
+    Tie,
+    decode_line,
+    pad,
+    shorten,
+)
+
+
+@dataclass(frozen=True)
+class SisError:
+    meaning: str
+    #: trying again may help (the switcher was busy or timed out)
+    retryable: bool = False
+    #: the request named an input/output/value the switcher does not have
+    bad_parameter: bool = False
+
+
+# From the SIS chapters of the Extron matrix switcher manuals.
+SIS_ERRORS: dict[str, SisError] = {
+    "E01": SisError("invalid input number (larger than the switcher has)", bad_parameter=True),
+    "E06": SisError("invalid input change (auto-switch mode is active)"),
+    "E09": SisError("invalid function or mode parameter", bad_parameter=True),
+    "E10": SisError("invalid command"),
+    "E11": SisError("invalid preset number", bad_parameter=True),
+    "E12": SisError("invalid output number (larger than the switcher has)", bad_parameter=True),
+    "E13": SisError("invalid value (out of range)", bad_parameter=True),
+    "E14": SisError("command not valid for this configuration"),
+    "E17": SisError("timeout or command invalid for the signal type", retryable=True),
+    "E21": SisError("invalid room number", bad_parameter=True),
+    "E22": SisError("busy", retryable=True),
+    "E24": SisError("privilege violation (log in with the administrator password)"),
+    "E25": SisError("device not present"),
+    "E26": SisError("maximum number of connections exceeded", retryable=True),
+    "E27": SisError("invalid event number", bad_parameter=True),
+    "E28": SisError("bad file name or file not found"),
+}
+
+LAYER_CHAR = {Layer.ALL: "!", Layer.VIDEO: "%", Layer.AUDIO: "$"}
+LAYER_WORD = {Layer.ALL: "All", Layer.VIDEO: "Vid", Layer.AUDIO: "Aud"}
+WORD_LAYER = {"All": Layer.ALL, "Vid": Layer.VIDEO, "RGB": Layer.VIDEO, "Aud": Layer.AUDIO}
+
+TIE_REPLY = re.compile(r"^Out(\d{1,3}) +In(\d{1,3}) +(All|Vid|Aud|RGB)$")
+READ_REPLY = re.compile(r"^(?:In)?(\d{1,3})(?: +(?:All|Vid|Aud|RGB))?$")
+INFO_REPLY = re.compile(r"^V(\d{1,3})X(\d{1,3})(?: +A(\d{1,3})X(\d{1,3}))?")
+ERROR_REPLY = re.compile(r"^E(\d{2})$")
+# Messages the switcher sends on its own; never an answer to what we asked.
+UNSOLICITED = re.compile(
+    r"^(?:\(c\) ?Copyright.*|[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} [\d:]+|Reconfig|Qik|"
+    r"(?:Sig|Vmt|Amt|Exe|Spr|Rpr|Frz|Vol|Aud)\b.*|In\d{1,3} +(?:All|Vid|Aud|RGB))$",
+    re.IGNORECASE,
+)
+
+
+def rejected(code: str) -> SwitcherRejected:
+    err = SIS_ERRORS.get(code)
+    if err is None:
+        return SwitcherRejected(f"switcher answered {code}, which is not in the SIS error table "
+                                "(see the switcher's manual)", device_code=code)
+    return SwitcherRejected(f"switcher answered {code}: {err.meaning}", device_code=code,
+                            retryable=err.retryable, bad_parameter=err.bad_parameter)
+
+
+class ExtronSis(SwitcherProtocol):
+    name = "extron"
+    title = "Extron SIS"
+
+    def __init__(self, digits: int = 2) -> None:
+        self.digits = digits
+
+    def identify_command(self) -> bytes:
+        return b"I"
+
+    def _common(self, text: str, raw: bytes) -> None:
+        """Raise for error codes and password prompts; return for unsolicited lines."""
+        m = ERROR_REPLY.match(text)
+        if m:
+            raise rejected(text)
+        if text.lower().startswith("password"):
+            raise SwitcherRejected("switcher asks for a password: clear the SIS password on the switcher "
+                                   "(passwords are not supported)", device_code="password")
+
+    def parse_identify(self, line: bytes) -> DeviceInfo | None:
+        text = decode_line(line)
+        self._common(text, line)
+        m = INFO_REPLY.match(text)
+        if m:
+            return DeviceInfo(inputs=int(m.group(1)), outputs=int(m.group(2)))
+        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+            return None
+        raise SwitcherGarbage(f"expected the size reply (V8X4 A8X4), got {shorten(line)}")
+
+    def route_command(self, tie: Tie) -> bytes:
+        return f"{pad(tie.input, self.digits)}*{pad(tie.output, self.digits)}{LAYER_CHAR[tie.layer]}".encode()
+
+    def parse_route_reply(self, line: bytes, tie: Tie) -> bool:
+        text = decode_line(line)
+        self._common(text, line)
+        m = TIE_REPLY.match(text)
+        if m:
+            return (int(m.group(1)), int(m.group(2)), WORD_LAYER[m.group(3)]) == (tie.output, tie.input, tie.layer)
+        if not text or UNSOLICITED.match(text):
+            return False
+        raise SwitcherGarbage(f"expected 'Out{pad(tie.output, self.digits)} In{pad(tie.input, self.digits)} "
+                              f"{LAYER_WORD[tie.layer]}', got {shorten(line)}")
+
+    def query_command(self, output: int, layer: Layer) -> bytes:
+        return f"{pad(output, self.digits)}{LAYER_CHAR[layer]}".encode()
+
+    def parse_query_reply(self, line: bytes, output: int, layer: Layer) -> int | None:
+        text = decode_line(line)
+        self._common(text, line)
+        m = READ_REPLY.match(text)
+        if m:
+            return int(m.group(1))
+        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+            return None
+        raise SwitcherGarbage(f"expected an input number for output {output}, got {shorten(line)}")
+
+
+class ExtronSisDevice(DeviceEmulation):
+    """An Extron matrix answering SIS, for the simulator."""
+
+    COMMAND_END = b"!%$&"
+
+    def __init__(self, matrix: Matrix, *, digits: int = 2, model: str = "DXP 84 HDMI") -> None:
+        super().__init__(matrix)
+        self.digits = digits
+        self.model = model
+
+    def banner(self) -> bytes:
+        return (f"(c) Copyright 2024, Extron Electronics, {self.model}, V1.05, 60-1494-01\r\n"
+                "Sat, 21 Nov 2026 08:00:00\r\n").encode()
+
+    def _take_command(self) -> bytes | None:
+        last = self._buf[-1:]
+        if last and last in self.COMMAND_END or (len(self._buf) == 1 and self._buf.upper() in (b"I", b"Q", b"N")):
+            cmd = bytes(self._buf)
+            self._buf.clear()
+            return cmd
+        if last in (b"\r", b"\n"):
+            # SIS needs no terminator; a bare line end is ignored, one after junk ends the junk.
+            cmd = bytes(self._buf[:-1])
+            self._buf.clear()
+            return cmd or None
+        return None
+
+    def error_reply(self, code: str | None) -> bytes:
+        return f"{code or 'E10'}\r\n".encode()
+
+    def answer(self, command: bytes) -> tuple[bytes, Tie | None]:
+        text = command.decode("ascii", "replace")
+        d = self.digits
+        if m := re.fullmatch(r"(\d{1,3})\*(\d{1,3})([!%$&])", text):
+            i, o = int(m.group(1)), int(m.group(2))
+            if not self.matrix.has_input(i):
+                return self.error_reply("E01"), None
+            if not self.matrix.has_output(o):
+                return self.error_reply("E12"), None
+            layer = {"!": Layer.ALL, "%": Layer.VIDEO, "&": Layer.VIDEO, "$": Layer.AUDIO}[m.group(3)]
+            word = "RGB" if m.group(3) == "&" else LAYER_WORD[layer]
+            return f"Out{pad(o, d)} In{pad(i, d)} {word}\r\n".encode(), Tie(i, o, layer)
+        if m := re.fullmatch(r"(\d{1,3})([%$&])", text):
+            o = int(m.group(1))
+            if not self.matrix.has_output(o):
+                return self.error_reply("E12"), None
+            layer = Layer.AUDIO if m.group(2) == "$" else Layer.VIDEO
+            return f"{pad(self.matrix.read(o, layer), d)}\r\n".encode(), None
+        upper = text.upper()
+        if upper == "I":
+            n_in, n_out = self.matrix.inputs, self.matrix.outputs
+            return f"V{n_in}X{n_out} A{n_in}X{n_out}\r\n".encode(), None
+        if upper == "Q":
+            return b"1.05\r\n", None
+        if upper == "N":
+            return b"60-1494-01\r\n", None
+        return self.error_reply("E10"), None

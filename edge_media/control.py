@@ -1,0 +1,166 @@
+"""``MediaControl``: the appliance's side of kiosk-media.
+
+It forwards the platform's media commands to the media process over the local bus
+(``ctx.call_rpc("media", ...)``) and reports the cameras and the document camera in inventory and
+health from the media process's retained ``kiosk/local/state/media``. When that state is absent,
+says the process stopped, or is older than ``STALE_AFTER_S``, every camera is ``missing`` with the
+reason, so the platform sees "media process not running" rather than a stale "ok".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from appliance.commands import Accepted
+from appliance.errors import BadRequest, CommandError
+from appliance.localbus import STATE_PREFIX
+from appliance.subsystem import Subsystem
+from drivers.base import CommandHandler, Health, HealthStatus
+
+STATE_TOPIC = f"{STATE_PREFIX}/media"
+STALE_AFTER_S = 10.0
+
+# platform command -> (media RPC method, reply timeout in seconds)
+FORWARDED: dict[str, tuple[str, float]] = {
+    "camera.snapshot": ("snapshot", 10.0),
+    "doccam.capture": ("doccam_capture", 20.0),
+    "media.push.start": ("push_start", 10.0),
+    "media.push.stop": ("push_stop", 10.0),
+    "media.record.export": ("export", 900.0),
+    "media.record.upload": ("upload", 10.0),
+}
+# Long work: the platform gets 202 at once and the result as ``command.completed`` (export) or as the
+# media process's own upload events (upload).
+LONG = ("media.record.export", "media.record.upload")
+# what each command's params may hold (name -> type); anything else is a 400
+PARAMS: dict[str, dict[str, type]] = {
+    "camera.snapshot": {"source": str},
+    "doccam.capture": {},
+    "media.push.start": {"url": str},
+    "media.push.stop": {},
+    "media.record.export": {"session_id": str},
+    "media.record.upload": {"session_id": str, "url": str},
+}
+REQUIRED = {"media.record.export": ("session_id",), "media.record.upload": ("session_id", "url")}
+
+
+def check_params(command: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = PARAMS[command]
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in allowed:
+            raise BadRequest(f"{command}: unknown parameter {key!r}; allowed: {', '.join(allowed) or 'none'}")
+        if not isinstance(value, allowed[key]) or (isinstance(value, str) and not 0 < len(value) <= 1000):
+            raise BadRequest(f"{command}: {key} must be a non-empty {allowed[key].__name__} (at most 1000)")
+        out[key] = value
+    for key in REQUIRED.get(command, ()):
+        if key not in out:
+            raise BadRequest(f"{command}: {key} is required")
+    return out
+
+
+class MediaControl(Subsystem):
+    name = "media"
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self._state: dict[str, Any] | None = None
+        self._received_at = 0.0
+
+    async def start(self) -> None:
+        self.ctx.subscribe_local(STATE_TOPIC, self._on_state)
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        try:
+            state = json.loads(payload.decode("utf-8")) if payload else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self.ctx.log.warning("media: unreadable state on %s ignored", topic)
+            return
+        if state is not None and not isinstance(state, dict):
+            return
+        self._state = state
+        self._received_at = time.monotonic()
+
+    # --- what the media process reports ----------------------------------------------------------
+
+    def _missing_reason(self) -> str | None:
+        if self._state is None:
+            return "the media process is not running (no state on the local bus)"
+        if not self._state.get("running", False):
+            return "the media process stopped"
+        if time.monotonic() - self._received_at > STALE_AFTER_S:
+            return f"the media process has not reported for {STALE_AFTER_S:g}s (hung or crashed)"
+        return None
+
+    def _devices(self) -> dict[str, dict[str, Any]]:
+        sources = (self._state or {}).get("sources") or {}
+        return {("doccam" if role == "doccam" else f"camera.{role}"): info
+                for role, info in sources.items() if isinstance(info, dict)}
+
+    def health(self) -> Mapping[str, Health]:
+        reason = self._missing_reason()
+        if reason is not None:
+            return {"media": Health(HealthStatus.MISSING, reason)}
+        out = {"media": Health(HealthStatus.OK)}
+        for name, info in self._devices().items():
+            h = info.get("health") or {}
+            try:
+                status = HealthStatus(h.get("status", "missing"))
+            except ValueError:
+                status = HealthStatus.MISSING
+            out[name] = Health(status, str(h.get("reason", "")))
+        return out
+
+    def inventory(self) -> list[dict[str, Any]]:
+        health = self.health()
+        items = []
+        for name, info in self._devices().items():
+            h = health.get(name, health["media"])
+            items.append({"name": name, "kind": "doccam" if name == "doccam" else "camera",
+                          "model": info.get("model", ""), "backend": info.get("backend", ""),
+                          "role": info.get("role", ""), "health": h.as_dict()})
+        return items
+
+    def capabilities(self) -> list[str]:
+        return sorted(FORWARDED)
+
+    def telemetry(self) -> dict[str, Any]:
+        reason = self._missing_reason()
+        if reason is not None:
+            return {"running": False, "reason": reason}
+        s = self._state or {}
+        pipeline = s.get("pipeline") or {}
+        return {"running": True, "active_source": s.get("active_source"), "fps_out": pipeline.get("fps_out"),
+                "renditions": pipeline.get("renditions"), "uplink": s.get("uplink"), "disk": s.get("disk"),
+                "recording": (s.get("recording") or {}).get("session_id"),
+                "fps_in": {role: info.get("fps_in") for role, info in (s.get("sources") or {}).items()
+                           if isinstance(info, dict)}}
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {command: self._forwarder(command) for command in FORWARDED}
+
+    def _forwarder(self, command: str) -> CommandHandler:
+        method, timeout_s = FORWARDED[command]
+
+        async def call(body: dict[str, Any]) -> dict[str, Any]:
+            reply = await self.ctx.call_rpc("media", method, body, timeout_s=timeout_s)
+            return {k: v for k, v in reply.items() if k != "status"}  # the daemon sets the status
+
+        async def forward(params: dict[str, Any]) -> dict[str, Any] | Accepted:
+            body = check_params(command, params)
+            reason = self._missing_reason()
+            if reason is not None and self._state is None:
+                raise CommandError(503, reason)
+            if command == "media.record.export":
+                return Accepted({"session_id": body["session_id"], "export": "started"},
+                                then=lambda: call(body))
+            if command == "media.record.upload":
+                return Accepted(await call(body))
+            return await call(body)
+
+        return forward  # type: ignore[return-value]

@@ -1,0 +1,485 @@
+"""The kiosk-media process: cameras, pipeline, recording, push, stills; controlled over the local bus.
+
+RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
+
+| method | params | reply |
+| --- | --- | --- |
+| ``status`` | | the state document below |
+| ``record_start`` | ``session_id`` | ``{session_id, dir}``; 409 if another session is recording |
+| ``record_stop`` | | ``{session_id, segments, bytes}`` |
+| ``snapshot`` | ``source`` (main, backup, doccam) | ``{path, sha256, size, width, height}`` |
+| ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` |
+| ``push_start`` / ``push_stop`` | ``url`` (optional: ``[media.push] url``) | push stats |
+| ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s}`` |
+| ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
+| ``sim`` | ``action`` (unplug, replug, freeze, black, drop, stall, clear), ``source`` | ``{source, fault}`` |
+
+Events go to the appliance with ``LocalBus.publish_event`` (durable); the retained
+``kiosk/local/state/media`` carries health and telemetry every ``state_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.config import KioskConfig
+from appliance.errors import BadRequest, CommandError, Conflict, KioskError
+from appliance.localbus import STATE_PREFIX, LocalBus
+from appliance.sdnotify import Notifier
+from drivers.camera.doccam import DocumentCamera, encode_jpeg, write_atomic
+from drivers.camera.errors import CameraBusy, CameraError
+from drivers.camera.source import FrameSource
+from drivers.camera.synthetic import FAULTS, SyntheticCamera
+from edge_media.pipeline import Pipeline
+from edge_media.segments import SegmentRecorder, recover_orphans
+from edge_media.sources import UnknownSource, source_from_spec
+from edge_media.watchdog import Watchdog
+
+log = logging.getLogger("kiosk.media")
+
+STATE_TOPIC = f"{STATE_PREFIX}/media"
+SESSION_ID = re.compile(r"^[\w.:-]{1,128}$")
+ROLES = ("main", "backup")
+
+
+def role_name(src: FrameSource) -> str:
+    """A file-name-safe name of a source (its role, or doccam)."""
+    return re.sub(r"[^a-z0-9_]", "_", src.name.lower())[:32]
+
+
+def _session_id(params: dict[str, Any]) -> str:
+    sid = params.get("session_id")
+    if not isinstance(sid, str) or not SESSION_ID.match(sid):
+        raise BadRequest("session_id must be 1-128 characters of letters, digits, '._:-'")
+    return sid
+
+
+class PushOutput:
+    """Hands one rendition's packets to a ``LivePush`` (which copies them into its own queue).
+
+    The push starts at the first keyframe, when the encoder's stream parameters exist; a new encoder
+    generation (an adaptation step that changed the size, a pipeline restart) is passed on with
+    ``update_stream``.
+    """
+
+    def __init__(self, push: Any) -> None:
+        self.push = push
+        self.generation: int | None = None
+
+    def write(self, ep: Any, encoder: Any) -> None:
+        if ep.generation != self.generation:
+            if not ep.keyframe:
+                return
+            if self.generation is None:
+                self.push.start(encoder.template)
+            else:
+                self.push.update_stream(encoder.template)
+            self.generation = ep.generation
+        self.push.send(ep.packet)
+
+
+class MediaService:
+    def __init__(self, cfg: KioskConfig) -> None:
+        self.cfg = cfg
+        self.mcfg = cfg.media
+        data = Path(cfg.storage.data_dir)
+        self.media_dir = data / "media"
+        self.recordings_dir = Path(self.mcfg.recording.dir or data / "recordings")
+        self.stills_dir = self.media_dir / "stills"
+        self.bus = LocalBus(cfg.bus.host, cfg.bus.port, name="kiosk-media")
+        self.cameras = dict(getattr(cfg.drivers, "camera", None) or {})
+        self.sources: dict[str, FrameSource] = {}
+        self.source_problems: dict[str, str] = {}
+        self.doccam: DocumentCamera | None = None
+        self.pipeline: Pipeline | None = None
+        self.recorder: SegmentRecorder | None = None
+        self.push: Any = None
+        self.push_output: PushOutput | None = None
+        self.index: Any = None
+        self.retention: Any = None
+        self.watchdog: Watchdog | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self.started_at = time.time()
+        self._snapshots = 0
+        self.notifier = Notifier()  # systemd: READY once serving, WATCHDOG while frames flow
+
+    # --- events ----------------------------------------------------------------------------------
+
+    async def emit(self, type: str, data: dict[str, Any]) -> None:
+        try:
+            await self.bus.publish_event(type, data, timeout_s=30)
+        except (TimeoutError, KioskError) as exc:
+            log.warning("event %s not handed over: %s", type, exc)
+
+    def emit_threadsafe(self, type: str, data: dict[str, Any]) -> None:
+        """For capture, pipeline and recorder threads."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._spawn, self.emit(type, data))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def _open_sources(self) -> None:
+        specs = {"main": self.mcfg.sources.main, "backup": self.mcfg.sources.backup}
+        for role, spec in specs.items():
+            if not spec:
+                continue
+            try:
+                src = source_from_spec(role, spec, self.cameras)
+            except UnknownSource as exc:
+                if role in self.mcfg.sources.model_fields_set:  # asked for by name: a config mistake
+                    self.source_problems[role] = str(exc)
+                    log.error("media source %s: %s", role, exc)
+                # else the default name of a camera this kiosk does not have: simply not there
+                continue
+            src.open()
+            self.sources[role] = src
+        doccam_cfg = getattr(self.cfg.drivers, "doccam", None)
+        if doccam_cfg is not None and self.mcfg.sources.doccam:
+            self.doccam = DocumentCamera(doccam_cfg)
+            self.doccam.open()
+
+    def _new_pipeline(self) -> Pipeline:
+        p = Pipeline(self.sources, self.mcfg, emit=self.emit_threadsafe)
+        p.start()
+        return p
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        await self._open_index()
+        self._open_sources()
+        self.pipeline = self._new_pipeline()
+        self.bus.serve("media", {
+            "status": self.rpc_status, "record_start": self.rpc_record_start, "record_stop": self.rpc_record_stop,
+            "snapshot": self.rpc_snapshot, "doccam_capture": self.rpc_doccam_capture,
+            "push_start": self.rpc_push_start, "push_stop": self.rpc_push_stop, "export": self.rpc_export,
+            "upload": self.rpc_upload, "sim": self.rpc_sim})
+        await self.bus.start()
+        self.watchdog = Watchdog(stall_s=self.mcfg.watchdog_stall_s, stalled_for=lambda: self.pipeline.stalled_for()
+                                 if self.pipeline else 0.0, restart=self.restart_pipeline, emit=self.emit)
+        self._spawn(self.watchdog.run())
+        self._spawn(self._publish_state_loop())
+        if self.retention is not None:
+            self._spawn(self.retention.run(self.mcfg.recording.sweep_interval_s))
+        if self.mcfg.push.url:
+            with contextlib.suppress(CommandError):
+                await self.rpc_push_start({})
+        self.publish_state()
+        self.notifier.ready(f"sources: {', '.join(self.sources) or 'none (slate)'}")
+
+    async def _open_index(self) -> None:
+        try:
+            from edge_media.recordings import RecordingIndex, Retention
+        except ImportError as exc:  # recordings not installed: record without an index
+            log.warning("recording index unavailable: %s", exc)
+            return
+        self.index = RecordingIndex(self.media_dir / "recordings.sqlite")
+        rec = self.mcfg.recording
+        self.retention = Retention(self.index, self.recordings_dir, max_age_s=rec.max_age_days * 86400,
+                                   min_free_bytes=rec.min_free_mb * 1024 * 1024,
+                                   active_sessions=self._active_sessions, emit=self.emit)
+        try:
+            await asyncio.to_thread(recover_orphans, self.recordings_dir, self.index, emit=self.emit_threadsafe)
+        except Exception:  # noqa: BLE001 - recovery must never keep the cameras off
+            log.exception("recovering unindexed segments failed")
+
+    def _active_sessions(self) -> set[str]:
+        rec = self.recorder
+        return {rec.session_id} if rec is not None and rec.session_id else set()
+
+    async def restart_pipeline(self) -> None:
+        old = self.pipeline
+        outputs: dict[str, list[Any]] = {}
+        if old is not None:
+            outputs = {name: old.outputs(name) for name in old.encoders}
+            await asyncio.to_thread(old.stop, 0.5)
+        if self.recorder is not None:
+            self.recorder.cut()
+        self.pipeline = self._new_pipeline()
+        for name, outs in outputs.items():
+            for out in outs:
+                self.pipeline.attach(name, out)
+
+    async def stop(self) -> None:
+        self.notifier.stopping()
+        with contextlib.suppress(CommandError):
+            await self.rpc_push_stop({})
+        if self.recorder is not None:
+            with contextlib.suppress(CommandError):
+                await self.rpc_record_stop({})
+        for task in list(self._tasks):
+            task.cancel()
+        if self.pipeline is not None:
+            await asyncio.to_thread(self.pipeline.stop)
+        for src in self.sources.values():
+            await asyncio.to_thread(src.close)
+        if self.doccam is not None:
+            await asyncio.to_thread(self.doccam.close)
+        self.bus.publish(STATE_TOPIC, {**self.state(), "running": False}, retain=True)
+        await asyncio.sleep(0.1)
+        await self.bus.stop()
+        if self.index is not None:
+            self.index.close()
+
+    async def run(self) -> int:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+        await self._stopping.wait()
+        await self.stop()
+        return 0
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def _source_state(self, role: str) -> dict[str, Any]:
+        src = self.sources.get(role)
+        spec = getattr(self.mcfg.sources, role)
+        if src is None:
+            return {"role": role, "spec": spec, "health": {"status": "missing",
+                    "reason": self.source_problems.get(role, "not configured"), "since": self.started_at}}
+        return {"role": role, "spec": spec, "name": src.name, **src.stats()}
+
+    def state(self) -> dict[str, Any]:
+        p = self.pipeline
+        pstats = p.stats() if p is not None else {}
+        sources = {role: self._source_state(role) for role in ROLES
+                   if role in self.sources or role in self.source_problems}
+        if self.doccam is not None:
+            sources["doccam"] = {"role": "doccam", **self.doccam.stats(), "health": self.doccam.health().as_dict()}
+        disk: dict[str, Any] = {}
+        if self.index is not None:
+            with contextlib.suppress(Exception):
+                disk["recordings_bytes"] = self.index.total_bytes()
+        if self.retention is not None:
+            disk["free_bytes"] = self.retention.free_bytes()
+        uplink: dict[str, Any] = {"state": "off"}
+        if self.push is not None:
+            try:
+                uplink = {"state": "on", **self.push.stats()}
+            except Exception as exc:  # noqa: BLE001
+                uplink = {"state": "error", "error": str(exc)}
+        return {"running": True, "ts": round(time.time(), 3), "pid": os.getpid(),
+                "active_source": pstats.get("selector", {}).get("active"), "sources": sources,
+                "pipeline": pstats, "recording": self.recorder.stats() if self.recorder else None,
+                "uplink": uplink, "disk": disk,
+                "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0}
+
+    def publish_state(self) -> None:
+        self.bus.publish(STATE_TOPIC, self.state(), retain=True)
+
+    async def _publish_state_loop(self) -> None:
+        period = self.mcfg.state_interval_s
+        if self.notifier.watchdog_s:
+            period = min(period, self.notifier.watchdog_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.publish_state()
+            except Exception:  # noqa: BLE001 - telemetry must not stop the process
+                log.exception("state publish failed")
+            # systemd restarts the whole process if even our own watchdog could not revive the pipeline
+            if self.pipeline is not None and self.pipeline.stalled_for() < 5 * self.mcfg.watchdog_stall_s:
+                self.notifier.watchdog()
+
+    # --- RPC handlers ----------------------------------------------------------------------------
+
+    async def rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.state()
+
+    async def rpc_record_start(self, params: dict[str, Any]) -> dict[str, Any]:
+        sid = _session_id(params)
+        if self.recorder is not None:
+            if self.recorder.session_id == sid:
+                return {"session_id": sid, "dir": str(self.recorder.directory), "already": True}
+            raise Conflict(f"session {self.recorder.session_id} is being recorded; stop it first",
+                           recording=self.recorder.session_id)
+        if not self.mcfg.recording.enabled:
+            raise CommandError(503, "recording is disabled in [media.recording]")
+        rec_cfg = self.mcfg.recording
+        rendition = self.mcfg.renditions[rec_cfg.rendition]
+        if self.index is not None:
+            await asyncio.to_thread(self.index.mark_active, sid)
+        self.recorder = SegmentRecorder(self.recordings_dir / sid, session_id=sid, container=rec_cfg.container,
+                                        segment_s=rec_cfg.segment_s, fragment_s=rec_cfg.fragment_s,
+                                        frame_interval=1 / rendition.fps, index=self.index,
+                                        has_room=self.retention.has_room if self.retention else None,
+                                        emit=self.emit_threadsafe)
+        assert self.pipeline is not None
+        self.pipeline.attach(rec_cfg.rendition, self.recorder)
+        await self.emit("media.record.started", {"session_id": sid})
+        return {"session_id": sid, "dir": str(self.recorder.directory)}
+
+    async def rpc_record_stop(self, params: dict[str, Any]) -> dict[str, Any]:
+        rec = self.recorder
+        if rec is None:
+            raise Conflict("nothing is being recorded")
+        if self.pipeline is not None:
+            self.pipeline.detach(rec)
+        self.recorder = None
+        closed = await asyncio.to_thread(rec.close)
+        if self.index is not None and rec.session_id:
+            await asyncio.to_thread(self.index.mark_closed, rec.session_id)
+        body = {"session_id": rec.session_id, "segments": len(closed), "bytes": sum(c.bytes for c in closed),
+                "errors": rec.errors}
+        await self.emit("media.record.stopped", body)
+        return body
+
+    def source_by_name(self, name: object) -> FrameSource:
+        """A role (main, backup, active), a configured camera name used by a role, or doccam."""
+        if name == "doccam" and self.doccam is not None:
+            return self.doccam.preview
+        if name == "active" and self.pipeline is not None:
+            name = self.pipeline.selector.active
+        for role in ROLES:
+            if role in self.sources and name in (role, getattr(self.mcfg.sources, role)):
+                return self.sources[role]
+        have = [*self.sources, *(["doccam"] if self.doccam else [])]
+        raise CommandError(404, f"no source {name!r}; have {', '.join(have) or 'none'}")
+
+    async def rpc_snapshot(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.get("source", "main")
+        src = self.source_by_name(name)
+        captured = src.latest()
+        if captured is None or time.monotonic() - captured.t_arrival > 2.0:
+            raise CommandError(503, f"source {name} has no recent frame ({src.health().reason or 'no frames yet'})")
+        data = await asyncio.to_thread(encode_jpeg, captured.frame, 85)
+        now = time.time()
+        self._snapshots += 1
+        path = self.stills_dir / (time.strftime(f"snap-{role_name(src)}-%Y%m%dT%H%M%S", time.gmtime(now))
+                                  + f".{int(now * 1000) % 1000:03d}-{self._snapshots:04d}.jpg")
+        self.stills_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_atomic, path, data)
+        return {"source": name, "path": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                "width": captured.frame.width, "height": captured.frame.height}
+
+    async def rpc_doccam_capture(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.doccam is None:
+            raise CommandError(404, "no document camera is configured ([drivers.doccam])")
+        try:
+            still = await asyncio.to_thread(self.doccam.capture_still, self.stills_dir)
+        except CameraBusy as exc:
+            raise Conflict(str(exc)) from None
+        except CameraError as exc:
+            raise CommandError(503, str(exc), code=exc.code) from None
+        body = still.as_dict()
+        await self.emit("doccam.captured", {k: body[k] for k in ("sha256", "size", "width", "height")})
+        return body
+
+    async def rpc_push_start(self, params: dict[str, Any]) -> dict[str, Any]:
+        url = params.get("url") or self.mcfg.push.url
+        if self.push is not None:
+            raise Conflict("a push is already running; push_stop first")
+        try:
+            from edge_media.push import LivePush, PushError
+        except ImportError:
+            raise CommandError(503, "live push is not available in this build") from None
+        rendition = self.mcfg.push.rendition
+
+        def on_adapt(step: Any) -> None:  # called on the pipeline thread, before its next frame
+            if self.pipeline is not None:
+                self.pipeline.encoders[rendition].apply_step(step)
+
+        try:
+            push = LivePush(url, emit=self.emit, on_adapt=on_adapt, loop=asyncio.get_running_loop())
+        except PushError as exc:  # the URL is checked in one place: push_transport.parse_target
+            raise BadRequest(str(exc)) if isinstance(exc, ValueError) else CommandError(503, str(exc)) from None
+        self.push = push
+        self.push_output = PushOutput(push)
+        assert self.pipeline is not None
+        self.pipeline.attach(rendition, self.push_output)
+        return {"target": push.target.shown, "rendition": rendition}
+
+    async def rpc_push_stop(self, params: dict[str, Any]) -> dict[str, Any]:
+        push, out = self.push, self.push_output
+        if push is None:
+            raise Conflict("no push is running")
+        if self.pipeline is not None and out is not None:
+            self.pipeline.detach(out)
+        self.push = self.push_output = None
+        await asyncio.to_thread(push.stop)
+        stats: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            stats = dict(push.stats())
+        return {"stopped": True, "stats": stats}
+
+    def _need_index(self) -> Any:
+        if self.index is None:
+            raise CommandError(503, "the recording index is not available")
+        return self.index
+
+    async def rpc_export(self, params: dict[str, Any]) -> dict[str, Any]:
+        sid = _session_id(params)
+        index = self._need_index()
+        out = self.media_dir / "exports" / f"{sid}.mp4"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            res = await asyncio.to_thread(index.export, sid, out)
+        except LookupError as exc:
+            raise CommandError(404, str(exc)) from None
+        return {"session_id": sid, "path": str(res.path), "bytes": res.bytes, "sha256": res.sha256,
+                "segments": res.segments, "duration_s": round(res.duration_s, 3)}
+
+    async def rpc_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        sid = _session_id(params)
+        url = params.get("url")
+        index = self._need_index()
+        from edge_media.recording_upload import check_upload_url
+        from edge_media.recordings import upload
+
+        try:
+            check_upload_url(url)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        if not index.segments(sid):
+            raise CommandError(404, f"no recording for session {sid}")
+
+        async def run() -> None:
+            try:
+                await upload(index, sid, url, emit=self.emit)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - upload() reports its own events
+                log.warning("upload of %s failed: %s", sid, exc)
+
+        self._spawn(run())
+        return {"status": 202, "session_id": sid, "upload": "started"}
+
+    async def rpc_sim(self, params: dict[str, Any]) -> dict[str, Any]:
+        action, name = params.get("action"), params.get("source", "main")
+        if action not in FAULTS:
+            raise BadRequest(f"action must be one of {', '.join(FAULTS)}")
+        if name == "pipeline":
+            if action != "stall" or self.pipeline is None:
+                raise BadRequest("the pipeline only takes action 'stall'")
+            self.pipeline.inject_stall(float(params.get("seconds", 5.0)) if isinstance(params.get("seconds", 5.0),
+                                                                                    int | float) else 5.0)
+            return {"source": "pipeline", "fault": "stall"}
+        src = self.source_by_name(name)
+        if not isinstance(src, SyntheticCamera):
+            raise Conflict(f"source {name} is a real camera ({src.backend}); sim acts on simulated cameras only")
+        src.inject(action)
+        await self.emit("media.sim", {"source": name, "action": action})
+        return {"source": name, "fault": src.fault}
+
+
+async def serve(cfg: KioskConfig) -> int:
+    return await MediaService(cfg).run()

@@ -1,0 +1,314 @@
+"""What every kiosk screen shares: a header, numbered choices, the idle countdown, a hint line.
+
+A screen is built from a ``View`` (the session state as it is now, the other retained states, the
+message catalog) and keeps nothing the appliance should know: it renders and posts intents. The
+session's ``actions`` list decides which buttons exist (docs/session.md §1.1): a screen turns the
+entity-bound ones (``select_item``, ``capture``, ``book``, ...) into one button per entity and every
+other listed action into a plain button, in the listed order.
+
+Number keys: ``0`` is always the way out (``end``/``technician_exit``), ``9`` the language, ``8``
+``back``; entities and the remaining actions take ``1``-``7`` in order. When they do not fit, one key
+("more") pages through the entities. Paging is presentation only and never reaches the appliance.
+
+When new state arrives the app calls ``show(view)``; the screen rebuilds only if what it draws
+(``signature``) changed, so heartbeats and countdown ticks cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import events, on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+
+from kiosk_ui.i18n import Catalog
+from kiosk_ui.messages import IntentRequested
+from kiosk_ui.widgets.choice import UI_PAGE_NEXT, ChoiceButton
+from kiosk_ui.widgets.countdown import IdleCountdown
+from kiosk_ui.widgets.plain import Plain
+
+# Keys with a fixed meaning on every screen, so a villager learns them once.
+FIXED_DIGITS = {"end": "0", "technician_exit": "0", "language": "9", "back": "8"}
+FREE_DIGITS = "1234567"
+# Fields republished without meaning a change on screen (heartbeats, countdown ticks).
+VOLATILE = frozenset({"seq", "ts", "boot", "idle", "ref", "heartbeat_s"})
+# Actions never drawn as buttons: activity only, or shown by the countdown overlay.
+HIDDEN_ACTIONS = frozenset({"touch", "still_here"})
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One button bound to a thing on screen: a department, an item, a document, a slot, a score."""
+
+    label: str
+    intent: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    classes: str = ""
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything a screen may draw."""
+
+    session: Mapping[str, Any]
+    catalog: Catalog
+    states: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reason: str = ""  # why the kiosk is unavailable (only for the unavailable screen)
+
+    @property
+    def screen(self) -> str:
+        value = self.session.get("screen")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """The screen-specific ``view`` object of the state."""
+        return as_dict(self.session.get("view"))
+
+    @property
+    def actions(self) -> list[str]:
+        return [a for a in as_list(self.session.get("actions")) if isinstance(a, str)]
+
+    @property
+    def notice(self) -> Mapping[str, Any]:
+        return as_dict(self.session.get("notice"))
+
+    def state(self, name: str) -> Mapping[str, Any]:
+        return self.states.get(name) or {}
+
+    def pick(self, texts: Any, default: str = "") -> str:
+        return self.catalog.pick(texts, default)
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def as_dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, comparable copy of JSON data (for signatures)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+class KioskScreen(Screen[None]):
+    """Base of every screen. Subclasses set ``SCREEN``/``TITLE_KEY`` and write ``body()``."""
+
+    SCREEN: ClassVar[str] = ""
+    # No button is focused by itself: Enter on a numeric keypad must not press whatever came first.
+    AUTO_FOCUS = ""
+    TITLE_KEY: ClassVar[str] = "app.title"
+    HINT_KEY: ClassVar[str] = "hint.choose"
+    # Actions this screen draws itself as entity buttons (never as plain buttons).
+    ENTITY_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    # Keys of ``view`` that change on every republish without changing what is drawn.
+    VOLATILE_VIEW: ClassVar[frozenset[str]] = frozenset()
+    # Attract-style screens: any key or touch (not only the buttons) starts a session.
+    WAKE_ON_ANY_INPUT: ClassVar[bool] = False
+
+    def __init__(self, view: View) -> None:
+        super().__init__(classes=f"kiosk-screen screen-{self.SCREEN or 'none'}")
+        self.view = view
+        self.page = 0
+        self._signature = self.signature(view)
+        self._idle: int | None = None
+
+    # --- what subclasses provide -------------------------------------------------------------------
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def signature(self, view: View) -> Any:
+        """The part of the view this screen draws; a change rebuilds the screen."""
+        stable = {k: v for k, v in view.session.items() if k not in VOLATILE}
+        stable["actions"] = [a for a in view.actions if a not in HIDDEN_ACTIONS]
+        stable["view"] = {k: v for k, v in view.data.items() if k not in self.VOLATILE_VIEW}
+        return (view.catalog.language, freeze(stable), view.reason)
+
+    # --- shared frame ------------------------------------------------------------------------------
+
+    @property
+    def t(self) -> Catalog:
+        return self.view.catalog
+
+    def compose(self) -> ComposeResult:
+        # Few widgets on purpose: mounting is what a screen change costs (about 1-3 ms per widget).
+        yield Plain(self.header(), id="header")
+        notice = self.notice_text()
+        if notice:
+            yield Plain(notice, id="notice", classes="warning")
+        with Vertical(id="body"):
+            yield from self.body()
+        if self._idle is not None:
+            yield IdleCountdown(self.t, self._idle)
+        yield Plain(self.t(self.HINT_KEY), id="hint")
+
+    def header(self) -> Table:
+        """Station name, screen title and who is identified, in one line of three columns."""
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(ratio=1, justify="left", no_wrap=True, overflow="ellipsis")
+        grid.add_column(ratio=2, justify="center", no_wrap=True, overflow="ellipsis", style="bold yellow")
+        grid.add_column(ratio=1, justify="right", no_wrap=True, overflow="ellipsis")
+        grid.add_row(Text(self.site_name(), style="bold"), Text(self.title_text()), Text(self.identity_text()))
+        return grid
+
+    def site_name(self) -> str:
+        site = self.view.data.get("site") if self.SCREEN == "attract" else None
+        return site if isinstance(site, str) and site else self.t("app.station")
+
+    def word(self, prefix: str, code: Any) -> str:
+        """The catalog's words for a code sent by the appliance; an unknown code is shown as sent."""
+        key = f"{prefix}.{code}"
+        return self.t(key) if self.t.has(key) else str(code)
+
+    def title_text(self) -> str:
+        return self.t(self.TITLE_KEY)
+
+    def identity_text(self) -> str:
+        identity = as_dict(self.view.session.get("identity"))
+        if identity.get("id_masked"):
+            return f"{identity.get('name', '')} {identity['id_masked']}"
+        return ""
+
+    def notice_text(self) -> str:
+        notice = self.view.notice
+        code = notice.get("code")
+        if not isinstance(code, str) or not code:
+            return ""
+        params = {k: v for k, v in as_dict(notice.get("params")).items()}
+        if "name" in params:
+            params["name"] = self.view.pick(params["name"], str(params["name"]))
+        key = f"notice.{code}"
+        return self.t(key, **params) if self.t.has(key) else code
+
+    async def show(self, view: View) -> bool:
+        """Take a newer view; rebuild only if what this screen draws changed. True if rebuilt."""
+        signature = self.signature(view)
+        self.view = view
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        await self.recompose()
+        return True
+
+    def set_idle(self, countdown: int | None) -> None:
+        """Show, update or hide the idle countdown overlay (mounted only while it is visible)."""
+        self._idle = countdown
+        shown = list(self.query(IdleCountdown))
+        if countdown is None:
+            for widget in shown:
+                widget.remove()
+        elif shown:
+            shown[0].set_remaining(countdown)
+        elif self.is_attached:
+            self.mount(IdleCountdown(self.t, countdown), before="#hint")
+
+    # --- choices -----------------------------------------------------------------------------------
+
+    def action_label(self, action: str) -> str:
+        return self.word("action", action)
+
+    def action_data(self, action: str) -> dict[str, Any]:
+        if action == "language":
+            return {"lang": "en" if self.t.language == "zh-CN" else "zh-CN"}
+        return {}
+
+    def choices(self, entities: Sequence[Entity] = (), *, actions: Sequence[str] | None = None,
+                ) -> tuple[list[ChoiceButton], list[ChoiceButton]]:
+        """Numbered buttons for ``entities`` and for the other listed actions of this screen.
+
+        Returns (entity buttons, action buttons). Entities take free digits first; if entities and
+        actions do not fit in 1-7, one digit pages through the entities.
+        """
+        listed = self.view.actions if actions is None else [a for a in actions if a in self.view.actions]
+        # An action this UI has no words for (a newer appliance) cannot be offered meaningfully: skip it.
+        actions = [a for a in listed if a not in HIDDEN_ACTIONS and a not in self.ENTITY_ACTIONS
+                   and isinstance(a, str) and self.t.has(f"action.{a}")]
+        floating = [a for a in actions if a not in FIXED_DIGITS]
+        room = len(FREE_DIGITS) - len(floating)
+        shown: Sequence[Entity] = entities
+        paging = len(entities) > room
+        if paging:
+            per_page = max(1, room - 1)
+            pages = -(-len(entities) // per_page)
+            self.page %= pages
+            shown = entities[self.page * per_page:(self.page + 1) * per_page]
+        digits = iter(FREE_DIGITS)
+        entity_buttons = [ChoiceButton(next(digits), e.label, e.intent, dict(e.data), classes=e.classes)
+                          for e in shown]
+        action_buttons: list[ChoiceButton] = []
+        if paging:
+            pages_text = self.t("choice.more", page=self.page + 1, pages=pages)
+            action_buttons.append(ChoiceButton(next(digits), pages_text, UI_PAGE_NEXT, classes="paging"))
+        for action in actions:
+            digit = FIXED_DIGITS.get(action) or next(digits, None)
+            if digit is None:  # more actions than keys: the contract never lists that many
+                continue
+            variant = "error" if FIXED_DIGITS.get(action) == "0" else "default"
+            action_buttons.append(ChoiceButton(digit, self.action_label(action), action, self.action_data(action),
+                                               variant=variant, classes=f"action-{action}"))
+        return entity_buttons, action_buttons
+
+    def choice_area(self, entities: Sequence[Entity] = (), *, entity_class: str = "choices",
+                    actions: Sequence[str] | None = None) -> ComposeResult:
+        """The usual layout: entity buttons in a grid, then a row of action buttons."""
+        entity_buttons, action_buttons = self.choices(entities, actions=actions)
+        if entity_buttons:
+            with Vertical(classes=entity_class):
+                yield from entity_buttons
+        with Horizontal(classes="actions"):
+            yield from action_buttons
+
+    @on(IntentRequested)
+    async def _page(self, event: IntentRequested) -> None:
+        if event.name == UI_PAGE_NEXT:
+            event.stop()
+            self.page += 1
+            await self.recompose()
+        else:
+            # Every intent says which screen the person saw, so a stale double tap is ignored.
+            event.data.setdefault("screen", self.SCREEN)
+
+    # --- number keys -------------------------------------------------------------------------------
+
+    def choice_for(self, digit: str) -> ChoiceButton | None:
+        for button in self.query(ChoiceButton):
+            if button.digit == digit and not button.disabled:
+                return button
+        return None
+
+    def on_key(self, event: events.Key) -> None:
+        if event.character and len(event.character) == 1 and event.character.isdigit():
+            button = self.choice_for(event.character)
+            if button is not None:
+                event.stop()
+                button.press()
+                return
+        if self.WAKE_ON_ANY_INPUT:
+            event.stop()
+            self.wake()
+
+    def on_click(self, event: events.Click) -> None:
+        # Buttons stop their own clicks; this is a touch anywhere else on the screen.
+        if self.WAKE_ON_ANY_INPUT:
+            self.wake()
+
+    def wake(self) -> None:
+        if "wake" in self.view.actions:
+            self.post_message(IntentRequested("wake", {}))
+
+
+def lines(texts: Iterable[str]) -> str:
+    return "\n".join(t for t in texts if t)

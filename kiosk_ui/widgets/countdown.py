@@ -1,0 +1,42 @@
+"""The idle countdown overlay: "无人操作，12 秒后自动结束".
+
+The appliance owns the timer and republishes the state every second while the warning is visible
+(``idle.countdown``, docs/session.md §1.3); this widget only shows the number it was given. The screen
+mounts it only while the warning is on (``KioskScreen.set_idle``). Any key or
+touch anywhere tells the appliance the villager is still here (``KioskApp`` sends ``still_here``); the
+button is there so a touch-only user has an obvious target.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button
+
+from kiosk_ui.i18n import Catalog
+from kiosk_ui.messages import IntentRequested
+from kiosk_ui.widgets.plain import Plain
+
+
+class IdleCountdown(Horizontal):
+    def __init__(self, catalog: Catalog, countdown: int, *, id: str | None = "idle-countdown") -> None:
+        super().__init__(id=id)
+        self.catalog = catalog
+        self.countdown = countdown
+
+    def compose(self) -> ComposeResult:
+        yield Plain(self._text(), id="idle-text")
+        yield Button(self.catalog("action.still_here"), id="still-here", variant="warning")
+
+    def _text(self) -> str:
+        return self.catalog("idle.countdown", seconds=self.countdown)
+
+    def set_remaining(self, countdown: int) -> None:
+        """Show ``countdown`` seconds left."""
+        self.countdown = countdown
+        if self.is_mounted:
+            self.query_one("#idle-text", Plain).update(self._text())
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.post_message(IntentRequested("still_here", {}))

@@ -1,0 +1,154 @@
+"""The kiosk screen over the real ``SessionService`` on a real local bus: a villager's whole application
+done with number keys and touches only, the county clerk acting through platform commands.
+
+The session service's test context (``BusContext``), document camera stand-in and config factory are
+reused from tests/test_session_service.py, so both suites drive the service the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from session_helpers import ZHANG_SAN
+from test_session_service import BusContext, FakeDoccam, kiosk_config
+
+from appliance.localbus import LocalBus
+from appliance.mosquitto import Mosquitto
+from appliance.session.service import SessionService
+from kiosk_ui.app import KioskApp
+from kiosk_ui.harness import screen_text, wait_until
+from kiosk_ui.widgets.choice import ChoiceButton
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Villager:
+    """Someone at the kiosk who reads the buttons and presses the number beside the one they want."""
+
+    def __init__(self, app: KioskApp, pilot: Any) -> None:
+        self.app, self.pilot = app, pilot
+
+    @property
+    def text(self) -> str:
+        return screen_text(self.app)
+
+    async def sees(self, screen: str, text: str = "", timeout_s: float = 5.0) -> None:
+        await wait_until(self.pilot, lambda: self.app.screen_name == screen and text in screen_text(self.app),
+                         timeout_s=timeout_s, what=f"{screen} showing {text!r}")
+
+    async def choose(self, label: str) -> None:
+        """Press the digit of the button whose label contains ``label`` (paging with "more" if needed)."""
+        for _ in range(5):
+            buttons = {b.choice_label: b.digit for b in self.app.screen.query(ChoiceButton)}
+            for text, digit in buttons.items():
+                if label in text:
+                    await self.pilot.press(digit)
+                    await self.pilot.pause()
+                    return
+            more = [d for t, d in buttons.items() if t.startswith("更多")]
+            if not more:
+                break
+            await self.pilot.press(more[0])
+            await self.pilot.pause()
+        raise AssertionError(f"no button {label!r} on {self.app.screen_name}: {list(buttons)}")
+
+
+@pytest.fixture
+async def kiosk(tmp_path: Path, bus_broker: Mosquitto) -> AsyncIterator[tuple[BusContext, SessionService, Villager]]:
+    bus = LocalBus("127.0.0.1", bus_broker.port, name="test-appliance")
+    await bus.start()
+    ctx = BusContext(kiosk_config(tmp_path / "data"), tmp_path / "data", bus)
+    service = SessionService(ctx)
+    doccam = await FakeDoccam(bus_broker.port, tmp_path / "media", size=20_000).start()
+    await service.start()
+    app = KioskApp("127.0.0.1", bus_broker.port)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            villager = Villager(app, pilot)
+            await villager.sees("attract", "欢迎使用村级便民服务")
+            yield ctx, service, villager
+    finally:
+        await service.stop()
+        for b in (doccam.bus, bus):
+            await b.stop()
+
+
+async def clerk(service: SessionService, name: str, **params: Any) -> dict[str, Any]:
+    """The county clerk's platform command, as the daemon would hand it to the session service."""
+    return await service.commands()[name]({"session_id": service.machine.session.id, **params})
+
+
+async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alone(kiosk):
+    ctx, service, villager = kiosk
+    await villager.pilot.press("space")                    # any key wakes the kiosk
+    await villager.sees("catalog", "请选择部门")
+    await villager.choose("民政")
+    await villager.sees("catalog", "高龄津贴申请")
+    await villager.choose("高龄津贴申请")
+    await villager.sees("identify", "请把身份证放在读卡器上")
+    await ctx.emit("card.read", ZHANG_SAN)                 # the card reader's event
+    await villager.sees("confirm_identity", "3308**********123X")
+    assert "33080319900307123X" not in villager.text        # never the full number
+    await villager.choose("是本人")
+    await villager.sees("documents", "○ 待拍摄")
+    for doc in ("居民身份证", "户口簿", "本人银行卡或社保卡"):
+        await villager.choose(doc)
+        await villager.sees("capture", "请把材料平放在高拍仪下")
+        await villager.choose("拍照")
+        await villager.sees("capture", "照片清楚吗")
+        await villager.choose("使用这张")
+        await villager.sees("documents", f"{doc}  ✔ 已拍摄")
+    await villager.choose("呼叫工作人员")
+    await villager.sees("call_waiting")
+    await clerk(service, "session.call.queued", position=1, estimated_wait_s=60)
+    await villager.sees("call_waiting", "您前面还有 1 人")
+    await clerk(service, "session.call.accepted", clerk={"id": "c-0042", "name": "李明", "department": "minzheng"})
+    await villager.sees("call", "李明")
+    await clerk(service, "session.message", text="您好，材料已收到，马上为您办理。")
+    await villager.sees("call", "材料已收到")
+    await clerk(service, "session.approve", application_no="SQ330803-20261121-0007")
+    await villager.sees("receipt", "SQ330803-20261121-0007")
+    assert "█" in villager.text                             # the QR code is drawn
+    await villager.choose("继续")
+    await villager.sees("rating", "您对本次服务满意吗")
+    await villager.choose("非常满意")
+    await villager.choose("办得快")
+    await villager.sees("ended", "谢谢使用")
+    rated = [data for t, data in ctx.events if t == "session.rated"]
+    assert rated and rated[0]["score"] == 5 and rated[0]["reason"] == "fast"
+    assert "张三" not in villager.text
+    funnel = ctx.types()
+    for step in ("session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
+                 "session.document.captured", "session.call.requested", "session.call.connected",
+                 "session.approved", "session.rated", "session.ended"):
+        assert step in funnel, f"{step} missing from {funnel}"
+
+
+async def test_language_switch_round_trips_through_the_session(kiosk):
+    _, _, villager = kiosk
+    await villager.choose("English")
+    await villager.sees("attract", "Welcome to the village service point")
+    await villager.choose("中文")
+    await villager.sees("attract", "欢迎使用村级便民服务")
+
+
+async def test_session_service_restart_shows_unavailable_and_the_kiosk_recovers(kiosk):
+    ctx, service, villager = kiosk
+    await villager.pilot.press("1")
+    await villager.sees("catalog")
+    started = time.monotonic()
+    await service.stop()                                     # publishes "unavailable" on a clean stop
+    await villager.sees("unavailable", "服务暂时不可用")
+    await asyncio.sleep(0.1)
+    restarted = SessionService(ctx)                          # as a restarted appliance process would
+    await restarted.start()
+    try:
+        await villager.sees("attract", "欢迎使用村级便民服务")
+        assert time.monotonic() - started < 5
+    finally:
+        await restarted.stop()
