@@ -24,9 +24,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from appliance.session.errors import DocumentStoreError
 
 MAGIC = b"KSD1"
@@ -130,6 +127,9 @@ class DocumentStore:
         digest = hashlib.sha256(data).digest()
         if expect_sha256 is not None and expect_sha256.lower() != digest.hex():
             raise DocumentStoreError("capture's SHA-256 differs from what the camera reported (file changed?)")
+        # Imported on first use: it costs the appliance ~7 MB RSS, and most kiosks idle most of the day.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         key = self._keys.setdefault(session_id, AESGCM.generate_key(bit_length=256))
         aead = AESGCM(key)
         parts = [HEADER.pack(MAGIC, SEGMENT, len(data), digest)]
@@ -165,6 +165,9 @@ class DocumentStore:
 
     def read(self, session_id: str, doc_id: str, offset: int, length: int) -> tuple[bytes, int, str]:
         """``length`` plaintext bytes from ``offset`` of the accepted image: (chunk, total, sha256 hex)."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         key = self._keys.get(session_id)
         if key is None:
             raise DocumentStoreError(f"session {session_id} has no stored documents")
