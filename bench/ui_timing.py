@@ -31,6 +31,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def tmux_process_start(port: int, runs: int) -> list[float]:
     if shutil.which("tmux") is None:
         return []
     out = []
-    tmux = ["tmux", "-L", f"kiosk-ui-bench-{os.getpid()}"]
+    sockdir = tempfile.mkdtemp(prefix="kiosk-ui-bench-")
+    tmux = ["tmux", "-S", os.path.join(sockdir, "tmux.sock")]
     try:
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -130,6 +132,7 @@ def tmux_process_start(port: int, runs: int) -> list[float]:
             time.sleep(0.2)
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+        shutil.rmtree(sockdir, ignore_errors=True)
     return out
 
 

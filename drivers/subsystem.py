@@ -142,10 +142,10 @@ class Peripherals(Subsystem):
         if snap == self._published:
             return
         self._published = snap
-        health = self.health()
+        # The shape the kiosk UI's technician screen reads: a list of inventories, each with health.
         self.ctx.publish_state("peripherals", {
-            "devices": {name: {"kind": self.devices[name].kind, **h.as_dict()} for name, h in health.items()},
-            "ok": all(h.status is HealthStatus.OK for h in health.values()),
+            "peripherals": self.inventory(),
+            "ok": all(h.status is HealthStatus.OK for h in self.health().values()),
         })
         self._show_status()
 

@@ -45,7 +45,7 @@ from edge_media.push_transport import (
     parse_target,
 )
 
-__all__ = ["LADDER", "AdaptStep", "LivePush", "PushError", "PushUnsupported", "PushUrlError", "StreamParams"]
+__all__ = ["LADDER", "AdaptStep", "LivePush", "PushError", "PushUnsupported", "PushUrlError", "StreamParams", "LinkDown"]
 
 log = logging.getLogger("kiosk.media.push")
 
@@ -205,9 +205,10 @@ class LivePush:
             except RuntimeError:
                 log.warning("LivePush started without an event loop: its events will only be logged")
         self._events = _EventRelay(self._emit, self._loop)
-        self._stopping.clear()
+        self._stopping = threading.Event()  # a fresh one per run (see _run)
         self._state = "connecting"
-        self._thread = threading.Thread(target=self._run, name=f"push {self.target.shown}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._stopping,), name=f"push {self.target.shown}",
+                                        daemon=True)
         self._thread.start()
 
     def update_stream(self, stream_params: Any) -> None:
@@ -378,12 +379,12 @@ class LivePush:
         if self._events is not None:
             self._events.post(type_, data)
 
-    def _next(self, conn_generation: int | None) -> QueuedPacket | None:
+    def _next(self, conn_generation: int | None, stopping: threading.Event) -> QueuedPacket | None:
         """Wait (bounded) for the next packet to send. On a fresh connection: the newest keyframe."""
         with self._wake:
             if not self._queue:
                 self._wake.wait(0.25)
-            if not self._queue or self._stopping.is_set():
+            if not self._queue or stopping.is_set():
                 return None
             if conn_generation is None:
                 self._skip_to_newest_keyframe()
@@ -393,12 +394,14 @@ class LivePush:
             self._keys_queued -= item.key
             return item
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
+        """The sender thread. ``stopping`` is this run's own: a thread abandoned by ``stop()`` (blocked
+        in FFmpeg) that wakes up later finds it set and leaves without touching a newer run."""
         failures = 0
         lost_reported = False
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             restream = False
-            item = self._next(None)  # nothing to send: do not connect (an idle encoder, or waiting for a keyframe)
+            item = self._next(None, stopping)  # nothing to send: do not connect
             if item is None:
                 continue
             params = self._params
@@ -417,24 +420,27 @@ class LivePush:
                 lost_reported = False
                 self._post("media.push.connected", {"url": self.target.shown, "attempts": failures + 1,
                                                     "reconnect": self._counters["connects"] > 1})
-                restream = self._pump(conn, item.generation)
-            except (LinkDown, PushError) as e:
-                self._last_error = str(e)
+                restream = self._pump(conn, item.generation, stopping)
+            except Exception as e:  # noqa: BLE001 - the sender must outlive any FFmpeg surprise
+                if stopping.is_set():
+                    break  # stop() aborted the connection: that is no loss to report
+                if not isinstance(e, PushError):
+                    log.exception("push sender error")
+                self._last_error = str(e) if isinstance(e, PushError) else f"{type(e).__name__}: {e}"
                 if connected_at is None:
                     self._counters["failed"] += 1
                 if not lost_reported:  # one event per outage, not one per retry
                     lost_reported = True
                     self._post("media.push.lost", {
-                        "url": self.target.shown, "error": str(e), "was_connected": connected_at is not None,
+                        "url": self.target.shown, "error": self._last_error,
+                        "was_connected": connected_at is not None,
                         "connected_s": round(time.monotonic() - connected_at, 3) if connected_at else None})
-            except Exception as e:  # noqa: BLE001 - the sender must outlive any FFmpeg surprise
-                log.exception("push sender error")
-                self._last_error = f"{type(e).__name__}: {e}"
             finally:
+                if self._conn is conn:
+                    self._conn = None
                 self._counters["bytes"] += conn.bytes_sent
-                self._conn = None
                 conn.close()
-            if self._stopping.is_set():
+            if stopping.is_set():
                 break
             if restream:
                 continue  # update_stream: reconnect at once with the new parameters
@@ -443,13 +449,12 @@ class LivePush:
             self._state = "retrying"
             delay = backoff_delay(failures, self.backoff_base_s, self.backoff_cap_s)
             failures += 1
-            self._stopping.wait(delay)
-        self._state = "stopped"
+            stopping.wait(delay)
 
-    def _pump(self, conn: Connection, generation: int) -> bool:
+    def _pump(self, conn: Connection, generation: int, stopping: threading.Event) -> bool:
         """Send until stopped (False) or until the stream changed (True). Raises ``LinkDown``."""
-        while not self._stopping.is_set():
-            item = self._next(generation)
+        while not stopping.is_set():
+            item = self._next(generation, stopping)
             if item is None:
                 continue
             if item.generation != generation:

@@ -25,6 +25,7 @@ import contextlib
 import http.client
 import logging
 import re
+import secrets
 import ssl
 import time
 import urllib.parse
@@ -194,7 +195,9 @@ async def upload(index: RecordingIndex, session_id: str, url: str, *, emit: Even
     shown = redact_url(url)
     out_dir = Path(export_dir) if export_dir else index.db_path.parent / "exports"
     out_dir.mkdir(parents=True, exist_ok=True)
-    exported = await asyncio.to_thread(index.export, session_id, out_dir / f"{session_id}.mp4")
+    # A name of its own: a technician's export of the same session may sit in the same directory.
+    target = out_dir / f"{session_id}.upload-{secrets.token_hex(4)}.mp4"
+    exported = await asyncio.to_thread(index.export, session_id, target)
     started = time.monotonic()
     up = _Uploader(url, exported.path, exported.bytes, exported.sha256, timeout_s=timeout_s, headers=headers)
     failures = retries = 0

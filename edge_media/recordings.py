@@ -60,7 +60,7 @@ log = logging.getLogger("kiosk.media.recordings")
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SESSION_ID = re.compile(r"^[\w.:-]{1,128}$")  # what the appliance's session ids look like
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # what the appliance's session ids look like
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -112,10 +112,13 @@ class Purged:
     why: str  # "age" | "disk"
 
 
-def _check_session_id(session_id: object, *, allow_none: bool) -> None:
+def _check_session_id(session_id: object, *, allow_none: bool, lookup: bool = False) -> None:
+    """Session ids end up in file names (exports): only a safe alphabet, never a path."""
     if session_id is None and allow_none:
         return
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id) or session_id in (".", ".."):
+        if lookup:  # such a session cannot have been recorded
+            raise UnknownSession(session_id)
         raise BadSegment(f"session id {session_id!r} must be 1-128 characters of letters, digits, '._:-'")
 
 
@@ -171,7 +174,7 @@ class RecordingIndex:
     # --- the writer's side ---------------------------------------------------------------------
 
     def add_segment(self, session_id: str | None, path: Path, start_ts: float, end_ts: float,
-                    sha256: str, bytes: int) -> Segment:  # noqa: A002 - the interface's name
+                    sha256: str, bytes: int) -> Segment:
         """Index a finished, fsynced segment. Re-adding the same path replaces its row (crash recovery).
 
         ``session_id`` None files the segment outside any session (recording between sessions).
@@ -210,7 +213,7 @@ class RecordingIndex:
 
     def mark_closed(self, session_id: str) -> None:
         """Close a session; closing an unknown session raises ``UnknownSession``."""
-        _check_session_id(session_id, allow_none=False)
+        _check_session_id(session_id, allow_none=False, lookup=True)
         with self._tx() as db:
             cur = db.execute("UPDATE sessions SET state='closed', closed_at=? WHERE id=?",
                              (self._clock(), session_id))
@@ -236,7 +239,7 @@ class RecordingIndex:
 
     def segments(self, session_id: str | None) -> list[Segment]:
         """A session's segments in time order. ``None`` lists segments recorded outside sessions."""
-        _check_session_id(session_id, allow_none=True)
+        _check_session_id(session_id, allow_none=True, lookup=True)
         cols = "path, session_id, start_ts, end_ts, sha256, bytes"
         with self._tx() as db:
             if session_id is None:
@@ -323,6 +326,7 @@ class Retention:
         self._low = False  # inside a "cannot get above the watermark" episode (one event per episode)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._sweeping = asyncio.Lock()  # run() and a command-triggered sweep must not interleave
 
     # --- for the segment writer ----------------------------------------------------------------
 
@@ -364,6 +368,10 @@ class Retention:
 
     async def sweep(self) -> list[Purged]:
         """Purge what the policy says, emit one ``media.recording.purged`` per session and reason."""
+        async with self._sweeping:
+            return await self._sweep()
+
+    async def _sweep(self) -> list[Purged]:
         try:
             protected = set(self._active_sessions())
         except Exception as e:  # fail safe: never delete when we cannot tell what is in progress

@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +72,27 @@ class PushOutput:
     ``update_stream``.
     """
 
-    def __init__(self, push: Any) -> None:
+    def __init__(self, push: Any, on_error: Callable[[str], None] | None = None) -> None:
         self.push = push
+        self.on_error = on_error or (lambda _msg: None)
         self.generation: int | None = None
+        self.failed = ""
 
     def write(self, ep: Any, encoder: Any) -> None:
+        if self.failed:
+            return
         if ep.generation != self.generation:
             if not ep.keyframe:
                 return
-            if self.generation is None:
-                self.push.start(encoder.template)
-            else:
-                self.push.update_stream(encoder.template)
+            try:
+                if self.generation is None:
+                    self.push.start(encoder.template)
+                else:
+                    self.push.update_stream(encoder.template)
+            except Exception as exc:  # noqa: BLE001 - e.g. a container that cannot carry the codec
+                self.failed = str(exc)
+                self.on_error(self.failed)
+                return
             self.generation = ep.generation
         self.push.send(ep.packet)
 
@@ -405,7 +415,8 @@ class MediaService:
         except PushError as exc:  # the URL is checked in one place: push_transport.parse_target
             raise BadRequest(str(exc)) if isinstance(exc, ValueError) else CommandError(503, str(exc)) from None
         self.push = push
-        self.push_output = PushOutput(push)
+        self.push_output = PushOutput(push, on_error=lambda msg: self.emit_threadsafe(
+            "media.push.failed", {"target": push.target.shown, "error": msg}))
         assert self.pipeline is not None
         self.pipeline.attach(rendition, self.push_output)
         return {"target": push.target.shown, "rendition": rendition}

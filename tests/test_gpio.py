@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from appliance.errors import BadRequest
+from appliance.errors import BadRequest, CommandError
 from drivers.base import HealthStatus
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.driver import Gpio, NotSimulated
@@ -182,6 +182,9 @@ async def test_the_pi_backend_on_a_pc_is_missing_with_advice(monkeypatch):
     assert "help button on GPIO17" in health.reason and "backend = \"sim\"" in health.reason
     with pytest.raises(NotSimulated, match="real hardware"):
         await gpio.press_help()
+    with pytest.raises(CommandError) as info:
+        await gpio.commands()["gpio.set"]({"output": "room_light", "on": True})
+    assert info.value.status == 503 and "GPIO17" in str(info.value)
     await gpio.stop()
 
 

@@ -104,7 +104,8 @@ class Receiver:
         out = self.workdir / f"received-{len(self.outputs)}.ts"
         self.outputs.append(out)
         src = {"tcp": ["-f", "mpegts", "-i", f"tcp://127.0.0.1:{self.port}?listen=1"],
-               "udp": ["-f", "mpegts", "-i", f"udp://127.0.0.1:{self.port}"],
+               # UDP has no end: a read timeout (µs) ends the receiver once the push stops sending
+               "udp": ["-f", "mpegts", "-i", f"udp://127.0.0.1:{self.port}?timeout=700000"],
                "rtsp": ["-rtsp_flags", "listen", "-i", self.url],
                "rtmp": ["-listen", "1", "-f", "flv", "-i", self.url]}[self.kind]
         self.proc = subprocess.Popen(
@@ -124,7 +125,8 @@ class Receiver:
 
     def finish(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # let it close the file cleanly
+            if self.kind != "udp":  # a UDP reader ignores SIGINT while blocked; its read timeout ends it
+                self.proc.send_signal(signal.SIGINT)  # let it close the file cleanly
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -140,9 +142,11 @@ def decoded_frames(path: Path) -> tuple[int, tuple[int, int]]:
 class Events:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict]] = []
+        self.changed = asyncio.Event()
 
     async def __call__(self, type_: str, data: dict) -> None:
         self.seen.append((type_, data))
+        self.changed.set()
 
     def of(self, type_: str) -> list[dict]:
         return [d for t, d in self.seen if t == type_]
@@ -152,7 +156,9 @@ class Events:
         deadline = time.monotonic() + timeout_s
         try:
             while len(self.of(type_)) < count and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
         finally:
             if done is not None:
                 done.set()
@@ -201,6 +207,7 @@ async def test_packets_reach_a_tcp_or_udp_receiver_and_decode(receiver: Receiver
         stats = push.stats()
     finally:
         push.stop()
+    await asyncio.sleep(0.1)  # let any event the stop caused arrive: there must be none
     receiver.finish()
     frames, size = decoded_frames(receiver.outputs[0])
     assert size == (320, 240) and frames >= 1.5 * FPS

@@ -81,6 +81,41 @@ def encode_segments(out_dir: Path, count: int, *, fmt: str = "mpegts", seconds: 
     return made
 
 
+def encode_av_segments(out_dir: Path, count: int) -> list[tuple[Path, float, float]]:
+    """MPEG-TS segments of 1 s with H.264 video and AAC audio (a microphone is configured)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    venc = av.CodecContext.create("libx264", "w")
+    venc.width, venc.height, venc.pix_fmt = 160, 120, "yuv420p"
+    venc.time_base, venc.framerate = Fraction(1, FPS), FPS
+    venc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS), "sc_threshold": "0"}
+    video = av.open(f"testsrc2=size=160x120:rate={FPS}", format="lavfi").decode(video=0)
+    audio = av.open("sine=frequency=440:sample_rate=48000:samples_per_frame=1024", format="lavfi").decode(audio=0)
+    resample = av.AudioResampler(format="fltp", layout="mono", rate=48000)
+    made, n, samples = [], 0, 0
+    for i in range(count):
+        path = out_dir / f"av-{i:04d}.ts"
+        with av.open(str(path), "w", format="mpegts") as out:
+            vs = out.add_mux_stream("h264", rate=FPS, width=160, height=120)
+            vs.time_base = Fraction(1, 90000)
+            aus = out.add_stream("aac", rate=48000, layout="mono")
+            for _ in range(FPS):
+                frame = next(video)
+                frame.pts, frame.time_base = n, venc.time_base
+                frame.pict_type = av.video.frame.PictureType.NONE
+                n += 1
+                for pkt in venc.encode(frame):
+                    pkt.stream = vs
+                    out.mux(pkt)
+                while samples * FPS < n * 48000:  # keep the microphone abreast of the camera
+                    for af in resample.resample(next(audio)):
+                        af.pts, af.time_base = samples, Fraction(1, 48000)
+                        samples += af.samples
+                        out.mux(aus.encode(af))
+            out.mux(aus.encode(None))
+        made.append((path, T0 + i, T0 + i + 1))
+    return made
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -203,6 +238,24 @@ def test_export_of_fragmented_mp4_segments_that_restart_at_zero_is_one_continuou
         dts = [p.dts for p in c.demux(video=0) if p.dts is not None]
     assert len(dts) == 3 * FPS and all(b > a for a, b in zip(dts, dts[1:], strict=False))
     assert abs(count_frames(out)[1] - 3.0) < 0.1
+
+
+def test_export_keeps_audio_and_video_together(index: RecordingIndex, tmp_path: Path) -> None:
+    made = encode_av_segments(tmp_path / "av", 3)
+    index_all(index, "S-av", made)
+    out = tmp_path / "S-av.mp4"
+    index.export("S-av", out)
+    with av.open(str(out)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert a.codec_context.name == "aac" and a.codec_context.sample_rate == 48000
+        spans = {}
+        for pkt in c.demux(v, a):
+            if pkt.dts is not None:
+                lo, hi = spans.get(pkt.stream.type, (None, None))
+                t = float(pkt.dts * pkt.time_base)
+                spans[pkt.stream.type] = (t if lo is None else min(lo, t), t if hi is None else max(hi, t))
+    assert abs(spans["video"][1] - 3.0) < 0.1 and abs(spans["audio"][1] - 3.0) < 0.1  # both run 3 s
+    assert abs(spans["video"][0] - spans["audio"][0]) < 0.1  # and start together
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
@@ -340,8 +393,8 @@ async def test_has_room_wakes_the_sweeper_at_once(index: RecordingIndex, tmp_pat
         assert files[0].exists()
         free["bytes"] = 1000
         assert not await asyncio.to_thread(ret.has_room, 500)  # the writer's thread asks
-        for _ in range(50):
-            if not files[0].exists():
+        for _ in range(50):  # the event comes after the file is gone: wait for the event
+            if events.of("media.recording.purged"):
                 break
             await asyncio.sleep(0.05)
         assert not files[0].exists() and events.of("media.recording.purged")

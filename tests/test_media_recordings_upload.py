@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_media_recordings import Events, encode_segments, index_all
 
 from edge_media.recordings import BadUploadUrl, RecordingIndex, UploadFailed, UploadRejected, upload
-from test_media_recordings import Events, encode_segments, index_all
 
 
 class PlatformStore(http.server.BaseHTTPRequestHandler):
@@ -196,3 +196,12 @@ async def test_a_bad_upload_url_is_refused_before_anything_is_exported(index, tm
     with pytest.raises(BadUploadUrl):
         await upload(index, "S-0100", url, emit=Events())
     assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("session", ["../../etc/passwd", "S-0100/../x", "..", "S 0100", "S-0404"])
+async def test_a_session_that_does_not_exist_or_is_a_path_is_unknown(index, platform, tmp_path, session) -> None:
+    from edge_media.recordings import UnknownSession
+
+    with pytest.raises(UnknownSession):
+        await upload(index, session, platform.url, emit=Events())
+    assert platform.requests == [] and list((tmp_path / "exports").iterdir()) == []

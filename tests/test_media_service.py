@@ -101,9 +101,9 @@ async def media(tmp_path: Path, bus_broker: Mosquitto):
 @pytest.mark.timeout(60)
 async def test_record_a_session_snapshot_doccam_and_export(media) -> None:
     service, bench = media
-    await bench.wait_for(lambda: bench.state.get("active_source") == "main")
+    await bench.wait_for(lambda: bench.state.get("active_source") == "main"
+                         and bench.state["sources"]["doccam"]["health"]["status"] == "ok")
     assert bench.state["sources"]["main"]["health"]["status"] == "ok"
-    assert bench.state["sources"]["doccam"]["health"]["status"] == "ok"
 
     started = await bench.call("record_start", {"session_id": "s-20261121-001"})
     assert started["session_id"] == "s-20261121-001"

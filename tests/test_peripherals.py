@@ -138,7 +138,7 @@ async def test_a_kiosk_without_driver_sections_has_no_peripherals(tmp_path: Path
     await subsystem.start()
     try:
         assert subsystem.inventory() == [] and subsystem.commands() == {} and subsystem.capabilities() == []
-        assert ctx.states["peripherals"][-1] == {"devices": {}, "ok": True}
+        assert ctx.states["peripherals"][-1] == {"peripherals": [], "ok": True}
     finally:
         await subsystem.stop()
 
@@ -189,8 +189,9 @@ async def test_switcher_unplug_is_missing_published_and_shown_on_the_led_then_re
     await wait_health(subsystem, "switcher", HealthStatus.MISSING)
     await asyncio.sleep(0.6)  # one health watch period
     published = ctx.states["peripherals"][-1]
-    assert published["devices"]["switcher"]["status"] == "missing" and published["ok"] is False
-    assert "check the network cable" in published["devices"]["switcher"]["reason"]
+    switcher = next(p for p in published["peripherals"] if p["name"] == "switcher")
+    assert switcher["health"]["status"] == "missing" and published["ok"] is False
+    assert "check the network cable" in switcher["health"]["reason"]
     assert gpio.led.state == "fault"
     with pytest.raises(CommandError) as info:
         await subsystem.commands()["switcher.route"]({"input": 1, "output": 1})

@@ -127,7 +127,7 @@ async def test_a_silent_switcher_times_out_then_recovers(rig):
     started = time.monotonic()
     # Timeout while connected; missing if the idle check has meanwhile re-opened the link and found
     # the switcher still silent. Either way: "not answering", 503 for a command.
-    with pytest.raises((SwitcherTimeout, SwitcherMissing), match="no reply from the switcher"):
+    with pytest.raises((SwitcherTimeout, SwitcherMissing), match="no reply from the switcher|gives no"):
         await rig.switcher.route(4, 1)
     assert rig.switcher.health().status is not HealthStatus.OK
     assert time.monotonic() - started < 3  # bounded: retries x timeout + backoff

@@ -161,6 +161,7 @@ def test_front_panel_ties_and_banners_are_skipped_not_taken_for_answers():
     assert host.parse_route_reply(b"Out03 In05 All", tie) is False  # someone pressed the front panel
     assert host.parse_route_reply(b"(c) Copyright 2024, Extron Electronics, DXP 84 HDMI, V1.05", tie) is False
     assert host.parse_query_reply(b"Out02 In01 All", 2, Layer.VIDEO) is None
+    assert host.parse_query_reply(b"In05 All", 2, Layer.VIDEO) is None  # "input 5 to all outputs"
     assert KramerP3000().parse_route_reply(b"~01@VID 3>1", Tie(1, 2, Layer.VIDEO)) is False
     assert KramerP3000().parse_query_reply(b"~01@VID 3>1", 2, Layer.VIDEO) is None
 

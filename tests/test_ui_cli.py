@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -50,11 +49,11 @@ def test_a_broken_config_is_reported_not_ignored(tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 async def test_kiosk_ui_runs_in_a_real_terminal_and_answers_a_number_key(bus_broker: Mosquitto, tmp_path: Path):
-    socket = f"kiosk-ui-test-{os.getpid()}"
+    socket = tmp_path / "tmux.sock"
 
     async def tmux(*args: str) -> str:
         """One tmux command on our own server socket (never the user's), off the event loop."""
-        done = await asyncio.to_thread(subprocess.run, ["tmux", "-L", socket, *args], capture_output=True,
+        done = await asyncio.to_thread(subprocess.run, ["tmux", "-S", str(socket), *args], capture_output=True,
                                        text=True, timeout=10)
         return done.stdout
 

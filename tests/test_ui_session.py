@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_helpers import ZHANG_SAN
+from session_helpers import ZHANG_SAN, HandClock
 from test_session_service import BusContext, FakeDoccam, kiosk_config
 
 from appliance.localbus import LocalBus
@@ -59,11 +59,18 @@ class Villager:
 
 
 @pytest.fixture
-async def kiosk(tmp_path: Path, bus_broker: Mosquitto) -> AsyncIterator[tuple[BusContext, SessionService, Villager]]:
+def clock() -> HandClock:
+    """The session service's clock: its timers move only when a test says so (the UI keeps real time)."""
+    return HandClock(time.monotonic())
+
+
+@pytest.fixture
+async def kiosk(tmp_path: Path, bus_broker: Mosquitto, clock: HandClock,
+                ) -> AsyncIterator[tuple[BusContext, SessionService, Villager]]:
     bus = LocalBus("127.0.0.1", bus_broker.port, name="test-appliance")
     await bus.start()
     ctx = BusContext(kiosk_config(tmp_path / "data"), tmp_path / "data", bus)
-    service = SessionService(ctx)
+    service = SessionService(ctx, clock=clock)
     doccam = await FakeDoccam(bus_broker.port, tmp_path / "media", size=20_000).start()
     await service.start()
     app = KioskApp("127.0.0.1", bus_broker.port)
@@ -152,3 +159,56 @@ async def test_session_service_restart_shows_unavailable_and_the_kiosk_recovers(
         assert time.monotonic() - started < 5
     finally:
         await restarted.stop()
+
+
+async def test_idle_countdown_comes_from_the_session_and_a_key_keeps_the_session(kiosk, clock: HandClock):
+    _, service, villager = kiosk
+    await villager.pilot.press("1")
+    await villager.sees("catalog", "请选择部门")
+    clock.advance(76)                                        # 90 s timeout, warning for the last 15 s
+    service._wake.set()
+    await villager.sees("catalog", "14 秒后自动结束")
+    await villager.pilot.press("space")                     # anything: the UI says "still here"
+    await wait_until(villager.pilot, lambda: "秒后自动结束" not in villager.text, timeout_s=5,
+                     what="countdown gone after still_here")
+    assert villager.app.screen_name == "catalog"
+    clock.advance(91)                                        # now nobody is there
+    service._wake.set()
+    await villager.sees("ended", "长时间无人操作，已自动结束")
+
+
+async def test_progress_lookup_and_an_appointment_with_the_real_session(kiosk):
+    ctx, service, villager = kiosk
+    await villager.pilot.press("1")
+    await villager.sees("catalog")
+    await villager.choose("查询办理进度")
+    await villager.sees("identify", "查询办理进度")
+    await ctx.emit("card.read", ZHANG_SAN)
+    await villager.sees("confirm_identity", "张三")
+    await villager.choose("是本人")
+    await villager.sees("progress", "正在查询")
+    await clerk(service, "session.progress.result", applications=[
+        {"application_no": "SQ330803-20261102-0031", "item_name": {"zh-CN": "最低生活保障申请", "en": "Allowance"},
+         "status": "in_review", "updated_at": "2026-11-18"}])
+    await villager.sees("progress", "【审核中】")
+    await villager.choose("完成")
+    await villager.sees("ended")
+    await villager.pilot.press("1")                          # ended: start again at once
+    await villager.sees("catalog")
+    await villager.choose("预约办理")
+    await villager.sees("appointment", "请选择要预约的部门")
+    await villager.choose("社保")
+    await villager.sees("identify")
+    await ctx.emit("card.read", ZHANG_SAN)
+    await villager.sees("confirm_identity")
+    await villager.choose("是本人")
+    await villager.sees("appointment", "正在查询可预约时间")
+    await clerk(service, "session.appointment.slots", department_id="shebao", slots=[
+        {"slot_id": "sl-20261123-0900", "start": "2026-11-23T09:00:00+08:00", "end": "2026-11-23T09:20:00+08:00",
+         "official": "王芳"}])
+    await villager.sees("appointment", "11-23 09:00-09:20  王芳")
+    await villager.choose("09:00")
+    await villager.sees("appointment", "正在预约")
+    await clerk(service, "session.appointment.confirmed", slot_id="sl-20261123-0900", booking_no="YY-0001")
+    await villager.sees("appointment", "YY-0001")
+    assert "session.appointment.booked" in ctx.types()

@@ -250,11 +250,11 @@ class Gpio(Peripheral):
         return {"gpio.set": self.set_command}
 
     async def set_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self._health.status is HealthStatus.MISSING:
+            raise CommandError(503, f"gpio.set: {self._health.reason}")
         check_keys("gpio.set", params, required=("output", "on"))
         output = choice_param("gpio.set", params, "output", self.outputs)
         on = bool_param("gpio.set", params, "on")
-        if self._health.status is HealthStatus.MISSING:
-            raise CommandError(503, f"gpio.set: {self._health.reason}")
         return {"output": output, "on": self.set_output(output, on)}
 
     # --- simulation (mock and sim backends only) ---------------------------------------------------

@@ -165,9 +165,9 @@ class Switcher(Peripheral):
         advice = f"check protocol = \"{self.protocol.name}\" (and the baud rate on serial)"
         try:
             info = await self._identify()
-        except SwitcherTimeout as exc:
-            raise SwitcherMissing(f"{transport.where} is connected but does not answer {self.protocol.title}: "
-                                  f"{exc.message}; {advice}", device=self.name) from None
+        except SwitcherTimeout:
+            raise SwitcherMissing(f"{transport.where} accepts the connection but gives no {self.protocol.title} "
+                                  f"answer within {self.config.timeout_s:g} s: {advice}", device=self.name) from None
         except SwitcherGarbage as exc:
             raise SwitcherGarbage(f"{transport.where} answers, but not in {self.protocol.title}: {exc.message}; "
                                   f"{advice}", device=self.name) from None
@@ -220,10 +220,14 @@ class Switcher(Peripheral):
                     async with self._lock:
                         await self._connect()
                     attempt = 0
-                except SwitcherError as exc:
-                    # Not there or silent: missing. There but talking nonsense: degraded.
-                    missing = isinstance(exc, SwitcherMissing | SwitcherTimeout)
-                    self._set_health(HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message)
+                except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any one failure
+                    if isinstance(exc, SwitcherError):
+                        # Not there or silent: missing. There but talking nonsense: degraded.
+                        missing = isinstance(exc, SwitcherMissing | SwitcherTimeout)
+                        self._set_health(HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message)
+                    else:
+                        log.exception("%s: unexpected failure while connecting", self.name)
+                        self._set_health(HealthStatus.DEGRADED, f"driver fault while connecting: {exc!r}")
                     await self._drop_connection()
                     attempt += 1
                     await self._sleep_or_wake(backoff_delay(attempt, self.config.backoff_s,
@@ -242,9 +246,15 @@ class Switcher(Peripheral):
             except SwitcherError as exc:
                 self._set_health(HealthStatus.DEGRADED, f"idle check failed: {exc.message}")
                 await self._drop_connection()
+            except Exception as exc:  # noqa: BLE001
+                log.exception("%s: unexpected failure in the idle check", self.name)
+                self._set_health(HealthStatus.DEGRADED, f"driver fault in the idle check: {exc!r}")
+                await self._drop_connection()
 
     async def _sleep_or_wake(self, seconds: float) -> bool:
         self._wake.clear()
+        if self._transport is not None and not self._transport.is_open:
+            return True  # it dropped while we were busy: the wake-up was already spent
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
             return True

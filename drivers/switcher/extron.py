@@ -68,7 +68,8 @@ LAYER_WORD = {Layer.ALL: "All", Layer.VIDEO: "Vid", Layer.AUDIO: "Aud"}
 WORD_LAYER = {"All": Layer.ALL, "Vid": Layer.VIDEO, "RGB": Layer.VIDEO, "Aud": Layer.AUDIO}
 
 TIE_REPLY = re.compile(r"^Out(\d{1,3}) +In(\d{1,3}) +(All|Vid|Aud|RGB)$")
-READ_REPLY = re.compile(r"^(?:In)?(\d{1,3})(?: +(?:All|Vid|Aud|RGB))?$")
+# Just the number: "In05 All" is the unsolicited "input 5 to all outputs", not a read-back.
+READ_REPLY = re.compile(r"^(\d{1,3})$")
 INFO_REPLY = re.compile(r"^V(\d{1,3})X(\d{1,3})(?: +A(\d{1,3})X(\d{1,3}))?")
 ERROR_REPLY = re.compile(r"^E(\d{2})$")
 # Messages the switcher sends on its own; never an answer to what we asked.
@@ -98,10 +99,9 @@ class ExtronSis(SwitcherProtocol):
     def identify_command(self) -> bytes:
         return b"I"
 
-    def _common(self, text: str, raw: bytes) -> None:
+    def _common(self, text: str) -> None:
         """Raise for error codes and password prompts; return for unsolicited lines."""
-        m = ERROR_REPLY.match(text)
-        if m:
+        if ERROR_REPLY.match(text):
             raise rejected(text)
         if text.lower().startswith("password"):
             raise SwitcherRejected("switcher asks for a password: clear the SIS password on the switcher "
@@ -109,7 +109,7 @@ class ExtronSis(SwitcherProtocol):
 
     def parse_identify(self, line: bytes) -> DeviceInfo | None:
         text = decode_line(line)
-        self._common(text, line)
+        self._common(text)
         m = INFO_REPLY.match(text)
         if m:
             return DeviceInfo(inputs=int(m.group(1)), outputs=int(m.group(2)))
@@ -122,7 +122,7 @@ class ExtronSis(SwitcherProtocol):
 
     def parse_route_reply(self, line: bytes, tie: Tie) -> bool:
         text = decode_line(line)
-        self._common(text, line)
+        self._common(text)
         m = TIE_REPLY.match(text)
         if m:
             return (int(m.group(1)), int(m.group(2)), WORD_LAYER[m.group(3)]) == (tie.output, tie.input, tie.layer)
@@ -136,7 +136,7 @@ class ExtronSis(SwitcherProtocol):
 
     def parse_query_reply(self, line: bytes, output: int, layer: Layer) -> int | None:
         text = decode_line(line)
-        self._common(text, line)
+        self._common(text)
         m = READ_REPLY.match(text)
         if m:
             return int(m.group(1))
