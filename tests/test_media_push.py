@@ -20,7 +20,10 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edge_media import push_bitstream as bs
 from edge_media.push import AdaptStep, LivePush, PushError, PushUnsupported, PushUrlError, StreamParams
 from edge_media.push_transport import protocol_available
 
@@ -503,3 +506,39 @@ async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(
     assert decoded_frames(collector.files[0])[1] == (320, 240)
     frames, size = decoded_frames(collector.files[1])
     assert size == (160, 120) and frames >= FPS // 2
+
+
+# --- the pure byte helpers ---------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), extradata=st.one_of(st.none(), st.binary(max_size=60)),
+       codec=st.sampled_from(["libx264", "hevc", "libx265", "mjpeg"]))
+def test_garbage_bytes_never_break_the_keyframe_fix_up(data: bytes, extradata: bytes | None, codec: str) -> None:
+    family = bs.codec_family(codec)
+    sets = bs.parameter_sets(extradata, family)
+    out = bs.joinable_keyframe(data, sets, family)
+    assert out == data or out == (sets or b"") + data
+    list(bs.nal_units(data))
+    bs.avcc_to_annexb(data)
+
+
+def test_an_avcc_record_from_a_real_mp4_becomes_annexb_sps_and_pps(tmp_path: Path, camera: Camera) -> None:
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_mux_stream("h264", rate=FPS, width=320, height=240)
+        stream.time_base = Fraction(1, FPS)
+        for _ in range(5):
+            for pkt in camera.packets():
+                pkt.stream = stream
+                out.mux(pkt)
+    with av.open(str(path)) as c:
+        avcc = bytes(c.streams.video[0].codec_context.extradata)
+    assert avcc[0] == 1  # MP4 keeps avcC, not Annex B
+    annexb = bs.parameter_sets(avcc, "h264")
+    assert annexb is not None
+    assert [bs.nal_type(u, "h264") for u in bs.nal_units(annexb)] == [7, 8]
+    idr_without_sets = b"\x00\x00\x00\x01\x65\x88\x84"
+    assert bs.joinable_keyframe(idr_without_sets, annexb, "h264") == annexb + idr_without_sets
+    assert bs.joinable_keyframe(annexb + idr_without_sets, annexb, "h264") == annexb + idr_without_sets
+    assert bs.avcc_to_annexb(avcc[:-3]) is None  # a truncated record is refused, not half-used
