@@ -81,6 +81,10 @@ backend = "synthetic"
 
 [drivers.camera.room_backup]
 backend = "synthetic"
+pattern = "testsrc"          # another picture, so a failover is visible
+
+[media.recording]
+min_free_mb = 100            # a demo on a small disk still records
 
 [drivers.doccam]
 backend = "synthetic"
@@ -174,7 +178,14 @@ class Demo:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    # SIGTERM, or SIGHUP when the terminal goes away: unwind through `finally` so every child stops.
+    raise SystemExit(128 + signum)
+
+
 def main(args: argparse.Namespace) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_on_signal)
     headless = bool(args.headless) or not sys.stdin.isatty() or not _has("kiosk_ui.app")
     demo = Demo(Path(args.workdir) if args.workdir else None, headless)
     t0 = time.monotonic()

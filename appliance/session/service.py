@@ -274,6 +274,8 @@ class SessionService(Subsystem):
                 if isinstance(eff, Emit):
                     if eff.type == "session.started":
                         self._mark_active(eff.data["session_id"])
+                        # Every service session is recorded for later review (回溯).
+                        self._spawn(self._recording("record_start", {"session_id": eff.data["session_id"]}))
                     await self.ctx.emit(eff.type, eff.data)
                 elif isinstance(eff, CaptureDocument):
                     self._spawn(self._capture(eff))
@@ -286,6 +288,7 @@ class SessionService(Subsystem):
                 elif isinstance(eff, WipeSession):
                     self.documents.wipe(eff.session_id)
                     self._mark_active(None)
+                    self._spawn(self._recording("record_stop", {}))
                 elif isinstance(eff, RunSelfTest):
                     self._spawn(self._self_test(eff.peripheral))
                 elif isinstance(eff, RefreshTechnician):
@@ -293,6 +296,14 @@ class SessionService(Subsystem):
             except KioskError as exc:
                 # The transition already happened; a failed side effect is logged, never half-undone.
                 self.ctx.log.error("session: %s failed: %s", type(eff).__name__, exc)
+
+    async def _recording(self, method: str, params: dict[str, Any]) -> None:
+        """Start/stop the session's recording in the media process; its absence never blocks a villager."""
+        try:
+            await self.ctx.call_rpc("media", method, params, timeout_s=5.0)
+        except CommandError as exc:
+            if exc.status != 409:  # 409: nothing recording / already recording — nothing to do
+                self.ctx.log.warning("session: media %s failed (%s): %s", method, exc.status, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -113,6 +113,8 @@ class KioskScreen(Screen[None]):
     HINT_KEY: ClassVar[str] = "hint.choose"
     # Actions this screen draws itself as entity buttons (never as plain buttons).
     ENTITY_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: How many entity buttons fit on the 30-row screen above the action row (None: only digits limit).
+    MAX_ENTITIES: ClassVar[int | None] = None
     # Keys of ``view`` that change on every republish without changing what is drawn.
     VOLATILE_VIEW: ClassVar[frozenset[str]] = frozenset()
     # Attract-style screens: any key or touch (not only the buttons) starts a session.
@@ -238,10 +240,12 @@ class KioskScreen(Screen[None]):
                    and isinstance(a, str) and self.t.has(f"action.{a}")]
         floating = [a for a in actions if a not in FIXED_DIGITS]
         room = len(FREE_DIGITS) - len(floating)
+        # Height, not only digits, limits a page: a button below the screen's edge cannot be seen or touched.
+        fits = room if self.MAX_ENTITIES is None else min(room, self.MAX_ENTITIES)
         shown: Sequence[Entity] = entities
-        paging = len(entities) > room
+        paging = len(entities) > fits
         if paging:
-            per_page = max(1, room - 1)
+            per_page = max(1, min(room - 1, fits))
             pages = -(-len(entities) // per_page)
             self.page %= pages
             shown = entities[self.page * per_page:(self.page + 1) * per_page]

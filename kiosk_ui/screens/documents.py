@@ -25,6 +25,8 @@ class DocumentsScreen(KioskScreen):
     SCREEN = "documents"
     TITLE_KEY = "documents.title"
     ENTITY_ACTIONS = frozenset({"capture"})
+    # One-column document buttons are 3 rows high: four leave room for the actions at 100x30.
+    MAX_ENTITIES = 4
 
     def title_text(self) -> str:
         return self.view.pick(as_dict(self.view.data.get("item")).get("name"), self.t("documents.title"))

@@ -21,6 +21,8 @@ class RatingScreen(KioskScreen):
     SCREEN = "rating"
     TITLE_KEY = "rating.title"
     ENTITY_ACTIONS = frozenset({"rate"})
+    # Three rows of two 4-row buttons leave room for the action row at 100x30.
+    MAX_ENTITIES = 6
 
     def __init__(self, view: View) -> None:
         super().__init__(view)
@@ -40,9 +42,10 @@ class RatingScreen(KioskScreen):
             return
         yield Plain(self.t("rating.chosen", stars=STARS * self.score), classes="message", id="rating-chosen")
         yield Plain(self.t("rating.why"), classes="message")
-        entities = [Entity(self.word("rating.reason", code), "rate", {"score": self.score, "reason": code})
-                    for code in as_list(data.get("reasons")) if isinstance(code, str)]
-        entities.append(Entity(self.t("rating.no_reason"), "rate", {"score": self.score, "reason": None}))
+        # "No reason" first: it is always on the first page, whatever the number of reasons.
+        entities = [Entity(self.t("rating.no_reason"), "rate", {"score": self.score, "reason": None})]
+        entities += [Entity(self.word("rating.reason", code), "rate", {"score": self.score, "reason": code})
+                     for code in as_list(data.get("reasons")) if isinstance(code, str)]
         # The score is chosen: the reasons get every number key; "skip" is no longer on offer.
         yield from self.choice_area(entities, actions=["language"])
 

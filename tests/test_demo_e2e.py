@@ -1,0 +1,161 @@
+"""End to end: `kiosk demo` as a newcomer runs it, and a villager's whole application in tmux.
+
+The villager reads the screen and presses number keys; the ID card is placed with `kiosk sim`; the
+simulated county centre (fleet contract only) answers the call, asks for a document and approves.
+The platform's view is checked on the demo's broker: the funnel of session events arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from appliance.mqtt import MqttConnection
+
+KIOSK = [sys.executable, "-m", "appliance.cli"]
+TMUX = shutil.which("tmux")
+
+
+def test_kiosk_demo_headless_comes_online_and_cleans_up(tmp_path: Path):
+    work = tmp_path / "demo"
+    out = subprocess.run([*KIOSK, "demo", "--headless", "--seconds", "3", "--workdir", str(work)],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "is online (epoch 1)" in out.stdout
+    assert re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p \d+ -V mqttv5 -t 'kiosk/#' -v", out.stdout)
+    # Every process it started is gone.
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(work) not in ps
+
+
+class Screen:
+    def __init__(self, session: str) -> None:
+        self.session = session
+
+    def tmux(self, *args: str, check: bool = True) -> str:
+        # A server of our own: the test must not depend on (or disturb) anyone's tmux.
+        return subprocess.run([TMUX, "-L", self.session, *args], capture_output=True, text=True,
+                              check=check).stdout
+
+    def text(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.session)
+
+    def key(self, key: str) -> None:
+        self.tmux("send-keys", "-t", self.session, key)
+
+    def press(self, label: str, screen: str) -> bool:
+        """Press the number shown on the button labelled ``label``."""
+        # Long labels wrap inside their button: match the first word only (and skip rating stars).
+        m = re.search(r"(\d)\s+(?:★+\s+)?" + re.escape(label.split()[0]), screen)
+        if m:
+            self.key(m.group(1))
+        return bool(m)
+
+
+async def watch_events(port: int, seen: list[dict]) -> None:
+    conn = MqttConnection(host="127.0.0.1", port=port, client_id="e2e-platform", name="e2e")
+    await conn.connect()
+    await conn.subscribe(("kiosk/v1/+/+/+/+/+/+/event", 1))
+    async for msg in conn.messages():
+        seen.append(json.loads(msg.payload))
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is installed by scripts/dev.sh")
+@pytest.mark.timeout(240)
+async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
+    work = tmp_path / "demo"
+    session = f"kiosk-e2e-{int(time.time())}"
+    cmd = " ".join([*KIOSK, "demo", "--workdir", str(work)])
+    screen = Screen(session)
+    # The kiosk's screen size: 100x30 cells.
+    screen.tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
+    screen.tmux("resize-window", "-t", session, "-x", "100", "-y", "30", check=False)
+    seen: list[dict] = []
+    watcher: asyncio.Task | None = None
+    log: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "kiosk.toml").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        port = tomllib.loads((work / "kiosk.toml").read_text())["bus"]["port"]
+        watcher = asyncio.create_task(watch_events(port, seen))
+
+        def types() -> set[str]:
+            return {e["type"] for e in seen}
+
+        card_placed = english = False
+        t_start = time.monotonic()
+        deadline = time.monotonic() + 150
+        while "session.rated" not in types():
+            assert time.monotonic() < deadline, ("stuck on:\n" + screen.text() + "\nsteps: " + " | ".join(log[-15:])
+                                                 + f"\nplatform saw: {sorted(types())}")
+            await asyncio.sleep(0.6)
+            s = screen.text()
+            step = ""
+            if "村便民服务站" in s and "English" in s and not english and "Welcome" not in s:
+                english = screen.press("English", s)
+                step = "english"
+            elif "Welcome to the village service point" in s:
+                step = "start" if screen.press("Start", s) else ""
+            elif "Choose a department" in s:
+                step = "department" if screen.press("Civil affairs", s) else ""
+            elif "Choose what you want to do" in s:
+                screen.key("1")
+                step = "item"
+            elif "Please place your ID card" in s and not card_placed:
+                subprocess.run([*KIOSK, "--config", str(work / "kiosk.toml"), "sim", "card", "present",
+                                "zhang-san"], check=True, capture_output=True, timeout=30)
+                card_placed = True
+                step = "card"
+            elif "Is this you?" in s:
+                step = "confirm" if screen.press("Yes, that is me", s) else ""
+            elif "Is the picture clear?" in s:
+                step = "keep" if screen.press("Clear, keep it", s) else ""
+            elif "Lay the document flat" in s:
+                step = "shoot" if screen.press("Take the picture", s) else ""
+            elif m := re.search(r"(\d)\s+(\S.*?)\s+○ to capture", s):
+                screen.key(m.group(1))
+                step = f"capture {m.group(2)}"
+            elif re.search(r"\d\s+Call a", s):
+                step = "call" if screen.press("Call a", s) else ""
+            elif "Application accepted" in s:
+                step = "continue" if screen.press("Continue", s) else ""
+            elif "Main reason?" in s:
+                step = "reason" if screen.press("Submit without a reason", s) else ""
+            elif "How satisfied" in s:
+                screen.key("5")  # ★★★★★ very satisfied
+                step = "rate"
+            elif re.search(r"\d\s+More \d/\d", s):
+                step = "more" if screen.press("More", s) else ""
+            if step:
+                log.append(f"{step}@{time.monotonic() - t_start:.0f}s")
+        funnel = ["session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
+                  "session.document.captured", "session.call.requested", "session.call.connected",
+                  "session.document.requested", "session.approved", "session.rated"]
+        assert [t for t in funnel if t not in types()] == []
+        identified = next(e for e in seen if e["type"] == "session.identified")
+        assert re.fullmatch(r"\d{4}\*{10}\d{3}[\dX]", identified["data"]["id_masked"])
+        assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", json.dumps(seen)), "no full ID number in any fleet event"
+        # The session was recorded for later review, in its own folder.
+        session_id = identified["data"]["session_id"]
+        recordings = work / "data" / "recordings" / session_id
+        deadline = time.monotonic() + 15
+        while not any(recordings.glob("*.mp4")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert any(recordings.glob("*.mp4")), f"the session {session_id} was recorded"
+    finally:
+        if watcher:
+            watcher.cancel()
+        screen.tmux("send-keys", "-t", session, "C-q", check=False)
+        await asyncio.sleep(1.5)
+        screen.tmux("kill-server", check=False)
+        await asyncio.sleep(1.0)
