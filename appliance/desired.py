@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from appliance import config as config_mod
 from appliance.config import KioskConfig
 from appliance.errors import ConfigError
+from appliance.fsutil import write_atomic
 from appliance.localbus import decode_json_object
 
 log = logging.getLogger("kiosk.config")
@@ -43,19 +43,6 @@ def changed_keys(old: KioskConfig, new: KioskConfig) -> list[str]:
     a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class DesiredStore:

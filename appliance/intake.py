@@ -26,7 +26,9 @@ EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,7}$")
 MAX_TYPE = 64
 MAX_ID = 128
 SESSION_EXPIRY_S = 7 * 86400
-RECEIVE_MAXIMUM = 1000
+# Unacknowledged events the local broker may have in flight towards us: bounds the appliance's memory
+# during a burst (each is a task until its group commit) while keeping commits large enough.
+RECEIVE_MAXIMUM = 256
 
 # record(type, data, producer_id) -> seq (None when the id was stored before)
 Record = Callable[[str, dict[str, Any], str | None], Awaitable[int | None]]

@@ -29,12 +29,11 @@ from appliance.errors import LinkError, NotConnected, PublishFailed
 log = logging.getLogger("kiosk.mqtt")
 
 # Incoming messages wait here for the consumer. Flow control is ours, not the broker's: above
-# INCOMING_HIGH queued messages we stop reading the socket (TCP pushes back on the broker) and resume
-# below INCOMING_LOW, so a burst costs bounded memory. The hard bound only matters if a consumer stops
+# INCOMING_HIGH queued (or, with manual acks, unacknowledged) messages we stop reading the socket (TCP
+# pushes back on the broker) and resume at a quarter of it, so a burst costs bounded memory. The hard bound only matters if a consumer stops
 # consuming altogether; then the newest message is dropped and counted (never for manual-ack messages,
 # which the broker redelivers because they were not acknowledged).
 INCOMING_HIGH = 500
-INCOMING_LOW = 100
 INCOMING_QUEUE = 20_000
 
 
@@ -160,6 +159,12 @@ class MqttConnection:
         self._sock: socket.socket | None = None
         self._writer_on = False
         self._paused = False
+        # Manual-ack messages received and not yet acknowledged. Counted by us because brokers do not
+        # all keep to our Receive Maximum (mosquitto 2.0.11 sends more once the first acks arrive).
+        self._outstanding = 0
+        self._manual_ack = manual_ack
+        self._high = min(INCOMING_HIGH, receive_maximum) if manual_ack else INCOMING_HIGH
+        self._low = max(1, self._high // 4)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -269,18 +274,20 @@ class MqttConnection:
         while True:
             if not self.incoming.empty():
                 msg = self.incoming.get_nowait()
-                if self._paused and self.incoming.qsize() <= INCOMING_LOW:
-                    self._resume_reading()
+                self._maybe_resume()
                 yield msg
                 continue
             if self.closed.done():
                 return
             getter = asyncio.ensure_future(self.incoming.get())
-            await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
+            try:
+                await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                got = getter.done() and not getter.cancelled()
+                if not getter.done():
+                    getter.cancel()  # the consumer went away (or the connection closed)
+            if got:
                 yield getter.result()
-            else:
-                getter.cancel()
 
     # --- paho callbacks (all on the loop thread) ---------------------------------------------------
 
@@ -298,13 +305,16 @@ class MqttConnection:
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:  # noqa: ANN001
         message = Message(topic=msg.topic, payload=msg.payload, qos=msg.qos, retain=bool(msg.retain),
                           mid=msg.mid, properties=getattr(msg, "properties", None))
-        if msg.qos > 0 and self._client._manual_ack:  # noqa: SLF001 - paho exposes no getter
+        if msg.qos > 0 and self._manual_ack:
             mid, qos = msg.mid, msg.qos
+            self._outstanding += 1
 
             def _ack() -> None:
+                self._outstanding -= 1
                 if self.connected:
                     self._client.ack(mid, qos)
                     self._service_write()
+                self._maybe_resume()
 
             message._ack = _ack  # noqa: SLF001
         try:
@@ -366,15 +376,20 @@ class MqttConnection:
         self._service_write()
         # Never pause while a SUBACK is awaited: a resumed session floods queued messages before it,
         # and the caller only starts consuming once subscribe() returns.
-        if (self.incoming.qsize() >= INCOMING_HIGH and not self._subacks and self._loop is not None
+        if (not self._paused and self._load() >= self._high and not self._subacks and self._loop is not None
                 and self._sock is not None):
             self._loop.remove_reader(self._sock)
             self._paused = True
 
-    def _resume_reading(self) -> None:
-        self._paused = False
-        if self._loop is not None and self._sock is not None:
-            self._loop.add_reader(self._sock, self._readable)
+    def _load(self) -> int:
+        # Queued manual-ack messages are also outstanding: count each message once.
+        return max(self.incoming.qsize(), self._outstanding)
+
+    def _maybe_resume(self) -> None:
+        if self._paused and self._load() <= self._low:
+            self._paused = False
+            if self._loop is not None and self._sock is not None:
+                self._loop.add_reader(self._sock, self._readable)
 
     def _writable(self) -> None:
         rc = self._client.loop_write()
@@ -411,6 +426,7 @@ class MqttConnection:
         for fut in list(self._pending.values()) + list(self._subacks.values()):
             if not fut.done():
                 fut.set_exception(err)
+                fut.exception()  # awaiters still get it; nobody awaiting is not worth a warning
         self._pending.clear()
         self._subacks.clear()
         if self._misc_task is not None and self._misc_task is not asyncio.current_task():

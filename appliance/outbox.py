@@ -203,10 +203,17 @@ class Outbox:
         return await fut
 
     async def _flush_soon(self) -> None:
-        # Let everything that is ready on the loop this instant join the same transaction.
-        await asyncio.sleep(0)
-        self._flush_scheduled = False
-        await self.flush()
+        # One flusher at a time: appends that arrive while a transaction commits join the next one,
+        # taken by this same task (flush() loops until nothing is pending), instead of each queuing a
+        # task of its own behind the lock.
+        await asyncio.sleep(0)  # let everything ready on the loop this instant join the first batch
+        try:
+            await self.flush()
+        finally:
+            self._flush_scheduled = False
+            if self._pending:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def flush(self) -> None:
         async with self._flush_lock:

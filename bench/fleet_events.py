@@ -47,7 +47,7 @@ port = {central}
 telemetry_interval_s = 3600
 initial_delay_max_s = 0
 reconnect_base_s = 0.2
-max_inflight = 1000
+max_inflight = 256
 drain_rate_per_s = 100000
 [bus]
 port = {bus}

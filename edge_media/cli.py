@@ -22,12 +22,14 @@ def _load_config(args: argparse.Namespace, required: bool) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from edge_media.service import serve
 
     cfg = _load_config(args, required=True)
-    logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The same journald-friendly, masking format as the appliance (stills may show ID cards).
+    from appliance import logs
+
+    logs.setup(cfg.logging.level, cfg.logging.tail_lines)
     return asyncio.run(serve(cfg))
 
 

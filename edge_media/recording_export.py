@@ -19,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance.fsutil import fsync_dir
 from edge_media.recording_errors import (
     IncompatibleSegments,
     RecordingDiskFull,
@@ -63,14 +64,6 @@ def verify_segment(seg: Segment) -> None:
     digest = file_sha256(seg.path)
     if digest != seg.sha256:
         raise SegmentCorrupt(seg.path, expected=seg.sha256, actual=digest, reason="SHA-256 mismatch")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _signature(stream) -> tuple:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.fsutil import fsync_dir
 from edge_media.recording_errors import (
     BadSegment,
     BadUploadUrl,
@@ -45,7 +46,7 @@ from edge_media.recording_errors import (
     UploadFailed,
     UploadRejected,
 )
-from edge_media.recording_export import ExportResult, export_segments, fsync_dir
+from edge_media.recording_export import ExportResult, export_segments
 from edge_media.recording_upload import UploadResult, upload
 
 __all__ = [

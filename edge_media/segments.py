@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.camera.doccam import fsync_dir
+from appliance.fsutil import fsync_dir
 from edge_media.encoder import TIME_BASE, EncodedPacket, Encoder
 
 if TYPE_CHECKING:

@@ -34,9 +34,10 @@ from typing import Any
 
 from appliance.config import KioskConfig
 from appliance.errors import BadRequest, CommandError, Conflict, KioskError
+from appliance.fsutil import write_atomic
 from appliance.localbus import STATE_PREFIX, LocalBus
 from appliance.sdnotify import Notifier
-from drivers.camera.doccam import DocumentCamera, encode_jpeg, write_atomic
+from drivers.camera.doccam import DocumentCamera, encode_jpeg
 from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fleet_helpers import Platform
 
 from appliance.mosquitto import Mosquitto
 
@@ -65,3 +67,23 @@ data_dir = "{data_dir}"
 def kiosk_config(tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto) -> Path:
     return write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
                         data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def platform(central_broker: Mosquitto):
+    """The central platform's side of the fleet contract, connected to ``central_broker``."""
+    p = await Platform(central_broker.port).start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def kiosk(kiosk_config: Path, platform: Platform):
+    """The appliance daemon in this test's event loop, online."""
+    from appliance.daemon import Appliance
+
+    app = Appliance(kiosk_config)
+    await app.start()
+    await asyncio.wait_for(app.fleet.first_online.wait(), 10)
+    yield app
+    await app.stop()

@@ -10,23 +10,6 @@ import pytest
 from fleet_helpers import Platform
 
 from appliance.daemon import Appliance
-from appliance.mosquitto import Mosquitto
-
-
-@pytest.fixture
-async def platform(central_broker: Mosquitto):
-    p = await Platform(central_broker.port).start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-async def kiosk(kiosk_config: Path, platform: Platform):
-    app = Appliance(kiosk_config)
-    await app.start()
-    await asyncio.wait_for(app.fleet.first_online.wait(), 10)
-    yield app
-    await app.stop()
 
 
 def reports(p: Platform) -> list[dict]:

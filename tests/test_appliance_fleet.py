@@ -13,13 +13,6 @@ from appliance.mosquitto import Mosquitto
 
 
 @pytest.fixture
-async def platform(central_broker: Mosquitto):
-    p = await Platform(central_broker.port).start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
 def appliance(kiosk_config: Path, tmp_path: Path):
     proc = ApplianceProcess(kiosk_config, tmp_path / "appliance.log").start()
     yield proc

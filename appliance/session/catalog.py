@@ -6,16 +6,14 @@ which are validated here and stored atomically. Rules are in docs/session.md §6
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from appliance.fsutil import write_atomic
 from appliance.session.errors import CatalogInvalid
 
 MAX_CATALOG_BYTES = 1 << 20
@@ -188,24 +186,3 @@ class CatalogStore:
         write_atomic(self.path, text.encode())
         self.current = catalog
         return True
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-

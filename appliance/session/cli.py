@@ -88,7 +88,6 @@ def _link(cfg: Any, name: str) -> Any:
 def _cmd_county(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
-    import logging
 
     from appliance.config import ConfigError
     from appliance.session.county import CountyCentre
@@ -98,7 +97,9 @@ def _cmd_county(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from appliance import logs
+
+    logs.setup("INFO")
 
     async def main() -> None:
         county = CountyCentre(_link(cfg, "county"), clerk=not args.manual_calls, answer_after_s=args.answer_after,

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import BadRequest, CommandError, Conflict, KioskError
+from appliance.fsutil import write_atomic
 from appliance.localbus import INTENT_PREFIX, decode_json_object
-from appliance.session.catalog import CatalogStore, write_atomic
+from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
 from appliance.session.machine import (

@@ -11,13 +11,13 @@ written atomically (temp file, fsync, rename, fsync of the directory) and descri
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.fsutil import write_atomic
 from drivers.base import Health, HealthStatus
 from drivers.camera.config import CameraConfig, DoccamConfig, parse_size
 from drivers.camera.deskew import Page, crop_to_page, find_page
@@ -68,25 +68,6 @@ def encode_jpeg(frame: av.VideoFrame, quality: int = 90) -> bytes:
     if not packets:
         raise CameraError("JPEG encoder returned nothing", device="doccam")
     return b"".join(bytes(p) for p in packets)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``path`` holds all of ``data`` or does not exist, even after a power cut."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class DocumentCamera:
