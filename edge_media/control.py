@@ -9,9 +9,14 @@ reason, so the platform sees "media process not running" rather than a stale "ok
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from appliance.commands import Accepted
@@ -45,6 +50,11 @@ PARAMS: dict[str, dict[str, type]] = {
     "media.record.upload": {"session_id": str, "url": str},
 }
 REQUIRED = {"media.record.export": ("session_id",), "media.record.upload": ("session_id", "url")}
+# Stills the platform receives in the reply itself (base64 JPEG), then deleted from the device: a path on
+# the kiosk's disk is of no use to the platform, and a picture of a villager or their papers must not
+# stay behind. Larger stills are kept and named in the reply; the reply says which.
+INLINE_STILL_MAX = 192 * 1024
+STILL_COMMANDS = ("camera.snapshot", "doccam.capture")
 
 
 def check_params(command: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,7 +159,10 @@ class MediaControl(Subsystem):
 
         async def call(body: dict[str, Any]) -> dict[str, Any]:
             reply = await self.ctx.call_rpc("media", method, body, timeout_s=timeout_s)
-            return {k: v for k, v in reply.items() if k != "status"}  # the daemon sets the status
+            reply = {k: v for k, v in reply.items() if k != "status"}  # the daemon sets the status
+            if command in STILL_COMMANDS:
+                reply = await asyncio.to_thread(inline_still, reply)
+            return reply
 
         async def forward(params: dict[str, Any]) -> dict[str, Any] | Accepted:
             body = check_params(command, params)
@@ -163,4 +176,25 @@ class MediaControl(Subsystem):
                 return Accepted(await call(body))
             return await call(body)
 
+        if command in STILL_COMMANDS:
+            # A picture is personal data: the daemon must not keep this reply for repeated ids.
+            forward.personal_reply = True  # type: ignore[attr-defined]
         return forward  # type: ignore[return-value]
+
+
+def inline_still(reply: dict[str, Any]) -> dict[str, Any]:
+    """Put the still's JPEG into the reply (checked against its SHA-256) and delete the file."""
+    path = Path(str(reply.get("path", "")))
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size > INLINE_STILL_MAX:
+            return {**reply, "inline": False}
+        data = path.read_bytes()
+    except OSError:
+        return {**reply, "inline": False}
+    if hashlib.sha256(data).hexdigest() != reply.get("sha256"):
+        raise CommandError(500, f"the still {path.name} changed on disk (SHA-256 mismatch); not sent")
+    with contextlib.suppress(OSError):
+        path.unlink()
+    out = {k: v for k, v in reply.items() if k != "path"}
+    return {**out, "inline": True, "jpeg_base64": base64.b64encode(data).decode("ascii")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -202,8 +203,16 @@ async def test_media_control_forwards_commands_and_reports_health(tmp_path: Path
             assert kinds == {"camera.main": "camera", "camera.backup": "camera", "doccam": "doccam"}
             snap = await control.commands()["camera.snapshot"]({"source": "backup"})
             assert snap["source"] == "backup" and len(snap["sha256"]) == 64
+            # The platform gets the picture in the reply, checked, and the device keeps no copy.
+            jpeg = base64.b64decode(snap["jpeg_base64"])
+            assert snap["inline"] is True and jpeg[:2] == b"\xff\xd8"
+            assert hashlib.sha256(jpeg).hexdigest() == snap["sha256"] and "path" not in snap
+            assert getattr(control.commands()["camera.snapshot"], "personal_reply", False)
             still = await control.commands()["doccam.capture"]({})
-            assert Path(still["path"]).exists()
+            if still["inline"]:
+                assert hashlib.sha256(base64.b64decode(still["jpeg_base64"])).hexdigest() == still["sha256"]
+            else:  # a full-size page may be larger than a reply carries: kept and named
+                assert Path(still["path"]).exists()
             with pytest.raises(CommandError) as bad:
                 await control.commands()["media.record.export"]({"session": "x"})
             assert bad.value.status == 400
