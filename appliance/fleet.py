@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.backoff import full_jitter
 from appliance.config import KioskConfig
 from appliance.errors import LinkError
 from appliance.localbus import dumps
@@ -52,10 +53,6 @@ class TokenBucket:
             await asyncio.sleep((n - self._tokens) / self.rate)
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
-    r = rng or random
-    return r.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
 
 
 class FleetLink:
@@ -192,7 +189,7 @@ class FleetLink:
                 await conn.connect(timeout_s=max(10.0, f.tls.handshake_timeout_s if f.tls else 10.0))
             except LinkError as exc:
                 self.last_error = str(exc)
-                delay = backoff_delay(attempt, f.reconnect_base_s, f.reconnect_cap_s)
+                delay = full_jitter(attempt, f.reconnect_base_s, f.reconnect_cap_s)
                 if attempt < 3 or attempt % 10 == 0:
                     log.warning("fleet: %s; retrying in %.1fs (attempt %d)", exc, delay, attempt + 1)
                 attempt += 1
@@ -216,7 +213,7 @@ class FleetLink:
                     self._conn = None
             if self._stopping:
                 return
-            delay = backoff_delay(attempt, f.reconnect_base_s, f.reconnect_cap_s)
+            delay = full_jitter(attempt, f.reconnect_base_s, f.reconnect_cap_s)
             attempt += 1
             log.warning("fleet: disconnected (%s); reconnecting in %.1fs",
                         conn.closed.result() if conn.closed and conn.closed.done() else "?", delay)

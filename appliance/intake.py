@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.backoff import full_jitter
 from appliance.errors import LinkError, StorageError
 from appliance.localbus import EVENT_TOPIC, decode_json_object
 from appliance.mqtt import Message, MqttConnection
@@ -126,7 +126,7 @@ class EventIntake:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout_s=0.5)
             attempt += 1
-            await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+            await asyncio.sleep(full_jitter(attempt, 0.05, 2.0))
 
     async def _take(self, conn: MqttConnection, msg: Message) -> None:
         try:

@@ -21,11 +21,11 @@ import itertools
 import json
 import logging
 import os
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from appliance.backoff import full_jitter
 from appliance.errors import CommandError, KioskError, LinkError
 from appliance.mqtt import Message, MqttConnection, Will, publish_properties
 
@@ -163,7 +163,7 @@ class LocalBus:
                     await conn.close(timeout_s=0.5)
             attempt += 1
             # Loopback broker: short capped backoff with jitter.
-            await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** min(attempt, 6))))
+            await asyncio.sleep(full_jitter(attempt, 0.05, 2.0))
 
     # --- pub/sub -----------------------------------------------------------------------------------
 

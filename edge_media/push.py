@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from appliance.fleet import backoff_delay
+from appliance.backoff import full_jitter
 from edge_media.push_bitstream import codec_family, joinable_keyframe, parameter_sets
 from edge_media.push_transport import (
     Connection,
@@ -447,7 +447,7 @@ class LivePush:
             if connected_at is not None and time.monotonic() - connected_at >= self.stable_s:
                 failures = 0
             self._state = "retrying"
-            delay = backoff_delay(failures, self.backoff_base_s, self.backoff_cap_s)
+            delay = full_jitter(failures, self.backoff_base_s, self.backoff_cap_s)
             failures += 1
             stopping.wait(delay)
 

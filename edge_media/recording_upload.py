@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.fleet import backoff_delay
+from appliance.backoff import full_jitter
 from edge_media.recording_errors import BadUploadUrl, UploadFailed, UploadRejected
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ async def upload(index: RecordingIndex, session_id: str, url: str, *, emit: Even
                     raise UploadFailed(f"upload of session {session_id} to {shown} failed "
                                        f"{failures} times in a row, last: {e}") from None
                 retries += 1
-                delay = backoff_delay(failures - 1, backoff_base_s, backoff_cap_s)
+                delay = full_jitter(failures - 1, backoff_base_s, backoff_cap_s)
                 await _emit(emit, "media.recording.upload_retry", {
                     "session_id": session_id, "url": shown, "attempt": failures, "delay_s": round(delay, 3),
                     "offset": offset, "error": str(e)})

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
 
-from appliance.fleet import TokenBucket, backoff_delay
+from appliance.backoff import full_jitter as backoff_delay
+from appliance.fleet import TokenBucket
 from appliance.mosquitto import Mosquitto
 
 

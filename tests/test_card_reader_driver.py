@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from appliance.backoff import equal_jitter as backoff_delay
 from drivers.base import HealthStatus
 from drivers.card_reader.config import CardReaderConfig
-from drivers.card_reader.driver import CardReader, backoff_delay
+from drivers.card_reader.driver import CardReader
 from drivers.card_reader.identity import Identity
 from drivers.card_reader.samples import SAMPLES
 from drivers.card_reader.simulator import SamEmulator, control

@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoff import equal_jitter
 from drivers.base import Health, HealthStatus
 from drivers.camera.errors import CameraError, CameraMissing, translate
 
@@ -252,5 +252,4 @@ class FrameSource(ABC):
                 break
             attempt += 1
             self.reopens += 1
-            delay = min(self.reopen_cap_s, self.reopen_base_s * 2 ** min(attempt - 1, 8))
-            self._stop.wait(random.uniform(delay / 2, delay))
+            self._stop.wait(equal_jitter(attempt - 1, self.reopen_base_s, self.reopen_cap_s))

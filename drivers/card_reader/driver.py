@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from appliance.backoff import equal_jitter
 from drivers.base import EventSink, Health, HealthStatus, Peripheral
 from drivers.card_reader import errors as e
 from drivers.card_reader.config import CardReaderConfig
@@ -47,11 +48,6 @@ T = TypeVar("T")
 MODEL = "SAM serial ID card reader (身份证阅读机具)"
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so many kiosks that lost power
-    together do not hammer their readers in step, and the wait never collapses to zero."""
-    ceiling = min(cap, base * (2 ** min(attempt, 30)))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 class CardReader(Peripheral):
@@ -193,7 +189,7 @@ class CardReader(Peripheral):
                     # unusable, degraded (a SAM failing its self-test, a noisy cable).
                     absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(exc, e.TruncatedFrame)
                     self._set_health(HealthStatus.MISSING if absent else HealthStatus.DEGRADED, exc.message)
-                    delay = backoff_delay(attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s,
+                    delay = equal_jitter(attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s,
                                           self._rng)
                     attempt += 1
                     log.debug("card reader reconnect attempt %d failed; next in %.2f s", attempt, delay)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from appliance.backoff import equal_jitter
 from appliance.errors import BadRequest, CommandError, KioskError
 from drivers.base import CommandHandler, EventSink, Health, HealthStatus, Peripheral
 from drivers.params import bool_param, check_keys, int_param
@@ -51,10 +51,6 @@ def make_protocol(cfg: SwitcherConfig) -> SwitcherProtocol:
     return AsciiMatrix(cfg.ascii, digits=cfg.digits or 1)
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so a fleet does not retry in step."""
-    ceiling = min(cap_s, max(base_s, 0.01) * 2 ** min(attempt, 16))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], limit_s: float = 5.0) -> None:
@@ -230,7 +226,7 @@ class Switcher(Peripheral):
                         self._set_health(HealthStatus.DEGRADED, f"driver fault while connecting: {exc!r}")
                     await self._drop_connection()
                     attempt += 1
-                    await self._sleep_or_wake(backoff_delay(attempt, self.config.backoff_s,
+                    await self._sleep_or_wake(equal_jitter(attempt, self.config.backoff_s,
                                                             self.config.reconnect_cap_s))
                     continue
             woke = await self._sleep_or_wake(self.config.poll_interval_s)
@@ -285,7 +281,7 @@ class Switcher(Peripheral):
         last: SwitcherError | None = None
         for attempt in range(1, self.config.retries + 1):
             if attempt > 1:
-                await asyncio.sleep(backoff_delay(attempt - 2, self.config.backoff_s, self.config.reconnect_cap_s))
+                await asyncio.sleep(equal_jitter(attempt - 2, self.config.backoff_s, self.config.reconnect_cap_s))
             try:
                 async with self._lock:
                     if self._transport is None or not self._transport.is_open:
