@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float, *, cfg: Any = None,
-           container: str | None = None) -> dict[str, Any]:
+           container: str | None = None, audio_spec: str | None = None) -> dict[str, Any]:
     """Record ``seconds`` through the same pipeline as the service; returns a summary."""
     import time
     from pathlib import Path
@@ -45,6 +45,13 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
     from edge_media.sources import source_from_spec
 
     mcfg = cfg.media if cfg is not None else MediaConfig()
+    if audio_spec is not None:  # validated like [media.audio] source (raises pydantic's ValidationError)
+        mcfg = mcfg.model_copy(update={"audio": type(mcfg.audio)(**{**mcfg.audio.model_dump(), "source": audio_spec})})
+    audio = None
+    if mcfg.audio.source:
+        from edge_media.audio import AudioSource
+
+        audio = AudioSource(mcfg.audio.source)
     cameras = dict(getattr(cfg.drivers, "camera", None) or {}) if cfg is not None else {}
     sources = {"main": source_from_spec("main", main_spec, cameras)}
     if backup_spec:
@@ -61,7 +68,9 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
                                fragment_s=rec_cfg.fragment_s, frame_interval=1 / rendition.fps, emit=emit)
     for src in sources.values():
         src.open()
-    pipeline = Pipeline(sources, mcfg, emit=emit)
+    if audio is not None:
+        audio.open()
+    pipeline = Pipeline(sources, mcfg, emit=emit, audio=audio)
     pipeline.attach(rec_cfg.rendition, recorder)
     started = time.time()
     print(json.dumps({"event": "recording", "out": str(out_dir), "started": round(started, 3)}), flush=True)
@@ -75,10 +84,14 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
         closed = recorder.close()
         for src in sources.values():
             src.close()
+        if audio is not None:
+            audio.close()
     return {"segments": [c.as_dict() for c in closed], "frames": pipeline.frames_out,
             "failovers": sum(1 for e in events if e["type"] == "media.failover"),
             "sources": {role: src.stats() for role, src in sources.items()},
-            "rendition": pipeline.encoders[rec_cfg.rendition].stats()}
+            "rendition": pipeline.encoders[rec_cfg.rendition].stats(),
+            **({"audio": {**audio.stats(), **pipeline.audio_encoder.stats(), "packets_written": recorder.audio_packets}}
+               if audio is not None else {})}
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -89,8 +102,19 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if not 0 < args.seconds <= 86400:
         print("kiosk media record: --seconds must be between 0 and 86400", file=sys.stderr)
         return 2
+    if args.audio is not None:
+        from pydantic import ValidationError
+
+        from edge_media.config import AudioConfig
+
+        try:
+            AudioConfig(source=args.audio)
+        except ValidationError as exc:
+            print(f"kiosk media record: --audio: {exc.errors()[0]['msg']}", file=sys.stderr)
+            return 2
     try:
-        summary = record(args.source, args.backup, args.out, args.seconds, cfg=cfg, container=args.container)
+        summary = record(args.source, args.backup, args.out, args.seconds, cfg=cfg, container=args.container,
+                         audio_spec=args.audio)
     except KioskError as exc:
         print(f"kiosk media record: {exc}", file=sys.stderr)
         return 1
@@ -128,6 +152,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--out", required=True, help="directory for the segments")
     r.add_argument("--seconds", type=float, required=True, help="how long to record")
     r.add_argument("--container", choices=("fmp4", "mpegts"), help="override [media.recording] container")
+    r.add_argument("--audio", metavar="SPEC",
+                   help="microphone: alsa:hw:1,0, alsa:default or lavfi:<graph> (overrides [media.audio] source)")
     r.set_defaults(func=_cmd_record)
 
     r = sub.add_parser("probe", help="list the modes a V4L2 camera offers")

@@ -29,6 +29,9 @@ min_free_mb = 1024
 
 [media.push]
 url = ""                    # srt://host:port?streamid=..., rtsp://..., rtmp://...
+
+[media.audio]
+source = ""                 # "" = no audio; alsa:hw:1,0 | alsa:default | lavfi:sine=frequency=440
 ```
 """
 
@@ -138,12 +141,30 @@ class PushConfig(Strict):
         return self
 
 
+class AudioConfig(Strict):
+    source: str = Field("", description="alsa:<device> (e.g. alsa:hw:1,0) or lavfi:<graph>; empty = no audio")
+    sample_rate: Literal[16000, 22050, 24000, 32000, 44100, 48000] = 48000
+    channels: int = Field(1, ge=1, le=2)
+    bitrate_kbps: int = Field(64, ge=16, le=320, description="AAC")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v == "" or re.match(r"^alsa:[A-Za-z0-9_:,=.-]{1,100}$", v):
+            return v
+        if v.startswith("lavfi:") and 6 < len(v) <= 500 and all(32 <= ord(c) < 127 for c in v):
+            return v
+        raise ValueError(f"audio source {v!r} must be alsa:<device> (e.g. alsa:hw:1,0, alsa:default), "
+                         "lavfi:<filtergraph> or empty")
+
+
 class MediaConfig(Strict):
     sources: SourcesConfig = SourcesConfig()
     failover: FailoverConfig = FailoverConfig()
     renditions: dict[str, RenditionConfig] = Field(default_factory=lambda: {"main": RenditionConfig()})
     recording: RecordingConfig = RecordingConfig()
     push: PushConfig = PushConfig()
+    audio: AudioConfig = AudioConfig()
     watchdog_stall_s: float = Field(1.0, ge=0.2, le=10.0,
                                     description="no frame through the pipeline this long -> restart it")
     state_interval_s: float = Field(1.0, ge=0.2, le=60.0, description="retained state/telemetry period")

@@ -48,7 +48,7 @@ class PacketTap:
 
 class Pipeline:
     def __init__(self, sources: dict[str, FrameSource], cfg: MediaConfig, *, emit: Emit | None = None,
-                 origin: float | None = None, name: str = "pipeline") -> None:
+                 origin: float | None = None, name: str = "pipeline", audio: Any = None) -> None:
         self.sources = sources
         self.cfg = cfg
         self.emit = emit or (lambda _t, _d: None)
@@ -59,6 +59,15 @@ class Pipeline:
                                  out_interval=1 / out_fps, on_switch=self._on_switch, now=time.monotonic())
         self.encoders = {name: Encoder(name, r, origin=self.origin) for name, r in cfg.renditions.items()}
         self._outputs: dict[str, list[Output]] = {name: [] for name in cfg.renditions}
+        # An AudioSource (edge_media/audio.py), encoded on this thread on the video's timeline (same
+        # origin) and muxed by outputs that take audio (the recorder); the video never waits for it.
+        self.audio = audio
+        self.audio_encoder: Any = None
+        self.audio_errors = 0
+        if audio is not None:
+            from edge_media.audio import AudioEncoder
+
+            self.audio_encoder = AudioEncoder(cfg.audio, origin=self.origin)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +85,8 @@ class Pipeline:
     def attach(self, rendition: str, output: Output) -> None:
         with self._lock:
             self._outputs[rendition] = [*self._outputs[rendition], output]
+        if self.audio_encoder is not None and hasattr(output, "add_audio"):
+            output.add_audio(self.audio_encoder)
         self.encoders[rendition].request_keyframe()
 
     def detach(self, output: Output) -> None:
@@ -91,6 +102,8 @@ class Pipeline:
     def start(self) -> None:
         for src in self.sources.values():
             src.add_listener(self._wake.set)
+        if self.audio is not None:
+            self.audio.add_listener(self._wake.set)
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -100,6 +113,8 @@ class Pipeline:
         self._wake.set()
         for src in self.sources.values():
             src.remove_listener(self._wake.set)
+        if self.audio is not None:
+            self.audio.remove_listener(self._wake.set)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
@@ -109,6 +124,8 @@ class Pipeline:
         for name, enc in self.encoders.items():
             for ep in enc.close():
                 self._deliver(name, enc, ep)
+        if self.audio_encoder is not None:
+            self._deliver_audio(self.audio_encoder.close())
         return True
 
     def inject_stall(self, seconds: float) -> None:
@@ -148,6 +165,8 @@ class Pipeline:
                         self.selector.offer(role, cf.frame, cf.t_capture, cf.t_arrival, luma=luma, signature=signature)
                 for sel in self.selector.poll(time.monotonic()):
                     self._encode(sel)
+                if self.audio is not None:
+                    self._encode_audio()
                 self.heartbeat = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - reported; the watchdog restarts the pipeline
             self.failed = f"{type(exc).__name__}: {exc}"
@@ -175,6 +194,25 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - one broken output must not starve the others
                 log.exception("%s: output %r failed", self.name, out)
 
+    def _encode_audio(self) -> None:
+        for block in self.audio.drain():
+            try:
+                packets = self.audio_encoder.encode(block)
+            except Exception as exc:  # noqa: BLE001 - a bad audio block must not stop the video
+                self.audio_errors += 1
+                log.warning("%s: audio: %s", self.name, exc)
+                continue
+            self._deliver_audio(packets)
+
+    def _deliver_audio(self, packets: list[Any]) -> None:
+        outs = {id(o): o for outs in self._outputs.values() for o in outs if hasattr(o, "write_audio")}
+        for ea in packets:
+            for out in outs.values():
+                try:
+                    out.write_audio(ea, self.audio_encoder)
+                except Exception:  # noqa: BLE001
+                    log.exception("%s: output %r failed on audio", self.name, out)
+
     def _on_switch(self, event: dict[str, Any]) -> None:
         log.info("failover %s -> %s (%s): gap %s ms", event["from"], event["to"], event["reason"], event["gap_ms"])
         self.emit("media.failover", event)
@@ -192,4 +230,6 @@ class Pipeline:
         return {"selector": self.selector.state(now), "fps_out": self.fps_out(), "frames_out": self.frames_out,
                 "renditions": {name: {**enc.stats(), "outputs": len(self._outputs[name])}
                                for name, enc in self.encoders.items()},
-                "stalled_s": round(max(0.0, now - self.last_output), 3), "failed": self.failed}
+                "stalled_s": round(max(0.0, now - self.last_output), 3), "failed": self.failed,
+                **({"audio": {**self.audio_encoder.stats(), "errors": self.audio_errors}}
+                   if self.audio_encoder is not None else {})}

@@ -83,7 +83,7 @@ class ClosedSegment:
 
 class _OpenSegment:
     def __init__(self, path: Path, container_kind: str, fragment_s: float, encoder: Encoder,
-                 start_wall: float, t_first: float) -> None:
+                 start_wall: float, t_first: float, audio: Any = None) -> None:
         import av
 
         self.path = path
@@ -105,6 +105,16 @@ class _OpenSegment:
         stream.time_base = TIME_BASE
         self.stream = stream
         self.synced_dir = False
+        self.audio, self.audio_stream = audio, None
+        if audio is not None:  # an AAC track beside the video (edge_media/audio.py)
+            astream = self.container.add_stream_from_template(audio.template, opaque=True)
+            astream.codec_context.extradata = audio.extradata
+            astream.time_base = audio.time_base
+            self.audio_stream = astream
+
+    def mux_audio(self, ea: Any) -> None:
+        ea.packet.stream = self.audio_stream
+        self.container.mux(ea.packet)
 
     def mux(self, ep: EncodedPacket) -> None:
         ep.packet.stream = self.stream
@@ -142,6 +152,8 @@ class SegmentRecorder:
         self.errors = 0
         self.packets = 0
         self.dropped_packets = 0
+        self._audio: Any = None
+        self.audio_packets = 0
 
     # --- the pipeline side -----------------------------------------------------------------------
 
@@ -169,6 +181,23 @@ class SegmentRecorder:
             self._failed(f"cannot write {seg.path.name}: {exc}")
             self._finish(seg)
 
+    def add_audio(self, audio: Any) -> None:
+        """Give segments started from now on an audio track from ``audio`` (an ``AudioEncoder``)."""
+        self._audio = audio
+
+    def write_audio(self, ea: Any, audio: Any) -> None:
+        """Mux one audio packet into the open segment (pipeline thread); segments are still cut on
+        video keyframes, so audio before the first one is dropped. Never raises."""
+        seg = self._seg
+        if seg is None or seg.audio is not audio:
+            return
+        try:
+            seg.mux_audio(ea)
+            self.audio_packets += 1
+        except Exception as exc:  # noqa: BLE001 - as for video: an event and a retry, never a crash
+            self._failed(f"cannot write audio to {seg.path.name}: {exc}")
+            self._finish(seg)
+
     def _start(self, ep: EncodedPacket, encoder: Encoder) -> _OpenSegment | None:
         expected = int(encoder.bitrate_kbps * 1000 / 8 * self.segment_s * 1.5)
         if not self.has_room(expected):
@@ -178,7 +207,8 @@ class SegmentRecorder:
         self._seq += 1
         path = self.directory / f"{stamp(wall)}-{self._seq:05d}{SUFFIX[self.container_kind]}"
         try:
-            seg = _OpenSegment(path, self.container_kind, self.fragment_s, encoder, wall, ep.t_capture)
+            seg = _OpenSegment(path, self.container_kind, self.fragment_s, encoder, wall, ep.t_capture,
+                               self._audio)
         except Exception as exc:  # noqa: BLE001
             self._failed(f"cannot create {path}: {exc}")
             return None

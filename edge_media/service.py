@@ -111,6 +111,7 @@ class MediaService:
         self.sources: dict[str, FrameSource] = {}
         self.source_problems: dict[str, str] = {}
         self.doccam: DocumentCamera | None = None
+        self.audio: Any = None  # edge_media.audio.AudioSource when [media.audio] source is set
         self.pipeline: Pipeline | None = None
         self.recorder: SegmentRecorder | None = None
         self.push: Any = None
@@ -162,13 +163,18 @@ class MediaService:
                 continue
             src.open()
             self.sources[role] = src
+        if self.mcfg.audio.source:
+            from edge_media.audio import AudioSource
+
+            self.audio = AudioSource(self.mcfg.audio.source)
+            self.audio.open()  # a missing microphone shows in the state; the video goes on without it
         doccam_cfg = getattr(self.cfg.drivers, "doccam", None)
         if doccam_cfg is not None and self.mcfg.sources.doccam:
             self.doccam = DocumentCamera(doccam_cfg)
             self.doccam.open()
 
     def _new_pipeline(self) -> Pipeline:
-        p = Pipeline(self.sources, self.mcfg, emit=self.emit_threadsafe)
+        p = Pipeline(self.sources, self.mcfg, emit=self.emit_threadsafe, audio=self.audio)
         p.start()
         return p
 
@@ -243,6 +249,8 @@ class MediaService:
             await asyncio.to_thread(self.pipeline.stop)
         for src in self.sources.values():
             await asyncio.to_thread(src.close)
+        if self.audio is not None:
+            await asyncio.to_thread(self.audio.close)
         if self.doccam is not None:
             await asyncio.to_thread(self.doccam.close)
         self.bus.publish(STATE_TOPIC, {**self.state(), "running": False}, retain=True)
@@ -294,7 +302,8 @@ class MediaService:
                 "active_source": pstats.get("selector", {}).get("active"), "sources": sources,
                 "pipeline": pstats, "recording": self.recorder.stats() if self.recorder else None,
                 "uplink": uplink, "disk": disk,
-                "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0}
+                "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0,
+                **({"audio": self.audio.stats()} if self.audio is not None else {})}
 
     def publish_state(self) -> None:
         self.bus.publish(STATE_TOPIC, self.state(), retain=True)
