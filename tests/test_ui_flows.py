@@ -495,3 +495,36 @@ async def test_screen_changes_do_not_keep_dead_widgets_styles_alive(kiosk: Kiosk
             await kiosk.show(SAMPLES[name])
     live = sum(1 for _ in kiosk.app.screen.walk_children(with_self=True))
     assert StylesCache.get_inner_outer.cache_info().currsize <= 2 * live
+
+
+# --- every button is on the screen ------------------------------------------------------------------
+
+
+def _long_checklist(n: int) -> list[dict[str, Any]]:
+    return [{"doc_id": f"doc{i}", "name": {"zh-CN": f"材料{i}", "en": f"Document number {i}"}, "required": i < 3,
+             "status": "captured" if i % 2 else "missing", "requested_by_clerk": False, "note": None,
+             "image": None} for i in range(n)]
+
+
+@pytest.mark.parametrize("count", [2, 5, 8])
+async def test_a_long_checklist_pages_so_every_button_is_visible(kiosk: Kiosk, count: int):
+    """A villager cannot press what is below the screen's edge: the 30-row screen pages by height."""
+    state = copy.deepcopy(SAMPLES["documents"])
+    state["view"]["checklist"] = _long_checklist(count)
+    state["actions"] = ["capture", "call", "back", "end", "language"]
+    await kiosk.show(state, lang="en")
+    buttons = list(kiosk.app.screen.query(ChoiceButton))
+    height = kiosk.app.size.height
+    off_screen = [b.choice_label for b in buttons if b.region.bottom > height or b.region.height == 0]
+    assert off_screen == [], f"below row {height}: {off_screen}"
+    labels = " ".join(kiosk.buttons().values())
+    assert "Call a clerk" in labels
+    assert ("More" in labels) == (count > 4)
+
+
+async def test_the_rating_reasons_fit_and_no_reason_is_always_offered(kiosk: Kiosk):
+    await kiosk.show(SAMPLES["rating"], lang="en")
+    await kiosk.press("5")
+    buttons = list(kiosk.app.screen.query(ChoiceButton))
+    assert all(b.region.bottom <= kiosk.app.size.height for b in buttons)
+    assert kiosk.buttons()["1"] == "Submit without a reason"
