@@ -18,6 +18,13 @@ waiting ``settle_s`` between steps for the queue to react. A queue at or below `
 called ``send`` (the encoder's, so it can apply the step before its next frame) and emits
 ``media.push.adapted``. A resolution change is the encoder's to make; it then calls
 ``update_stream`` with the new stream so the push reopens its connection with the new parameters.
+
+Audio: after ``add_audio(encoder)`` (an ``AudioEncoder``, on the video's timeline) every connection
+carries a second, AAC stream and ``send_audio(packet)`` queues its packets in the same queue, in
+arrival order. They follow the video's fate: a dropped GOP takes the audio queued in its span with it,
+audio waits for the first keyframe like video does, and a (re)connect starts at a video keyframe and
+skips audio from before it. Both are shifted by the same origin (the first video DTS) in seconds, so
+they stay in sync. Adaptation counts video packets only; the queue bound counts all packets.
 """
 
 from __future__ import annotations
@@ -170,6 +177,8 @@ class LivePush:
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[QueuedPacket] = collections.deque()
         self._keys_queued = 0
+        self._audio_queued = 0
+        self._audio: Any = None  # an AudioEncoder after add_audio: connections then carry AAC too
         self._need_key = True
         self._generation = 0
         self._params: StreamParams | None = None
@@ -211,6 +220,11 @@ class LivePush:
                                         daemon=True)
         self._thread.start()
 
+    def add_audio(self, encoder: Any) -> None:
+        """Carry an AAC stream from ``encoder`` (``template``, ``extradata``, ``time_base``) beside the
+        video on every connection made from now on; feed it with ``send_audio``."""
+        self._audio = encoder
+
     def update_stream(self, stream_params: Any) -> None:
         """The encoder changed the stream (e.g. resolution): reconnect with it at its next keyframe."""
         self._set_params(StreamParams.of(stream_params))
@@ -239,6 +253,7 @@ class LivePush:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             depth = len(self._queue)
+            audio_depth = self._audio_queued
         conn = self._conn
         bytes_now = conn.bytes_sent if conn is not None else 0
         return {
@@ -249,6 +264,8 @@ class LivePush:
             "dropped": {k[5:]: v for k, v in self._counters.items() if k.startswith("drop.")},
             "level": self._level, "step": asdict(self._current) if self._current else None,
             "last_error": self._last_error,
+            **({"audio_queued": audio_depth, "audio_sent": self._counters["audio_packets"]}
+               if self._audio is not None else {}),
         }
 
     # --- the encoder's side --------------------------------------------------------------------
@@ -281,18 +298,47 @@ class LivePush:
                     return
             self._queue.append(item)
             self._keys_queued += key
-            depth = len(self._queue)
+            depth = len(self._queue) - self._audio_queued
             self._wake.notify()
         self._adapt(depth)
 
+    def send_audio(self, packet: Any) -> None:
+        """Queue a copy of an encoded AAC packet (pts in its ``time_base``, the video's timeline).
+        Ignored until ``add_audio``; never blocks, never raises for the network."""
+        if self._audio is None or self._thread is None or self._stopping.is_set():
+            return
+        if packet.pts is None or packet.time_base is None:
+            return
+        item = QueuedPacket(bytes(packet), packet.pts, packet.dts, packet.duration or 0, Fraction(packet.time_base),
+                            False, self._generation, audio=True)
+        with self._lock:
+            if self._need_key:
+                self._counters["drop.audio_waiting_keyframe"] += 1
+                return
+            if len(self._queue) >= self.queue_packets:
+                self._drop_oldest_gop()
+                if not self._queue:  # no keyframe left to start from: audio waits for the next one too
+                    self._need_key = True
+                    self._counters["drop.audio_waiting_keyframe"] += 1
+                    return
+            self._queue.append(item)
+            self._audio_queued += 1
+            self._wake.notify()
+
     # --- queue (caller holds the lock) ------------------------------------------------------------
 
+    def _pop(self) -> QueuedPacket:
+        head = self._queue.popleft()
+        self._keys_queued -= head.key
+        self._audio_queued -= head.audio
+        return head
+
     def _drop_oldest_gop(self) -> None:
+        """The head packet and everything up to the next video keyframe, audio in that span included."""
         q = self._queue
         dropped = 0
         while q:
-            head = q.popleft()
-            self._keys_queued -= head.key
+            self._pop()
             dropped += 1
             if q and q[0].key:
                 break
@@ -302,12 +348,12 @@ class LivePush:
         self._counters[f"drop.{why}"] += len(self._queue)
         self._queue.clear()
         self._keys_queued = 0
+        self._audio_queued = 0
 
     def _skip_to_newest_keyframe(self) -> None:
         q = self._queue
         while self._keys_queued > 1 or (q and not q[0].key):
-            head = q.popleft()
-            self._keys_queued -= head.key
+            self._pop()
             self._counters["drop.stale"] += 1
 
     # --- adaptation ------------------------------------------------------------------------------
@@ -390,9 +436,7 @@ class LivePush:
                 self._skip_to_newest_keyframe()
                 if not self._queue:
                     return None
-            item = self._queue.popleft()
-            self._keys_queued -= item.key
-            return item
+            return self._pop()
 
     def _run(self, stopping: threading.Event) -> None:
         """The sender thread. ``stopping`` is this run's own: a thread abandoned by ``stop()`` (blocked
@@ -407,7 +451,8 @@ class LivePush:
             params = self._params
             assert params is not None
             conn = Connection(self.target, params, connect_timeout_s=self.connect_timeout_s,
-                              write_timeout_s=self.write_timeout_s, send_buffer_bytes=self.send_buffer_bytes)
+                              write_timeout_s=self.write_timeout_s, send_buffer_bytes=self.send_buffer_bytes,
+                              audio=self._audio)
             self._conn = conn
             connected_at = None
             try:
@@ -461,7 +506,8 @@ class LivePush:
                 with self._lock:  # put it back: the next connection starts with it
                     self._queue.appendleft(item)
                     self._keys_queued += item.key
+                    self._audio_queued += item.audio
                 return True
             conn.send(item)
-            self._counters["packets"] += 1
+            self._counters["audio_packets" if item.audio else "packets"] += 1
         return False

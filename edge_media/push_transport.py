@@ -125,6 +125,7 @@ class QueuedPacket:
     time_base: Fraction
     key: bool
     generation: int
+    audio: bool = False  # an AAC packet beside the video (``key`` stays False: GOPs are the video's)
 
 
 class _SocketSink(io.RawIOBase):
@@ -169,12 +170,13 @@ class _SocketSink(io.RawIOBase):
 
 
 class Connection:
-    """One connection to the receiver: a muxer with one video stream. Used by the sender thread only,
+    """One connection to the receiver: a muxer with one video stream (and an AAC one with ``audio``). Used by the sender thread only,
     except ``abort()``, which any thread may call to make a blocked write fail at once."""
 
     def __init__(self, target: Target, params: Any, *, connect_timeout_s: float, write_timeout_s: float,
-                 send_buffer_bytes: int | None = None) -> None:
+                 send_buffer_bytes: int | None = None, audio: Any = None) -> None:
         self.target = target
+        self.audio = audio  # an AudioEncoder (template, extradata, time_base): adds an AAC stream
         self.send_buffer_bytes = send_buffer_bytes
         self.params = params
         self.connect_timeout_s = connect_timeout_s
@@ -183,6 +185,7 @@ class Connection:
         self._sink: _SocketSink | None = None
         self._container: Any = None
         self._stream: Any = None
+        self._audio_stream: Any = None
         self._origin: Fraction | None = None  # first DTS of this connection: timestamps start near 0
         self._ffmpeg_bytes = 0
         self.open_ = False
@@ -224,6 +227,11 @@ class Connection:
             p = self.params
             self._stream = self._container.add_mux_stream(p.codec, rate=p.rate, width=p.width, height=p.height)
             self._stream.time_base = p.time_base
+            if self.audio is not None:  # as the recorder adds it (segments.py)
+                astream = self._container.add_stream_from_template(self.audio.template, opaque=True)
+                astream.codec_context.extradata = self.audio.extradata
+                astream.time_base = self.audio.time_base
+                self._audio_stream = astream
         except (OSError, av.FFmpegError) as e:
             self.close()
             raise LinkDown(f"cannot reach {t.shown}: {e}") from e
@@ -236,16 +244,20 @@ class Connection:
         """Mux one packet (the first of a connection must be a keyframe). Raises ``LinkDown``."""
         import av
 
+        if item.audio and (self._audio_stream is None or self._origin is None):
+            return  # no audio track on this connection, or no video keyframe sent yet
         if self._origin is None:
             self._origin = (item.dts if item.dts is not None else item.pts or 0) * item.time_base
         shift = round(self._origin / item.time_base)
+        if item.audio and (item.pts or 0) < shift:
+            return  # audio from before this connection's first video frame: the timeline starts there
         pkt = av.Packet(item.data)
         pkt.time_base = item.time_base
         pkt.pts = None if item.pts is None else item.pts - shift
         pkt.dts = None if item.dts is None else item.dts - shift
         pkt.duration = item.duration
-        pkt.is_keyframe = item.key
-        pkt.stream = self._stream
+        pkt.is_keyframe = item.key or item.audio
+        pkt.stream = self._audio_stream if item.audio else self._stream
         try:
             self._container.mux(pkt)
         except LinkDown:

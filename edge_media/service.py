@@ -70,7 +70,8 @@ class PushOutput:
 
     The push starts at the first keyframe, when the encoder's stream parameters exist; a new encoder
     generation (an adaptation step that changed the size, a pipeline restart) is passed on with
-    ``update_stream``.
+    ``update_stream``. With a microphone, ``Pipeline.attach`` hands it the ``AudioEncoder``
+    (``add_audio``) and its packets (``write_audio``): the push then carries AAC beside the video.
     """
 
     def __init__(self, push: Any, on_error: Callable[[str], None] | None = None) -> None:
@@ -96,6 +97,13 @@ class PushOutput:
                 return
             self.generation = ep.generation
         self.push.send(ep.packet)
+
+    def add_audio(self, audio: Any) -> None:
+        self.push.add_audio(audio)
+
+    def write_audio(self, ea: Any, audio: Any) -> None:
+        if not self.failed and self.generation is not None:
+            self.push.send_audio(ea.packet)
 
 
 class MediaService:

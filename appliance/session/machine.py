@@ -609,7 +609,8 @@ class SessionMachine:
         remaining = self.config.idle_timeout_s - (self.clock.monotonic() - self.last_activity)
         if remaining > self.config.idle_warning_s:
             return None
-        return max(1, math.ceil(remaining))
+        # Tolerate float noise: 90 - (t0 + 76 - t0) can come out as 14.000000000001 for a large t0.
+        return max(1, math.ceil(remaining - 1e-6))
 
     def actions(self) -> list[str]:
         """The intents accepted now, in the order the UI shows them (number keys follow this order)."""
