@@ -67,8 +67,14 @@ def parse_expiry(value: Any) -> float:
 
 
 class CommandDispatcher:
-    def __init__(self, outbox: Outbox, send: Reply, emit: Callable[[str, dict[str, Any]], Awaitable[None]],
-                 *, retention_s: float = 7 * 86400) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        send: Reply,
+        emit: Callable[[str, dict[str, Any]], Awaitable[None]],
+        *,
+        retention_s: float = 7 * 86400,
+    ) -> None:
         self._outbox = outbox
         self._send = send
         self._emit = emit
@@ -76,7 +82,14 @@ class CommandDispatcher:
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.retention_s = retention_s
-        self.counts = {"received": 0, "duplicates": 0, "expired": 0, "malformed": 0, "unknown": 0, "failed": 0}
+        self.counts = {
+            "received": 0,
+            "duplicates": 0,
+            "expired": 0,
+            "malformed": 0,
+            "unknown": 0,
+            "failed": 0,
+        }
 
     def register(self, name: str, handler: Handler) -> None:
         if not NAME.match(name):
@@ -98,19 +111,31 @@ class CommandDispatcher:
         if not response_topic:
             # Without a Response Topic nobody can learn the outcome; running it blind is worse.
             self.counts["malformed"] += 1
-            log.warning("command %s without a Response Topic ignored (MQTT 5 request/response required)",
-                        name[:64])
+            log.warning(
+                "command %s without a Response Topic ignored (MQTT 5 request/response required)", name[:64]
+            )
             return
 
-        async def reply(status: int, body: dict[str, Any], cid: str | None, store: bool = True,
-                        personal: bool = False) -> None:
+        async def reply(
+            status: int, body: dict[str, Any], cid: str | None, store: bool = True, personal: bool = False
+        ) -> None:
             payload = dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
             if store and cid is not None:
                 # A reply carrying personal data (a handler marked ``personal_reply``, e.g. a villager's
                 # identity or document chunk) is never written to disk: its repeat gets 410 instead.
-                kept = payload if not personal else dumps({
-                    "status": 410, "error": "the first reply carried personal data and was not kept; "
-                    "send the request again with a new id", **({"id": cid} if cid else {}), "name": name})
+                kept = (
+                    payload
+                    if not personal
+                    else dumps(
+                        {
+                            "status": 410,
+                            "error": "the first reply carried personal data and was not kept; "
+                            "send the request again with a new id",
+                            **({"id": cid} if cid else {}),
+                            "name": name,
+                        }
+                    )
+                )
                 await self._outbox.command_finish(cid, name, kept)
             await self._send(response_topic, payload, corr)
 
@@ -138,8 +163,14 @@ class CommandDispatcher:
                 elif cid in self._running:
                     await reply(202, {"detail": "already running"}, cid, store=False)
                 else:
-                    await reply(500, {"error": "interrupted: the appliance restarted while this command ran; "
-                                               "it was not run again"}, cid)
+                    await reply(
+                        500,
+                        {
+                            "error": "interrupted: the appliance restarted while this command ran; "
+                            "it was not run again"
+                        },
+                        cid,
+                    )
                 return
 
         if not NAME.match(name) or name not in self._handlers:
@@ -154,8 +185,9 @@ class CommandDispatcher:
             return
         if expires is not None and time.time() > expires:
             self.counts["expired"] += 1
-            await reply(410, {"error": "expired before it reached the device; not run",
-                              "expired_at": expires}, cid)
+            await reply(
+                410, {"error": "expired before it reached the device; not run", "expired_at": expires}, cid
+            )
             return
 
         if cid is not None:
@@ -185,8 +217,12 @@ class CommandDispatcher:
                 if result.then is not None:
                     self._spawn(self._finish_later(name, cid, result.then))
             else:
-                await reply(200, result or {}, cid,
-                            personal=bool(getattr(self._handlers[name], "personal_reply", False)))
+                await reply(
+                    200,
+                    result or {},
+                    cid,
+                    personal=bool(getattr(self._handlers[name], "personal_reply", False)),
+                )
         finally:
             if cid is not None:
                 self._running.discard(cid)
@@ -196,7 +232,9 @@ class CommandDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish_later(self, name: str, cid: str | None, then: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    async def _finish_later(
+        self, name: str, cid: str | None, then: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> None:
         try:
             body = await then()
             status, extra = 200, body or {}
@@ -209,4 +247,3 @@ class CommandDispatcher:
 
     async def prune(self) -> int:
         return await self._outbox.command_prune(self.retention_s)
-

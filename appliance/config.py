@@ -33,8 +33,6 @@ REGION_DIGITS = (2, 4, 6, 9, 12)
 REGION_LEVELS = ("province", "city", "county", "township", "village")
 
 
-
-
 class DeviceConfig(Strict):
     id: str = Field(description="[A-Za-z0-9_-], 1-64 characters, unique in the fleet")
     name: str = Field(min_length=1, max_length=128)
@@ -54,7 +52,9 @@ class DeviceConfig(Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for level, code, digits, parent in zip(REGION_LEVELS, v, REGION_DIGITS, ("",) + tuple(v), strict=False):
+        for level, code, digits, parent in zip(
+            REGION_LEVELS, v, REGION_DIGITS, ("",) + tuple(v), strict=False
+        ):
             if not (code.isascii() and code.isdigit() and len(code) == digits):
                 raise ValueError(f"{level} code {code!r} must be {digits} digits")
             if not code.startswith(parent):
@@ -79,8 +79,9 @@ class FleetConfig(Strict):
     password: SecretStr | None = None
     reconnect_base_s: float = Field(1.0, gt=0, le=60)
     reconnect_cap_s: float = Field(300.0, gt=0, le=3600)
-    initial_delay_max_s: float = Field(5.0, ge=0, le=600,
-                                       description="random delay before the first connect (fleet spread)")
+    initial_delay_max_s: float = Field(
+        5.0, ge=0, le=600, description="random delay before the first connect (fleet spread)"
+    )
     drain_rate_per_s: float = Field(2000.0, gt=0, description="cap on backlog publishing after an outage")
     max_inflight: int = Field(256, ge=1, le=65535)
 
@@ -237,4 +238,3 @@ def redacted(cfg: KioskConfig) -> dict[str, Any]:
         return v
 
     return walk(cfg.model_dump(mode="python"))
-

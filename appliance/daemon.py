@@ -113,7 +113,9 @@ class Appliance:
     def publish_state(self, name: str, state: dict[str, Any] | None) -> None:
         self.bus.publish(f"{STATE_PREFIX}/{name}", b"" if state is None else dumps(state), qos=1, retain=True)
 
-    def publish_local(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+    def publish_local(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         self.bus.publish(topic, payload, qos=qos, retain=retain)
 
     def subscribe_local(self, topic_filter: str, handler: BusHandler) -> None:
@@ -122,8 +124,9 @@ class Appliance:
     def register_rpc(self, service: str, handlers: Mapping[str, CommandHandler]) -> None:
         self.bus.serve(service, handlers)
 
-    async def call_rpc(self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
-                       ) -> dict[str, Any]:
+    async def call_rpc(
+        self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict[str, Any]:
         return await self.bus.call(service, method, params, timeout_s)
 
     @property
@@ -140,28 +143,57 @@ class Appliance:
             try:
                 return config_mod.load(self.config_path, overlay=self.desired.overlay)
             except ConfigError as exc:
-                log.error("config: the platform's desired v%d no longer fits the local file; running without "
-                          "it:\n%s", self.desired.version, exc)
+                log.error(
+                    "config: the platform's desired v%d no longer fits the local file; running without "
+                    "it:\n%s",
+                    self.desired.version,
+                    exc,
+                )
         return base
 
     async def start(self) -> None:
         self.config = self._load_config()
         cfg = self.config
         self.tail = logs.setup(cfg.logging.level, cfg.logging.tail_lines)
-        log.info("kiosk-appliance %s starting: device %s (%s, %s), config %s", __version__, cfg.device.id,
-                 cfg.device.name, cfg.device.role, self.config_path)
+        log.info(
+            "kiosk-appliance %s starting: device %s (%s, %s), config %s",
+            __version__,
+            cfg.device.id,
+            cfg.device.name,
+            cfg.device.role,
+            self.config_path,
+        )
         cfg.storage.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = await Outbox.open(cfg.storage.data_dir / "outbox.sqlite3",
-                                        quota_bytes=int(cfg.storage.outbox_quota_mb * 1e6),
-                                        clock_synced=sysinfo.clock_synced)
-        self.bus = LocalBus(cfg.bus.host, cfg.bus.port, client_id=f"appliance-{cfg.device.id}", name="bus",
-                            will=(APPLIANCE_STATE, {"state": "lost", "boot_id": self.boot_id}))
-        self.dispatcher = CommandDispatcher(self.outbox, self._send_reply, self.emit,
-                                            retention_s=cfg.storage.command_retention_days * 86400)
-        self.fleet = FleetLink(cfg, self.outbox, boot_id=self.boot_id, birth=self.birth,
-                               on_command=self._on_command, on_desired=self._on_desired)
-        self.intake = EventIntake(cfg.bus.host, cfg.bus.port, client_id=f"appliance-intake-{cfg.device.id}",
-                                  record=self._record_local, reject=self._reject_local)
+        self.outbox = await Outbox.open(
+            cfg.storage.data_dir / "outbox.sqlite3",
+            quota_bytes=int(cfg.storage.outbox_quota_mb * 1e6),
+            clock_synced=sysinfo.clock_synced,
+        )
+        self.bus = LocalBus(
+            cfg.bus.host,
+            cfg.bus.port,
+            client_id=f"appliance-{cfg.device.id}",
+            name="bus",
+            will=(APPLIANCE_STATE, {"state": "lost", "boot_id": self.boot_id}),
+        )
+        self.dispatcher = CommandDispatcher(
+            self.outbox, self._send_reply, self.emit, retention_s=cfg.storage.command_retention_days * 86400
+        )
+        self.fleet = FleetLink(
+            cfg,
+            self.outbox,
+            boot_id=self.boot_id,
+            birth=self.birth,
+            on_command=self._on_command,
+            on_desired=self._on_desired,
+        )
+        self.intake = EventIntake(
+            cfg.bus.host,
+            cfg.bus.port,
+            client_id=f"appliance-intake-{cfg.device.id}",
+            record=self._record_local,
+            reject=self._reject_local,
+        )
         self._register_builtins()
         await self.bus.start(wait_s=2.0)
         self._tasks.append(self.intake.start())
@@ -172,10 +204,26 @@ class Appliance:
         # Producers and the UI learn here that events are being taken durably again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.subscribed.wait(), 5.0)
-        self.bus.publish(APPLIANCE_STATE, {"state": "ready", "boot_id": self.boot_id, "pid": os.getpid(),
-                                           "since": round(time.time(), 3), "firmware": __version__}, retain=True)
-        await self.emit("device.started", {"firmware": __version__, "boot_id": self.boot_id,
-                                           "role": cfg.device.role, "config_version": self.desired.version})
+        self.bus.publish(
+            APPLIANCE_STATE,
+            {
+                "state": "ready",
+                "boot_id": self.boot_id,
+                "pid": os.getpid(),
+                "since": round(time.time(), 3),
+                "firmware": __version__,
+            },
+            retain=True,
+        )
+        await self.emit(
+            "device.started",
+            {
+                "firmware": __version__,
+                "boot_id": self.boot_id,
+                "role": cfg.device.role,
+                "config_version": self.desired.version,
+            },
+        )
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_s:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
@@ -217,8 +265,12 @@ class Appliance:
         for t in self._tasks:
             t.cancel()
         await self.intake.stop()
-        await self.bus.stop(final=(APPLIANCE_STATE, {"state": "stopped", "boot_id": self.boot_id,
-                                                     "since": round(time.time(), 3)}))
+        await self.bus.stop(
+            final=(
+                APPLIANCE_STATE,
+                {"state": "stopped", "boot_id": self.boot_id, "since": round(time.time(), 3)},
+            )
+        )
         await self.outbox.close()
         log.info("stopped")
 
@@ -291,8 +343,14 @@ class Appliance:
             version, overlay = parse_desired(msg.payload)
         except ValueError as exc:
             log.warning("config/desired rejected: %s", exc)
-            await self._report({"version": None, "result": "rejected", "errors": [str(exc)],
-                                "running_version": self.desired.version})
+            await self._report(
+                {
+                    "version": None,
+                    "result": "rejected",
+                    "errors": [str(exc)],
+                    "running_version": self.desired.version,
+                }
+            )
             return
         if version <= self.desired.version:
             if version < self.desired.version:
@@ -301,23 +359,44 @@ class Appliance:
         new, errors, changed = evaluate(self.config_path, self.config, version, overlay)
         if new is None:
             log.warning("config/desired v%d rejected:\n  %s", version, "\n  ".join(errors))
-            await self._report({"version": version, "result": "rejected", "errors": errors,
-                                "running_version": self.desired.version})
+            await self._report(
+                {
+                    "version": version,
+                    "result": "rejected",
+                    "errors": errors,
+                    "running_version": self.desired.version,
+                }
+            )
             await self.emit("config.rejected", {"version": version, "errors": errors[:20]})
             return
         restart = await self._apply(new)
-        report = {"version": version, "result": "pending_restart" if restart else "applied", "errors": [],
-                  "changed": changed, "restart_required": restart}
+        report = {
+            "version": version,
+            "result": "pending_restart" if restart else "applied",
+            "errors": [],
+            "changed": changed,
+            "restart_required": restart,
+        }
         try:
             self.desired.save(version, overlay, report)
         except OSError as exc:
             log.error("config/desired v%d could not be stored: %s", version, exc)
-            await self._report({"version": version, "result": "failed", "errors": [f"storage: {exc}"],
-                                "running_version": self.desired.version})
+            await self._report(
+                {
+                    "version": version,
+                    "result": "failed",
+                    "errors": [f"storage: {exc}"],
+                    "running_version": self.desired.version,
+                }
+            )
             return
-        log.info("config/desired v%d %s (changed: %s)", version, report["result"], ", ".join(changed) or "none")
+        log.info(
+            "config/desired v%d %s (changed: %s)", version, report["result"], ", ".join(changed) or "none"
+        )
         await self._report(report)
-        await self.emit("config.applied", {"version": version, "changed": changed, "restart_required": restart})
+        await self.emit(
+            "config.applied", {"version": version, "changed": changed, "restart_required": restart}
+        )
         await self.fleet.rebirth()
 
     async def _report(self, report: dict[str, Any]) -> None:
@@ -345,9 +424,14 @@ class Appliance:
         return {"pong": True, "epoch": self.outbox.epoch, "ts": round(time.time(), 3)}
 
     async def _cmd_status(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"health": self.health_summary(), "uptime_s": round(time.monotonic() - self.started_mono, 1),
-                "outbox": {"depth": self.outbox.depth, "oldest_age_s": await self.outbox.oldest_age_s()},
-                "config_version": self.desired.version, "epoch": self.outbox.epoch, "firmware": __version__}
+        return {
+            "health": self.health_summary(),
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "outbox": {"depth": self.outbox.depth, "oldest_age_s": await self.outbox.oldest_age_s()},
+            "config_version": self.desired.version,
+            "epoch": self.outbox.epoch,
+            "firmware": __version__,
+        }
 
     async def _cmd_rebirth(self, params: dict[str, Any]) -> dict[str, Any]:
         if not await self.fleet.rebirth():
@@ -399,11 +483,18 @@ class Appliance:
 
     def health_map(self) -> dict[str, Health]:
         out: dict[str, Health] = {
-            "fleet": Health(HealthStatus.OK) if self.fleet.connected
-            else Health(HealthStatus.DEGRADED, f"central broker unreachable: {self.fleet.last_error or 'connecting'}"),
-            "local_bus": Health(HealthStatus.OK) if self.bus.connected
-            else Health(HealthStatus.DEGRADED, f"local mosquitto {self.config.bus.host}:{self.config.bus.port} "
-                                                "not answering: check the mosquitto service"),
+            "fleet": Health(HealthStatus.OK)
+            if self.fleet.connected
+            else Health(
+                HealthStatus.DEGRADED, f"central broker unreachable: {self.fleet.last_error or 'connecting'}"
+            ),
+            "local_bus": Health(HealthStatus.OK)
+            if self.bus.connected
+            else Health(
+                HealthStatus.DEGRADED,
+                f"local mosquitto {self.config.bus.host}:{self.config.bus.port} "
+                "not answering: check the mosquitto service",
+            ),
         }
         for spec, err in self._subsystem_errors.items():
             out[spec.split(":")[1]] = Health(HealthStatus.DEGRADED, err)
@@ -435,11 +526,20 @@ class Appliance:
             with contextlib.suppress(Exception):
                 caps += sub.capabilities()
         return {
-            "epoch": self.outbox.epoch, "boot_id": self.boot_id, "firmware": __version__,
-            "device": {"id": cfg.device.id, "name": cfg.device.name, "role": cfg.device.role,
-                       "region": list(cfg.device.region)},
-            "drivers": self.inventory(), "capabilities": sorted(set(caps)), "commands": self.dispatcher.names,
-            "config_version": self.desired.version, "time_synced": sysinfo.clock_synced(),
+            "epoch": self.outbox.epoch,
+            "boot_id": self.boot_id,
+            "firmware": __version__,
+            "device": {
+                "id": cfg.device.id,
+                "name": cfg.device.name,
+                "role": cfg.device.role,
+                "region": list(cfg.device.region),
+            },
+            "drivers": self.inventory(),
+            "capabilities": sorted(set(caps)),
+            "commands": self.dispatcher.names,
+            "config_version": self.desired.version,
+            "time_synced": sysinfo.clock_synced(),
             "ts": round(time.time(), 3),
         }
 
@@ -452,18 +552,31 @@ class Appliance:
                 if extra:
                     subs[sub.name] = extra
         return {
-            "ts": sysinfo.now_ts(), "epoch": self.outbox.epoch,
-            "cpu_percent": self._cpu.percent(), "load": sysinfo.loadavg(), "memory": sysinfo.memory(),
-            "rss_bytes": sysinfo.rss_bytes(), "disk": sysinfo.disk(cfg.storage.data_dir),
-            "soc_temp_c": sysinfo.soc_temperature_c(), "uptime_s": sysinfo.uptime_s(),
+            "ts": sysinfo.now_ts(),
+            "epoch": self.outbox.epoch,
+            "cpu_percent": self._cpu.percent(),
+            "load": sysinfo.loadavg(),
+            "memory": sysinfo.memory(),
+            "rss_bytes": sysinfo.rss_bytes(),
+            "disk": sysinfo.disk(cfg.storage.data_dir),
+            "soc_temp_c": sysinfo.soc_temperature_c(),
+            "uptime_s": sysinfo.uptime_s(),
             "appliance_uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "outbox": {"depth": self.outbox.depth, "oldest_age_s": await self.outbox.oldest_age_s(),
-                       "bytes": self.outbox.stored_bytes, "quota_bytes": self.outbox.quota_bytes,
-                       "telemetry_stored": self.outbox.telemetry_depth},
-            "dropped": {"events": self.outbox.dropped_events, "telemetry": self.outbox.dropped_telemetry,
-                        "local_rejected": self.rejected_local},
+            "outbox": {
+                "depth": self.outbox.depth,
+                "oldest_age_s": await self.outbox.oldest_age_s(),
+                "bytes": self.outbox.stored_bytes,
+                "quota_bytes": self.outbox.quota_bytes,
+                "telemetry_stored": self.outbox.telemetry_depth,
+            },
+            "dropped": {
+                "events": self.outbox.dropped_events,
+                "telemetry": self.outbox.dropped_telemetry,
+                "local_rejected": self.rejected_local,
+            },
             "commands": dict(self.dispatcher.counts),
-            "peripherals": self.health_summary(), **({"subsystems": subs} if subs else {}),
+            "peripherals": self.health_summary(),
+            **({"subsystems": subs} if subs else {}),
         }
 
     async def _telemetry_loop(self) -> None:
@@ -522,4 +635,3 @@ def main(config_path: str | None = None) -> int:
         log.error("%s", exc)
         return 74  # EX_IOERR
     return 0
-

@@ -108,8 +108,13 @@ class Demo:
 
     def spawn(self, name: str, *args: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(self.kiosk(*args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            self.kiosk(*args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         self.procs.append((name, proc))
 
@@ -122,7 +127,9 @@ class Demo:
             config_mod.load(self.config)
         except config_mod.ConfigError:
             # A build without some simulators: run the kiosk core alone rather than not at all.
-            self.config.write_text(demo_config(self.broker.port, self.dir / "data").replace(DEMO_HARDWARE, ""))
+            self.config.write_text(
+                demo_config(self.broker.port, self.dir / "data").replace(DEMO_HARDWARE, "")
+            )
         self.spawn("appliance", "run")
         if _has("edge_media.service"):
             self.spawn("media", "media", "run")
@@ -203,8 +210,10 @@ def main(args: argparse.Namespace) -> int:
             while deadline is None or time.monotonic() < deadline:
                 for name, proc in demo.procs:
                     if proc.poll() is not None:
-                        print(f"demo: {name} exited with {proc.returncode}; see {demo.dir}/{name}.log",
-                              file=sys.stderr)
+                        print(
+                            f"demo: {name} exited with {proc.returncode}; see {demo.dir}/{name}.log",
+                            file=sys.stderr,
+                        )
                         return 1
                 time.sleep(0.2)
             return 0

@@ -26,8 +26,13 @@ log = logging.getLogger("kiosk.config")
 
 LOCKED = ("device.id", "device.region", "storage.data_dir", "bus")
 # Keys the running daemon applies without a restart (subsystems add their own via reconfigure()).
-HOT = ("logging.level", "fleet.telemetry_interval_s", "fleet.drain_rate_per_s", "storage.outbox_quota_mb",
-       "storage.command_retention_days")
+HOT = (
+    "logging.level",
+    "fleet.telemetry_interval_s",
+    "fleet.drain_rate_per_s",
+    "storage.outbox_quota_mb",
+    "storage.command_retention_days",
+)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -42,7 +47,6 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: KioskConfig, new: KioskConfig) -> list[str]:
     a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
 
 
 class DesiredStore:
@@ -86,12 +90,17 @@ def parse_desired(payload: bytes) -> tuple[int, dict[str, Any]]:
     return version, cfg
 
 
-def evaluate(base_path: Path, current: KioskConfig, version: int, overlay: dict[str, Any]
-             ) -> tuple[KioskConfig | None, list[str], list[str]]:
+def evaluate(
+    base_path: Path, current: KioskConfig, version: int, overlay: dict[str, Any]
+) -> tuple[KioskConfig | None, list[str], list[str]]:
     """Validate an overlay. Returns (new config or None, errors, changed keys)."""
     touched = flatten(overlay)
-    errors = [f"{k}: may not be changed remotely" for k in touched
-              for locked in LOCKED if k == locked or k.startswith(locked + ".")]
+    errors = [
+        f"{k}: may not be changed remotely"
+        for k in touched
+        for locked in LOCKED
+        if k == locked or k.startswith(locked + ".")
+    ]
     if errors:
         return None, errors, []
     try:

@@ -53,8 +53,6 @@ class TokenBucket:
             await asyncio.sleep((n - self._tokens) / self.rate)
 
 
-
-
 class FleetLink:
     def __init__(
         self,
@@ -76,7 +74,11 @@ class FleetLink:
         self.root = root
         self.t_state, self.t_birth = f"{root}/state", f"{root}/birth"
         self.t_telemetry, self.t_event = f"{root}/telemetry", f"{root}/event"
-        self.t_cmd, self.t_desired, self.t_reported = f"{root}/cmd/", f"{root}/config/desired", f"{root}/config/reported"
+        self.t_cmd, self.t_desired, self.t_reported = (
+            f"{root}/cmd/",
+            f"{root}/config/desired",
+            f"{root}/config/reported",
+        )
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -119,8 +121,9 @@ class FleetLink:
             t.cancel()
 
     def _state(self, state: str) -> bytes:
-        return dumps({"state": state, "epoch": self.outbox.epoch, "ts": round(time.time(), 3),
-                      "boot_id": self.boot_id})
+        return dumps(
+            {"state": state, "epoch": self.outbox.epoch, "ts": round(time.time(), 3), "boot_id": self.boot_id}
+        )
 
     async def send_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
         """Send a command reply (QoS 1). Not queued in the outbox: a lost reply is recovered by the
@@ -130,8 +133,12 @@ class FleetLink:
             log.warning("reply to %s not sent: fleet link down (the platform may repeat the command)", topic)
             return
         try:
-            await asyncio.wait_for(conn.publish(topic, payload, qos=1,
-                                                properties=publish_properties(correlation_data=correlation)), 10)
+            await asyncio.wait_for(
+                conn.publish(
+                    topic, payload, qos=1, properties=publish_properties(correlation_data=correlation)
+                ),
+                10,
+            )
         except (LinkError, TimeoutError) as exc:
             log.warning("reply to %s not acknowledged: %s", topic, exc)
 
@@ -166,13 +173,25 @@ class FleetLink:
         f = self.cfg.fleet
         tls = None
         if f.tls is not None:
-            tls = Tls(ca=str(f.tls.ca), cert=str(f.tls.cert) if f.tls.cert else None,
-                      key=str(f.tls.key) if f.tls.key else None, handshake_timeout_s=f.tls.handshake_timeout_s)
+            tls = Tls(
+                ca=str(f.tls.ca),
+                cert=str(f.tls.cert) if f.tls.cert else None,
+                key=str(f.tls.key) if f.tls.key else None,
+                handshake_timeout_s=f.tls.handshake_timeout_s,
+            )
         return MqttConnection(
-            host=f.host, port=f.port, client_id=self.cfg.device.id, keepalive_s=f.keepalive_s,
-            clean_start=False, session_expiry_s=SESSION_EXPIRY_S, max_inflight=f.max_inflight,
-            will=Will(self.t_state, self._state("lost"), qos=1, retain=True), tls=tls,
-            username=f.username, password=f.password.get_secret_value() if f.password else None, name="fleet",
+            host=f.host,
+            port=f.port,
+            client_id=self.cfg.device.id,
+            keepalive_s=f.keepalive_s,
+            clean_start=False,
+            session_expiry_s=SESSION_EXPIRY_S,
+            max_inflight=f.max_inflight,
+            will=Will(self.t_state, self._state("lost"), qos=1, retain=True),
+            tls=tls,
+            username=f.username,
+            password=f.password.get_secret_value() if f.password else None,
+            name="fleet",
         )
 
     async def _run(self) -> None:
@@ -215,8 +234,11 @@ class FleetLink:
                 return
             delay = full_jitter(attempt, f.reconnect_base_s, f.reconnect_cap_s)
             attempt += 1
-            log.warning("fleet: disconnected (%s); reconnecting in %.1fs",
-                        conn.closed.result() if conn.closed and conn.closed.done() else "?", delay)
+            log.warning(
+                "fleet: disconnected (%s); reconnecting in %.1fs",
+                conn.closed.result() if conn.closed and conn.closed.done() else "?",
+                delay,
+            )
             await asyncio.sleep(delay)
 
     async def _session(self, conn: MqttConnection, epoch: int) -> None:
@@ -228,8 +250,14 @@ class FleetLink:
         await conn.publish(self.t_birth, dumps(self._birth()), qos=1, retain=True)
         self.connected_since = time.monotonic()
         self.first_online.set()
-        log.info("fleet: online at %s:%d as %s, epoch %d, outbox depth %d", self.cfg.fleet.host,
-                 self.cfg.fleet.port, self.root, epoch, self.outbox.depth)
+        log.info(
+            "fleet: online at %s:%d as %s, epoch %d, outbox depth %d",
+            self.cfg.fleet.host,
+            self.cfg.fleet.port,
+            self.root,
+            epoch,
+            self.outbox.depth,
+        )
         drain = asyncio.create_task(self._drain(conn, connected_at), name="fleet-drain")
         self._tasks.add(drain)
         drain.add_done_callback(self._tasks.discard)
@@ -250,7 +278,7 @@ class FleetLink:
 
     async def _dispatch(self, msg: Message) -> None:
         if msg.topic.startswith(self.t_cmd):
-            await self._on_command(msg.topic[len(self.t_cmd):], msg)
+            await self._on_command(msg.topic[len(self.t_cmd) :], msg)
         elif msg.topic == self.t_desired:
             await self._on_desired(msg)
         if msg.qos:

@@ -49,8 +49,10 @@ def parse_local_event(payload: bytes) -> tuple[str, dict[str, Any], str | None]:
         raise RejectedEvent(f"unknown field(s) {sorted(unknown)[:5]}; allowed: type, data, id, producer")
     etype = obj.get("type")
     if not isinstance(etype, str) or len(etype) > MAX_TYPE or not EVENT_TYPE.match(etype):
-        raise RejectedEvent(f"type must be dotted lower-case words like 'media.failover' (<= {MAX_TYPE} chars), "
-                            f"got {str(etype)[:80]!r}")
+        raise RejectedEvent(
+            f"type must be dotted lower-case words like 'media.failover' (<= {MAX_TYPE} chars), "
+            f"got {str(etype)[:80]!r}"
+        )
     data = obj.get("data", {})
     if not isinstance(data, dict):
         raise RejectedEvent(f"data must be a JSON object, got {type(data).__name__}")
@@ -67,8 +69,15 @@ def parse_local_event(payload: bytes) -> tuple[str, dict[str, Any], str | None]:
 
 
 class EventIntake:
-    def __init__(self, host: str, port: int, *, client_id: str, record: Record,
-                 reject: Callable[[str, int], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        record: Record,
+        reject: Callable[[str, int], Awaitable[None]],
+    ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self._record = record
         self._reject = reject
@@ -102,9 +111,17 @@ class EventIntake:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            conn = MqttConnection(host=self.host, port=self.port, client_id=self.client_id, keepalive_s=15,
-                                  clean_start=False, session_expiry_s=SESSION_EXPIRY_S, manual_ack=True,
-                                  receive_maximum=RECEIVE_MAXIMUM, name="intake")
+            conn = MqttConnection(
+                host=self.host,
+                port=self.port,
+                client_id=self.client_id,
+                keepalive_s=15,
+                clean_start=False,
+                session_expiry_s=SESSION_EXPIRY_S,
+                manual_ack=True,
+                receive_maximum=RECEIVE_MAXIMUM,
+                name="intake",
+            )
             try:
                 await conn.connect(timeout_s=5)
                 self._conn = conn

@@ -82,8 +82,15 @@ class LocalBus:
     must arrive (it waits for the broker's PUBACK, retrying across reconnects).
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str | None = None, name: str = "localbus",
-                 will: tuple[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str | None = None,
+        name: str = "localbus",
+        will: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
         """``will``: (topic, JSON) retained by the broker if this process dies without a clean stop."""
         self.host, self.port = host, port
         self._will = Will(will[0], dumps(will[1]), qos=1, retain=True) if will else None
@@ -136,8 +143,14 @@ class LocalBus:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            conn = MqttConnection(host=self.host, port=self.port, client_id=self.client_id,
-                                  keepalive_s=15, name=self.name, will=self._will)
+            conn = MqttConnection(
+                host=self.host,
+                port=self.port,
+                client_id=self.client_id,
+                keepalive_s=15,
+                name=self.name,
+                will=self._will,
+            )
             try:
                 await conn.connect(timeout_s=5)
                 self._conn = conn
@@ -151,8 +164,11 @@ class LocalBus:
                 log.info("%s: connected to local bus %s:%d", self.name, self.host, self.port)
                 async for msg in conn.messages():
                     self._dispatch(msg)
-                log.warning("%s: local bus connection lost (%s)", self.name, conn.closed.result()
-                            if conn.closed and conn.closed.done() else "?")
+                log.warning(
+                    "%s: local bus connection lost (%s)",
+                    self.name,
+                    conn.closed.result() if conn.closed and conn.closed.done() else "?",
+                )
             except LinkError as exc:
                 if attempt in (0, 5) or attempt % 20 == 0:
                     log.warning("%s: local bus %s:%d unavailable: %s", self.name, self.host, self.port, exc)
@@ -185,8 +201,9 @@ class LocalBus:
         elif not retain:
             log.debug("%s: local bus down, dropped message to %s", self.name, topic)
 
-    async def publish_event(self, type: str, data: dict[str, Any], *, id: str | None = None,
-                            timeout_s: float | None = None) -> str:
+    async def publish_event(
+        self, type: str, data: dict[str, Any], *, id: str | None = None, timeout_s: float | None = None
+    ) -> str:
         """Hand an event to the appliance; returns its id once the local broker has it (PUBACK).
 
         Retries across reconnects with the same id, so the appliance stores it exactly once.
@@ -217,8 +234,9 @@ class LocalBus:
             assert self._conn is not None
             self._spawn(self._conn.subscribe((f"{RPC_PREFIX}/{service}/+", 1)))
 
-    async def call(self, service: str, method: str, params: dict[str, Any] | None = None,
-                   timeout_s: float = 5.0) -> dict[str, Any]:
+    async def call(
+        self, service: str, method: str, params: dict[str, Any] | None = None, timeout_s: float = 5.0
+    ) -> dict[str, Any]:
         """Call ``service.method``; returns the reply body (status 200/202) or raises ``CommandError``."""
         try:
             await asyncio.wait_for(self._connected.wait(), timeout_s)
@@ -229,13 +247,19 @@ class LocalBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._calls[corr] = fut
         try:
-            self._conn.publish(f"{RPC_PREFIX}/{service}/{method}", dumps(params or {}), qos=1,
-                               properties=publish_properties(response_topic=self.reply_topic,
-                                                             correlation_data=corr, expiry_s=int(timeout_s) + 1))
+            self._conn.publish(
+                f"{RPC_PREFIX}/{service}/{method}",
+                dumps(params or {}),
+                qos=1,
+                properties=publish_properties(
+                    response_topic=self.reply_topic, correlation_data=corr, expiry_s=int(timeout_s) + 1
+                ),
+            )
             reply = await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
-            raise CommandError(504, f"{service}.{method}: no reply within {timeout_s}s "
-                                    f"(is the {service} process running?)") from None
+            raise CommandError(
+                504, f"{service}.{method}: no reply within {timeout_s}s (is the {service} process running?)"
+            ) from None
         finally:
             self._calls.pop(corr, None)
         status = int(reply.get("status", 500))
@@ -280,8 +304,11 @@ class LocalBus:
         reply: dict[str, Any]
         handler = self._rpc[service].get(method)
         if handler is None:
-            reply = {"status": 404, "error": f"unknown method {service}.{method}",
-                     "methods": sorted(self._rpc[service])}
+            reply = {
+                "status": 404,
+                "error": f"unknown method {service}.{method}",
+                "methods": sorted(self._rpc[service]),
+            }
         else:
             try:
                 params = decode_json_object(msg.payload, "request") if msg.payload else {}
@@ -298,5 +325,9 @@ class LocalBus:
                 reply = {"status": 500, "error": f"internal error: {exc!r}"}
         if msg.response_topic and self._conn is not None and self._conn.connected:
             with contextlib.suppress(KioskError):
-                self._conn.publish(msg.response_topic, dumps(reply), qos=1,
-                                   properties=publish_properties(correlation_data=msg.correlation_data))
+                self._conn.publish(
+                    msg.response_topic,
+                    dumps(reply),
+                    qos=1,
+                    properties=publish_properties(correlation_data=msg.correlation_data),
+                )

@@ -40,8 +40,15 @@ def free_port() -> int:
 class Mosquitto:
     """A local mosquitto. ``persistent=True`` keeps retained messages and sessions across restarts."""
 
-    def __init__(self, *, port: int | None = None, persistent: bool = True, workdir: str | Path | None = None,
-                 extra_config: str = "", name: str = "broker") -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        persistent: bool = True,
+        workdir: str | Path | None = None,
+        extra_config: str = "",
+        name: str = "broker",
+    ) -> None:
         self.port = port or free_port()
         self.name = name
         self._own_dir = workdir is None
@@ -92,15 +99,21 @@ class Mosquitto:
             return self
         self._write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.config_path)], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited with {self.proc.returncode}: "
-                                  f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise BrokerError(
+                    f"mosquitto exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self

@@ -84,7 +84,10 @@ class Message:
 
 
 def publish_properties(
-    *, response_topic: str | None = None, correlation_data: bytes | None = None, expiry_s: int | None = None,
+    *,
+    response_topic: str | None = None,
+    correlation_data: bytes | None = None,
+    expiry_s: int | None = None,
     content_type: str | None = "application/json",
 ) -> Properties:
     props = Properties(PacketTypes.PUBLISH)
@@ -139,11 +142,13 @@ class MqttConnection:
         if username is not None:
             self._client.username_pw_set(username, password)
         if tls is not None:
-            self._client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
-                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self._client.tls_set(
+                ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
         if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain,
-                                  properties=publish_properties())
+            self._client.will_set(
+                will.topic, will.payload, qos=will.qos, retain=will.retain, properties=publish_properties()
+            )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -187,7 +192,10 @@ class MqttConnection:
                 self._loop.run_in_executor(
                     None,
                     lambda: self._client.connect(
-                        self.host, self.port, keepalive=self._keepalive, clean_start=self._clean_start,
+                        self.host,
+                        self.port,
+                        keepalive=self._keepalive,
+                        clean_start=self._clean_start,
                         properties=props,
                     ),
                 ),
@@ -202,12 +210,16 @@ class MqttConnection:
             return await asyncio.wait_for(asyncio.shield(self._connack), timeout_s)
         except TimeoutError as exc:
             self._teardown("no CONNACK")
-            raise LinkError(f"{self.name}: no CONNACK from {self.host}:{self.port} within {timeout_s}s") from exc
+            raise LinkError(
+                f"{self.name}: no CONNACK from {self.host}:{self.port} within {timeout_s}s"
+            ) from exc
         except LinkError:
             self._teardown("refused")
             raise
 
-    async def close(self, *, publish_first: tuple[str, bytes, bool] | None = None, timeout_s: float = 2.0) -> None:
+    async def close(
+        self, *, publish_first: tuple[str, bytes, bool] | None = None, timeout_s: float = 2.0
+    ) -> None:
         """Disconnect cleanly (DISCONNECT reason 0, so the broker does not send the Will).
 
         ``publish_first`` is an optional (topic, payload, retain) sent with QoS 1 and awaited before.
@@ -230,13 +242,25 @@ class MqttConnection:
 
     @property
     def connected(self) -> bool:
-        return self.closed is not None and not self.closed.done() and self._connack is not None \
-            and self._connack.done() and not self._connack.exception()
+        return (
+            self.closed is not None
+            and not self.closed.done()
+            and self._connack is not None
+            and self._connack.done()
+            and not self._connack.exception()
+        )
 
     # --- operations --------------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
-                properties: Properties | None = None) -> asyncio.Future[None]:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> asyncio.Future[None]:
         """Send a PUBLISH. The future completes on PUBACK (QoS 1) or once written (QoS 0)."""
         if not self.connected:
             raise NotConnected(f"{self.name}: not connected")
@@ -303,8 +327,14 @@ class MqttConnection:
         self._teardown(f"disconnected: {reason_code}")
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:  # noqa: ANN001
-        message = Message(topic=msg.topic, payload=msg.payload, qos=msg.qos, retain=bool(msg.retain),
-                          mid=msg.mid, properties=getattr(msg, "properties", None))
+        message = Message(
+            topic=msg.topic,
+            payload=msg.payload,
+            qos=msg.qos,
+            retain=bool(msg.retain),
+            mid=msg.mid,
+            properties=getattr(msg, "properties", None),
+        )
         if msg.qos > 0 and self._manual_ack:
             mid, qos = msg.mid, msg.qos
             self._outstanding += 1
@@ -322,7 +352,9 @@ class MqttConnection:
         except asyncio.QueueFull:
             self.dropped_incoming += 1
             if self.dropped_incoming in (1, 10, 100) or self.dropped_incoming % 1000 == 0:
-                log.warning("%s: incoming queue full, dropped %d message(s)", self.name, self.dropped_incoming)
+                log.warning(
+                    "%s: incoming queue full, dropped %d message(s)", self.name, self.dropped_incoming
+                )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
         fut = self._pending.pop(mid, None)
@@ -376,8 +408,13 @@ class MqttConnection:
         self._service_write()
         # Never pause while a SUBACK is awaited: a resumed session floods queued messages before it,
         # and the caller only starts consuming once subscribe() returns.
-        if (not self._paused and self._load() >= self._high and not self._subacks and self._loop is not None
-                and self._sock is not None):
+        if (
+            not self._paused
+            and self._load() >= self._high
+            and not self._subacks
+            and self._loop is not None
+            and self._sock is not None
+        ):
             self._loop.remove_reader(self._sock)
             self._paused = True
 

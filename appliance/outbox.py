@@ -148,8 +148,10 @@ class Outbox:
         """Re-derive the cached sizes from the database (after open or a failed transaction)."""
         assert self._db is not None
         db = self._db
-        self.stored_bytes = (db.execute("SELECT COALESCE(SUM(size),0) FROM events").fetchone()[0]
-                             + db.execute("SELECT COALESCE(SUM(size),0) FROM telemetry").fetchone()[0])
+        self.stored_bytes = (
+            db.execute("SELECT COALESCE(SUM(size),0) FROM events").fetchone()[0]
+            + db.execute("SELECT COALESCE(SUM(size),0) FROM telemetry").fetchone()[0]
+        )
         self.depth = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         self.telemetry_depth = db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
 
@@ -187,7 +189,9 @@ class Outbox:
 
     # --- appending ---------------------------------------------------------------------------------
 
-    async def append(self, type: str, data: dict[str, Any] | str, *, producer_id: str | None = None) -> int | None:
+    async def append(
+        self, type: str, data: dict[str, Any] | str, *, producer_id: str | None = None
+    ) -> int | None:
         """Store one event durably; returns its seq, or None if ``producer_id`` was stored before.
 
         Returns only after the transaction holding it is committed (fsynced).
@@ -195,8 +199,9 @@ class Outbox:
         assert self._loop is not None
         text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         fut: asyncio.Future[int | None] = self._loop.create_future()
-        self._pending.append(_Pending(type, text, producer_id, time.time(), time.monotonic(),
-                                      bool(self._clock_synced()), fut))
+        self._pending.append(
+            _Pending(type, text, producer_id, time.time(), time.monotonic(), bool(self._clock_synced()), fut)
+        )
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.create_task(self._flush_soon())
@@ -222,7 +227,9 @@ class Outbox:
                 try:
                     seqs = await self._run(self._append_sync, batch)
                 except Exception as exc:  # noqa: BLE001 - each producer gets the typed error
-                    err = exc if isinstance(exc, StorageError) else StorageError(f"outbox write failed: {exc}")
+                    err = (
+                        exc if isinstance(exc, StorageError) else StorageError(f"outbox write failed: {exc}")
+                    )
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(err)
@@ -268,7 +275,9 @@ class Outbox:
             )
             seq = int(cur.lastrowid or 0)
             if p.producer_id is not None:
-                db.execute("INSERT INTO seen(producer_id, seq, wall) VALUES (?,?,?)", (p.producer_id, seq, p.wall))
+                db.execute(
+                    "INSERT INTO seen(producer_id, seq, wall) VALUES (?,?,?)", (p.producer_id, seq, p.wall)
+                )
             added += size
             out.append(seq)
         self.stored_bytes += added
@@ -322,16 +331,31 @@ class Outbox:
                 self.depth -= len(seqs)
                 self.dropped_events += len(seqs)
                 dropped_any = True
-                gap = {"kind": "event", "from_seq": seqs[0], "to_seq": seqs[-1], "count": len(seqs),
-                       "reason": reason}
+                gap = {
+                    "kind": "event",
+                    "from_seq": seqs[0],
+                    "to_seq": seqs[-1],
+                    "count": len(seqs),
+                    "reason": reason,
+                }
                 if any(earlier.values()):
                     gap["earlier_gaps"] = earlier
                 t_dropped += earlier["telemetry"]
-                self._gap(db, gap | {"telemetry_dropped": t_dropped, "events_dropped": len(seqs) + earlier["event"]})
+                self._gap(
+                    db, gap | {"telemetry_dropped": t_dropped, "events_dropped": len(seqs) + earlier["event"]}
+                )
                 t_dropped = 0
         if t_dropped:
-            self._gap(db, {"kind": "telemetry", "count": t_dropped, "reason": reason,
-                           "telemetry_dropped": t_dropped, "events_dropped": 0})
+            self._gap(
+                db,
+                {
+                    "kind": "telemetry",
+                    "count": t_dropped,
+                    "reason": reason,
+                    "telemetry_dropped": t_dropped,
+                    "events_dropped": 0,
+                },
+            )
         self.stored_bytes -= freed
         if not in_tx:
             db.execute("COMMIT")
@@ -342,8 +366,10 @@ class Outbox:
     def _gap(self, db: sqlite3.Connection, data: dict[str, Any]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         size = len(text) + 64
-        db.execute("INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
-                   (self.epoch, time.time(), time.monotonic(), int(bool(self._clock_synced())), "gap", text, size))
+        db.execute(
+            "INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
+            (self.epoch, time.time(), time.monotonic(), int(bool(self._clock_synced())), "gap", text, size),
+        )
         self.stored_bytes += size
         self.depth += 1
 
@@ -356,12 +382,16 @@ class Outbox:
             assert self._db is not None
             size = len(payload) + 32
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT INTO telemetry(wall, payload, size) VALUES (?,?,?)",
-                             (time.time(), payload.decode(), size))
+            self._db.execute(
+                "INSERT INTO telemetry(wall, payload, size) VALUES (?,?,?)",
+                (time.time(), payload.decode(), size),
+            )
             self.stored_bytes += size
             self.telemetry_depth += 1
             if self.stored_bytes > self.quota_bytes:
-                self._drop_oldest(self._db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True)
+                self._drop_oldest(
+                    self._db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True
+                )
             self._db.execute("COMMIT")
 
         await self._run(put)
@@ -370,7 +400,9 @@ class Outbox:
     async def telemetry_batch(self, limit: int) -> list[tuple[int, bytes]]:
         def get() -> list[tuple[int, bytes]]:
             assert self._db is not None
-            rows = self._db.execute("SELECT id, payload FROM telemetry ORDER BY id LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, payload FROM telemetry ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
             return [(r[0], r[1].encode()) for r in rows]
 
         return await self._run(get)
@@ -384,8 +416,9 @@ class Outbox:
             assert self._db is not None
             self._db.execute("BEGIN IMMEDIATE")
             q = ",".join("?" * len(ids))
-            freed = self._db.execute(f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM telemetry WHERE id IN ({q})",
-                                     ids).fetchone()
+            freed = self._db.execute(
+                f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM telemetry WHERE id IN ({q})", ids
+            ).fetchone()
             self._db.execute(f"DELETE FROM telemetry WHERE id IN ({q})", ids)
             self._db.execute("COMMIT")
             self.stored_bytes -= freed[0]
@@ -421,8 +454,9 @@ class Outbox:
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i : i + 500]
                 q = ",".join("?" * len(chunk))
-                row = self._db.execute(f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq IN ({q})",
-                                       chunk).fetchone()
+                row = self._db.execute(
+                    f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq IN ({q})", chunk
+                ).fetchone()
                 self._db.execute(f"DELETE FROM events WHERE seq IN ({q})", chunk)
                 freed += row[0]
                 count += row[1]
@@ -466,12 +500,16 @@ class Outbox:
 
     def _command_put(self, cid: str, name: str, state: str, reply: bytes | None) -> None:
         assert self._db is not None
-        self._db.execute("INSERT OR REPLACE INTO commands(id, name, state, reply, wall) VALUES (?,?,?,?,?)",
-                         (cid, name, state, reply, time.time()))
+        self._db.execute(
+            "INSERT OR REPLACE INTO commands(id, name, state, reply, wall) VALUES (?,?,?,?,?)",
+            (cid, name, state, reply, time.time()),
+        )
 
     async def command_prune(self, older_than_s: float) -> int:
         def prune() -> int:
             assert self._db is not None
-            return self._db.execute("DELETE FROM commands WHERE wall < ?", (time.time() - older_than_s,)).rowcount
+            return self._db.execute(
+                "DELETE FROM commands WHERE wall < ?", (time.time() - older_than_s,)
+            ).rowcount
 
         return await self._run(prune)

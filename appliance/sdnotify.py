@@ -35,7 +35,7 @@ class Notifier:
             return False
 
     def ready(self, status: str = "") -> bool:
-        return self.notify("READY=1", *( [f"STATUS={status}"] if status else []))
+        return self.notify("READY=1", *([f"STATUS={status}"] if status else []))
 
     def status(self, text: str) -> bool:
         return self.notify(f"STATUS={text}")

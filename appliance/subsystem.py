@@ -41,7 +41,9 @@ class Context(Protocol):
     def publish_state(self, name: str, state: dict[str, Any] | None) -> None:
         """Retain ``state`` at ``kiosk/local/state/{name}`` (None clears it)."""
 
-    def publish_local(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+    def publish_local(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         """Publish any JSON on the local bus (best effort while the bus is down; retained state is
         re-published on reconnect by ``publish_state``)."""
 
@@ -51,7 +53,9 @@ class Context(Protocol):
     def register_rpc(self, service: str, handlers: Mapping[str, CommandHandler]) -> None:
         """Serve ``kiosk/local/rpc/{service}/{method}`` requests (see docs/local-bus.md)."""
 
-    async def call_rpc(self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
+    async def call_rpc(
+        self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict[str, Any]:
         """Call a method served by another process on the local bus; raises CommandError on failure."""
 
 

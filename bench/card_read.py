@@ -42,7 +42,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bench_link(reads: int, baudrate: int, sam_latency: float, pace: bool) -> list[float]:
-    with SamEmulator(baudrate=baudrate, pace=pace, sam_latency_s=sam_latency, initial_card="zhang-san") as emu:
+    with SamEmulator(
+        baudrate=baudrate, pace=pace, sam_latency_s=sam_latency, initial_card="zhang-san"
+    ) as emu:
         transport = SerialTransport(emu.port, baudrate)
         transport.open()
         try:
@@ -95,31 +97,45 @@ def main() -> None:
     ap.add_argument("--no-e2e", action="store_true")
     args = ap.parse_args()
 
-    request_bytes = sum(len(SamRequest.of(c).encode()) for c in
-                        (Command.FIND_CARD, Command.SELECT_CARD, Command.READ_TEXT_PHOTO))
+    request_bytes = sum(
+        len(SamRequest.of(c).encode())
+        for c in (Command.FIND_CARD, Command.SELECT_CARD, Command.READ_TEXT_PHOTO)
+    )
     reply_bytes = 15 + 19 + 1295
     wire_req = wire_time(request_bytes, args.baudrate)
     wire_total = wire_time(request_bytes + reply_bytes, args.baudrate)
-    print(f"card read at {args.baudrate} baud 8N1, {args.reads} reads, assumed SAM latency "
-          f"{args.sam_latency * 1000:.0f} ms per command")
-    print(f"  wire: {request_bytes} B requests + {reply_bytes} B replies = {wire_total * 1000:.1f} ms "
-          f"(theoretical minimum)")
+    print(
+        f"card read at {args.baudrate} baud 8N1, {args.reads} reads, assumed SAM latency "
+        f"{args.sam_latency * 1000:.0f} ms per command"
+    )
+    print(
+        f"  wire: {request_bytes} B requests + {reply_bytes} B replies = {wire_total * 1000:.1f} ms "
+        f"(theoretical minimum)"
+    )
 
     paced = bench_link(args.reads, args.baudrate, args.sam_latency, pace=True)
     honest = [t + wire_req for t in paced]  # the pty does not pace the host's requests
     unpaced = bench_link(args.reads, args.baudrate, args.sam_latency, pace=False)
-    print(f"  find+select+read, replies paced, + request wire time: p50 {statistics.median(honest) * 1000:.1f} ms"
-          f"  p95 {pct(honest, 0.95) * 1000:.1f} ms  max {max(honest) * 1000:.1f} ms")
-    print(f"  same with an instant line (driver + emulator overhead only): p50 "
-          f"{statistics.median(unpaced) * 1000:.1f} ms  p95 {pct(unpaced, 0.95) * 1000:.1f} ms")
+    print(
+        f"  find+select+read, replies paced, + request wire time: p50 {statistics.median(honest) * 1000:.1f} ms"
+        f"  p95 {pct(honest, 0.95) * 1000:.1f} ms  max {max(honest) * 1000:.1f} ms"
+    )
+    print(
+        f"  same with an instant line (driver + emulator overhead only): p50 "
+        f"{statistics.median(unpaced) * 1000:.1f} ms  p95 {pct(unpaced, 0.95) * 1000:.1f} ms"
+    )
     verdict = "within" if pct(honest, 0.95) <= BUDGET_S else "OVER"
-    print(f"  p95 {pct(honest, 0.95):.3f} s vs budget {BUDGET_S} s: {verdict} budget "
-          f"({pct(honest, 0.95) / BUDGET_S:.2f} x budget)")
+    print(
+        f"  p95 {pct(honest, 0.95):.3f} s vs budget {BUDGET_S} s: {verdict} budget "
+        f"({pct(honest, 0.95) / BUDGET_S:.2f} x budget)"
+    )
     if not args.no_e2e:
         n = max(3, args.reads // 2)
         e2e = asyncio.run(bench_e2e(n, args.baudrate, args.sam_latency))
-        print(f"  present card -> card.read event (driver, 0.3 s poll, {n} cards): p50 "
-              f"{statistics.median(e2e) * 1000:.0f} ms  p95 {pct(e2e, 0.95) * 1000:.0f} ms")
+        print(
+            f"  present card -> card.read event (driver, 0.3 s poll, {n} cards): p50 "
+            f"{statistics.median(e2e) * 1000:.0f} ms  p95 {pct(e2e, 0.95) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

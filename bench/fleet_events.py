@@ -69,7 +69,9 @@ class Counter:
         self.counts: dict[str, int] = {}
 
     async def start(self) -> None:
-        self.conn = MqttConnection(host="127.0.0.1", port=self.port, client_id=f"bench-platform-{os.getpid()}")
+        self.conn = MqttConnection(
+            host="127.0.0.1", port=self.port, client_id=f"bench-platform-{os.getpid()}"
+        )
         await self.conn.connect()
         await self.conn.subscribe((f"{ROOT}/event", 1), (f"{ROOT}/state", 1), ("bench/raw", 1))
         self.task = asyncio.create_task(self._run())
@@ -129,8 +131,16 @@ async def reference(central: Mosquitto, counter: Counter, n: int) -> float:
     lines = "".join(f'{{"type":"raw","data":{{"i":{i}}}}}\n' for i in range(n)).encode()
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        shutil.which("mosquitto_pub") or "mosquitto_pub", "-p", str(central.port), "-t", "bench/raw", "-q", "1",
-        "-l", stdin=subprocess.PIPE)
+        shutil.which("mosquitto_pub") or "mosquitto_pub",
+        "-p",
+        str(central.port),
+        "-t",
+        "bench/raw",
+        "-q",
+        "1",
+        "-l",
+        stdin=subprocess.PIPE,
+    )
     await proc.communicate(lines)
     await counter.wait(lambda: counter.raw >= n, 120)
     return n / (time.perf_counter() - t0)
@@ -156,18 +166,25 @@ async def main() -> None:
             write_config(cfg, bus.port, central.port, work / f"data-start-{k}")
             counter.online.clear()
             t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             await asyncio.wait_for(counter.online.wait(), 30)
             starts.append(time.perf_counter() - t0)
             proc.terminate()
             proc.wait(10)
         results["start -> retained online (median / max of %d)" % args.starts] = (
-            f"{statistics.median(starts) * 1000:.0f} ms / {max(starts) * 1000:.0f} ms")
+            f"{statistics.median(starts) * 1000:.0f} ms / {max(starts) * 1000:.0f} ms"
+        )
 
         write_config(cfg, bus.port, central.port, work / "data")
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         counter.online.clear()
         await asyncio.wait_for(counter.online.wait(), 30)
         await asyncio.sleep(0.5)
@@ -191,7 +208,9 @@ async def main() -> None:
         await counter.wait(lambda: counter.count("bench.lat") >= m, 60)
         lats = sorted((t - e["data"]["t"]) * 1000 for t, e in counter.received if e["type"] == "bench.lat")
         p50, p99 = lats[len(lats) // 2], lats[int(len(lats) * 0.99) - 1]
-        results[f"latency at 100 events/s, producer -> platform (n={m})"] = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        results[f"latency at 100 events/s, producer -> platform (n={m})"] = (
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
         bench = [e for _, e in counter.received if e["type"].startswith("bench.")]
         dup = len(bench) - len({(e["type"], e["data"]["i"]) for e in bench})
         results["duplicates seen by the platform"] = str(dup)

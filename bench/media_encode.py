@@ -36,24 +36,67 @@ GRAPH = "testsrc2=size=1280x720:rate=30"
 
 
 def run_cli(frames: int, threads: int, out: Path) -> float:
-    cmd = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-f", "lavfi", "-i", GRAPH,
-           "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-           "-b:v", "2000k", "-g", "30", "-x264-params", "keyint=30:min-keyint=30:scenecut=0",
-           "-threads", str(threads), "-pix_fmt", "yuv420p", "-f", "mp4",
-           "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "500000", str(out)]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        GRAPH,
+        "-frames:v",
+        str(frames),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-b:v",
+        "2000k",
+        "-g",
+        "30",
+        "-x264-params",
+        "keyint=30:min-keyint=30:scenecut=0",
+        "-threads",
+        str(threads),
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "mp4",
+        "-movflags",
+        "frag_keyframe+empty_moov+default_base_moof",
+        "-frag_duration",
+        "500000",
+        str(out),
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
     return frames / (time.perf_counter() - started)
 
 
 def run_pipeline(frames: int, threads: int, out: Path) -> float:
-    cfg = MediaConfig.model_validate({"renditions": {"main": {"threads": threads, "preset": "veryfast",
-                                                              "tune": "zerolatency", "bitrate_kbps": 2000,
-                                                              "gop": 30}},
-                                      "recording": {"segment_s": 3600, "fragment_s": 0.5}})
+    cfg = MediaConfig.model_validate(
+        {
+            "renditions": {
+                "main": {
+                    "threads": threads,
+                    "preset": "veryfast",
+                    "tune": "zerolatency",
+                    "bitrate_kbps": 2000,
+                    "gop": 30,
+                }
+            },
+            "recording": {"segment_s": 3600, "fragment_s": 0.5},
+        }
+    )
     started = time.perf_counter()
-    cam = SyntheticCamera("main", GRAPH, framerate=30, size=(1280, 720), paced=False, backpressure=True,
-                          queue_frames=8)
+    cam = SyntheticCamera(
+        "main", GRAPH, framerate=30, size=(1280, 720), paced=False, backpressure=True, queue_frames=8
+    )
     cam.open()
     rec = SegmentRecorder(out, segment_s=3600, fragment_s=0.5)
     pipeline = Pipeline({"main": cam}, cfg)
@@ -85,8 +128,10 @@ def main() -> int:
             print(f"round {r + 1}: ffmpeg CLI {cli[-1]:.1f} fps, pipeline {ours[-1]:.1f} fps", flush=True)
     c, p = statistics.median(cli), statistics.median(ours)
     print()
-    print(f"| 720p30 libx264 veryfast/zerolatency 2 Mbit/s, {args.frames} frames, threads={args.threads} "
-          "| fps (median of %d) |" % args.rounds)
+    print(
+        f"| 720p30 libx264 veryfast/zerolatency 2 Mbit/s, {args.frames} frames, threads={args.threads} "
+        "| fps (median of %d) |" % args.rounds
+    )
     print("| --- | --- |")
     print(f"| ffmpeg CLI (Debian 5.1) | {c:.1f} |")
     print(f"| kiosk pipeline (PyAV {__import__('av').__version__}) | {p:.1f} |")

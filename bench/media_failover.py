@@ -52,15 +52,19 @@ def main() -> int:
     ap.add_argument("--size", default="1280x720")
     args = ap.parse_args()
     w, h = (int(x) for x in args.size.split("x"))
-    cfg = MediaConfig.model_validate({"renditions": {"main": {"size": args.size, "threads": 2}},
-                                      "failover": {"holdoff_s": 0.3}})
+    cfg = MediaConfig.model_validate(
+        {"renditions": {"main": {"size": args.size, "threads": 2}}, "failover": {"holdoff_s": 0.3}}
+    )
     main_cam = SyntheticCamera("main", f"testsrc2=size={w}x{h}:rate=30", framerate=30, size=(w, h))
     backup = SyntheticCamera("backup", f"testsrc=size={w}x{h}:rate=30", framerate=30, size=(w, h))
     main_cam.open()
     backup.open()
     events: list[dict] = []
-    pipeline = Pipeline({"main": main_cam, "backup": backup}, cfg,
-                        emit=lambda t, d: events.append(d) if t == "media.failover" else None)
+    pipeline = Pipeline(
+        {"main": main_cam, "backup": backup},
+        cfg,
+        emit=lambda t, d: events.append(d) if t == "media.failover" else None,
+    )
     tap = PacketTap()
     pipeline.attach("main", tap)
     pipeline.start()
@@ -88,15 +92,23 @@ def main() -> int:
     main_cam.close()
     backup.close()
     all_gaps = [g for v in gaps.values() for g in v]
-    print(f"| failover, {args.size} 30 fps, {len(all_gaps)} switches to backup ({missed} missed) "
-          "| gap p50 ms | gap p95 ms | gap max ms |")
+    print(
+        f"| failover, {args.size} 30 fps, {len(all_gaps)} switches to backup ({missed} missed) "
+        "| gap p50 ms | gap p95 ms | gap max ms |"
+    )
     print("| --- | --- | --- | --- |")
     for fault, values in gaps.items():
         if values:
-            print(f"| main {fault} ({len(values)}) | {pct(values, 50):.1f} | {pct(values, 95):.1f} | {max(values):.1f} |")
-    print(f"| all | {pct(all_gaps, 50):.1f} | {pct(all_gaps, 95):.1f} (budget <= 100) | {max(all_gaps):.1f} |")
-    print(f"| detection (last good main frame -> switch) | {pct(detects, 50):.1f} | {pct(detects, 95):.1f} "
-          f"| {max(detects):.1f} |")
+            print(
+                f"| main {fault} ({len(values)}) | {pct(values, 50):.1f} | {pct(values, 95):.1f} | {max(values):.1f} |"
+            )
+    print(
+        f"| all | {pct(all_gaps, 50):.1f} | {pct(all_gaps, 95):.1f} (budget <= 100) | {max(all_gaps):.1f} |"
+    )
+    print(
+        f"| detection (last good main frame -> switch) | {pct(detects, 50):.1f} | {pct(detects, 95):.1f} "
+        f"| {max(detects):.1f} |"
+    )
     return 0 if all_gaps and pct(all_gaps, 95) <= 100 and not missed else 1
 
 

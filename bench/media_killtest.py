@@ -45,9 +45,22 @@ container = "{container}"
 def probe(path: Path) -> float | None:
     """Seconds of video; 0.0 for a header-only file (killed before its first fragment); None if ffprobe
     fails or reports any error."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries",
-                          "format=duration:stream=nb_read_packets", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "format=duration:stream=nb_read_packets",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if out.returncode != 0 or out.stderr.strip():
         return None
     info = json.loads(out.stdout)
@@ -60,10 +73,27 @@ def one_run(tmp: Path, container: str, rng: random.Random) -> tuple[float, int, 
     cfg = tmp / "kiosk.toml"
     cfg.write_text(CONFIG.format(container=container))
     out = tmp / "rec"
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "media", "record",
-                             "--source", "lavfi:testsrc2=size=1280x720:rate=30", "--out", str(out),
-                             "--seconds", "60"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "--config",
+            str(cfg),
+            "media",
+            "record",
+            "--source",
+            "lavfi:testsrc2=size=1280x720:rate=30",
+            "--out",
+            str(out),
+            "--seconds",
+            "60",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     json.loads(proc.stdout.readline())  # {"event": "recording"}
     time.sleep(rng.uniform(2.0, 4.0))
@@ -102,12 +132,16 @@ def main() -> int:
         print(f"run {i + 1}: lost {lost:.3f} s, {n} segments, {b} unplayable, {e} header-only", flush=True)
     losses.sort()
     print()
-    print(f"| kill -9 during 720p30 recording ({args.container}, 0.5 s fragments), {args.runs} runs | value |")
+    print(
+        f"| kill -9 during 720p30 recording ({args.container}, 0.5 s fragments), {args.runs} runs | value |"
+    )
     print("| --- | --- |")
     print(f"| lost p50 / max | {losses[len(losses) // 2]:.2f} s / {losses[-1]:.2f} s (budget <= 1 s) |")
     print(f"| segments checked / unplayable | {segments} / {bad} |")
-    print(f"| header-only segments (killed before their first fragment; no video in them, removed "
-          f"at the next start) | {empty} |")
+    print(
+        f"| header-only segments (killed before their first fragment; no video in them, removed "
+        f"at the next start) | {empty} |"
+    )
     return 0 if losses[-1] <= 1.0 and bad == 0 else 1
 
 

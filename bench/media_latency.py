@@ -35,12 +35,16 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-backup", action="store_true")
     args = ap.parse_args()
-    cfg = MediaConfig.model_validate({"renditions": {"main": {"threads": args.threads, "tune": "zerolatency",
-                                                              "preset": "veryfast"}}})
-    sources = {"main": SyntheticCamera("main", "testsrc2=size=1280x720:rate=30", framerate=30, size=(1280, 720))}
+    cfg = MediaConfig.model_validate(
+        {"renditions": {"main": {"threads": args.threads, "tune": "zerolatency", "preset": "veryfast"}}}
+    )
+    sources = {
+        "main": SyntheticCamera("main", "testsrc2=size=1280x720:rate=30", framerate=30, size=(1280, 720))
+    }
     if not args.no_backup:
-        sources["backup"] = SyntheticCamera("backup", "testsrc=size=1280x720:rate=30", framerate=30,
-                                            size=(1280, 720))
+        sources["backup"] = SyntheticCamera(
+            "backup", "testsrc=size=1280x720:rate=30", framerate=30, size=(1280, 720)
+        )
     for s in sources.values():
         s.open()
     pipeline = Pipeline(sources, cfg)
@@ -55,8 +59,10 @@ def main() -> int:
         s.close()
     lat = tap.latencies_ms[skip:]
     enc = list(pipeline.encoders["main"].encode_ms)
-    print(f"| capture -> packet, 720p30 libx264 veryfast/zerolatency, {len(lat)} frames "
-          f"{'' if args.no_backup else '(hot backup running)'} | ms |")
+    print(
+        f"| capture -> packet, 720p30 libx264 veryfast/zerolatency, {len(lat)} frames "
+        f"{'' if args.no_backup else '(hot backup running)'} | ms |"
+    )
     print("| --- | --- |")
     print(f"| p50 | {pct(lat, 50):.1f} |")
     print(f"| p99 | {pct(lat, 99):.1f} (budget < 50) |")

@@ -46,7 +46,9 @@ class Ctx:
     def publish_state(self, name: str, state: dict[str, Any] | None) -> None:
         self.bus.publish(f"kiosk/local/state/{name}", dumps(state), retain=True)
 
-    def publish_local(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+    def publish_local(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         self.bus.publish(topic, payload, qos=qos, retain=retain)
 
     def subscribe_local(self, topic_filter: str, handler: Any) -> None:
@@ -55,7 +57,9 @@ class Ctx:
     def register_rpc(self, service: str, handlers: Any) -> None:
         self.bus.serve(service, handlers)
 
-    async def call_rpc(self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0) -> dict:
+    async def call_rpc(
+        self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict:
         return await self.bus.call(service, method, params, timeout_s)
 
 
@@ -64,8 +68,9 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-async def round_trips(port: int, n: int, topic: str, payload: Any, match: Any,
-                      reply_topic: str = "kiosk/local/state/session") -> list[float]:
+async def round_trips(
+    port: int, n: int, topic: str, payload: Any, match: Any, reply_topic: str = "kiosk/local/state/session"
+) -> list[float]:
     client = LocalBus("127.0.0.1", port, name="bench-client")
     waiter: dict[str, asyncio.Future[None]] = {}
 
@@ -93,12 +98,22 @@ async def round_trips(port: int, n: int, topic: str, payload: Any, match: Any,
 
 async def main(n: int) -> None:
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp, Mosquitto(workdir=Path(tmp) / "broker", name="bench") as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mosquitto(workdir=Path(tmp) / "broker", name="bench") as broker,
+    ):
         bus = LocalBus("127.0.0.1", broker.port, name="appliance")
         await bus.start()
-        cfg = parse({"device": {"id": "bench", "name": "bench", "region": ["33", "3308", "330803", "330803100",
-                                                                          "330803100201"]},
-                     "storage": {"data_dir": str(Path(tmp) / "data")}})
+        cfg = parse(
+            {
+                "device": {
+                    "id": "bench",
+                    "name": "bench",
+                    "region": ["33", "3308", "330803", "330803100", "330803100201"],
+                },
+                "storage": {"data_dir": str(Path(tmp) / "data")},
+            }
+        )
         service = SessionService(Ctx(cfg, Path(tmp) / "data", bus))
         await service.start()
         for _ in range(50):  # the service subscribes asynchronously: wake it until the catalog shows
@@ -108,29 +123,47 @@ async def main(n: int) -> None:
                 break
         deps = ("shebao", "yibao")
         session = await round_trips(
-            broker.port, n, "kiosk/local/intent/select_department",
+            broker.port,
+            n,
+            "kiosk/local/intent/select_department",
             lambda i, ref: {"department_id": deps[i % 2], "ref": ref},
-            lambda p: json.loads(p).get("ref"))
+            lambda p: json.loads(p).get("ref"),
+        )
         # Reference: the same two hops with a client that only echoes a state-sized message back.
         echo = LocalBus("127.0.0.1", broker.port, name="echo")
         pad = "x" * len(dumps(service.machine.view()))
-        echo.subscribe("bench/in", lambda m: echo.publish(
-            "bench/out", dumps({"ref": json.loads(m.payload)["ref"], "pad": pad}), retain=True))
+        echo.subscribe(
+            "bench/in",
+            lambda m: echo.publish(
+                "bench/out", dumps({"ref": json.loads(m.payload)["ref"], "pad": pad}), retain=True
+            ),
+        )
         await echo.start()
         raw = await round_trips(
-            broker.port, n, "bench/in", lambda i, ref: {"ref": ref}, lambda p: json.loads(p).get("ref"),
-            reply_topic="bench/out")
+            broker.port,
+            n,
+            "bench/in",
+            lambda i, ref: {"ref": ref},
+            lambda p: json.loads(p).get("ref"),
+            reply_topic="bench/out",
+        )
         await echo.stop()
         await service.stop()
         await bus.stop()
     s50, s99, r50, r99 = pct(session, 50), pct(session, 99), pct(raw, 50), pct(raw, 99)
-    print(f"intent -> state through SessionService: p50 {s50:.2f} ms, p99 {s99:.2f} ms, max {max(session):.2f} ms "
-          f"(mean {statistics.mean(session):.2f}, n={n})")
+    print(
+        f"intent -> state through SessionService: p50 {s50:.2f} ms, p99 {s99:.2f} ms, max {max(session):.2f} ms "
+        f"(mean {statistics.mean(session):.2f}, n={n})"
+    )
     print(f"bare echo client, same two hops:       p50 {r50:.2f} ms, p99 {r99:.2f} ms")
-    print(f"ratio (session / bare) p50 {s50 / r50:.1f}x, p99 {s99 / r99:.1f}x; budget for the whole screen change: 100 ms")
+    print(
+        f"ratio (session / bare) p50 {s50 / r50:.1f}x, p99 {s99 / r99:.1f}x; budget for the whole screen change: 100 ms"
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--intents", type=int, default=300)
     asyncio.run(main(parser.parse_args().intents))

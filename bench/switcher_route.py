@@ -39,8 +39,9 @@ async def measure(protocol: str, link: str, routes: int) -> list[float]:
             cfg = SwitcherConfig(backend="tcp", protocol=protocol, host=host, port=port, poll_interval_s=3600)
         else:
             path = await sim.start_pty(Path(tmp) / "ttySW")
-            cfg = SwitcherConfig(backend="serial", protocol=protocol, port=path, baudrate=115200,
-                                 poll_interval_s=3600)
+            cfg = SwitcherConfig(
+                backend="serial", protocol=protocol, port=path, baudrate=115200, poll_interval_s=3600
+            )
 
         async def emit(type: str, data: dict) -> None:
             return None
@@ -72,8 +73,10 @@ async def main() -> None:
         for link in ("tcp", "pty"):
             times = await measure(protocol, link, args.routes)
             ms = [t * 1000 for t in times]
-            print(f"{protocol:8} {link:4} {len(ms):6d} {pct(ms, 0.5):8.2f} {pct(ms, 0.99):8.2f} "
-                  f"{statistics.fmean(ms):8.2f}")
+            print(
+                f"{protocol:8} {link:4} {len(ms):6d} {pct(ms, 0.5):8.2f} {pct(ms, 0.99):8.2f} "
+                f"{statistics.fmean(ms):8.2f}"
+            )
 
 
 if __name__ == "__main__":

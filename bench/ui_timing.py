@@ -60,14 +60,20 @@ async def start_to_first_screen(port: int, runs: int) -> list[float]:
         t0 = time.perf_counter()
         app = KioskApp("127.0.0.1", port)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda a=app: a.screen_name == "attract", timeout_s=10, what="first screen")
+            await wait_until(
+                pilot, lambda a=app: a.screen_name == "attract", timeout_s=10, what="first screen"
+            )
             out.append(time.perf_counter() - t0)
             assert "欢迎使用村级便民服务" in screen_text(app)
     return out
 
 
-async def screen_changes(port: int, feed: StateFeed, cycles: int, think_s: float,
-                         ) -> tuple[list[float], list[float], list[float]]:
+async def screen_changes(
+    port: int,
+    feed: StateFeed,
+    cycles: int,
+    think_s: float,
+) -> tuple[list[float], list[float], list[float]]:
     async def respond(intent: Intent) -> None:
         screen = NEXT.get(intent.name)
         if screen is not None:
@@ -92,8 +98,12 @@ async def screen_changes(port: int, feed: StateFeed, cycles: int, think_s: float
                 before = len(app.screen_log)
                 t0 = time.perf_counter()
                 await pilot.press(key)
-                await wait_until(pilot, lambda b=before: len(app.screen_log) > b, timeout_s=5,
-                                 what=f"next screen after {key} on {app.screen_name} ({feed.intents[-3:]})")
+                await wait_until(
+                    pilot,
+                    lambda b=before: len(app.screen_log) > b,
+                    timeout_s=5,
+                    what=f"next screen after {key} on {app.screen_name} ({feed.intents[-3:]})",
+                )
                 key_to_screen.append(app.screen_log[-1][0] - t0)
                 await pilot.pause(think_s)
         feed.on_intent = None
@@ -118,12 +128,26 @@ def tmux_process_start(port: int, runs: int) -> list[float]:
     try:
         for _ in range(runs):
             t0 = time.perf_counter()
-            subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", "-s", "ui",
-                            f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {port}"],
-                           check=True)
+            subprocess.run(
+                [
+                    *tmux,
+                    "new-session",
+                    "-d",
+                    "-x",
+                    "100",
+                    "-y",
+                    "30",
+                    "-s",
+                    "ui",
+                    f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {port}",
+                ],
+                check=True,
+            )
             deadline = t0 + 15
             while time.perf_counter() < deadline:
-                pane = subprocess.run([*tmux, "capture-pane", "-p", "-t", "ui"], capture_output=True, text=True).stdout
+                pane = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "ui"], capture_output=True, text=True
+                ).stdout
                 if "欢迎使用村级便民服务" in pane:
                     out.append(time.perf_counter() - t0)
                     break
@@ -139,9 +163,15 @@ def tmux_process_start(port: int, runs: int) -> list[float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="app starts to time")
-    parser.add_argument("--cycles", type=int, default=25, help="loops of 4 key presses (and 2x state updates)")
-    parser.add_argument("--think", type=float, default=0.3,
-                        help="seconds between a screen and the next action (a quick villager reads for longer)")
+    parser.add_argument(
+        "--cycles", type=int, default=25, help="loops of 4 key presses (and 2x state updates)"
+    )
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.3,
+        help="seconds between a screen and the next action (a quick villager reads for longer)",
+    )
     args = parser.parse_args()
     with Mosquitto(name="ui-bench") as broker:
         async with StateFeed("127.0.0.1", broker.port) as feed:
@@ -151,8 +181,12 @@ async def main() -> None:
             keys, intents, states = await screen_changes(broker.port, feed, args.cycles, args.think)
             await feed.publish("session", SAMPLES["attract"])
             cold = tmux_process_start(broker.port, max(1, args.runs // 2))
-    rows = [("start -> first screen (in-process)", starts, 1500), ("key -> new screen", keys, 100),
-            ("intent -> state shown (ref echo)", intents, 100), ("state -> new screen", states, 100)]
+    rows = [
+        ("start -> first screen (in-process)", starts, 1500),
+        ("key -> new screen", keys, 100),
+        ("intent -> state shown (ref echo)", intents, 100),
+        ("state -> new screen", states, 100),
+    ]
     if cold:
         rows.append(("process start -> first screen (tmux)", cold, 1500))
     print(f"kiosk UI timing, {SIZE[0]}x{SIZE[1]} cells, real mosquitto, Python {sys.version.split()[0]}")
@@ -160,7 +194,9 @@ async def main() -> None:
     for name, samples, budget in rows:
         n, median, p95, worst = stats(samples)
         ok = "yes" if p95 * 1000 <= budget else "NO"
-        print(f"{name:<40} {n:>4} {median * 1000:>10.1f} {p95 * 1000:>8.1f} {worst * 1000:>8.1f} {budget:>10}  {ok}")
+        print(
+            f"{name:<40} {n:>4} {median * 1000:>10.1f} {p95 * 1000:>8.1f} {worst * 1000:>8.1f} {budget:>10}  {ok}"
+        )
 
 
 if __name__ == "__main__":

@@ -67,5 +67,10 @@ class Peripheral(ABC):
         return {}
 
     def inventory(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "model": self.model, "backend": self.backend,
-                "health": self.health().as_dict()}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "model": self.model,
+            "backend": self.backend,
+            "health": self.health().as_dict(),
+        }

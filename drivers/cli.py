@@ -53,8 +53,9 @@ def on_sim_register(hook: Hook) -> None:
         hook(add_sim_command)
 
 
-def call_service(args: argparse.Namespace, service: str, method: str, params: dict[str, Any],
-                 timeout_s: float = 10.0) -> int:
+def call_service(
+    args: argparse.Namespace, service: str, method: str, params: dict[str, Any], timeout_s: float = 10.0
+) -> int:
     """Call ``service.method`` on the local bus named by ``--config``; print the reply as JSON.
 
     Exit status: 0 on success, 1 when the service answers an error, 2 for an unusable config.
@@ -99,8 +100,10 @@ def _cmd_card(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"action": args.action}
     if args.action == "present":
         if not args.card:
-            print("kiosk sim card present: name the sample card (kiosk sim card samples lists them)",
-                  file=sys.stderr)
+            print(
+                "kiosk sim card present: name the sample card (kiosk sim card samples lists them)",
+                file=sys.stderr,
+            )
             return 2
         params["card"] = args.card
     return call_service(args, "sim", "card", params)
@@ -138,9 +141,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     global _sim_subparsers
-    p = subparsers.add_parser("sim", help="act on the running kiosk's simulated hardware",
-                              description="Present cards, press buttons, unplug devices and inject faults on "
-                              "the simulated hardware of a running kiosk (config --config selects the bus).")
+    p = subparsers.add_parser(
+        "sim",
+        help="act on the running kiosk's simulated hardware",
+        description="Present cards, press buttons, unplug devices and inject faults on "
+        "the simulated hardware of a running kiosk (config --config selects the bus).",
+    )
     sub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     _sim_subparsers = sub
 
@@ -162,8 +168,11 @@ def register(subparsers: Any) -> None:
         c.add_argument("device")
         c.set_defaults(func=_cmd_plug)
 
-    c = sub.add_parser("fault", help="inject a fault: card_reader noise|checksum|truncated|slow|...; "
-                       "switcher garbage|silence|error|drop|ignore|slow; 'clear' removes pending faults")
+    c = sub.add_parser(
+        "fault",
+        help="inject a fault: card_reader noise|checksum|truncated|slow|...; "
+        "switcher garbage|silence|error|drop|ignore|slow; 'clear' removes pending faults",
+    )
     c.add_argument("device", help="card_reader | switcher | camera.NAME | doccam")
     c.add_argument("fault")
     c.add_argument("--count", type=int, default=1, help="how many replies it spoils (default 1)")

@@ -27,8 +27,15 @@ from drivers.card_reader.config import CardReaderConfig
 from drivers.gpio.config import GpioConfig
 from drivers.switcher.config import AsciiProfile, SwitcherConfig
 
-__all__ = ["AsciiProfile", "CameraConfig", "CardReaderConfig", "DoccamConfig", "DriversConfig", "GpioConfig",
-           "SwitcherConfig"]
+__all__ = [
+    "AsciiProfile",
+    "CameraConfig",
+    "CardReaderConfig",
+    "DoccamConfig",
+    "DriversConfig",
+    "GpioConfig",
+    "SwitcherConfig",
+]
 
 CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -36,8 +43,9 @@ CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 class DriversConfig(Strict):
     card_reader: CardReaderConfig | None = None
     switcher: SwitcherConfig | None = None
-    camera: dict[str, CameraConfig] = Field(default_factory=dict,
-                                            description="room cameras by name ([drivers.camera.room_main])")
+    camera: dict[str, CameraConfig] = Field(
+        default_factory=dict, description="room cameras by name ([drivers.camera.room_main])"
+    )
     doccam: DoccamConfig | None = None
     gpio: GpioConfig | None = None
 

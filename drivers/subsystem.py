@@ -75,11 +75,18 @@ class Peripherals(Subsystem):
                 await device.start(self.ctx.emit)
             except Exception:  # noqa: BLE001 - one broken driver must not keep the kiosk from starting
                 self.ctx.log.exception("%s failed to start; it is reported missing", device.name)
-        self.ctx.register_rpc("sim", {
-            "status": self._sim_status, "card": self._sim_card, "button": self._sim_button,
-            "presence": self._sim_presence, "unplug": self._sim_unplug, "replug": self._sim_replug,
-            "fault": self._sim_fault,
-        })
+        self.ctx.register_rpc(
+            "sim",
+            {
+                "status": self._sim_status,
+                "card": self._sim_card,
+                "button": self._sim_button,
+                "presence": self._sim_presence,
+                "unplug": self._sim_unplug,
+                "replug": self._sim_replug,
+                "fault": self._sim_fault,
+            },
+        )
         self.ctx.listen("session.", self._on_session_event)
         self._publish_if_changed()
         self._watch = asyncio.create_task(self._watch_health(), name="peripherals-health")
@@ -130,7 +137,11 @@ class Peripherals(Subsystem):
         old = self.ctx.config.drivers
         # Devices are rebuilt only on restart: a port or protocol change mid-session could cut a
         # villager's card read or a clerk's call.
-        return [f"drivers.{key}" for key in type(old).model_fields if getattr(old, key) != getattr(new.drivers, key)]
+        return [
+            f"drivers.{key}"
+            for key in type(old).model_fields
+            if getattr(old, key) != getattr(new.drivers, key)
+        ]
 
     # --- health publishing -------------------------------------------------------------------------
 
@@ -143,10 +154,13 @@ class Peripherals(Subsystem):
             return
         self._published = snap
         # The shape the kiosk UI's technician screen reads: a list of inventories, each with health.
-        self.ctx.publish_state("peripherals", {
-            "peripherals": self.inventory(),
-            "ok": all(h.status is HealthStatus.OK for h in self.health().values()),
-        })
+        self.ctx.publish_state(
+            "peripherals",
+            {
+                "peripherals": self.inventory(),
+                "ok": all(h.status is HealthStatus.OK for h in self.health().values()),
+            },
+        )
         self._show_status()
 
     def _show_status(self) -> None:
@@ -189,8 +203,10 @@ class Peripherals(Subsystem):
         if device is None:
             raise CommandError(404, f"no {name} is fitted in this kiosk (no [drivers.{name}] in the config)")
         if device.backend not in ("sim", "mock"):
-            raise Conflict(f"{name} is real hardware (backend = \"{device.backend}\"): kiosk sim acts only on "
-                           "simulated devices")
+            raise Conflict(
+                f'{name} is real hardware (backend = "{device.backend}"): kiosk sim acts only on '
+                "simulated devices"
+            )
         return device
 
     def _card_sim(self) -> Any:
@@ -208,17 +224,23 @@ class Peripherals(Subsystem):
 
     async def _sim_status(self, params: dict[str, Any]) -> dict[str, Any]:
         check_keys("sim.status", params)
-        out: dict[str, Any] = {"devices": {n: {"backend": d.backend, **d.health().as_dict()}
-                                           for n, d in self.devices.items()}}
+        out: dict[str, Any] = {
+            "devices": {n: {"backend": d.backend, **d.health().as_dict()} for n, d in self.devices.items()}
+        }
         card = self.devices.get("card_reader")
         if card is not None and getattr(card, "simulator", None) is not None:
             out["card_reader"] = await asyncio.to_thread(card.simulator.status)  # type: ignore[attr-defined]
         switcher = self.devices.get("switcher")
         sim = getattr(switcher, "simulator", None)
         if sim is not None:
-            out["switcher"] = {"plugged": sim.plugged, "pending_faults": [f.kind for f in sim.faults],
-                               "ties": {str(layer): {str(o): i for o, i in sorted(ties.items())}
-                                        for layer, ties in sim.matrix.ties.items()}}
+            out["switcher"] = {
+                "plugged": sim.plugged,
+                "pending_faults": [f.kind for f in sim.faults],
+                "ties": {
+                    str(layer): {str(o): i for o, i in sorted(ties.items())}
+                    for layer, ties in sim.matrix.ties.items()
+                },
+            }
         return out
 
     async def _sim_card(self, params: dict[str, Any]) -> dict[str, Any]:

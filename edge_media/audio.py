@@ -67,8 +67,9 @@ def device_of(spec: str) -> tuple[str, str]:
 class AudioSource:
     kind = "microphone"
 
-    def __init__(self, spec: str, *, queue_blocks: int = 64, reopen_base_s: float = 0.25,
-                 reopen_cap_s: float = 5.0) -> None:
+    def __init__(
+        self, spec: str, *, queue_blocks: int = 64, reopen_base_s: float = 0.25, reopen_cap_s: float = 5.0
+    ) -> None:
         self.spec = spec
         self.format, self.device = device_of(spec)
         self.reopen_base_s, self.reopen_cap_s = reopen_base_s, reopen_cap_s
@@ -114,8 +115,13 @@ class AudioSource:
         return self._health
 
     def stats(self) -> dict[str, Any]:
-        return {"source": self.spec, "health": self._health.as_dict(), "blocks": self.blocks,
-                "dropped": self.dropped, "reopens": self.reopens}
+        return {
+            "source": self.spec,
+            "health": self._health.as_dict(),
+            "blocks": self.blocks,
+            "dropped": self.dropped,
+            "reopens": self.reopens,
+        }
 
     def _capture(self) -> Iterator[tuple[av.AudioFrame, float]]:
         import av
@@ -193,8 +199,9 @@ class AudioEncoder:
         except av.FFmpegError as exc:
             raise AudioError(f"cannot open the AAC encoder: {exc}") from None
         self._ctx, self.template = ctx, stream
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=cfg.sample_rate,
-                                            frame_size=ctx.frame_size or 1024)
+        self._resampler = av.AudioResampler(
+            format="fltp", layout=layout, rate=cfg.sample_rate, frame_size=ctx.frame_size or 1024
+        )
         self._next_pts: int | None = None  # of the next sample the resampler hands out
         self.frames = 0
         self.packets = 0
@@ -238,5 +245,11 @@ class AudioEncoder:
         return out
 
     def stats(self) -> dict[str, Any]:
-        return {"codec": "aac", "sample_rate": self.sample_rate, "channels": self.cfg.channels,
-                "bitrate_kbps": self.cfg.bitrate_kbps, "frames": self.frames, "packets": self.packets}
+        return {
+            "codec": "aac",
+            "sample_rate": self.sample_rate,
+            "channels": self.cfg.channels,
+            "bitrate_kbps": self.cfg.bitrate_kbps,
+            "frames": self.frames,
+            "packets": self.packets,
+        }

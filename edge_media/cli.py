@@ -33,8 +33,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(serve(cfg))
 
 
-def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float, *, cfg: Any = None,
-           container: str | None = None, audio_spec: str | None = None) -> dict[str, Any]:
+def record(
+    main_spec: str,
+    backup_spec: str | None,
+    out_dir: str,
+    seconds: float,
+    *,
+    cfg: Any = None,
+    container: str | None = None,
+    audio_spec: str | None = None,
+) -> dict[str, Any]:
     """Record ``seconds`` through the same pipeline as the service; returns a summary."""
     import time
     from pathlib import Path
@@ -46,7 +54,9 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
 
     mcfg = cfg.media if cfg is not None else MediaConfig()
     if audio_spec is not None:  # validated like [media.audio] source (raises pydantic's ValidationError)
-        mcfg = mcfg.model_copy(update={"audio": type(mcfg.audio)(**{**mcfg.audio.model_dump(), "source": audio_spec})})
+        mcfg = mcfg.model_copy(
+            update={"audio": type(mcfg.audio)(**{**mcfg.audio.model_dump(), "source": audio_spec})}
+        )
     audio = None
     if mcfg.audio.source:
         from edge_media.audio import AudioSource
@@ -64,8 +74,14 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
         events.append({"type": type_, **data})
         print(json.dumps({"event": type_, **data}, ensure_ascii=False), flush=True)
 
-    recorder = SegmentRecorder(Path(out_dir), container=container or rec_cfg.container, segment_s=rec_cfg.segment_s,
-                               fragment_s=rec_cfg.fragment_s, frame_interval=1 / rendition.fps, emit=emit)
+    recorder = SegmentRecorder(
+        Path(out_dir),
+        container=container or rec_cfg.container,
+        segment_s=rec_cfg.segment_s,
+        fragment_s=rec_cfg.fragment_s,
+        frame_interval=1 / rendition.fps,
+        emit=emit,
+    )
     for src in sources.values():
         src.open()
     if audio is not None:
@@ -86,12 +102,24 @@ def record(main_spec: str, backup_spec: str | None, out_dir: str, seconds: float
             src.close()
         if audio is not None:
             audio.close()
-    return {"segments": [c.as_dict() for c in closed], "frames": pipeline.frames_out,
-            "failovers": sum(1 for e in events if e["type"] == "media.failover"),
-            "sources": {role: src.stats() for role, src in sources.items()},
-            "rendition": pipeline.encoders[rec_cfg.rendition].stats(),
-            **({"audio": {**audio.stats(), **pipeline.audio_encoder.stats(), "packets_written": recorder.audio_packets}}
-               if audio is not None else {})}
+    return {
+        "segments": [c.as_dict() for c in closed],
+        "frames": pipeline.frames_out,
+        "failovers": sum(1 for e in events if e["type"] == "media.failover"),
+        "sources": {role: src.stats() for role, src in sources.items()},
+        "rendition": pipeline.encoders[rec_cfg.rendition].stats(),
+        **(
+            {
+                "audio": {
+                    **audio.stats(),
+                    **pipeline.audio_encoder.stats(),
+                    "packets_written": recorder.audio_packets,
+                }
+            }
+            if audio is not None
+            else {}
+        ),
+    }
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -113,8 +141,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
             print(f"kiosk media record: --audio: {exc.errors()[0]['msg']}", file=sys.stderr)
             return 2
     try:
-        summary = record(args.source, args.backup, args.out, args.seconds, cfg=cfg, container=args.container,
-                         audio_spec=args.audio)
+        summary = record(
+            args.source,
+            args.backup,
+            args.out,
+            args.seconds,
+            cfg=cfg,
+            container=args.container,
+            audio_spec=args.audio,
+        )
     except KioskError as exc:
         print(f"kiosk media record: {exc}", file=sys.stderr)
         return 1
@@ -146,14 +181,18 @@ def register(subparsers: Any) -> None:
     r.set_defaults(func=_cmd_run)
 
     r = sub.add_parser("record", help="record from a source into crash-safe segments")
-    r.add_argument("--source", required=True,
-                   help="camera name from the config, /dev/videoN, or lavfi:<filtergraph>")
+    r.add_argument(
+        "--source", required=True, help="camera name from the config, /dev/videoN, or lavfi:<filtergraph>"
+    )
     r.add_argument("--backup", help="a backup source (same forms) for failover")
     r.add_argument("--out", required=True, help="directory for the segments")
     r.add_argument("--seconds", type=float, required=True, help="how long to record")
     r.add_argument("--container", choices=("fmp4", "mpegts"), help="override [media.recording] container")
-    r.add_argument("--audio", metavar="SPEC",
-                   help="microphone: alsa:hw:1,0, alsa:default or lavfi:<graph> (overrides [media.audio] source)")
+    r.add_argument(
+        "--audio",
+        metavar="SPEC",
+        help="microphone: alsa:hw:1,0, alsa:default or lavfi:<graph> (overrides [media.audio] source)",
+    )
     r.set_defaults(func=_cmd_record)
 
     r = sub.add_parser("probe", help="list the modes a V4L2 camera offers")

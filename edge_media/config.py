@@ -56,8 +56,9 @@ def check_spec(v: str) -> str:
         return v
     if v.startswith("lavfi:") and 6 < len(v) <= 500 and all(32 <= ord(c) < 127 for c in v):
         return v
-    raise ValueError(f"source {v!r} must be a camera name from [drivers.camera], a /dev/video* path or "
-                     "lavfi:<filtergraph>")
+    raise ValueError(
+        f"source {v!r} must be a camera name from [drivers.camera], a /dev/video* path or lavfi:<filtergraph>"
+    )
 
 
 class SourcesConfig(Strict):
@@ -72,13 +73,15 @@ class SourcesConfig(Strict):
 
 
 class FailoverConfig(Strict):
-    silence_intervals: float = Field(3.0, ge=1.0, le=30.0,
-                                     description="frame intervals without a good frame before switching")
+    silence_intervals: float = Field(
+        3.0, ge=1.0, le=30.0, description="frame intervals without a good frame before switching"
+    )
     detect_frozen: bool = Field(True, description="identical consecutive frames count as no frame")
     black_luma: int = Field(24, ge=0, le=64, description="mean luma at or below this is black (0: off)")
     holdoff_s: float = Field(5.0, ge=0.0, le=600.0, description="main healthy this long before returning")
-    replay_s: float = Field(0.25, ge=0.0, le=2.0,
-                            description="backup frames kept so a switch replays the moments the main lost")
+    replay_s: float = Field(
+        0.25, ge=0.0, le=2.0, description="backup frames kept so a switch replays the moments the main lost"
+    )
 
 
 class RenditionConfig(Strict):
@@ -89,8 +92,11 @@ class RenditionConfig(Strict):
     fps: float = Field(30.0, gt=0, le=120)
     gop: int = Field(30, ge=1, le=600, description="frames between keyframes")
     preset: str = Field("veryfast", pattern=r"^[a-z]{1,16}$", description="x264/x265 preset")
-    tune: str = Field("zerolatency", pattern=r"^[a-z]{0,16}$",
-                      description="x264/x265 tune; zerolatency: no B-frames, no lookahead (low latency)")
+    tune: str = Field(
+        "zerolatency",
+        pattern=r"^[a-z]{0,16}$",
+        description="x264/x265 tune; zerolatency: no B-frames, no lookahead (low latency)",
+    )
     threads: int = Field(0, ge=0, le=16, description="encoder threads, 0 = automatic")
 
     @field_validator("size")
@@ -102,8 +108,10 @@ class RenditionConfig(Strict):
     @model_validator(mode="after")
     def _encoder(self) -> RenditionConfig:
         if self.encoder and self.encoder not in ENCODERS[self.codec]:
-            raise ValueError(f"encoder {self.encoder!r} does not make {self.codec}; use one of "
-                             f"{', '.join(ENCODERS[self.codec])}")
+            raise ValueError(
+                f"encoder {self.encoder!r} does not make {self.codec}; use one of "
+                f"{', '.join(ENCODERS[self.codec])}"
+            )
         return self
 
     @property
@@ -124,8 +132,11 @@ class RecordingConfig(Strict):
 
 
 class PushConfig(Strict):
-    url: str = Field("", max_length=1000,
-                     description="srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS); empty = no automatic push")
+    url: str = Field(
+        "",
+        max_length=1000,
+        description="srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS); empty = no automatic push",
+    )
     protocol: Literal["", "srt", "rtsp", "rtmp", "tcp", "udp"] = ""
     rendition: str = "main"
 
@@ -134,8 +145,10 @@ class PushConfig(Strict):
         if self.url:
             scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
             if scheme not in ("srt", "rtsp", "rtsps", "rtmp", "rtmps", "tcp", "udp"):
-                raise ValueError(f"push url must start with srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS), "
-                                 f"not {scheme or self.url!r}")
+                raise ValueError(
+                    f"push url must start with srt://, rtsp://, rtmp:// or tcp:// (MPEG-TS), "
+                    f"not {scheme or self.url!r}"
+                )
             if self.protocol and not scheme.startswith(self.protocol):
                 raise ValueError(f"protocol {self.protocol!r} does not match the url scheme {scheme!r}")
         return self
@@ -154,8 +167,10 @@ class AudioConfig(Strict):
             return v
         if v.startswith("lavfi:") and 6 < len(v) <= 500 and all(32 <= ord(c) < 127 for c in v):
             return v
-        raise ValueError(f"audio source {v!r} must be alsa:<device> (e.g. alsa:hw:1,0, alsa:default), "
-                         "lavfi:<filtergraph> or empty")
+        raise ValueError(
+            f"audio source {v!r} must be alsa:<device> (e.g. alsa:hw:1,0, alsa:default), "
+            "lavfi:<filtergraph> or empty"
+        )
 
 
 class MediaConfig(Strict):
@@ -165,8 +180,9 @@ class MediaConfig(Strict):
     recording: RecordingConfig = RecordingConfig()
     push: PushConfig = PushConfig()
     audio: AudioConfig = AudioConfig()
-    watchdog_stall_s: float = Field(1.0, ge=0.2, le=10.0,
-                                    description="no frame through the pipeline this long -> restart it")
+    watchdog_stall_s: float = Field(
+        1.0, ge=0.2, le=10.0, description="no frame through the pipeline this long -> restart it"
+    )
     state_interval_s: float = Field(1.0, ge=0.2, le=60.0, description="retained state/telemetry period")
 
     @model_validator(mode="after")
@@ -176,7 +192,12 @@ class MediaConfig(Strict):
         for name in self.renditions:
             if not NAME.match(name):
                 raise ValueError(f"rendition name {name!r} must be lower-case letters, digits and _")
-        for what, name in (("recording.rendition", self.recording.rendition), ("push.rendition", self.push.rendition)):
+        for what, name in (
+            ("recording.rendition", self.recording.rendition),
+            ("push.rendition", self.push.rendition),
+        ):
             if name not in self.renditions:
-                raise ValueError(f"{what} = {name!r} is not a rendition; have {', '.join(sorted(self.renditions))}")
+                raise ValueError(
+                    f"{what} = {name!r} is not a rendition; have {', '.join(sorted(self.renditions))}"
+                )
         return self

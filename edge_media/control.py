@@ -107,8 +107,11 @@ class MediaControl(Subsystem):
 
     def _devices(self) -> dict[str, dict[str, Any]]:
         sources = (self._state or {}).get("sources") or {}
-        return {("doccam" if role == "doccam" else f"camera.{role}"): info
-                for role, info in sources.items() if isinstance(info, dict)}
+        return {
+            ("doccam" if role == "doccam" else f"camera.{role}"): info
+            for role, info in sources.items()
+            if isinstance(info, dict)
+        }
 
     def health(self) -> Mapping[str, Health]:
         reason = self._missing_reason()
@@ -129,9 +132,16 @@ class MediaControl(Subsystem):
         items = []
         for name, info in self._devices().items():
             h = health.get(name, health["media"])
-            items.append({"name": name, "kind": "doccam" if name == "doccam" else "camera",
-                          "model": info.get("model", ""), "backend": info.get("backend", ""),
-                          "role": info.get("role", ""), "health": h.as_dict()})
+            items.append(
+                {
+                    "name": name,
+                    "kind": "doccam" if name == "doccam" else "camera",
+                    "model": info.get("model", ""),
+                    "backend": info.get("backend", ""),
+                    "role": info.get("role", ""),
+                    "health": h.as_dict(),
+                }
+            )
         return items
 
     def capabilities(self) -> list[str]:
@@ -143,11 +153,20 @@ class MediaControl(Subsystem):
             return {"running": False, "reason": reason}
         s = self._state or {}
         pipeline = s.get("pipeline") or {}
-        return {"running": True, "active_source": s.get("active_source"), "fps_out": pipeline.get("fps_out"),
-                "renditions": pipeline.get("renditions"), "uplink": s.get("uplink"), "disk": s.get("disk"),
-                "recording": (s.get("recording") or {}).get("session_id"),
-                "fps_in": {role: info.get("fps_in") for role, info in (s.get("sources") or {}).items()
-                           if isinstance(info, dict)}}
+        return {
+            "running": True,
+            "active_source": s.get("active_source"),
+            "fps_out": pipeline.get("fps_out"),
+            "renditions": pipeline.get("renditions"),
+            "uplink": s.get("uplink"),
+            "disk": s.get("disk"),
+            "recording": (s.get("recording") or {}).get("session_id"),
+            "fps_in": {
+                role: info.get("fps_in")
+                for role, info in (s.get("sources") or {}).items()
+                if isinstance(info, dict)
+            },
+        }
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -170,8 +189,9 @@ class MediaControl(Subsystem):
             if reason is not None and self._state is None:
                 raise CommandError(503, reason)
             if command == "media.record.export":
-                return Accepted({"session_id": body["session_id"], "export": "started"},
-                                then=lambda: call(body))
+                return Accepted(
+                    {"session_id": body["session_id"], "export": "started"}, then=lambda: call(body)
+                )
             if command == "media.record.upload":
                 return Accepted(await call(body))
             return await call(body)

@@ -82,9 +82,13 @@ class Encoder:
 
         holder = av.open(os.devnull, "w", format="null")
         try:
-            stream = holder.add_stream(self.cfg.encoder_name, rate=Fraction(self.cfg.fps).limit_denominator(1001))
+            stream = holder.add_stream(
+                self.cfg.encoder_name, rate=Fraction(self.cfg.fps).limit_denominator(1001)
+            )
         except (av.FFmpegError, ValueError) as exc:
-            raise EncoderError(f"rendition {self.name}: encoder {self.cfg.encoder_name} unavailable: {exc}") from None
+            raise EncoderError(
+                f"rendition {self.name}: encoder {self.cfg.encoder_name} unavailable: {exc}"
+            ) from None
         ctx = stream.codec_context
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         ctx.time_base = TIME_BASE
@@ -135,10 +139,20 @@ class Encoder:
 
     def stream_params(self) -> dict[str, Any]:
         """What an output needs to describe the stream before the first packet."""
-        return {"rendition": self.name, "codec": self.cfg.codec, "encoder": self.cfg.encoder_name,
-                "width": self.width, "height": self.height, "fps": self.cfg.fps, "time_base": TIME_BASE,
-                "bitrate_kbps": self.bitrate_kbps, "gop": self.cfg.gop, "extradata": self.extradata,
-                "template": self.template, "generation": self.generation}
+        return {
+            "rendition": self.name,
+            "codec": self.cfg.codec,
+            "encoder": self.cfg.encoder_name,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.cfg.fps,
+            "time_base": TIME_BASE,
+            "bitrate_kbps": self.bitrate_kbps,
+            "gop": self.cfg.gop,
+            "extradata": self.extradata,
+            "template": self.template,
+            "generation": self.generation,
+        }
 
     # --- adaptation ------------------------------------------------------------------------------
 
@@ -240,8 +254,13 @@ class Encoder:
         kbps = 0.0
         if len(rate) >= 2 and rate[-1][0] > rate[0][0]:
             kbps = sum(s for _, s in rate[1:]) * 8 / (rate[-1][0] - rate[0][0]) / 1000
-        return {"encoder": self.cfg.encoder_name, "size": f"{self.width}x{self.height}",
-                "target_kbps": self.bitrate_kbps, "bitrate_kbps": round(kbps, 1), "frames": self.frames,
-                "encode_ms_avg": round(sum(enc) / len(enc), 2) if enc else None,
-                "encode_ms_p95": round(enc[int(len(enc) * 0.95) - 1], 2) if len(enc) >= 20 else None,
-                "generation": self.generation}
+        return {
+            "encoder": self.cfg.encoder_name,
+            "size": f"{self.width}x{self.height}",
+            "target_kbps": self.bitrate_kbps,
+            "bitrate_kbps": round(kbps, 1),
+            "frames": self.frames,
+            "encode_ms_avg": round(sum(enc) / len(enc), 2) if enc else None,
+            "encode_ms_p95": round(enc[int(len(enc) * 0.95) - 1], 2) if len(enc) >= 20 else None,
+            "generation": self.generation,
+        }

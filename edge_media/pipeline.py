@@ -47,16 +47,29 @@ class PacketTap:
 
 
 class Pipeline:
-    def __init__(self, sources: dict[str, FrameSource], cfg: MediaConfig, *, emit: Emit | None = None,
-                 origin: float | None = None, name: str = "pipeline", audio: Any = None) -> None:
+    def __init__(
+        self,
+        sources: dict[str, FrameSource],
+        cfg: MediaConfig,
+        *,
+        emit: Emit | None = None,
+        origin: float | None = None,
+        name: str = "pipeline",
+        audio: Any = None,
+    ) -> None:
         self.sources = sources
         self.cfg = cfg
         self.emit = emit or (lambda _t, _d: None)
         self.name = name
         self.origin = time.monotonic() if origin is None else origin
         out_fps = max(r.fps for r in cfg.renditions.values())
-        self.selector = Selector({role: s.frame_interval for role, s in sources.items()}, cfg.failover,
-                                 out_interval=1 / out_fps, on_switch=self._on_switch, now=time.monotonic())
+        self.selector = Selector(
+            {role: s.frame_interval for role, s in sources.items()},
+            cfg.failover,
+            out_interval=1 / out_fps,
+            on_switch=self._on_switch,
+            now=time.monotonic(),
+        )
         self.encoders = {name: Encoder(name, r, origin=self.origin) for name, r in cfg.renditions.items()}
         self._outputs: dict[str, list[Output]] = {name: [] for name in cfg.renditions}
         # An AudioSource (edge_media/audio.py), encoded on this thread on the video's timeline (same
@@ -162,7 +175,9 @@ class Pipeline:
                 for role, src in self.sources.items():
                     for cf in src.drain():
                         luma, signature = inspect_frame(cf.frame)
-                        self.selector.offer(role, cf.frame, cf.t_capture, cf.t_arrival, luma=luma, signature=signature)
+                        self.selector.offer(
+                            role, cf.frame, cf.t_capture, cf.t_arrival, luma=luma, signature=signature
+                        )
                 for sel in self.selector.poll(time.monotonic()):
                     self._encode(sel)
                 if self.audio is not None:
@@ -214,7 +229,9 @@ class Pipeline:
                     log.exception("%s: output %r failed on audio", self.name, out)
 
     def _on_switch(self, event: dict[str, Any]) -> None:
-        log.info("failover %s -> %s (%s): gap %s ms", event["from"], event["to"], event["reason"], event["gap_ms"])
+        log.info(
+            "failover %s -> %s (%s): gap %s ms", event["from"], event["to"], event["reason"], event["gap_ms"]
+        )
         self.emit("media.failover", event)
 
     # --- telemetry -------------------------------------------------------------------------------
@@ -227,9 +244,19 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"selector": self.selector.state(now), "fps_out": self.fps_out(), "frames_out": self.frames_out,
-                "renditions": {name: {**enc.stats(), "outputs": len(self._outputs[name])}
-                               for name, enc in self.encoders.items()},
-                "stalled_s": round(max(0.0, now - self.last_output), 3), "failed": self.failed,
-                **({"audio": {**self.audio_encoder.stats(), "errors": self.audio_errors}}
-                   if self.audio_encoder is not None else {})}
+        return {
+            "selector": self.selector.state(now),
+            "fps_out": self.fps_out(),
+            "frames_out": self.frames_out,
+            "renditions": {
+                name: {**enc.stats(), "outputs": len(self._outputs[name])}
+                for name, enc in self.encoders.items()
+            },
+            "stalled_s": round(max(0.0, now - self.last_output), 3),
+            "failed": self.failed,
+            **(
+                {"audio": {**self.audio_encoder.stats(), "errors": self.audio_errors}}
+                if self.audio_encoder is not None
+                else {}
+            ),
+        }

@@ -52,7 +52,16 @@ from edge_media.push_transport import (
     parse_target,
 )
 
-__all__ = ["LADDER", "AdaptStep", "LivePush", "PushError", "PushUnsupported", "PushUrlError", "StreamParams", "LinkDown"]
+__all__ = [
+    "LADDER",
+    "AdaptStep",
+    "LivePush",
+    "PushError",
+    "PushUnsupported",
+    "PushUrlError",
+    "StreamParams",
+    "LinkDown",
+]
 
 log = logging.getLogger("kiosk.media.push")
 
@@ -60,7 +69,13 @@ EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 # (bitrate factor, resolution factor) per level: bitrate first, then resolution.
 LADDER: tuple[tuple[float, float], ...] = (
-    (1.0, 1.0), (0.75, 1.0), (0.5, 1.0), (0.35, 1.0), (0.35, 0.75), (0.25, 0.5))
+    (1.0, 1.0),
+    (0.75, 1.0),
+    (0.5, 1.0),
+    (0.35, 1.0),
+    (0.35, 0.75),
+    (0.25, 0.5),
+)
 
 
 @dataclass(frozen=True)
@@ -91,10 +106,13 @@ class StreamParams:
         except AttributeError as e:
             raise PushError(f"cannot take stream parameters from {type(template).__name__}: {e}") from None
         if ctx.type != "video" or not width or not height or not time_base:
-            raise PushError(f"push needs a video stream with size and time base, got {ctx.type} "
-                            f"{width}x{height} time_base={time_base}")
-        return cls(codec, width, height, Fraction(time_base), Fraction(rate) if rate else None, extradata,
-                   bit_rate)
+            raise PushError(
+                f"push needs a video stream with size and time base, got {ctx.type} "
+                f"{width}x{height} time_base={time_base}"
+            )
+        return cls(
+            codec, width, height, Fraction(time_base), Fraction(rate) if rate else None, extradata, bit_rate
+        )
 
 
 @dataclass(frozen=True)
@@ -150,12 +168,25 @@ class _EventRelay:
 class LivePush:
     """Push one encoded video stream to ``url``. ``send`` is safe from any thread and never blocks."""
 
-    def __init__(self, url: str, *, emit: EventSink, on_adapt: Callable[[AdaptStep], None],
-                 queue_packets: int = 240, down_at: int | None = None, up_at: int | None = None,
-                 settle_s: float = 2.0, up_after_s: float = 10.0,
-                 backoff_base_s: float = 0.25, backoff_cap_s: float = 30.0, stable_s: float = 10.0,
-                 connect_timeout_s: float = 5.0, write_timeout_s: float = 5.0,
-                 send_buffer_bytes: int | None = 64 * 1024, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        emit: EventSink,
+        on_adapt: Callable[[AdaptStep], None],
+        queue_packets: int = 240,
+        down_at: int | None = None,
+        up_at: int | None = None,
+        settle_s: float = 2.0,
+        up_after_s: float = 10.0,
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 30.0,
+        stable_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        write_timeout_s: float = 5.0,
+        send_buffer_bytes: int | None = 64 * 1024,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.target: Target = parse_target(url)  # PushUrlError / PushUnsupported right here
         if queue_packets < 8:
             raise ValueError("queue_packets must be at least 8")
@@ -216,8 +247,9 @@ class LivePush:
         self._events = _EventRelay(self._emit, self._loop)
         self._stopping = threading.Event()  # a fresh one per run (see _run)
         self._state = "connecting"
-        self._thread = threading.Thread(target=self._run, args=(self._stopping,), name=f"push {self.target.shown}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stopping,), name=f"push {self.target.shown}", daemon=True
+        )
         self._thread.start()
 
     def add_audio(self, encoder: Any) -> None:
@@ -244,8 +276,11 @@ class LivePush:
         if thread is not None:
             thread.join(timeout_s)
             if thread.is_alive():
-                log.warning("push sender to %s did not stop within %.1f s (blocked in FFmpeg); abandoned",
-                            self.target.shown, timeout_s)
+                log.warning(
+                    "push sender to %s did not stop within %.1f s (blocked in FFmpeg); abandoned",
+                    self.target.shown,
+                    timeout_s,
+                )
         with self._lock:
             self._drop_all("stopped")
         self._state = "stopped"
@@ -257,15 +292,24 @@ class LivePush:
         conn = self._conn
         bytes_now = conn.bytes_sent if conn is not None else 0
         return {
-            "url": self.target.shown, "state": self._state, "queue_depth": depth,
-            "queue_packets": self.queue_packets, "bytes_sent": self._counters["bytes"] + bytes_now,
-            "packets_sent": self._counters["packets"], "connects": self._counters["connects"],
-            "reconnects": max(0, self._counters["connects"] - 1), "failed_attempts": self._counters["failed"],
+            "url": self.target.shown,
+            "state": self._state,
+            "queue_depth": depth,
+            "queue_packets": self.queue_packets,
+            "bytes_sent": self._counters["bytes"] + bytes_now,
+            "packets_sent": self._counters["packets"],
+            "connects": self._counters["connects"],
+            "reconnects": max(0, self._counters["connects"] - 1),
+            "failed_attempts": self._counters["failed"],
             "dropped": {k[5:]: v for k, v in self._counters.items() if k.startswith("drop.")},
-            "level": self._level, "step": asdict(self._current) if self._current else None,
+            "level": self._level,
+            "step": asdict(self._current) if self._current else None,
             "last_error": self._last_error,
-            **({"audio_queued": audio_depth, "audio_sent": self._counters["audio_packets"]}
-               if self._audio is not None else {}),
+            **(
+                {"audio_queued": audio_depth, "audio_sent": self._counters["audio_packets"]}
+                if self._audio is not None
+                else {}
+            ),
         }
 
     # --- the encoder's side --------------------------------------------------------------------
@@ -283,8 +327,9 @@ class LivePush:
         tb = packet.time_base or (self._params.time_base if self._params else None)
         if tb is None:
             return
-        item = QueuedPacket(data, packet.pts, packet.dts, packet.duration or 0, Fraction(tb), key,
-                            self._generation)
+        item = QueuedPacket(
+            data, packet.pts, packet.dts, packet.duration or 0, Fraction(tb), key, self._generation
+        )
         with self._lock:
             if self._need_key and not key:
                 self._counters["drop.waiting_keyframe"] += 1
@@ -309,8 +354,16 @@ class LivePush:
             return
         if packet.pts is None or packet.time_base is None:
             return
-        item = QueuedPacket(bytes(packet), packet.pts, packet.dts, packet.duration or 0, Fraction(packet.time_base),
-                            False, self._generation, audio=True)
+        item = QueuedPacket(
+            bytes(packet),
+            packet.pts,
+            packet.dts,
+            packet.duration or 0,
+            Fraction(packet.time_base),
+            False,
+            self._generation,
+            audio=True,
+        )
         with self._lock:
             if self._need_key:
                 self._counters["drop.audio_waiting_keyframe"] += 1
@@ -362,11 +415,16 @@ class LivePush:
         bitrate_factor, resolution_factor = LADDER[level]
         p = self._params
         assert p is not None
-        return AdaptStep(level=level, direction=direction, bitrate_factor=bitrate_factor,
-                         resolution_factor=resolution_factor,
-                         bit_rate=int(p.bit_rate * bitrate_factor) if p.bit_rate else None,
-                         width=max(2, int(p.width * resolution_factor) // 2 * 2),
-                         height=max(2, int(p.height * resolution_factor) // 2 * 2), queue_depth=depth)
+        return AdaptStep(
+            level=level,
+            direction=direction,
+            bitrate_factor=bitrate_factor,
+            resolution_factor=resolution_factor,
+            bit_rate=int(p.bit_rate * bitrate_factor) if p.bit_rate else None,
+            width=max(2, int(p.width * resolution_factor) // 2 * 2),
+            height=max(2, int(p.height * resolution_factor) // 2 * 2),
+            queue_depth=depth,
+        )
 
     def _adapt(self, depth: int) -> None:
         if self._state != "connected":
@@ -381,8 +439,11 @@ class LivePush:
         elif depth <= self.up_at:
             if self._low_since is None:
                 self._low_since = now
-            elif (self._level > 0 and now - self._low_since >= self.up_after_s
-                  and now - self._last_step_at >= self.up_after_s):
+            elif (
+                self._level > 0
+                and now - self._low_since >= self.up_after_s
+                and now - self._last_step_at >= self.up_after_s
+            ):
                 new_level = self._level - 1
                 self._low_since = now
         else:
@@ -391,8 +452,13 @@ class LivePush:
             return
         step = self._step(new_level, "down" if new_level > self._level else "up", depth)
         self._level, self._current, self._last_step_at = new_level, step, now
-        log.info("push to %s: queue %d, stepping %s to level %d", self.target.shown, depth, step.direction,
-                 new_level)
+        log.info(
+            "push to %s: queue %d, stepping %s to level %d",
+            self.target.shown,
+            depth,
+            step.direction,
+            new_level,
+        )
         try:
             self._on_adapt(step)
         except Exception:
@@ -407,8 +473,11 @@ class LivePush:
         import av
 
         try:  # can the container carry the codec? Fail in the caller's thread, not in a retry loop.
-            probe = av.open(io.BytesIO(), "w", format="mpegts" if self.target.container == "rtsp"
-                            else self.target.container)
+            probe = av.open(
+                io.BytesIO(),
+                "w",
+                format="mpegts" if self.target.container == "rtsp" else self.target.container,
+            )
             try:
                 probe.add_mux_stream(params.codec, width=params.width, height=params.height)
             finally:
@@ -450,9 +519,14 @@ class LivePush:
                 continue
             params = self._params
             assert params is not None
-            conn = Connection(self.target, params, connect_timeout_s=self.connect_timeout_s,
-                              write_timeout_s=self.write_timeout_s, send_buffer_bytes=self.send_buffer_bytes,
-                              audio=self._audio)
+            conn = Connection(
+                self.target,
+                params,
+                connect_timeout_s=self.connect_timeout_s,
+                write_timeout_s=self.write_timeout_s,
+                send_buffer_bytes=self.send_buffer_bytes,
+                audio=self._audio,
+            )
             self._conn = conn
             connected_at = None
             try:
@@ -463,8 +537,14 @@ class LivePush:
                 self._counters["connects"] += 1
                 self._counters["packets"] += 1
                 lost_reported = False
-                self._post("media.push.connected", {"url": self.target.shown, "attempts": failures + 1,
-                                                    "reconnect": self._counters["connects"] > 1})
+                self._post(
+                    "media.push.connected",
+                    {
+                        "url": self.target.shown,
+                        "attempts": failures + 1,
+                        "reconnect": self._counters["connects"] > 1,
+                    },
+                )
                 restream = self._pump(conn, item.generation, stopping)
             except Exception as e:  # noqa: BLE001 - the sender must outlive any FFmpeg surprise
                 if stopping.is_set():
@@ -476,10 +556,17 @@ class LivePush:
                     self._counters["failed"] += 1
                 if not lost_reported:  # one event per outage, not one per retry
                     lost_reported = True
-                    self._post("media.push.lost", {
-                        "url": self.target.shown, "error": self._last_error,
-                        "was_connected": connected_at is not None,
-                        "connected_s": round(time.monotonic() - connected_at, 3) if connected_at else None})
+                    self._post(
+                        "media.push.lost",
+                        {
+                            "url": self.target.shown,
+                            "error": self._last_error,
+                            "was_connected": connected_at is not None,
+                            "connected_s": round(time.monotonic() - connected_at, 3)
+                            if connected_at
+                            else None,
+                        },
+                    )
             finally:
                 if self._conn is conn:
                     self._conn = None

@@ -15,7 +15,7 @@ _HEVC_PARAMETER_SETS = {32, 33, 34}  # VPS, SPS, PPS
 
 
 def codec_family(codec_name: str) -> str | None:
-    """"h264" or "hevc" for the encoder/codec names we can fix up, else None."""
+    """ "h264" or "hevc" for the encoder/codec names we can fix up, else None."""
     name = codec_name.lower()
     if "264" in name or name == "h264":
         return "h264"
@@ -70,9 +70,9 @@ def avcc_to_annexb(extradata: bytes) -> bytes | None:
             count = extradata[pos] & count_mask
             pos += 1
             for _ in range(count):
-                size = int.from_bytes(extradata[pos:pos + 2], "big")
+                size = int.from_bytes(extradata[pos : pos + 2], "big")
                 pos += 2
-                unit = extradata[pos:pos + size]
+                unit = extradata[pos : pos + size]
                 if len(unit) != size or size == 0:
                     return None
                 out += b"\x00\x00\x00\x01" + unit

@@ -71,8 +71,15 @@ class Target:
         return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
-_CONTAINERS = {"tcp": "mpegts", "udp": "mpegts", "srt": "mpegts", "rtsp": "rtsp", "rtsps": "rtsp",
-               "rtmp": "flv", "rtmps": "flv"}
+_CONTAINERS = {
+    "tcp": "mpegts",
+    "udp": "mpegts",
+    "srt": "mpegts",
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+    "rtmp": "flv",
+    "rtmps": "flv",
+}
 _protocol_cache: dict[str, bool] = {}
 
 
@@ -94,8 +101,10 @@ def parse_target(url: object) -> Target:
     if scheme in ("tcp", "udp") and not port:
         raise PushUrlError(f"{scheme}:// push URL needs a port")
     if scheme == "srt" and not protocol_available("srt"):
-        raise PushUnsupported("this FFmpeg build (PyAV's wheel) has no SRT protocol (libsrt); use "
-                              "tcp://HOST:PORT (MPEG-TS), rtsp:// or rtmp:// instead")
+        raise PushUnsupported(
+            "this FFmpeg build (PyAV's wheel) has no SRT protocol (libsrt); use "
+            "tcp://HOST:PORT (MPEG-TS), rtsp:// or rtmp:// instead"
+        )
     return Target(scheme, url, p.hostname, port, _CONTAINERS[scheme])
 
 
@@ -146,13 +155,15 @@ class _SocketSink(io.RawIOBase):
         try:
             if self.datagram:
                 for i in range(0, len(data), TS_DATAGRAM):
-                    self.sock.send(data[i:i + TS_DATAGRAM])
+                    self.sock.send(data[i : i + TS_DATAGRAM])
             else:
                 self.sock.sendall(data)
         except TimeoutError as e:
             raise LinkDown("receiver stopped reading (write timed out)") from e
         except OSError as e:
-            raise LinkDown(f"connection lost: {errno.errorcode.get(e.errno or 0, '')} {e.strerror or e}") from e
+            raise LinkDown(
+                f"connection lost: {errno.errorcode.get(e.errno or 0, '')} {e.strerror or e}"
+            ) from e
         self.bytes_sent += len(data)
         return len(data)
 
@@ -173,8 +184,16 @@ class Connection:
     """One connection to the receiver: a muxer with one video stream (and an AAC one with ``audio``). Used by the sender thread only,
     except ``abort()``, which any thread may call to make a blocked write fail at once."""
 
-    def __init__(self, target: Target, params: Any, *, connect_timeout_s: float, write_timeout_s: float,
-                 send_buffer_bytes: int | None = None, audio: Any = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        params: Any,
+        *,
+        connect_timeout_s: float,
+        write_timeout_s: float,
+        send_buffer_bytes: int | None = None,
+        audio: Any = None,
+    ) -> None:
         self.target = target
         self.audio = audio  # an AudioEncoder (template, extradata, time_base): adds an AAC stream
         self.send_buffer_bytes = send_buffer_bytes
@@ -216,16 +235,24 @@ class Connection:
                 if t.scheme == "tcp":
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sink = _SocketSink(sock, datagram=t.scheme == "udp")
-                self._container = av.open(self._sink, "w", format="mpegts", buffer_size=TS_DATAGRAM,
-                                          container_options={"flush_packets": "1"})
+                self._container = av.open(
+                    self._sink,
+                    "w",
+                    format="mpegts",
+                    buffer_size=TS_DATAGRAM,
+                    container_options={"flush_packets": "1"},
+                )
             else:
                 options = {}
                 if t.container == "rtsp":
                     options = {"rtsp_transport": "tcp", "timeout": str(int(self.write_timeout_s * 1e6))}
-                self._container = av.open(t.url, "w", format=t.container, options=options,
-                                          timeout=self.connect_timeout_s)
+                self._container = av.open(
+                    t.url, "w", format=t.container, options=options, timeout=self.connect_timeout_s
+                )
             p = self.params
-            self._stream = self._container.add_mux_stream(p.codec, rate=p.rate, width=p.width, height=p.height)
+            self._stream = self._container.add_mux_stream(
+                p.codec, rate=p.rate, width=p.width, height=p.height
+            )
             self._stream.time_base = p.time_base
             if self.audio is not None:  # as the recorder adds it (segments.py)
                 astream = self._container.add_stream_from_template(self.audio.template, opaque=True)

@@ -59,8 +59,12 @@ def verify_segment(seg: Segment) -> None:
     except FileNotFoundError:
         raise SegmentMissing(seg.path) from None
     if size != seg.bytes:
-        raise SegmentCorrupt(seg.path, expected=f"{seg.bytes} bytes", actual=f"{size} bytes",
-                             reason="truncated" if size < seg.bytes else "grown")
+        raise SegmentCorrupt(
+            seg.path,
+            expected=f"{seg.bytes} bytes",
+            actual=f"{size} bytes",
+            reason="truncated" if size < seg.bytes else "grown",
+        )
     digest = file_sha256(seg.path)
     if digest != seg.sha256:
         raise SegmentCorrupt(seg.path, expected=seg.sha256, actual=digest, reason="SHA-256 mismatch")
@@ -87,9 +91,14 @@ def export_segments(session_id: str | None, segments: list[Segment], out_path: P
             os.fsync(f.fileno())
         os.replace(tmp, out_path)
         fsync_dir(out_path.parent)
-        return ExportResult(session_id=session_id, path=out_path, segments=len(segments),
-                            bytes=out_path.stat().st_size, duration_s=float(duration),
-                            sha256=file_sha256(out_path))
+        return ExportResult(
+            session_id=session_id,
+            path=out_path,
+            segments=len(segments),
+            bytes=out_path.stat().st_size,
+            duration_s=float(duration),
+            sha256=file_sha256(out_path),
+        )
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, RecordingDiskFull):
             raise RecordingDiskFull(f"no space left to export {out_path}: {e}") from e
@@ -123,7 +132,8 @@ def _remux(av, segments: list[Segment], tmp: Path) -> Fraction:
                 elif [_signature(s) for s in streams] != signature:
                     raise IncompatibleSegments(
                         f"segment {seg.path} has streams {[_signature(s) for s in streams]}, "
-                        f"the session started with {signature}: export them separately")
+                        f"the session started with {signature}: export them separately"
+                    )
                 timeline_end = _copy_segment(inp, streams, out, out_streams, last_dts, timeline_end, seg.path)
     except BaseException:
         with contextlib.suppress(Exception):

@@ -96,16 +96,28 @@ def check_upload_url(url: object) -> urllib.parse.SplitResult:
 class _Uploader:
     """Blocking HTTP side; one instance per upload. Each request is one ``http.client`` connection."""
 
-    def __init__(self, url: str, path: Path, size: int, sha256_hex: str, *, timeout_s: float,
-                 headers: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: Path,
+        size: int,
+        sha256_hex: str,
+        *,
+        timeout_s: float,
+        headers: dict[str, str] | None,
+    ) -> None:
         self.parts = check_upload_url(url)
         self.path = path
         self.size = size
         self.timeout_s = timeout_s
         self.requests = 0
         digest_b64 = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
-        self.headers = {"Content-Type": "video/mp4", "Content-SHA256": sha256_hex,
-                        "Digest": f"sha-256={digest_b64}", **(headers or {})}
+        self.headers = {
+            "Content-Type": "video/mp4",
+            "Content-SHA256": sha256_hex,
+            "Digest": f"sha-256={digest_b64}",
+            **(headers or {}),
+        }
         if self.parts.username:
             cred = f"{urllib.parse.unquote(self.parts.username)}:{urllib.parse.unquote(self.parts.password or '')}"
             self.headers.setdefault("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
@@ -120,8 +132,12 @@ class _Uploader:
         conn = cls(self.parts.hostname, self.parts.port, **kwargs)
         self.requests += 1
         try:
-            conn.request("PUT", self.target, body=body, headers={**self.headers, **headers,
-                                                                   "Content-Length": str(length)})
+            conn.request(
+                "PUT",
+                self.target,
+                body=body,
+                headers={**self.headers, **headers, "Content-Length": str(length)},
+            )
             resp = conn.getresponse()
             resp.read(64 * 1024)  # drain a little of the answer; we only need status and headers
             return resp.status, resp.reason, resp.headers
@@ -161,7 +177,8 @@ class _Uploader:
             f.seek(offset)
             data = f.read(end - offset)
         status, reason, headers = self._request(
-            {"Content-Range": f"bytes {offset}-{end - 1}/{self.size}"}, data, len(data))
+            {"Content-Range": f"bytes {offset}-{end - 1}/{self.size}"}, data, len(data)
+        )
         if status == 308:
             return status, _held(headers)
         if 200 <= status < 300:
@@ -178,11 +195,21 @@ def _held(headers: Any) -> int:
     return int(m.group(1)) + 1 if m else 0
 
 
-async def upload(index: RecordingIndex, session_id: str, url: str, *, emit: EventSink,
-                 chunk_bytes: int = 4 << 20, timeout_s: float = 30.0, max_failures: int = 8,
-                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
-                 export_dir: Path | None = None, keep_export: bool = False,
-                 headers: dict[str, str] | None = None) -> UploadResult:
+async def upload(
+    index: RecordingIndex,
+    session_id: str,
+    url: str,
+    *,
+    emit: EventSink,
+    chunk_bytes: int = 4 << 20,
+    timeout_s: float = 30.0,
+    max_failures: int = 8,
+    backoff_base_s: float = 0.5,
+    backoff_cap_s: float = 30.0,
+    export_dir: Path | None = None,
+    keep_export: bool = False,
+    headers: dict[str, str] | None = None,
+) -> UploadResult:
     """Export ``session_id`` and PUT it to ``url``; emits ``media.recording.uploaded`` or ``.upload_failed``.
 
     ``max_failures`` bounds consecutive failed requests (progress resets the count). Raises
@@ -231,30 +258,70 @@ async def upload(index: RecordingIndex, session_id: str, url: str, *, emit: Even
             except _Transient as e:
                 failures += 1
                 if failures >= max_failures:
-                    raise UploadFailed(f"upload of session {session_id} to {shown} failed "
-                                       f"{failures} times in a row, last: {e}") from None
+                    raise UploadFailed(
+                        f"upload of session {session_id} to {shown} failed "
+                        f"{failures} times in a row, last: {e}"
+                    ) from None
                 retries += 1
                 delay = full_jitter(failures - 1, backoff_base_s, backoff_cap_s)
-                await _emit(emit, "media.recording.upload_retry", {
-                    "session_id": session_id, "url": shown, "attempt": failures, "delay_s": round(delay, 3),
-                    "offset": offset, "error": str(e)})
+                await _emit(
+                    emit,
+                    "media.recording.upload_retry",
+                    {
+                        "session_id": session_id,
+                        "url": shown,
+                        "attempt": failures,
+                        "delay_s": round(delay, 3),
+                        "offset": offset,
+                        "error": str(e),
+                    },
+                )
                 await asyncio.sleep(delay)
                 need_query = resumable
     except (UploadFailed, UploadRejected) as e:
-        await _emit(emit, "media.recording.upload_failed", {
-            "session_id": session_id, "url": shown, "bytes": exported.bytes, "error": str(e), "code": e.code})
+        await _emit(
+            emit,
+            "media.recording.upload_failed",
+            {
+                "session_id": session_id,
+                "url": shown,
+                "bytes": exported.bytes,
+                "error": str(e),
+                "code": e.code,
+            },
+        )
         raise
     finally:
         if not keep_export:
             with contextlib.suppress(OSError):
                 exported.path.unlink()
-    result = UploadResult(session_id=session_id, url=shown, bytes=exported.bytes, sha256=exported.sha256,
-                          status=status, requests=up.requests, retries=retries, resumable=resumable,
-                          seconds=round(time.monotonic() - started, 3))
-    await _emit(emit, "media.recording.uploaded", {
-        "session_id": session_id, "url": shown, "bytes": result.bytes, "sha256": result.sha256,
-        "segments": exported.segments, "duration_s": round(exported.duration_s, 3),
-        "requests": result.requests, "retries": retries, "resumable": resumable, "seconds": result.seconds})
+    result = UploadResult(
+        session_id=session_id,
+        url=shown,
+        bytes=exported.bytes,
+        sha256=exported.sha256,
+        status=status,
+        requests=up.requests,
+        retries=retries,
+        resumable=resumable,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    await _emit(
+        emit,
+        "media.recording.uploaded",
+        {
+            "session_id": session_id,
+            "url": shown,
+            "bytes": result.bytes,
+            "sha256": result.sha256,
+            "segments": exported.segments,
+            "duration_s": round(exported.duration_s, 3),
+            "requests": result.requests,
+            "retries": retries,
+            "resumable": resumable,
+            "seconds": result.seconds,
+        },
+    )
     return result
 
 
@@ -263,4 +330,3 @@ async def _emit(emit: EventSink, type_: str, data: dict[str, Any]) -> None:
         await emit(type_, data)
     except Exception:
         log.exception("could not emit %s", type_)
-

@@ -50,10 +50,28 @@ from edge_media.recording_export import ExportResult, export_segments
 from edge_media.recording_upload import UploadResult, upload
 
 __all__ = [
-    "BadSegment", "BadUploadUrl", "EmptySession", "ExportResult", "IncompatibleSegments", "Purged",
-    "RecordingDiskFull", "RecordingError", "RecordingIndex", "RecordingIndexError", "Retention",
-    "Segment", "SegmentCorrupt", "SegmentMissing", "SegmentUnreadable", "SessionSummary",
-    "UnknownSession", "UploadError", "UploadFailed", "UploadRejected", "UploadResult", "upload",
+    "BadSegment",
+    "BadUploadUrl",
+    "EmptySession",
+    "ExportResult",
+    "IncompatibleSegments",
+    "Purged",
+    "RecordingDiskFull",
+    "RecordingError",
+    "RecordingIndex",
+    "RecordingIndexError",
+    "Retention",
+    "Segment",
+    "SegmentCorrupt",
+    "SegmentMissing",
+    "SegmentUnreadable",
+    "SessionSummary",
+    "UnknownSession",
+    "UploadError",
+    "UploadFailed",
+    "UploadRejected",
+    "UploadResult",
+    "upload",
 ]
 
 log = logging.getLogger("kiosk.media.recordings")
@@ -133,7 +151,8 @@ class RecordingIndex:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
-                str(self.db_path), check_same_thread=False, timeout=10, isolation_level=None)
+                str(self.db_path), check_same_thread=False, timeout=10, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -169,13 +188,15 @@ class RecordingIndex:
 
     @staticmethod
     def _segment(row: tuple) -> Segment:
-        return Segment(session_id=row[1], path=Path(row[0]), start_ts=row[2], end_ts=row[3],
-                       sha256=row[4], bytes=row[5])
+        return Segment(
+            session_id=row[1], path=Path(row[0]), start_ts=row[2], end_ts=row[3], sha256=row[4], bytes=row[5]
+        )
 
     # --- the writer's side ---------------------------------------------------------------------
 
-    def add_segment(self, session_id: str | None, path: Path, start_ts: float, end_ts: float,
-                    sha256: str, bytes: int) -> Segment:
+    def add_segment(
+        self, session_id: str | None, path: Path, start_ts: float, end_ts: float, sha256: str, bytes: int
+    ) -> Segment:
         """Index a finished, fsynced segment. Re-adding the same path replaces its row (crash recovery).
 
         ``session_id`` None files the segment outside any session (recording between sessions).
@@ -195,29 +216,35 @@ class RecordingIndex:
         seg = Segment(session_id, Path(os.path.abspath(path)), start, end, sha256, bytes)
         with self._tx() as db:
             if session_id is not None:
-                db.execute("INSERT OR IGNORE INTO sessions (id, state, opened_at) VALUES (?, 'active', ?)",
-                           (session_id, start))
+                db.execute(
+                    "INSERT OR IGNORE INTO sessions (id, state, opened_at) VALUES (?, 'active', ?)",
+                    (session_id, start),
+                )
             db.execute(
                 "INSERT INTO segments (path, session_id, start_ts, end_ts, sha256, bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET session_id=excluded.session_id, "
                 "start_ts=excluded.start_ts, end_ts=excluded.end_ts, sha256=excluded.sha256, "
                 "bytes=excluded.bytes",
-                (str(seg.path), session_id, start, end, sha256, bytes))
+                (str(seg.path), session_id, start, end, sha256, bytes),
+            )
         return seg
 
     def mark_active(self, session_id: str) -> None:
         _check_session_id(session_id, allow_none=False)
         with self._tx() as db:
-            db.execute("INSERT INTO sessions (id, state, opened_at) VALUES (?, 'active', ?) "
-                       "ON CONFLICT(id) DO UPDATE SET state='active', closed_at=NULL",
-                       (session_id, self._clock()))
+            db.execute(
+                "INSERT INTO sessions (id, state, opened_at) VALUES (?, 'active', ?) "
+                "ON CONFLICT(id) DO UPDATE SET state='active', closed_at=NULL",
+                (session_id, self._clock()),
+            )
 
     def mark_closed(self, session_id: str) -> None:
         """Close a session; closing an unknown session raises ``UnknownSession``."""
         _check_session_id(session_id, allow_none=False, lookup=True)
         with self._tx() as db:
-            cur = db.execute("UPDATE sessions SET state='closed', closed_at=? WHERE id=?",
-                             (self._clock(), session_id))
+            cur = db.execute(
+                "UPDATE sessions SET state='closed', closed_at=? WHERE id=?", (self._clock(), session_id)
+            )
             if cur.rowcount == 0:
                 raise UnknownSession(session_id)
 
@@ -234,9 +261,12 @@ class RecordingIndex:
             rows = db.execute(
                 "SELECT s.id, s.state, s.opened_at, MIN(g.start_ts), MAX(g.end_ts), COUNT(g.path), "
                 "COALESCE(SUM(g.bytes), 0) FROM sessions s LEFT JOIN segments g ON g.session_id = s.id "
-                "GROUP BY s.id ORDER BY COALESCE(MIN(g.start_ts), s.opened_at), s.id").fetchall()
-        return [SessionSummary(session_id=r[0], state=r[1], start_ts=r[3], end_ts=r[4], segments=r[5],
-                               bytes=r[6]) for r in rows]
+                "GROUP BY s.id ORDER BY COALESCE(MIN(g.start_ts), s.opened_at), s.id"
+            ).fetchall()
+        return [
+            SessionSummary(session_id=r[0], state=r[1], start_ts=r[3], end_ts=r[4], segments=r[5], bytes=r[6])
+            for r in rows
+        ]
 
     def segments(self, session_id: str | None) -> list[Segment]:
         """A session's segments in time order. ``None`` lists segments recorded outside sessions."""
@@ -244,20 +274,24 @@ class RecordingIndex:
         cols = "path, session_id, start_ts, end_ts, sha256, bytes"
         with self._tx() as db:
             if session_id is None:
-                rows = db.execute(f"SELECT {cols} FROM segments WHERE session_id IS NULL "
-                                  "ORDER BY start_ts, path").fetchall()
+                rows = db.execute(
+                    f"SELECT {cols} FROM segments WHERE session_id IS NULL ORDER BY start_ts, path"
+                ).fetchall()
             else:
                 if db.execute("SELECT 1 FROM sessions WHERE id=?", (session_id,)).fetchone() is None:
                     raise UnknownSession(session_id)
-                rows = db.execute(f"SELECT {cols} FROM segments WHERE session_id=? ORDER BY start_ts, path",
-                                  (session_id,)).fetchall()
+                rows = db.execute(
+                    f"SELECT {cols} FROM segments WHERE session_id=? ORDER BY start_ts, path", (session_id,)
+                ).fetchall()
         return [self._segment(r) for r in rows]
 
     def oldest_segments(self, *, exclude_sessions: set[str]) -> list[Segment]:
         """Every segment not in ``exclude_sessions``, oldest first (the purge order)."""
         with self._tx() as db:
-            rows = db.execute("SELECT path, session_id, start_ts, end_ts, sha256, bytes FROM segments "
-                              "ORDER BY start_ts, path").fetchall()
+            rows = db.execute(
+                "SELECT path, session_id, start_ts, end_ts, sha256, bytes FROM segments "
+                "ORDER BY start_ts, path"
+            ).fetchall()
         return [s for s in map(self._segment, rows) if s.session_id not in exclude_sessions]
 
     def total_bytes(self) -> int:
@@ -270,8 +304,11 @@ class RecordingIndex:
             row = db.execute("SELECT session_id FROM segments WHERE path=?", (str(path),)).fetchone()
             db.execute("DELETE FROM segments WHERE path=?", (str(path),))
             if row is not None and row[0] is not None:
-                db.execute("DELETE FROM sessions WHERE id=? AND state='closed' AND NOT EXISTS "
-                           "(SELECT 1 FROM segments WHERE session_id=?)", (row[0], row[0]))
+                db.execute(
+                    "DELETE FROM sessions WHERE id=? AND state='closed' AND NOT EXISTS "
+                    "(SELECT 1 FROM segments WHERE session_id=?)",
+                    (row[0], row[0]),
+                )
 
     # --- export --------------------------------------------------------------------------------
 
@@ -310,10 +347,18 @@ class Retention:
     ``active_sessions()`` are never touched; if that callable fails, the sweep deletes nothing.
     """
 
-    def __init__(self, index: RecordingIndex, root: Path, *, max_age_s: float, min_free_bytes: int,
-                 active_sessions: Callable[[], set[str]], emit: EventSink,
-                 disk_usage: Callable[[Path], Any] = shutil.disk_usage,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        index: RecordingIndex,
+        root: Path,
+        *,
+        max_age_s: float,
+        min_free_bytes: int,
+        active_sessions: Callable[[], set[str]],
+        emit: EventSink,
+        disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if max_age_s <= 0 or min_free_bytes < 0:
             raise ValueError("max_age_s must be > 0 and min_free_bytes >= 0")
         self.index = index
@@ -354,9 +399,15 @@ class Retention:
 
     async def disk_full(self, where: str, error: BaseException | None = None) -> None:
         """Report an ENOSPC the caller met (``media.recording.disk_full``) and sweep now."""
-        await self._safe_emit("media.recording.disk_full", {
-            "where": where, "error": str(error) if error else None, "free_bytes": self.free_bytes(),
-            "min_free_bytes": self.min_free_bytes})
+        await self._safe_emit(
+            "media.recording.disk_full",
+            {
+                "where": where,
+                "error": str(error) if error else None,
+                "free_bytes": self.free_bytes(),
+                "min_free_bytes": self.min_free_bytes,
+            },
+        )
         self._kick()
 
     def _kick(self) -> None:
@@ -386,20 +437,29 @@ class Retention:
         for event in _purge_events(purged):
             await self._safe_emit("media.recording.purged", event)
         for seg, err in failed:
-            await self._safe_emit("media.recording.purge_failed", {
-                "file": seg.path.name, "session_id": seg.session_id, "error": err})
+            await self._safe_emit(
+                "media.recording.purge_failed",
+                {"file": seg.path.name, "session_id": seg.session_id, "error": err},
+            )
         if free is not None and free < self.min_free_bytes:
             if not self._low:
                 self._low = True
-                await self._safe_emit("media.recording.disk_low", {
-                    "free_bytes": free, "min_free_bytes": self.min_free_bytes,
-                    "protected_sessions": sorted(protected), "note": "only segments of sessions in "
-                    "progress (or nothing) are left to purge"})
+                await self._safe_emit(
+                    "media.recording.disk_low",
+                    {
+                        "free_bytes": free,
+                        "min_free_bytes": self.min_free_bytes,
+                        "protected_sessions": sorted(protected),
+                        "note": "only segments of sessions in progress (or nothing) are left to purge",
+                    },
+                )
         else:
             self._low = False
         return purged
 
-    def _sweep_blocking(self, protected: set[str]) -> tuple[list[Purged], list[tuple[Segment, str]], int | None]:
+    def _sweep_blocking(
+        self, protected: set[str]
+    ) -> tuple[list[Purged], list[tuple[Segment, str]], int | None]:
         now = self._clock()
         free = self.free_bytes()
         purged: list[Purged] = []
@@ -460,8 +520,16 @@ def _purge_events(purged: list[Purged]) -> list[dict[str, Any]]:
     groups: dict[tuple[str | None, str], list[Segment]] = {}
     for p in purged:
         groups.setdefault((p.segment.session_id, p.why), []).append(p.segment)
-    return [{
-        "what": "segments", "session_id": sid, "why": why, "segments": len(segs),
-        "bytes": sum(s.bytes for s in segs), "files": [s.path.name for s in segs],
-        "from_ts": min(s.start_ts for s in segs), "to_ts": max(s.end_ts for s in segs),
-    } for (sid, why), segs in groups.items()]
+    return [
+        {
+            "what": "segments",
+            "session_id": sid,
+            "why": why,
+            "segments": len(segs),
+            "bytes": sum(s.bytes for s in segs),
+            "files": [s.path.name for s in segs],
+            "from_ts": min(s.start_ts for s in segs),
+            "to_ts": max(s.end_ts for s in segs),
+        }
+        for (sid, why), segs in groups.items()
+    ]

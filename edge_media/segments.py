@@ -77,13 +77,27 @@ class ClosedSegment:
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "path": str(self.path), "start_ts": round(self.start_ts, 3),
-                "end_ts": round(self.end_ts, 3), "sha256": self.sha256, "bytes": self.bytes}
+        return {
+            "session_id": self.session_id,
+            "path": str(self.path),
+            "start_ts": round(self.start_ts, 3),
+            "end_ts": round(self.end_ts, 3),
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+        }
 
 
 class _OpenSegment:
-    def __init__(self, path: Path, container_kind: str, fragment_s: float, encoder: Encoder,
-                 start_wall: float, t_first: float, audio: Any = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        container_kind: str,
+        fragment_s: float,
+        encoder: Encoder,
+        start_wall: float,
+        t_first: float,
+        audio: Any = None,
+    ) -> None:
         import av
 
         self.path = path
@@ -92,8 +106,11 @@ class _OpenSegment:
         self.t_last = t_first
         self.generation = encoder.generation
         if container_kind == "fmp4":
-            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                       "frag_duration": str(int(fragment_s * 1_000_000)), "flush_packets": "1"}
+            options = {
+                "movflags": "frag_keyframe+empty_moov+default_base_moof",
+                "frag_duration": str(int(fragment_s * 1_000_000)),
+                "flush_packets": "1",
+            }
             fmt = "mp4"
         else:
             options, fmt = {"flush_packets": "1"}, "mpegts"
@@ -125,10 +142,19 @@ class _OpenSegment:
 class SegmentRecorder:
     """Writes one rendition's packets into segment files under ``directory``."""
 
-    def __init__(self, directory: Path, *, session_id: str | None = None, container: str = "fmp4",
-                 segment_s: float = 10.0, fragment_s: float = 0.5, frame_interval: float = 1 / 30,
-                 index: Any = None, has_room: Callable[[int], bool] | None = None,
-                 emit: Emit | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        session_id: str | None = None,
+        container: str = "fmp4",
+        segment_s: float = 10.0,
+        fragment_s: float = 0.5,
+        frame_interval: float = 1 / 30,
+        index: Any = None,
+        has_room: Callable[[int], bool] | None = None,
+        emit: Emit | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)  # before any thread: fail early and clean
         self.session_id = session_id
@@ -160,11 +186,18 @@ class SegmentRecorder:
     def write(self, ep: EncodedPacket, encoder: Encoder) -> None:
         """Mux one packet (pipeline thread). Never raises: failures become events and a retry."""
         seg = self._seg
-        if seg is not None and ep.keyframe and (ep.generation != seg.generation
-                                                 or ep.t_capture - seg.t_first >= self.segment_s - 1e-6):
+        if (
+            seg is not None
+            and ep.keyframe
+            and (ep.generation != seg.generation or ep.t_capture - seg.t_first >= self.segment_s - 1e-6)
+        ):
             self._finish(seg)
             seg = None
-        if seg is not None and not ep.keyframe and ep.t_capture - seg.t_first >= self.segment_s - 1.5 * self.frame_interval:
+        if (
+            seg is not None
+            and not ep.keyframe
+            and ep.t_capture - seg.t_first >= self.segment_s - 1.5 * self.frame_interval
+        ):
             encoder.request_keyframe()  # cut close to segment_s rather than at the next natural keyframe
         if seg is None:
             if not ep.keyframe or time.monotonic() < self._paused_until:
@@ -207,8 +240,9 @@ class SegmentRecorder:
         self._seq += 1
         path = self.directory / f"{stamp(wall)}-{self._seq:05d}{SUFFIX[self.container_kind]}"
         try:
-            seg = _OpenSegment(path, self.container_kind, self.fragment_s, encoder, wall, ep.t_capture,
-                               self._audio)
+            seg = _OpenSegment(
+                path, self.container_kind, self.fragment_s, encoder, wall, ep.t_capture, self._audio
+            )
         except Exception as exc:  # noqa: BLE001
             self._failed(f"cannot create {path}: {exc}")
             return None
@@ -301,7 +335,9 @@ class SegmentRecorder:
         closed = ClosedSegment(self.session_id, seg.path, seg.start_wall, end, digest, size)
         if self.index is not None:
             try:
-                self.index.add_segment(self.session_id, seg.path, closed.start_ts, closed.end_ts, digest, size)
+                self.index.add_segment(
+                    self.session_id, seg.path, closed.start_ts, closed.end_ts, digest, size
+                )
             except Exception as exc:  # noqa: BLE001 - recovered by recover_orphans at the next start
                 self._failed(f"cannot index {seg.path.name}: {exc}", kind="index")
         self.closed.append(closed)
@@ -310,10 +346,15 @@ class SegmentRecorder:
 
     def stats(self) -> dict[str, Any]:
         seg = self._seg
-        return {"session_id": self.session_id, "segments": len(self.closed), "packets": self.packets,
-                "dropped_packets": self.dropped_packets, "errors": self.errors,
-                "current": seg.path.name if seg is not None else None,
-                "bytes": sum(c.bytes for c in self.closed)}
+        return {
+            "session_id": self.session_id,
+            "segments": len(self.closed),
+            "packets": self.packets,
+            "dropped_packets": self.dropped_packets,
+            "errors": self.errors,
+            "current": seg.path.name if seg is not None else None,
+            "bytes": sum(c.bytes for c in self.closed),
+        }
 
 
 def segment_duration(path: Path) -> float | None:
@@ -364,8 +405,14 @@ def recover_orphans(root: Path, index: Any, *, emit: Emit | None = None) -> list
         if duration is None:
             broken = path.with_name(path.name + ".broken")
             os.replace(path, broken)
-            emit("media.record.error", {"session_id": session, "kind": "unplayable",
-                                        "error": f"{path.name} is not readable media; kept as {broken.name}"})
+            emit(
+                "media.record.error",
+                {
+                    "session_id": session,
+                    "kind": "unplayable",
+                    "error": f"{path.name} is not readable media; kept as {broken.name}",
+                },
+            )
             continue
         with open(path, "rb") as f:
             os.fsync(f.fileno())

@@ -90,8 +90,15 @@ class _PendingSwitch:
 class Selector:
     """Feed it frames with ``offer()``; ``poll(now)`` returns what the encoders get, in order."""
 
-    def __init__(self, intervals: dict[str, float], cfg: FailoverConfig, *, out_interval: float,
-                 on_switch: Callable[[dict[str, Any]], None] | None = None, now: float = 0.0) -> None:
+    def __init__(
+        self,
+        intervals: dict[str, float],
+        cfg: FailoverConfig,
+        *,
+        out_interval: float,
+        on_switch: Callable[[dict[str, Any]], None] | None = None,
+        now: float = 0.0,
+    ) -> None:
         self.cfg = cfg
         self.out_interval = out_interval
         self.on_switch = on_switch or (lambda _event: None)
@@ -109,8 +116,16 @@ class Selector:
 
     # --- input -----------------------------------------------------------------------------------
 
-    def offer(self, role: str, frame: Any, t_capture: float, t_arrival: float, *,
-              luma: float | None = None, signature: bytes | None = None) -> bool:
+    def offer(
+        self,
+        role: str,
+        frame: Any,
+        t_capture: float,
+        t_arrival: float,
+        *,
+        luma: float | None = None,
+        signature: bytes | None = None,
+    ) -> bool:
         """Give the selector a frame from ``role``; returns whether it counted as good."""
         track = self.tracks[role]
         track.frames += 1
@@ -162,8 +177,12 @@ class Selector:
             self._switch(BACKUP if backup_ok else SLATE, why, now)
         elif active == BACKUP:
             main = self.tracks.get(MAIN)
-            if main_ok and main is not None and main.healthy_since is not None \
-                    and now - main.healthy_since >= self.cfg.holdoff_s:
+            if (
+                main_ok
+                and main is not None
+                and main.healthy_since is not None
+                and now - main.healthy_since >= self.cfg.holdoff_s
+            ):
                 self._switch(MAIN, f"main healthy for {self.cfg.holdoff_s:g}s", now)
             elif not backup_ok:
                 why = f"backup {self.tracks[BACKUP].bad_reason}"
@@ -204,8 +223,16 @@ class Selector:
         gap_ms = None if sw.prev_t is None else round((first.t_capture - sw.prev_t) * 1000, 1)
         replayed = sum(1 for s in out if s.t_capture < sw.decided_at)
         self.switches += 1
-        self.on_switch({"from": sw.old, "to": sw.new, "reason": sw.reason, "gap_ms": gap_ms,
-                        "detect_ms": sw.detect_ms, "replayed_frames": replayed})
+        self.on_switch(
+            {
+                "from": sw.old,
+                "to": sw.new,
+                "reason": sw.reason,
+                "gap_ms": gap_ms,
+                "detect_ms": sw.detect_ms,
+                "replayed_frames": replayed,
+            }
+        )
 
     def next_deadline(self, now: float) -> float:
         """When ``poll`` must run again even if no frame arrives."""
@@ -225,7 +252,17 @@ class Selector:
         return max(now, min(deadlines))
 
     def state(self, now: float) -> dict[str, Any]:
-        return {"active": self.active or "starting", "switches": self.switches, "slate_frames": self.slate_frames,
-                "sources": {role: {"healthy": t.healthy(now), "reason": "" if t.healthy(now) else t.bad_reason,
-                                   "frames": t.frames, "bad_frames": t.bad_frames}
-                            for role, t in self.tracks.items()}}
+        return {
+            "active": self.active or "starting",
+            "switches": self.switches,
+            "slate_frames": self.slate_frames,
+            "sources": {
+                role: {
+                    "healthy": t.healthy(now),
+                    "reason": "" if t.healthy(now) else t.bad_reason,
+                    "frames": t.frames,
+                    "bad_frames": t.bad_frames,
+                }
+                for role, t in self.tracks.items()
+            },
+        }

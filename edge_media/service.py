@@ -193,14 +193,28 @@ class MediaService:
         await self._open_index()
         self._open_sources()
         self.pipeline = self._new_pipeline()
-        self.bus.serve("media", {
-            "status": self.rpc_status, "record_start": self.rpc_record_start, "record_stop": self.rpc_record_stop,
-            "snapshot": self.rpc_snapshot, "doccam_capture": self.rpc_doccam_capture,
-            "push_start": self.rpc_push_start, "push_stop": self.rpc_push_stop, "export": self.rpc_export,
-            "upload": self.rpc_upload, "sim": self.rpc_sim})
+        self.bus.serve(
+            "media",
+            {
+                "status": self.rpc_status,
+                "record_start": self.rpc_record_start,
+                "record_stop": self.rpc_record_stop,
+                "snapshot": self.rpc_snapshot,
+                "doccam_capture": self.rpc_doccam_capture,
+                "push_start": self.rpc_push_start,
+                "push_stop": self.rpc_push_stop,
+                "export": self.rpc_export,
+                "upload": self.rpc_upload,
+                "sim": self.rpc_sim,
+            },
+        )
         await self.bus.start()
-        self.watchdog = Watchdog(stall_s=self.mcfg.watchdog_stall_s, stalled_for=lambda: self.pipeline.stalled_for()
-                                 if self.pipeline else 0.0, restart=self.restart_pipeline, emit=self.emit)
+        self.watchdog = Watchdog(
+            stall_s=self.mcfg.watchdog_stall_s,
+            stalled_for=lambda: self.pipeline.stalled_for() if self.pipeline else 0.0,
+            restart=self.restart_pipeline,
+            emit=self.emit,
+        )
         self._spawn(self.watchdog.run())
         self._spawn(self._publish_state_loop())
         if self.retention is not None:
@@ -219,11 +233,18 @@ class MediaService:
             return
         self.index = RecordingIndex(self.media_dir / "recordings.sqlite")
         rec = self.mcfg.recording
-        self.retention = Retention(self.index, self.recordings_dir, max_age_s=rec.max_age_days * 86400,
-                                   min_free_bytes=rec.min_free_mb * 1024 * 1024,
-                                   active_sessions=self._active_sessions, emit=self.emit)
+        self.retention = Retention(
+            self.index,
+            self.recordings_dir,
+            max_age_s=rec.max_age_days * 86400,
+            min_free_bytes=rec.min_free_mb * 1024 * 1024,
+            active_sessions=self._active_sessions,
+            emit=self.emit,
+        )
         try:
-            await asyncio.to_thread(recover_orphans, self.recordings_dir, self.index, emit=self.emit_threadsafe)
+            await asyncio.to_thread(
+                recover_orphans, self.recordings_dir, self.index, emit=self.emit_threadsafe
+            )
         except Exception:  # noqa: BLE001 - recovery must never keep the cameras off
             log.exception("recovering unindexed segments failed")
 
@@ -283,17 +304,31 @@ class MediaService:
         src = self.sources.get(role)
         spec = getattr(self.mcfg.sources, role)
         if src is None:
-            return {"role": role, "spec": spec, "health": {"status": "missing",
-                    "reason": self.source_problems.get(role, "not configured"), "since": self.started_at}}
+            return {
+                "role": role,
+                "spec": spec,
+                "health": {
+                    "status": "missing",
+                    "reason": self.source_problems.get(role, "not configured"),
+                    "since": self.started_at,
+                },
+            }
         return {"role": role, "spec": spec, "name": src.name, **src.stats()}
 
     def state(self) -> dict[str, Any]:
         p = self.pipeline
         pstats = p.stats() if p is not None else {}
-        sources = {role: self._source_state(role) for role in ROLES
-                   if role in self.sources or role in self.source_problems}
+        sources = {
+            role: self._source_state(role)
+            for role in ROLES
+            if role in self.sources or role in self.source_problems
+        }
         if self.doccam is not None:
-            sources["doccam"] = {"role": "doccam", **self.doccam.stats(), "health": self.doccam.health().as_dict()}
+            sources["doccam"] = {
+                "role": "doccam",
+                **self.doccam.stats(),
+                "health": self.doccam.health().as_dict(),
+            }
         disk: dict[str, Any] = {}
         if self.index is not None:
             with contextlib.suppress(Exception):
@@ -306,12 +341,19 @@ class MediaService:
                 uplink = {"state": "on", **self.push.stats()}
             except Exception as exc:  # noqa: BLE001
                 uplink = {"state": "error", "error": str(exc)}
-        return {"running": True, "ts": round(time.time(), 3), "pid": os.getpid(),
-                "active_source": pstats.get("selector", {}).get("active"), "sources": sources,
-                "pipeline": pstats, "recording": self.recorder.stats() if self.recorder else None,
-                "uplink": uplink, "disk": disk,
-                "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0,
-                **({"audio": self.audio.stats()} if self.audio is not None else {})}
+        return {
+            "running": True,
+            "ts": round(time.time(), 3),
+            "pid": os.getpid(),
+            "active_source": pstats.get("selector", {}).get("active"),
+            "sources": sources,
+            "pipeline": pstats,
+            "recording": self.recorder.stats() if self.recorder else None,
+            "uplink": uplink,
+            "disk": disk,
+            "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0,
+            **({"audio": self.audio.stats()} if self.audio is not None else {}),
+        }
 
     def publish_state(self) -> None:
         self.bus.publish(STATE_TOPIC, self.state(), retain=True)
@@ -340,19 +382,27 @@ class MediaService:
         if self.recorder is not None:
             if self.recorder.session_id == sid:
                 return {"session_id": sid, "dir": str(self.recorder.directory), "already": True}
-            raise Conflict(f"session {self.recorder.session_id} is being recorded; stop it first",
-                           recording=self.recorder.session_id)
+            raise Conflict(
+                f"session {self.recorder.session_id} is being recorded; stop it first",
+                recording=self.recorder.session_id,
+            )
         if not self.mcfg.recording.enabled:
             raise CommandError(503, "recording is disabled in [media.recording]")
         rec_cfg = self.mcfg.recording
         rendition = self.mcfg.renditions[rec_cfg.rendition]
         if self.index is not None:
             await asyncio.to_thread(self.index.mark_active, sid)
-        self.recorder = SegmentRecorder(self.recordings_dir / sid, session_id=sid, container=rec_cfg.container,
-                                        segment_s=rec_cfg.segment_s, fragment_s=rec_cfg.fragment_s,
-                                        frame_interval=1 / rendition.fps, index=self.index,
-                                        has_room=self.retention.has_room if self.retention else None,
-                                        emit=self.emit_threadsafe)
+        self.recorder = SegmentRecorder(
+            self.recordings_dir / sid,
+            session_id=sid,
+            container=rec_cfg.container,
+            segment_s=rec_cfg.segment_s,
+            fragment_s=rec_cfg.fragment_s,
+            frame_interval=1 / rendition.fps,
+            index=self.index,
+            has_room=self.retention.has_room if self.retention else None,
+            emit=self.emit_threadsafe,
+        )
         assert self.pipeline is not None
         self.pipeline.attach(rec_cfg.rendition, self.recorder)
         await self.emit("media.record.started", {"session_id": sid})
@@ -368,8 +418,12 @@ class MediaService:
         closed = await asyncio.to_thread(rec.close)
         if self.index is not None and rec.session_id:
             await asyncio.to_thread(self.index.mark_closed, rec.session_id)
-        body = {"session_id": rec.session_id, "segments": len(closed), "bytes": sum(c.bytes for c in closed),
-                "errors": rec.errors}
+        body = {
+            "session_id": rec.session_id,
+            "segments": len(closed),
+            "bytes": sum(c.bytes for c in closed),
+            "errors": rec.errors,
+        }
         await self.emit("media.record.stopped", body)
         return body
 
@@ -390,16 +444,26 @@ class MediaService:
         src = self.source_by_name(name)
         captured = src.latest()
         if captured is None or time.monotonic() - captured.t_arrival > 2.0:
-            raise CommandError(503, f"source {name} has no recent frame ({src.health().reason or 'no frames yet'})")
+            raise CommandError(
+                503, f"source {name} has no recent frame ({src.health().reason or 'no frames yet'})"
+            )
         data = await asyncio.to_thread(encode_jpeg, captured.frame, 85)
         now = time.time()
         self._snapshots += 1
-        path = self.stills_dir / (time.strftime(f"snap-{role_name(src)}-%Y%m%dT%H%M%S", time.gmtime(now))
-                                  + f".{int(now * 1000) % 1000:03d}-{self._snapshots:04d}.jpg")
+        path = self.stills_dir / (
+            time.strftime(f"snap-{role_name(src)}-%Y%m%dT%H%M%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}-{self._snapshots:04d}.jpg"
+        )
         self.stills_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_atomic, path, data)
-        return {"source": name, "path": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                "width": captured.frame.width, "height": captured.frame.height}
+        return {
+            "source": name,
+            "path": str(path),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "width": captured.frame.width,
+            "height": captured.frame.height,
+        }
 
     async def rpc_doccam_capture(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.doccam is None:
@@ -431,10 +495,16 @@ class MediaService:
         try:
             push = LivePush(url, emit=self.emit, on_adapt=on_adapt, loop=asyncio.get_running_loop())
         except PushError as exc:  # the URL is checked in one place: push_transport.parse_target
-            raise BadRequest(str(exc)) if isinstance(exc, ValueError) else CommandError(503, str(exc)) from None
+            raise (
+                BadRequest(str(exc)) if isinstance(exc, ValueError) else CommandError(503, str(exc))
+            ) from None
         self.push = push
-        self.push_output = PushOutput(push, on_error=lambda msg: self.emit_threadsafe(
-            "media.push.failed", {"target": push.target.shown, "error": msg}))
+        self.push_output = PushOutput(
+            push,
+            on_error=lambda msg: self.emit_threadsafe(
+                "media.push.failed", {"target": push.target.shown, "error": msg}
+            ),
+        )
         assert self.pipeline is not None
         self.pipeline.attach(rendition, self.push_output)
         return {"target": push.target.shown, "rendition": rendition}
@@ -466,8 +536,14 @@ class MediaService:
             res = await asyncio.to_thread(index.export, sid, out)
         except LookupError as exc:
             raise CommandError(404, str(exc)) from None
-        return {"session_id": sid, "path": str(res.path), "bytes": res.bytes, "sha256": res.sha256,
-                "segments": res.segments, "duration_s": round(res.duration_s, 3)}
+        return {
+            "session_id": sid,
+            "path": str(res.path),
+            "bytes": res.bytes,
+            "sha256": res.sha256,
+            "segments": res.segments,
+            "duration_s": round(res.duration_s, 3),
+        }
 
     async def rpc_upload(self, params: dict[str, Any]) -> dict[str, Any]:
         sid = _session_id(params)
@@ -499,12 +575,17 @@ class MediaService:
         if name == "pipeline":
             if action != "stall" or self.pipeline is None:
                 raise BadRequest("the pipeline only takes action 'stall'")
-            self.pipeline.inject_stall(float(params.get("seconds", 5.0)) if isinstance(params.get("seconds", 5.0),
-                                                                                    int | float) else 5.0)
+            self.pipeline.inject_stall(
+                float(params.get("seconds", 5.0))
+                if isinstance(params.get("seconds", 5.0), int | float)
+                else 5.0
+            )
             return {"source": "pipeline", "fault": "stall"}
         src = self.source_by_name(name)
         if not isinstance(src, SyntheticCamera):
-            raise Conflict(f"source {name} is a real camera ({src.backend}); sim acts on simulated cameras only")
+            raise Conflict(
+                f"source {name} is a real camera ({src.backend}); sim acts on simulated cameras only"
+            )
         src.inject(action)
         await self.emit("media.sim", {"source": name, "action": action})
         return {"source": name, "fault": src.fault}

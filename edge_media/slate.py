@@ -42,7 +42,7 @@ def _luma(width: int, height: int, line: int) -> bytes:
                     continue
                 for dy in range(scale):
                     start = (y0 + r * scale + dy) * line + x0 + (i * 6 + c) * scale
-                    y[start:start + scale] = bytes([INK]) * scale
+                    y[start : start + scale] = bytes([INK]) * scale
     return bytes(y)
 
 

@@ -19,19 +19,28 @@ class UnknownSource(MediaError, LookupError):
     code = "media.unknown_source"
 
 
-def source_from_spec(name: str, spec: str, cameras: Mapping[str, CameraConfig], **kwargs: object) -> FrameSource:
+def source_from_spec(
+    name: str, spec: str, cameras: Mapping[str, CameraConfig], **kwargs: object
+) -> FrameSource:
     """A closed ``FrameSource`` for ``spec``; raises ``UnknownSource`` naming what is configured."""
     if spec.startswith("lavfi:"):
-        graph = spec[len("lavfi:"):]
+        graph = spec[len("lavfi:") :]
         if not graph:
             raise UnknownSource("lavfi: needs a filtergraph, e.g. lavfi:testsrc2=size=1280x720:rate=30")
         size = SIZE_IN_GRAPH.search(graph)
         rate = RATE_IN_GRAPH.search(graph)
-        return SyntheticCamera(name, graph, framerate=float(rate.group(1)) if rate else 25.0,
-                               size=(int(size.group(1)), int(size.group(2))) if size else (320, 240), **kwargs)
+        return SyntheticCamera(
+            name,
+            graph,
+            framerate=float(rate.group(1)) if rate else 25.0,
+            size=(int(size.group(1)), int(size.group(2))) if size else (320, 240),
+            **kwargs,
+        )
     if spec.startswith("/dev/"):
         return open_camera(name, CameraConfig(backend="v4l2", device=spec), **kwargs)
     if spec in cameras:
         return open_camera(name, cameras[spec], **kwargs)
     known = ", ".join(sorted(cameras)) or "none configured"
-    raise UnknownSource(f"no camera named {spec!r} (configured: {known}; or give /dev/videoN or lavfi:<graph>)")
+    raise UnknownSource(
+        f"no camera named {spec!r} (configured: {known}; or give /dev/videoN or lavfi:<graph>)"
+    )

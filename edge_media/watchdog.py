@@ -19,8 +19,14 @@ log = logging.getLogger("kiosk.media.watchdog")
 
 
 class Watchdog:
-    def __init__(self, *, stall_s: float, stalled_for: Callable[[], float], restart: Callable[[], Awaitable[None]],
-                 emit: Callable[[str, dict[str, Any]], Awaitable[None] | None]) -> None:
+    def __init__(
+        self,
+        *,
+        stall_s: float,
+        stalled_for: Callable[[], float],
+        restart: Callable[[], Awaitable[None]],
+        emit: Callable[[str, dict[str, Any]], Awaitable[None] | None],
+    ) -> None:
         self.stall_s = stall_s
         self.stalled_for = stalled_for
         self.restart = restart
@@ -45,8 +51,12 @@ class Watchdog:
                 ok, stalled = False, stalled
                 error = str(exc)
             self.restarts += 1
-            data = {"stalled_ms": round(stalled * 1000), "restart_ms": round((time.monotonic() - started) * 1000),
-                    "restarts": self.restarts, "ok": ok}
+            data = {
+                "stalled_ms": round(stalled * 1000),
+                "restart_ms": round((time.monotonic() - started) * 1000),
+                "restarts": self.restarts,
+                "ok": ok,
+            }
             if not ok:
                 data["error"] = error
             result = self.emit("media.pipeline.restarted", data)

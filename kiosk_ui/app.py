@@ -62,8 +62,14 @@ class KioskApp(App[None]):
     # No command palette on a public kiosk; ctrl+q stays for the technician with a keyboard.
     ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, language: str = DEFAULT_LANGUAGE,
-                 freeze_gc: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        language: str = DEFAULT_LANGUAGE,
+        freeze_gc: bool = False,
+    ) -> None:
         """``freeze_gc``: after start-up, move everything alive into the collector's permanent generation
         (``gc.freeze``) so full collections only walk what screens allocate later. Meant for the kiosk
         process (``kiosk ui`` sets it); a test process running many apps should leave it off."""
@@ -73,12 +79,12 @@ class KioskApp(App[None]):
         self.catalog = Catalog(language)
         self.states: dict[str, dict[str, Any]] = {}
         self.bus_connected = False
-        self.state_seen_at: float | None = None   # monotonic receipt time of the last session state
+        self.state_seen_at: float | None = None  # monotonic receipt time of the last session state
         self.connected_at: float | None = None
         # (perf_counter, screen) each time a screen was switched to or rebuilt: for tests and the bench
         self.screen_log: list[tuple[float, str]] = []
-        self.sent: dict[str, float] = {}               # ref -> perf_counter when the intent was sent
-        self.latencies: list[tuple[str, float]] = []   # (intent ref, seconds until its state was shown)
+        self.sent: dict[str, float] = {}  # ref -> perf_counter when the intent was sent
+        self.latencies: list[tuple[str, float]] = []  # (intent ref, seconds until its state was shown)
         self._refs = itertools.count(1)
         self._last_activity = 0.0
 
@@ -140,13 +146,21 @@ class KioskApp(App[None]):
     # --- rendering ---------------------------------------------------------------------------------
 
     def unavailable_reason(self) -> str:
-        return router.availability(self.states.get(router.SESSION), bus_connected=self.bus_connected,
-                                   connected_at=self.connected_at, state_seen_at=self.state_seen_at,
-                                   now=time.monotonic())
+        return router.availability(
+            self.states.get(router.SESSION),
+            bus_connected=self.bus_connected,
+            connected_at=self.connected_at,
+            state_seen_at=self.state_seen_at,
+            now=time.monotonic(),
+        )
 
     def _view(self, reason: str = "") -> View:
-        return View(session=self.states.get(router.SESSION) or {}, catalog=self.catalog,
-                    states=dict(self.states), reason=reason)
+        return View(
+            session=self.states.get(router.SESSION) or {},
+            catalog=self.catalog,
+            states=dict(self.states),
+            reason=reason,
+        )
 
     @property
     def screen_name(self) -> str:

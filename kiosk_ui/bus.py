@@ -75,7 +75,7 @@ class BusLink:
     # --- incoming ----------------------------------------------------------------------------------
 
     def _on_state(self, msg: Message) -> None:
-        name = msg.topic[len(STATE_PREFIX) + 1:]
+        name = msg.topic[len(STATE_PREFIX) + 1 :]
         if not name or len(name) > MAX_STATE_NAME:
             self.rejected += 1
             log.warning("ignored state on unexpected topic %r", msg.topic[:200])

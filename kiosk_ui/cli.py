@@ -14,9 +14,15 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("ui", help="run the kiosk screen (Textual) on the local bus")
     p.add_argument("--bus-host", help="local bus host (default: [bus] host of the config, else 127.0.0.1)")
-    p.add_argument("--bus-port", type=int, help="local bus port (default: [bus] port of the config, else 1883)")
-    p.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN",
-                   help="language until the appliance's state says otherwise")
+    p.add_argument(
+        "--bus-port", type=int, help="local bus port (default: [bus] port of the config, else 1883)"
+    )
+    p.add_argument(
+        "--lang",
+        choices=("zh-CN", "en"),
+        default="zh-CN",
+        help="language until the appliance's state says otherwise",
+    )
     p.add_argument("--log-file", help="write logs here (the terminal belongs to the screen)")
     p.set_defaults(func=_cmd_ui)
 

@@ -35,8 +35,10 @@ def qr_lines(data: str, *, border: int = QUIET_ZONE) -> list[str]:
     rows = [[bool(m) for m in row] for row in code.matrix_iter(scale=1, border=border)]
     if len(rows) % 2:
         rows.append([False] * len(rows[0]))
-    return ["".join(_HALF_BLOCKS[(top, bottom)] for top, bottom in zip(upper, lower, strict=True))
-            for upper, lower in zip(rows[::2], rows[1::2], strict=True)]
+    return [
+        "".join(_HALF_BLOCKS[(top, bottom)] for top, bottom in zip(upper, lower, strict=True))
+        for upper, lower in zip(rows[::2], rows[1::2], strict=True)
+    ]
 
 
 def qr_text(data: str) -> Text:

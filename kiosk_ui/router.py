@@ -30,17 +30,36 @@ from kiosk_ui.screens.technician import TechnicianScreen
 from kiosk_ui.screens.technician_pin import TechnicianPinScreen
 from kiosk_ui.screens.unavailable import UnavailableScreen
 
-SESSION = "session"            # kiosk/local/state/session
+SESSION = "session"  # kiosk/local/state/session
 SCHEMA_VERSION = 1
 DEFAULT_HEARTBEAT_S = 5.0
-STALE_HEARTBEATS = 3           # no state for 3 x heartbeat_s: the appliance is gone
+STALE_HEARTBEATS = 3  # no state for 3 x heartbeat_s: the appliance is gone
 # Before any state: how long "connecting" may last before it is called a missing appliance.
 FIRST_STATE_WAIT_S = 3 * DEFAULT_HEARTBEAT_S
 
-SCREENS: dict[str, type[KioskScreen]] = {cls.SCREEN: cls for cls in (
-    AttractScreen, CatalogScreen, IdentifyScreen, ConfirmIdentityScreen, CardRemovedScreen, DocumentsScreen,
-    CaptureScreen, CallWaitingScreen, CallScreen, ReceiptScreen, RejectedScreen, RatingScreen, ProgressScreen,
-    AppointmentScreen, EndedScreen, TechnicianPinScreen, TechnicianScreen, UnavailableScreen)}
+SCREENS: dict[str, type[KioskScreen]] = {
+    cls.SCREEN: cls
+    for cls in (
+        AttractScreen,
+        CatalogScreen,
+        IdentifyScreen,
+        ConfirmIdentityScreen,
+        CardRemovedScreen,
+        DocumentsScreen,
+        CaptureScreen,
+        CallWaitingScreen,
+        CallScreen,
+        ReceiptScreen,
+        RejectedScreen,
+        RatingScreen,
+        ProgressScreen,
+        AppointmentScreen,
+        EndedScreen,
+        TechnicianPinScreen,
+        TechnicianScreen,
+        UnavailableScreen,
+    )
+}
 
 
 def screen_of(session: Mapping[str, Any]) -> str:
@@ -70,9 +89,15 @@ def idle_countdown(session: Mapping[str, Any]) -> int | None:
     return None
 
 
-def availability(session: Mapping[str, Any] | None, *, bus_connected: bool, connected_at: float | None,
-                 state_seen_at: float | None, now: float) -> str:
-    """"" when the state can be rendered, else why the kiosk shows "service briefly unavailable"."""
+def availability(
+    session: Mapping[str, Any] | None,
+    *,
+    bus_connected: bool,
+    connected_at: float | None,
+    state_seen_at: float | None,
+    now: float,
+) -> str:
+    """ "" when the state can be rendered, else why the kiosk shows "service briefly unavailable"."""
     if not bus_connected:
         return "bus"
     if session is None or state_seen_at is None:

@@ -31,8 +31,17 @@ def central_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 REGION = ["33", "3308", "330803", "330803100", "330803100201"]
 
 
-def write_config(path: Path, *, bus_port: int, fleet_port: int, data_dir: Path, device_id: str = "kiosk-0001",
-                 extra: str = "", telemetry_interval_s: float = 30, role: str = "main") -> Path:
+def write_config(
+    path: Path,
+    *,
+    bus_port: int,
+    fleet_port: int,
+    data_dir: Path,
+    device_id: str = "kiosk-0001",
+    extra: str = "",
+    telemetry_interval_s: float = 30,
+    role: str = "main",
+) -> Path:
     path.write_text(
         f"""
 [device]
@@ -65,8 +74,12 @@ data_dir = "{data_dir}"
 
 @pytest.fixture
 def kiosk_config(tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto) -> Path:
-    return write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
-                        data_dir=tmp_path / "data")
+    return write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+    )
 
 
 @pytest.fixture

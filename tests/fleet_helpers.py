@@ -34,8 +34,9 @@ class Platform:
         self._changed = asyncio.Event()
 
     async def start(self) -> Platform:
-        self._conn = MqttConnection(host="127.0.0.1", port=self.port, client_id=f"platform-{uuid.uuid4().hex[:6]}",
-                                    name="platform")
+        self._conn = MqttConnection(
+            host="127.0.0.1", port=self.port, client_id=f"platform-{uuid.uuid4().hex[:6]}", name="platform"
+        )
         await self._conn.connect()
         await self._conn.subscribe((f"{self.root}/#", 1), (self.reply_topic, 1))
         self._task = asyncio.create_task(self._collect())
@@ -59,7 +60,7 @@ class Platform:
                 if fut and not fut.done():
                     fut.set_result(body)
                 continue
-            self.messages.append((msg.topic[len(self.root) + 1:], body, msg))
+            self.messages.append((msg.topic[len(self.root) + 1 :], body, msg))
             self._changed.set()
 
     def of(self, channel: str) -> list[dict[str, Any]]:
@@ -75,7 +76,9 @@ class Platform:
             seen.setdefault(e["seq"], e)
         return [seen[s] for s in sorted(seen)]
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    async def wait_for(
+        self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
+    ) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             result = predicate()
@@ -89,18 +92,28 @@ class Platform:
             except TimeoutError:
                 pass
 
-    async def command(self, name: str, body: dict[str, Any] | bytes | None = None, *, timeout_s: float = 10.0,
-                      correlation: bytes | None = None, expiry_s: int | None = None,
-                      response_topic: str | None = "default") -> dict[str, Any]:
+    async def command(
+        self,
+        name: str,
+        body: dict[str, Any] | bytes | None = None,
+        *,
+        timeout_s: float = 10.0,
+        correlation: bytes | None = None,
+        expiry_s: int | None = None,
+        response_topic: str | None = "default",
+    ) -> dict[str, Any]:
         assert self._conn is not None
         corr = correlation or uuid.uuid4().bytes
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[corr] = fut
         payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
         rt = self.reply_topic if response_topic == "default" else response_topic
-        await self._conn.publish(f"{self.root}/cmd/{name}", payload, qos=1,
-                                 properties=publish_properties(response_topic=rt, correlation_data=corr,
-                                                               expiry_s=expiry_s))
+        await self._conn.publish(
+            f"{self.root}/cmd/{name}",
+            payload,
+            qos=1,
+            properties=publish_properties(response_topic=rt, correlation_data=corr, expiry_s=expiry_s),
+        )
         return await asyncio.wait_for(fut, timeout_s)
 
     async def publish(self, channel: str, obj: Any, *, retain: bool = False) -> None:
@@ -119,8 +132,13 @@ class ApplianceProcess:
 
     def start(self) -> ApplianceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(self.config), "run"],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "--config", str(self.config), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
         log.close()
         return self
 
@@ -154,9 +172,13 @@ async def produce(port: int, events: list[dict[str, Any]], client_id: str = "pro
         await conn.close()
 
 
-async def wait_appliance_ready(port: int, timeout_s: float = 15.0, boot_changed_from: str | None = None) -> dict[str, Any]:
+async def wait_appliance_ready(
+    port: int, timeout_s: float = 15.0, boot_changed_from: str | None = None
+) -> dict[str, Any]:
     """Wait for the retained ``kiosk/local/state/appliance`` to say ``ready`` (events are taken durably)."""
-    conn = MqttConnection(host="127.0.0.1", port=port, client_id=f"ready-{uuid.uuid4().hex[:6]}", name="ready")
+    conn = MqttConnection(
+        host="127.0.0.1", port=port, client_id=f"ready-{uuid.uuid4().hex[:6]}", name="ready"
+    )
     await conn.connect()
     try:
         await conn.subscribe(("kiosk/local/state/appliance", 1))

@@ -9,10 +9,20 @@ from appliance.session.config import SessionConfig
 from appliance.session.machine import CaptureDocument, Effect, Emit, SessionMachine
 
 SESSION_ID = "s-0123456789abcdef"
-ZHANG_SAN = {"name": "张三", "id_number_masked": "3308**********123X", "valid": True, "sex": "男", "nation": "汉",
-             "_private": {"id_number": "33080319900307123X", "photo_wlt": b"\x00" * 8}}
-LI_SI = {"name": "李四", "id_number_masked": "3308**********5678", "valid": True,
-         "_private": {"id_number": "330803198501015678"}}
+ZHANG_SAN = {
+    "name": "张三",
+    "id_number_masked": "3308**********123X",
+    "valid": True,
+    "sex": "男",
+    "nation": "汉",
+    "_private": {"id_number": "33080319900307123X", "photo_wlt": b"\x00" * 8},
+}
+LI_SI = {
+    "name": "李四",
+    "id_number_masked": "3308**********5678",
+    "valid": True,
+    "_private": {"id_number": "330803198501015678"},
+}
 
 
 class HandClock:
@@ -32,9 +42,14 @@ class HandClock:
 
 
 def make_machine(clock: HandClock | None = None, **config: Any) -> SessionMachine:
-    ids = iter(f"s-{n:016x}" for n in range(0x0123456789abcdef, 0x0123456789abcdef + 100))
-    return SessionMachine(SessionConfig(**config), default_catalog(), clock=clock or HandClock(),
-                          new_id=lambda: next(ids), site="赤柯山村便民服务站")
+    ids = iter(f"s-{n:016x}" for n in range(0x0123456789ABCDEF, 0x0123456789ABCDEF + 100))
+    return SessionMachine(
+        SessionConfig(**config),
+        default_catalog(),
+        clock=clock or HandClock(),
+        new_id=lambda: next(ids),
+        site="赤柯山村便民服务站",
+    )
 
 
 def events(effects: list[Effect]) -> list[str]:
@@ -69,6 +84,8 @@ def to_call(m: SessionMachine) -> None:
     for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
         capture(m, doc, n)
     m.intent("call", {})
-    m.command("session.call.accepted", {"session_id": m.session.id,
-                                        "clerk": {"id": "c-0042", "name": "李明", "department": "minzheng"}})
+    m.command(
+        "session.call.accepted",
+        {"session_id": m.session.id, "clerk": {"id": "c-0042", "name": "李明", "department": "minzheng"}},
+    )
     assert m.screen == "call"

@@ -39,19 +39,24 @@ async def test_a_command_id_runs_once_and_gets_the_first_reply_again(kiosk: Appl
     assert a == b and len(runs) == 2
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    (b"{not json", "not JSON"),
-    (b"[1,2]", "must be a JSON object"),
-    (b"\xff\xfe", "not UTF-8"),
-    (b'{"id": 7}', "id must be a string"),
-    (b'{"id": "' + b"x" * 300 + b'"}', "id must be a string"),
-    (b'{"expires_at": "tomorrow"}', "ISO 8601"),
-    (b'{"expires_at": true}', "not a boolean"),
-    (b'{"lines": -1}', "lines must be"),
-    (b'{"lines": "all"}', "lines must be"),
-    (b"x" * 300_000, "at most"),
-])
-async def test_malformed_requests_get_400_naming_the_problem(kiosk: Appliance, platform: Platform, payload, fragment):
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1,2]", "must be a JSON object"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"id": 7}', "id must be a string"),
+        (b'{"id": "' + b"x" * 300 + b'"}', "id must be a string"),
+        (b'{"expires_at": "tomorrow"}', "ISO 8601"),
+        (b'{"expires_at": true}', "not a boolean"),
+        (b'{"lines": -1}', "lines must be"),
+        (b'{"lines": "all"}', "lines must be"),
+        (b"x" * 300_000, "at most"),
+    ],
+)
+async def test_malformed_requests_get_400_naming_the_problem(
+    kiosk: Appliance, platform: Platform, payload, fragment
+):
     reply = await platform.command("collect_logs", payload)
     assert reply["status"] == 400, reply
     assert fragment in reply["error"]
@@ -72,7 +77,9 @@ async def test_unknown_expired_and_unconfirmed_commands(kiosk: Appliance, platfo
     assert (await platform.command("set_log_level", {"level": "LOUD"}))["status"] == 400
 
 
-async def test_a_request_without_response_topic_is_ignored_and_the_daemon_lives(kiosk: Appliance, platform: Platform):
+async def test_a_request_without_response_topic_is_ignored_and_the_daemon_lives(
+    kiosk: Appliance, platform: Platform
+):
     runs = []
 
     async def count(params):
@@ -115,8 +122,9 @@ async def test_logs_and_log_level(kiosk: Appliance, platform: Platform):
     assert reply["status"] == 200 and logging.getLogger("kiosk.fleet").level == logging.DEBUG
 
 
-async def test_reboot_is_accepted_then_completed(kiosk_config: Path, platform: Platform, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch):
+async def test_reboot_is_accepted_then_completed(
+    kiosk_config: Path, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     marker = tmp_path / "rebooted"
     monkeypatch.setenv("KIOSK_REBOOT_COMMAND", f"touch {marker}")
     app = Appliance(kiosk_config)
@@ -136,7 +144,9 @@ async def test_reboot_is_accepted_then_completed(kiosk_config: Path, platform: P
         await app.stop()
 
 
-async def test_command_ids_are_remembered_across_restarts(kiosk_config: Path, platform: Platform, tmp_path: Path):
+async def test_command_ids_are_remembered_across_restarts(
+    kiosk_config: Path, platform: Platform, tmp_path: Path
+):
     first = ApplianceProcess(kiosk_config, tmp_path / "a1.log").start()
     try:
         await platform.wait_for(lambda: platform.of("state"), what="online")

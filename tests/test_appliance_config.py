@@ -42,13 +42,19 @@ def test_defaults_fill_everything_but_the_device(tmp_path: Path):
     assert cfg.bus.port == 1883 and str(cfg.storage.data_dir) == "/var/lib/kiosk"
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    (('role = "main"', 'role = "primary"'), "device.role = 'primary': Input should be 'main' or 'backup'"),
-    (('id = "kiosk-0001"', 'id = "kiosk 0001/#"'), "device.id = 'kiosk 0001/#'"),
-    (('"330803100201"', '"330803100"'), "village code '330803100' must be 12 digits"),
-    (('"330803100201"', '"110803100201"'), "must start with its parent's code"),
-    (('role = "main"', 'role = "main"\nrol = "x"'), "device.rol: unknown key"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (
+            ('role = "main"', 'role = "primary"'),
+            "device.role = 'primary': Input should be 'main' or 'backup'",
+        ),
+        (('id = "kiosk-0001"', 'id = "kiosk 0001/#"'), "device.id = 'kiosk 0001/#'"),
+        (('"330803100201"', '"330803100"'), "village code '330803100' must be 12 digits"),
+        (('"330803100201"', '"110803100201"'), "must start with its parent's code"),
+        (('role = "main"', 'role = "main"\nrol = "x"'), "device.rol: unknown key"),
+    ],
+)
 def test_errors_name_file_key_value_and_what_is_allowed(tmp_path: Path, edit, fragment):
     path = write(tmp_path, MINIMAL.replace(*edit))
     with pytest.raises(ConfigError) as err:
@@ -63,12 +69,15 @@ def test_unknown_key_lists_allowed_keys(tmp_path: Path):
     assert "fleet.hots: unknown key" in str(err.value) and "host" in str(err.value)
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"[device\nid=1", "TOML syntax"),
-    (b"\xff\xfe[device]", "not UTF-8"),
-    (b"x" * (config.MAX_CONFIG_BYTES + 1), "at most"),
-    (b"", "device: required key is missing"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"[device\nid=1", "TOML syntax"),
+        (b"\xff\xfe[device]", "not UTF-8"),
+        (b"x" * (config.MAX_CONFIG_BYTES + 1), "at most"),
+        (b"", "device: required key is missing"),
+    ],
+)
 def test_broken_files(tmp_path: Path, raw: bytes, fragment: str):
     p = tmp_path / "k.toml"
     p.write_bytes(raw)
@@ -87,27 +96,44 @@ def test_missing_file_and_env_override(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_kiosk_config_check_prints_redacted_config_or_errors(tmp_path: Path):
     good = write(tmp_path, MINIMAL + '[fleet]\nusername = "k1"\npassword = "s3cret"\n')
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "config", "check", str(good)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "config", "check", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert '"password": "***"' in out.stdout and "s3cret" not in out.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace('"main"', '"boss"'))
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "config", "check", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "device.role = 'boss'" in out.stderr
 
 
 toml_values = st.recursive(
     st.one_of(st.integers(), st.text(max_size=20), st.booleans(), st.floats(allow_nan=False)),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["device", "fleet", "bus", "storage", "logging", "drivers", "media",
-                                        "session", "junk"]), toml_values, max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["device", "fleet", "bus", "storage", "logging", "drivers", "media", "session", "junk"]
+        ),
+        toml_values,
+        max_size=6,
+    )
+)
 def test_any_document_gives_a_config_or_a_config_error(doc):
     try:
         config.parse(doc, "fuzz.toml")

@@ -17,8 +17,11 @@ def reports(p: Platform) -> list[dict]:
 
 
 async def test_newer_version_applies_hot_and_reports(kiosk: Appliance, platform: Platform, tmp_path: Path):
-    await platform.publish("config/desired", {"version": 3, "config": {
-        "fleet": {"telemetry_interval_s": 5}, "logging": {"level": "DEBUG"}}}, retain=True)
+    await platform.publish(
+        "config/desired",
+        {"version": 3, "config": {"fleet": {"telemetry_interval_s": 5}, "logging": {"level": "DEBUG"}}},
+        retain=True,
+    )
     report = (await platform.wait_for(lambda: reports(platform), what="reported"))[-1]
     assert report["version"] == 3 and report["result"] == "applied" and report["errors"] == []
     assert set(report["changed"]) == {"fleet.telemetry_interval_s", "logging.level"}
@@ -26,8 +29,12 @@ async def test_newer_version_applies_hot_and_reports(kiosk: Appliance, platform:
     stored = json.loads((tmp_path / "data" / "config-desired.json").read_text())
     assert stored["version"] == 3
     # Older and equal versions arriving late change nothing.
-    await platform.publish("config/desired", {"version": 2, "config": {"fleet": {"telemetry_interval_s": 99}}})
-    await platform.publish("config/desired", {"version": 3, "config": {"fleet": {"telemetry_interval_s": 77}}})
+    await platform.publish(
+        "config/desired", {"version": 2, "config": {"fleet": {"telemetry_interval_s": 99}}}
+    )
+    await platform.publish(
+        "config/desired", {"version": 3, "config": {"fleet": {"telemetry_interval_s": 77}}}
+    )
     await asyncio.sleep(0.5)
     assert kiosk.config.fleet.telemetry_interval_s == 5 and len(reports(platform)) == 1
     birth = platform.of("birth")[-1]
@@ -40,16 +47,27 @@ async def test_restart_needed_keys_are_reported(kiosk: Appliance, platform: Plat
     assert report["result"] == "pending_restart" and report["restart_required"] == ["fleet.keepalive_s"]
 
 
-@pytest.mark.parametrize("doc, fragment", [
-    ({"version": 1, "config": {"fleet": {"telemetry_intervall_s": 5}}}, "fleet.telemetry_intervall_s: unknown key"),
-    ({"version": 1, "config": {"fleet": {"port": 70000}}}, "fleet.port = 70000"),
-    ({"version": 1, "config": {"device": {"id": "someone-else"}}}, "device.id: may not be changed remotely"),
-    ({"version": 1, "config": {"storage": {"data_dir": "/"}}}, "storage.data_dir: may not be changed"),
-    ({"version": "1", "config": {}}, "version must be a positive integer"),
-    ({"version": 1, "config": []}, "config must be a JSON object"),
-    ({"version": 1, "config": {}, "extra": 1}, "unknown field"),
-])
-async def test_bad_pushes_are_rejected_with_located_errors(kiosk: Appliance, platform: Platform, doc, fragment):
+@pytest.mark.parametrize(
+    "doc, fragment",
+    [
+        (
+            {"version": 1, "config": {"fleet": {"telemetry_intervall_s": 5}}},
+            "fleet.telemetry_intervall_s: unknown key",
+        ),
+        ({"version": 1, "config": {"fleet": {"port": 70000}}}, "fleet.port = 70000"),
+        (
+            {"version": 1, "config": {"device": {"id": "someone-else"}}},
+            "device.id: may not be changed remotely",
+        ),
+        ({"version": 1, "config": {"storage": {"data_dir": "/"}}}, "storage.data_dir: may not be changed"),
+        ({"version": "1", "config": {}}, "version must be a positive integer"),
+        ({"version": 1, "config": []}, "config must be a JSON object"),
+        ({"version": 1, "config": {}, "extra": 1}, "unknown field"),
+    ],
+)
+async def test_bad_pushes_are_rejected_with_located_errors(
+    kiosk: Appliance, platform: Platform, doc, fragment
+):
     before = kiosk.config
     await platform.publish("config/desired", doc)
     report = (await platform.wait_for(lambda: reports(platform), what="reported"))[-1]
@@ -72,8 +90,9 @@ async def test_applied_config_survives_restart(kiosk_config: Path, platform: Pla
     app = Appliance(kiosk_config)
     await app.start()
     await asyncio.wait_for(app.fleet.first_online.wait(), 10)
-    await platform.publish("config/desired", {"version": 5, "config": {"fleet": {"telemetry_interval_s": 9}}},
-                           retain=True)
+    await platform.publish(
+        "config/desired", {"version": 5, "config": {"fleet": {"telemetry_interval_s": 9}}}, retain=True
+    )
     await platform.wait_for(lambda: reports(platform), what="reported")
     await app.stop()
     app2 = Appliance(kiosk_config)

@@ -25,12 +25,16 @@ def states(p: Platform) -> list[tuple[str, int]]:
     return [(s["state"], s["epoch"]) for s in p.of("state")]
 
 
-async def test_comes_online_with_birth_and_says_offline_on_clean_stop(platform: Platform, appliance: ApplianceProcess):
+async def test_comes_online_with_birth_and_says_offline_on_clean_stop(
+    platform: Platform, appliance: ApplianceProcess
+):
     await platform.wait_for(lambda: ("online", 1) in states(platform), what="retained online, epoch 1")
     birth = (await platform.wait_for(lambda: platform.of("birth"), what="birth"))[-1]
     assert birth["epoch"] == 1 and birth["device"]["id"] == "kiosk-0001"
     assert birth["device"]["region"] == ["33", "3308", "330803", "330803100", "330803100201"]
-    assert {"ping", "get_status", "rebirth", "set_log_level", "collect_logs", "reboot"} <= set(birth["commands"])
+    assert {"ping", "get_status", "rebirth", "set_log_level", "collect_logs", "reboot"} <= set(
+        birth["commands"]
+    )
     assert isinstance(birth["time_synced"], bool) and birth["firmware"]
     started = await platform.wait_for(lambda: platform.events("device.started"), what="device.started")
     # stored before or after the first CONNECT: the epoch of the newest connection at that moment
@@ -41,7 +45,8 @@ async def test_comes_online_with_birth_and_says_offline_on_clean_stop(platform: 
 
 
 async def test_kill9_fires_the_will_with_its_epoch_and_restart_bumps_it(
-        platform: Platform, appliance: ApplianceProcess, kiosk_config: Path, tmp_path: Path):
+    platform: Platform, appliance: ApplianceProcess, kiosk_config: Path, tmp_path: Path
+):
     await platform.wait_for(lambda: ("online", 1) in states(platform), what="online 1")
     appliance.kill9()
     await platform.wait_for(lambda: ("lost", 1) in states(platform), what="Will: lost with epoch 1")
@@ -58,25 +63,37 @@ async def test_kill9_fires_the_will_with_its_epoch_and_restart_bumps_it(
 
 
 async def test_events_survive_central_broker_outage_in_order_exactly_once(
-        platform: Platform, appliance: ApplianceProcess, central_broker: Mosquitto, bus_broker: Mosquitto):
+    platform: Platform, appliance: ApplianceProcess, central_broker: Mosquitto, bus_broker: Mosquitto
+):
     await platform.wait_for(lambda: platform.of("state"), what="online")
     await wait_appliance_ready(bus_broker.port)
-    await produce(bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(200)])
+    await produce(
+        bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(200)]
+    )
     # A PUBACK makes the broker responsible; a SIGKILLed broker may lose what it had not forwarded yet,
     # which is the broker's loss, not the kiosk's. So cut the platform off once it has those 200.
     await platform.wait_for(lambda: len(platform.unique_events("test.flow")) >= 200, what="first 200")
     central_broker.kill()
     # While the platform is unreachable the kiosk keeps accepting and storing events.
-    await produce(bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(200, 700)])
+    await produce(
+        bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(200, 700)]
+    )
     await asyncio.sleep(1.0)
     await platform.stop()
     central_broker.start()
     p2 = await Platform(central_broker.port).start()
     try:
-        await produce(bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(700, 800)])
-        got_after = await p2.wait_for(lambda: len({e["data"]["n"] for e in p2.events("test.flow")}) >= 100
-                                      and max(e["data"]["n"] for e in p2.events("test.flow")) == 799,
-                                      timeout_s=30, what="events after the outage")
+        await produce(
+            bus_broker.port, [{"type": "test.flow", "data": {"n": i}, "id": f"a{i}"} for i in range(700, 800)]
+        )
+        got_after = await p2.wait_for(
+            lambda: (
+                len({e["data"]["n"] for e in p2.events("test.flow")}) >= 100
+                and max(e["data"]["n"] for e in p2.events("test.flow")) == 799
+            ),
+            timeout_s=30,
+            what="events after the outage",
+        )
         assert got_after
         seqs = [e["seq"] for e in p2.events("test.flow")]
         assert seqs == sorted(seqs), "delivery must be in seq order"
@@ -90,20 +107,31 @@ async def test_events_survive_central_broker_outage_in_order_exactly_once(
 
 
 async def test_appliance_kill9_while_events_flow_loses_nothing_acknowledged(
-        platform: Platform, appliance: ApplianceProcess, bus_broker: Mosquitto, kiosk_config: Path, tmp_path: Path):
+    platform: Platform, appliance: ApplianceProcess, bus_broker: Mosquitto, kiosk_config: Path, tmp_path: Path
+):
     await platform.wait_for(lambda: platform.of("state"), what="online")
     await wait_appliance_ready(bus_broker.port)
-    producer = asyncio.create_task(produce(
-        bus_broker.port, [{"type": "test.crash", "data": {"n": i}, "id": f"c{i}"} for i in range(3000)]))
-    await platform.wait_for(lambda: len(platform.events("test.crash")) > 300, timeout_s=20, what="flow started")
+    producer = asyncio.create_task(
+        produce(
+            bus_broker.port, [{"type": "test.crash", "data": {"n": i}, "id": f"c{i}"} for i in range(3000)]
+        )
+    )
+    await platform.wait_for(
+        lambda: len(platform.events("test.crash")) > 300, timeout_s=20, what="flow started"
+    )
     appliance.kill9()
     await producer  # the local broker acknowledged every event: the appliance owes all of them
     again = ApplianceProcess(kiosk_config, tmp_path / "appliance2.log").start()
     try:
-        await platform.wait_for(lambda: len(platform.unique_events("test.crash")) >= 3000, timeout_s=40,
-                                what="all 3000 events after restart")
+        await platform.wait_for(
+            lambda: len(platform.unique_events("test.crash")) >= 3000,
+            timeout_s=40,
+            what="all 3000 events after restart",
+        )
         unique = platform.unique_events("test.crash")
-        assert sorted(e["data"]["n"] for e in unique) == list(range(3000)), "each event exactly once after dedup"
+        assert sorted(e["data"]["n"] for e in unique) == list(range(3000)), (
+            "each event exactly once after dedup"
+        )
         seqs = [e["seq"] for e in unique]
         assert len(set(seqs)) == len(seqs)
     finally:

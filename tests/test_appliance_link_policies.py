@@ -20,15 +20,24 @@ from appliance.mosquitto import Mosquitto
 
 
 async def test_backlog_drains_capped_while_commands_are_answered_at_once(
-        tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto):
-    cfg = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
-                       data_dir=tmp_path / "data")
-    cfg.write_text(cfg.read_text().replace("initial_delay_max_s = 0", "initial_delay_max_s = 0\ndrain_rate_per_s = 400"))
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    cfg = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+    )
+    cfg.write_text(
+        cfg.read_text().replace("initial_delay_max_s = 0", "initial_delay_max_s = 0\ndrain_rate_per_s = 400")
+    )
     central_broker.kill()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)
-        await produce(bus_broker.port, [{"type": "test.backlog", "data": {"n": i}, "id": f"b{i}"} for i in range(1200)])
+        await produce(
+            bus_broker.port, [{"type": "test.backlog", "data": {"n": i}, "id": f"b{i}"} for i in range(1200)]
+        )
         await asyncio.sleep(1.0)
         central_broker.start()
         p = await Platform(central_broker.port).start()
@@ -36,10 +45,14 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
             await p.wait_for(lambda: p.of("state"), timeout_s=15, what="online after outage")
             t0 = time.monotonic()
             reply = await p.command("ping", {"id": "during-backlog"})
-            assert reply["status"] == 200 and time.monotonic() - t0 < 1.0, "replies do not wait for the backlog"
+            assert reply["status"] == 200 and time.monotonic() - t0 < 1.0, (
+                "replies do not wait for the backlog"
+            )
             assert len(p.events("test.backlog")) < 1200, "the backlog is still draining at the capped rate"
             t1 = time.monotonic()
-            await p.wait_for(lambda: len(p.unique_events("test.backlog")) >= 1200, timeout_s=20, what="backlog")
+            await p.wait_for(
+                lambda: len(p.unique_events("test.backlog")) >= 1200, timeout_s=20, what="backlog"
+            )
             elapsed = time.monotonic() - t0
             assert elapsed >= 1200 / 400 * 0.8, f"drained in {elapsed:.2f}s: faster than the 400/s cap"
             assert [e["data"]["n"] for e in p.unique_events("test.backlog")] == list(range(1200))
@@ -50,11 +63,17 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
         app.terminate()
 
 
-async def test_full_quota_drops_oldest_and_reports_a_gap(tmp_path: Path, bus_broker: Mosquitto,
-                                                         central_broker: Mosquitto):
-    cfg = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
-                       data_dir=tmp_path / "data", telemetry_interval_s=1,
-                       extra="outbox_quota_mb = 0.2\n")
+async def test_full_quota_drops_oldest_and_reports_a_gap(
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    cfg = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+        telemetry_interval_s=1,
+        extra="outbox_quota_mb = 0.2\n",
+    )
     # extra lands in [storage] (the last table written by write_config)
     central_broker.kill()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
@@ -62,21 +81,28 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(tmp_path: Path, bus_bro
         await wait_appliance_ready(bus_broker.port)
         await asyncio.sleep(2.0)  # some telemetry is stored offline
         pad = "x" * 400
-        await produce(bus_broker.port, [{"type": "test.fill", "data": {"n": i, "pad": pad}, "id": f"f{i}"}
-                                        for i in range(1500)])
+        await produce(
+            bus_broker.port,
+            [{"type": "test.fill", "data": {"n": i, "pad": pad}, "id": f"f{i}"} for i in range(1500)],
+        )
         await asyncio.sleep(0.5)
         central_broker.start()
         p = await Platform(central_broker.port).start()
         try:
-            await p.wait_for(lambda: p.events("test.fill") and p.events("test.fill")[-1]["data"]["n"] == 1499,
-                             timeout_s=30, what="newest event")
+            await p.wait_for(
+                lambda: p.events("test.fill") and p.events("test.fill")[-1]["data"]["n"] == 1499,
+                timeout_s=30,
+                what="newest event",
+            )
             gaps = [e["data"] for e in p.events("gap")]
             assert gaps, "drops must be reported"
             dropped_events = sum(g["events_dropped"] for g in gaps)
             kept = {e["data"]["n"] for e in p.unique_events("test.fill")}
             assert dropped_events > 0 and len(kept) < 1500
             assert any(g["telemetry_dropped"] for g in gaps), "telemetry goes first"
-            assert sorted(kept) == list(range(1500 - len(kept), 1500)), "the oldest are dropped, the newest kept"
+            assert sorted(kept) == list(range(1500 - len(kept), 1500)), (
+                "the oldest are dropped, the newest kept"
+            )
             assert (await p.command("ping"))["status"] == 200
         finally:
             await p.stop()
@@ -84,10 +110,16 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(tmp_path: Path, bus_bro
         app.terminate()
 
 
-async def test_telemetry_from_an_outage_arrives_after_reconnect(tmp_path: Path, bus_broker: Mosquitto,
-                                                               central_broker: Mosquitto):
-    cfg = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port,
-                       data_dir=tmp_path / "data", telemetry_interval_s=1)
+async def test_telemetry_from_an_outage_arrives_after_reconnect(
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    cfg = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+        telemetry_interval_s=1,
+    )
     p = await Platform(central_broker.port).start()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
@@ -98,11 +130,25 @@ async def test_telemetry_from_an_outage_arrives_after_reconnect(tmp_path: Path, 
         await asyncio.sleep(2.0)
         central_broker.start()
         p = await Platform(central_broker.port).start()
-        await p.wait_for(lambda: [t for t in p.of("telemetry") if t["ts"]["wall"] < t_down + 2.0 and
-                                  t["ts"]["wall"] > t_down], timeout_s=15, what="stored telemetry")
+        await p.wait_for(
+            lambda: [
+                t for t in p.of("telemetry") if t["ts"]["wall"] < t_down + 2.0 and t["ts"]["wall"] > t_down
+            ],
+            timeout_s=15,
+            what="stored telemetry",
+        )
         sample = p.of("telemetry")[-1]
-        for key in ("cpu_percent", "load", "memory", "disk", "soc_temp_c", "uptime_s", "outbox", "dropped",
-                    "peripherals"):
+        for key in (
+            "cpu_percent",
+            "load",
+            "memory",
+            "disk",
+            "soc_temp_c",
+            "uptime_s",
+            "outbox",
+            "dropped",
+            "peripherals",
+        ):
             assert key in sample
     finally:
         app.terminate()
@@ -111,19 +157,60 @@ async def test_telemetry_from_an_outage_arrives_after_reconnect(tmp_path: Path, 
 
 # --- TLS -----------------------------------------------------------------------------------------
 
+
 def make_pki(d: Path) -> None:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
     for name, cn in (("server", "127.0.0.1"), ("device", "kiosk-0001")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
         ext = d / f"{name}.ext"
-        ext.write_text("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.pem", "-extfile", str(ext))
+        ext.write_text(
+            "subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n"
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.pem",
+            "-extfile",
+            str(ext),
+        )
 
 
 @pytest.mark.timeout(90)
@@ -134,21 +221,35 @@ async def test_tls_with_client_certificate(tmp_path: Path, bus_broker: Mosquitto
     from appliance.mosquitto import free_port
 
     tls_port = free_port()
-    tls_broker = Mosquitto(workdir=tmp_path / "tls-broker", name="tls", extra_config=(
-        f"listener {tls_port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n"
-        f"keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n")).start()
+    tls_broker = Mosquitto(
+        workdir=tmp_path / "tls-broker",
+        name="tls",
+        extra_config=(
+            f"listener {tls_port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n"
+            f"keyfile {pki}/server.key\nrequire_certificate true\nuse_identity_as_username true\n"
+        ),
+    ).start()
     try:
-        cfg = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=tls_port,
-                           data_dir=tmp_path / "data")
-        cfg.write_text(cfg.read_text().replace(
-            "[bus]", f'[fleet.tls]\nca = "{pki}/ca.pem"\ncert = "{pki}/device.pem"\nkey = "{pki}/device.key"\n'
-                     "handshake_timeout_s = 3\n\n[bus]"))
+        cfg = write_config(
+            tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=tls_port, data_dir=tmp_path / "data"
+        )
+        cfg.write_text(
+            cfg.read_text().replace(
+                "[bus]",
+                f'[fleet.tls]\nca = "{pki}/ca.pem"\ncert = "{pki}/device.pem"\nkey = "{pki}/device.key"\n'
+                "handshake_timeout_s = 3\n\n[bus]",
+            )
+        )
         app = ApplianceProcess(cfg, tmp_path / "a.log").start()
         try:
             from appliance.mqtt import MqttConnection, Tls
 
-            watcher = MqttConnection(host="127.0.0.1", port=tls_port, client_id="watcher",
-                                     tls=Tls(ca=f"{pki}/ca.pem", cert=f"{pki}/device.pem", key=f"{pki}/device.key"))
+            watcher = MqttConnection(
+                host="127.0.0.1",
+                port=tls_port,
+                client_id="watcher",
+                tls=Tls(ca=f"{pki}/ca.pem", cert=f"{pki}/device.pem", key=f"{pki}/device.key"),
+            )
             await watcher.connect()
             await watcher.subscribe(("kiosk/v1/#", 1))
             async with asyncio.timeout(15):
@@ -185,10 +286,14 @@ async def test_tls_handshake_timeout_against_a_silent_server(tmp_path: Path, bus
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)
-    cfg = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=port,
-                       data_dir=tmp_path / "data")
-    cfg.write_text(cfg.read_text().replace(
-        "[bus]", f'[fleet.tls]\nca = "{pki}/ca.pem"\nhandshake_timeout_s = 1\n\n[bus]'))
+    cfg = write_config(
+        tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=port, data_dir=tmp_path / "data"
+    )
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[bus]", f'[fleet.tls]\nca = "{pki}/ca.pem"\nhandshake_timeout_s = 1\n\n[bus]'
+        )
+    )
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         deadline = time.monotonic() + 20
@@ -207,6 +312,7 @@ async def test_tls_handshake_timeout_against_a_silent_server(tmp_path: Path, bus
 
 # --- local producers' hostile input ----------------------------------------------------------------
 
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000))
 def test_random_bytes_from_a_producer_are_rejected_or_parsed(payload: bytes):
@@ -219,9 +325,13 @@ def test_random_bytes_from_a_producer_are_rejected_or_parsed(payload: bytes):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "data", "id", "producer", "extra"]),
-                       st.one_of(st.none(), st.integers(), st.text(max_size=70), st.dictionaries(st.text(), st.integers())),
-                       max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(["type", "data", "id", "producer", "extra"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=70), st.dictionaries(st.text(), st.integers())),
+        max_size=5,
+    )
+)
 def test_structured_garbage_gets_a_reason(doc):
     import json
 
@@ -232,7 +342,8 @@ def test_structured_garbage_gets_a_reason(doc):
 
 
 async def test_malformed_local_events_are_recorded_and_the_daemon_lives(
-        kiosk_config: Path, tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto):
+    kiosk_config: Path, tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
     p = await Platform(central_broker.port).start()
     app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
     try:
@@ -241,8 +352,14 @@ async def test_malformed_local_events_are_recorded_and_the_daemon_lives(
 
         conn = MqttConnection(host="127.0.0.1", port=bus_broker.port, client_id="evil")
         await conn.connect()
-        for bad in (b"", b"\x00" * 100, b'{"type": "A B"}', b'{"type": "x", "data": [1]}', b"{" * 5000,
-                    b'{"type": "ok.event", "data": {}, "id": ""}'):
+        for bad in (
+            b"",
+            b"\x00" * 100,
+            b'{"type": "A B"}',
+            b'{"type": "x", "data": [1]}',
+            b"{" * 5000,
+            b'{"type": "ok.event", "data": {}, "id": ""}',
+        ):
             await conn.publish("kiosk/local/event", bad, qos=1)
         await conn.publish("kiosk/local/event", b'{"type": "ok.event", "data": {"fine": true}}', qos=1)
         await conn.close()

@@ -85,7 +85,7 @@ def test_acknowledged_appends_survive_kill9(tmp_path: Path):
         from pathlib import Path
         from appliance.outbox import Outbox
         async def main():
-            box = await Outbox.open(Path({str(tmp_path / 'o.db')!r}), quota_bytes=10**9)
+            box = await Outbox.open(Path({str(tmp_path / "o.db")!r}), quota_bytes=10**9)
             i = 0
             while True:
                 seqs = await asyncio.gather(*(box.append("t", {{"i": i + k}}) for k in range(20)))

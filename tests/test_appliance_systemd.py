@@ -44,8 +44,12 @@ def test_notifier_is_silent_outside_systemd(monkeypatch: pytest.MonkeyPatch):
 def test_ready_watchdog_status_reload_and_stopping(kiosk_config: Path, tmp_path: Path):
     ns = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "900000"}
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(kiosk_config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "--config", str(kiosk_config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         msgs = ns.collect_until(lambda m: "READY=1" in m and m.count("WATCHDOG=1") >= 2)
         assert any(m.startswith("STATUS=") for m in msgs)
@@ -62,8 +66,14 @@ def test_ready_watchdog_status_reload_and_stopping(kiosk_config: Path, tmp_path:
 
 def test_a_config_typo_exits_78_so_systemd_does_not_loop(tmp_path: Path):
     bad = tmp_path / "kiosk.toml"
-    bad.write_text('[device]\nid = "k1"\nname = "x"\nrole = "maim"\nregion = ["33","3308","330803","330803100","330803100201"]\n')
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(bad), "run"],
-                         capture_output=True, text=True, timeout=60)
+    bad.write_text(
+        '[device]\nid = "k1"\nname = "x"\nrole = "maim"\nregion = ["33","3308","330803","330803100","330803100201"]\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--config", str(bad), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 78
     assert "device.role = 'maim'" in out.stdout + out.stderr

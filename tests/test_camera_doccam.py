@@ -18,8 +18,14 @@ from drivers.camera.doccam import DocumentCamera, jpeg_quality_to_qscale
 from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.synthetic import PAGE_TILT_RAD
 
-CFG = DoccamConfig(backend="synthetic", preview_size="320x240", still_size="1632x1224", still_framerate=10,
-                   warmup_frames=2, auto_crop=False)
+CFG = DoccamConfig(
+    backend="synthetic",
+    preview_size="320x240",
+    still_size="1632x1224",
+    still_framerate=10,
+    warmup_frames=2,
+    auto_crop=False,
+)
 
 
 @pytest.fixture
@@ -37,8 +43,21 @@ def test_still_is_a_full_size_jpeg_with_its_sha256(doccam: DocumentCamera, tmp_p
     assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9"
     assert hashlib.sha256(data).hexdigest() == still.sha256 and len(data) == still.size
     assert (still.width, still.height) == (1632, 1224)
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
-                            "-of", "csv=p=0", str(still.path)], capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            str(still.path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "mjpeg,1632,1224"
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
     # back to preview at preview size
@@ -60,8 +79,15 @@ def test_a_second_still_while_one_is_taken_is_refused(doccam: DocumentCamera, tm
 
 
 def test_a_camera_that_cannot_give_the_still_size_is_a_clear_error(tmp_path: Path) -> None:
-    cam = DocumentCamera(DoccamConfig(backend="v4l2", device="/dev/video-not-here", open_timeout_s=0.5,
-                                      still_framerate=10, warmup_frames=0))
+    cam = DocumentCamera(
+        DoccamConfig(
+            backend="v4l2",
+            device="/dev/video-not-here",
+            open_timeout_s=0.5,
+            still_framerate=10,
+            warmup_frames=0,
+        )
+    )
     with pytest.raises(CameraError, match="no full-size frame"):
         cam.capture_still(tmp_path)
     assert list(tmp_path.iterdir()) == []

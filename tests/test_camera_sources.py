@@ -145,8 +145,12 @@ def test_probe_of_a_missing_device_is_a_typed_error() -> None:
 
 
 def test_error_translation_names_what_to_do() -> None:
-    assert "group 'video'" in str(translate(PermissionError(13, "Permission denied"), device="/dev/video0", what="x"))
-    assert isinstance(translate(OSError(22, "Invalid argument"), device="/dev/video0", what="x"), CameraModeError)
+    assert "group 'video'" in str(
+        translate(PermissionError(13, "Permission denied"), device="/dev/video0", what="x")
+    )
+    assert isinstance(
+        translate(OSError(22, "Invalid argument"), device="/dev/video0", what="x"), CameraModeError
+    )
 
 
 def test_device_clock_follows_the_device_and_reanchors_after_a_jump() -> None:
@@ -157,7 +161,9 @@ def test_device_clock_follows_the_device_and_reanchors_after_a_jump() -> None:
 
 
 def test_factory_builds_each_backend() -> None:
-    assert isinstance(open_camera("a", CameraConfig(backend="synthetic", video_size="320x240")), SyntheticCamera)
+    assert isinstance(
+        open_camera("a", CameraConfig(backend="synthetic", video_size="320x240")), SyntheticCamera
+    )
     assert isinstance(open_camera("b", CameraConfig(device="/dev/video3")), V4l2Camera)
     pi = open_camera("c", CameraConfig(backend="picamera2"))
     pi.open()
@@ -167,11 +173,22 @@ def test_factory_builds_each_backend() -> None:
         pi.close()
 
 
-@pytest.mark.parametrize("bad", [
-    {"video_size": "1280"}, {"video_size": "99999x1"}, {"video_size": "1281x720"}, {"framerate": 0},
-    {"device": "rtsp://evil/"}, {"device": "/dev/video0;rm -rf"}, {"input_format": "MJPEG PLEASE"},
-    {"backend": "gstreamer"}, {"options": {"Bad-Key": "x"}}, {"options": {"k": "a\nb"}}, {"typo": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"video_size": "1280"},
+        {"video_size": "99999x1"},
+        {"video_size": "1281x720"},
+        {"framerate": 0},
+        {"device": "rtsp://evil/"},
+        {"device": "/dev/video0;rm -rf"},
+        {"input_format": "MJPEG PLEASE"},
+        {"backend": "gstreamer"},
+        {"options": {"Bad-Key": "x"}},
+        {"options": {"k": "a\nb"}},
+        {"typo": 1},
+    ],
+)
 def test_camera_config_rejects_hostile_values(bad: dict) -> None:
     with pytest.raises(ValidationError):
         CameraConfig(**bad)

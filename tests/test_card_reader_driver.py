@@ -27,8 +27,15 @@ pytestmark = pytest.mark.timeout(30)
 
 ZHANG_SAN = SAMPLES["zhang-san"].fields["id_number"]  # 330803199003071235
 # Short timings so a fault costs milliseconds, not seconds; the logic is the same as in the field.
-FAST = {"poll_interval_s": 0.03, "reply_timeout_s": 0.3, "reconnect_base_s": 0.05, "reconnect_cap_s": 0.3,
-        "missing_after": 3, "degraded_after": 3, "removal_misses": 2}
+FAST = {
+    "poll_interval_s": 0.03,
+    "reply_timeout_s": 0.3,
+    "reconnect_base_s": 0.05,
+    "reconnect_cap_s": 0.3,
+    "missing_after": 3,
+    "degraded_after": 3,
+    "removal_misses": 2,
+}
 
 
 class Events:
@@ -152,9 +159,13 @@ async def test_the_driver_recovers_from_a_spoilt_reply(reader, emulator, fault, 
     read = await events.next("card.read")
     assert read["id_number_masked"] == "3308**********1235" and read["valid"]
     assert emulator.faults_applied[fault] == 1
-    expected = {"noise": "noise_bytes", "bad_checksum": "card_reader.bad_checksum",
-                "truncated": "card_reader.truncated", "slow": "card_reader.no_reply",
-                "silence": "card_reader.no_reply"}[fault]
+    expected = {
+        "noise": "noise_bytes",
+        "bad_checksum": "card_reader.bad_checksum",
+        "truncated": "card_reader.truncated",
+        "slow": "card_reader.no_reply",
+        "silence": "card_reader.no_reply",
+    }[fault]
     assert reader.wire_stats[expected] >= 1, reader.wire_stats
     # noise is skipped inside one exchange; every other fault costs the read at least one more attempt
     # (a slow reply may cost two: it is still arriving while the retry's find waits)
@@ -311,7 +322,9 @@ async def test_sim_backend_owns_its_emulator_on_a_real_pty():
     await reader.start(events.emit)
     try:
         read = await events.next("card.read")
-        assert read["card_type"] == "foreign_permanent_2023" and read["id_number_masked"] == "9337**********0027"
+        assert (
+            read["card_type"] == "foreign_permanent_2023" and read["id_number_masked"] == "9337**********0027"
+        )
         sim = reader.simulator
         assert sim is not None and os.path.realpath(sim.port).startswith("/dev/pts/")
         assert control(sim, "remove", {})["card"] is None
@@ -367,8 +380,11 @@ async def test_a_full_read_never_logs_the_unmasked_number(emulator, caplog):
         emulator.inject("truncated", command="read")
         emulator.present_card("zhang-san")
         read = await events.next("card.read")
-        logging.getLogger("test").info("event %s identity %r", {k: v for k, v in read.items() if k != "_private"},
-                                       read["_private"]["identity"])
+        logging.getLogger("test").info(
+            "event %s identity %r",
+            {k: v for k, v in read.items() if k != "_private"},
+            read["_private"]["identity"],
+        )
         emulator.remove_card()
         await events.next("card.removed")
         emulator.present_card("bad-checksum")

@@ -25,8 +25,9 @@ from drivers.card_reader.samples import SAMPLES
 from drivers.card_reader.simulator import SamEmulator
 from drivers.card_reader.transport import SerialTransport
 
-GOOD_READ = SamResponse(0, 0, 0x90, encode_card_blocks(SAMPLES["zhang-san"].blocks(),
-                                                       with_fingerprint=False)).encode()
+GOOD_READ = SamResponse(
+    0, 0, 0x90, encode_card_blocks(SAMPLES["zhang-san"].blocks(), with_fingerprint=False)
+).encode()
 GOOD_FIND = SamResponse(0, 0, 0x9F, bytes(4)).encode()
 GOOD_SELECT = SamResponse(0, 0, 0x90, bytes(8)).encode()
 
@@ -39,7 +40,9 @@ def hostile_replies(draw, good: bytes) -> bytes:
         return draw(st.binary(max_size=300))
     if kind == "fake_header":
         length = draw(st.integers(0, 0xFFFF))
-        return draw(st.binary(max_size=20)) + PREAMBLE + length.to_bytes(2, "big") + draw(st.binary(max_size=50))
+        return (
+            draw(st.binary(max_size=20)) + PREAMBLE + length.to_bytes(2, "big") + draw(st.binary(max_size=50))
+        )
     if kind == "sw3":
         return SamResponse(0, 0, draw(st.integers(0, 255)), draw(st.binary(max_size=20))).encode()
     data = bytearray(good)
@@ -83,7 +86,7 @@ class ScriptedTransport:
         if not self.pending:
             time.sleep(min(timeout, 0.002))
             return b""
-        out, self.pending = self.pending[:self.chunk], self.pending[self.chunk:]
+        out, self.pending = self.pending[: self.chunk], self.pending[self.chunk :]
         return out
 
     def discard_input(self) -> None:
@@ -93,9 +96,11 @@ class ScriptedTransport:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.integers(1, 300))
 def test_command_layer_ends_in_a_typed_error_or_a_valid_result(data, chunk):
-    replies = [data.draw(st.one_of(st.just(GOOD_FIND), hostile_replies(GOOD_FIND))),
-               data.draw(st.one_of(st.just(GOOD_SELECT), hostile_replies(GOOD_SELECT))),
-               data.draw(st.one_of(st.just(GOOD_READ), hostile_replies(GOOD_READ)))]
+    replies = [
+        data.draw(st.one_of(st.just(GOOD_FIND), hostile_replies(GOOD_FIND))),
+        data.draw(st.one_of(st.just(GOOD_SELECT), hostile_replies(GOOD_SELECT))),
+        data.draw(st.one_of(st.just(GOOD_READ), hostile_replies(GOOD_READ))),
+    ]
     # A fast line so a timeout costs milliseconds: the fuzz is about outcomes, not timing.
     link = SamLink(ScriptedTransport(replies, chunk), baudrate=10_000_000, reply_timeout_s=0.01)
     started = time.monotonic()
@@ -148,8 +153,15 @@ def test_the_driver_survives_hostile_replies_then_reads_a_good_card(replies):
             async def emit(type: str, data: dict) -> None:
                 events.append((type, data))
 
-            reader = CardReader(CardReaderConfig(port=emulator.port, poll_interval_s=0.01, reply_timeout_s=0.05,
-                                                 reconnect_base_s=0.02, reconnect_cap_s=0.05))
+            reader = CardReader(
+                CardReaderConfig(
+                    port=emulator.port,
+                    poll_interval_s=0.01,
+                    reply_timeout_s=0.05,
+                    reconnect_base_s=0.02,
+                    reconnect_cap_s=0.05,
+                )
+            )
             await reader.start(emit)
             try:
                 emulator.present_card("zhang-san")

@@ -41,14 +41,16 @@ def test_every_single_digit_change_is_caught():
     for i in range(17):
         for d in "0123456789":
             if d != number[i]:
-                assert not has_valid_check_digit(number[:i] + d + number[i + 1:])
+                assert not has_valid_check_digit(number[:i] + d + number[i + 1 :])
 
 
 def test_check_digit_x_means_ten():
     assert check_digit("11010519491231002") == "X"
 
 
-@pytest.mark.parametrize("bad", ["1101051949123100", "1101051949123100A", "１１０１０５１９４９１２３１００２"])
+@pytest.mark.parametrize(
+    "bad", ["1101051949123100", "1101051949123100A", "１１０１０５１９４９１２３１００２"]
+)
 def test_check_digit_needs_17_ascii_digits(bad):
     with pytest.raises(ValueError):
         check_digit(bad)
@@ -131,19 +133,22 @@ def _resident(**changes: str) -> bytes:
     return encode_text_block(CardType.RESIDENT, fields)
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"birth": "19900230"}, "birth date is not a real date"),
-    ({"birth": "20991231", "id_number": "330803209912311230"}, "future"),
-    ({"nation": "77"}, "nation code"),
-    ({"sex": "5"}, "sex code"),
-    ({"valid_to": "20250101"}, "expired on 2025-01-01"),
-    ({"valid_to": "20200101"}, "'valid to' is not after"),
-    ({"valid_to": "永久"}, "neither a real date nor 长期"),
-    ({"id_number": "3308031990030712"}, "17 digits"),
-    ({"birth": "19900308"}, "birth date in the ID number differs"),
-    ({"sex": "2"}, "sex digit"),
-    ({"name": ""}, "name is empty"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"birth": "19900230"}, "birth date is not a real date"),
+        ({"birth": "20991231", "id_number": "330803209912311230"}, "future"),
+        ({"nation": "77"}, "nation code"),
+        ({"sex": "5"}, "sex code"),
+        ({"valid_to": "20250101"}, "expired on 2025-01-01"),
+        ({"valid_to": "20200101"}, "'valid to' is not after"),
+        ({"valid_to": "永久"}, "neither a real date nor 长期"),
+        ({"id_number": "3308031990030712"}, "17 digits"),
+        ({"birth": "19900308"}, "birth date in the ID number differs"),
+        ({"sex": "2"}, "sex digit"),
+        ({"name": ""}, "name is empty"),
+    ],
+)
 def test_bad_contents_are_reported_not_raised(changes, problem):
     identity = parse_identity(_resident(**changes), today=TODAY)
     assert not identity.valid
@@ -225,12 +230,25 @@ def test_photo_decoder_from_config_must_load():
 
 def test_config_defaults_match_the_issue():
     cfg = CardReaderConfig()
-    assert (cfg.backend, cfg.port, cfg.baudrate, cfg.poll_interval_s) == ("serial", "/dev/ttyUSB0", 115200, 0.3)
+    assert (cfg.backend, cfg.port, cfg.baudrate, cfg.poll_interval_s) == (
+        "serial",
+        "/dev/ttyUSB0",
+        115200,
+        0.3,
+    )
 
 
-@pytest.mark.parametrize("bad", [{"backend": "usb"}, {"baudrate": 12345}, {"colour": "red"},
-                                 {"sim": {"initial_card": "nobody"}}, {"poll_interval_s": 0},
-                                 {"reconnect_base_s": 5, "reconnect_cap_s": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"backend": "usb"},
+        {"baudrate": 12345},
+        {"colour": "red"},
+        {"sim": {"initial_card": "nobody"}},
+        {"poll_interval_s": 0},
+        {"reconnect_base_s": 5, "reconnect_cap_s": 1},
+    ],
+)
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValidationError):
         CardReaderConfig.model_validate(bad)
@@ -239,7 +257,8 @@ def test_config_rejects_bad_values(bad):
 def test_config_from_toml_section():
     import tomllib
 
-    section = tomllib.loads('backend = "sim"\nport = "/dev/ttyUSB0"\nbaudrate = 115200\n'
-                            '[sim]\ninitial_card = "hk-permit"\n')
+    section = tomllib.loads(
+        'backend = "sim"\nport = "/dev/ttyUSB0"\nbaudrate = 115200\n[sim]\ninitial_card = "hk-permit"\n'
+    )
     cfg = CardReaderConfig.model_validate(section)
     assert cfg.backend == "sim" and cfg.sim.initial_card == "hk-permit"

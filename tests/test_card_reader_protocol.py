@@ -79,8 +79,9 @@ def test_request_fixtures_are_what_the_driver_sends(name):
     assert fixture(f"{name}.request.hex") == SamRequest.of(command).encode()
 
 
-@pytest.mark.parametrize("key", ["zhang-san", "wang-fang", "hk-permit", "foreigner-old", "foreigner-2023",
-                                 "bad-checksum"])
+@pytest.mark.parametrize(
+    "key", ["zhang-san", "wang-fang", "hk-permit", "foreigner-old", "foreigner-2023", "bad-checksum"]
+)
 def test_read_reply_fixture_parses_to_the_sample_card(key):
     frame = fixture(f"read_{key}.reply.hex")
     assert int.from_bytes(frame[5:7], "big") == 0x0508  # as the protocol promises for 30 01
@@ -99,7 +100,11 @@ def test_resident_fixture_fields():
     response = parse_response(decode_frame(fixture("read_zhang-san.reply.hex")))
     identity = parse_identity(parse_card_blocks(response.data, with_fingerprint=False).text)
     assert (identity.name, identity.sex, identity.nation, identity.birth.isoformat()) == (
-        "张三", "男", "汉", "1990-03-07")
+        "张三",
+        "男",
+        "汉",
+        "1990-03-07",
+    )
     assert identity.id_number_masked == "3308**********1235"
     assert identity.issuer == "衢州市公安局衢江分局"
     assert identity.card_type is CardType.RESIDENT
@@ -111,11 +116,20 @@ def test_fingerprint_read_fixture_has_three_blocks():
     assert (len(blocks.text), len(blocks.photo), len(blocks.fingerprint)) == (256, 1024, 1024)
 
 
-@pytest.mark.parametrize("name, sw3", [("find_card_found", 0x9F), ("find_card_none", 0x80),
-                                       ("select_card_ok", 0x90), ("select_card_none", 0x81),
-                                       ("sam_status_ok", 0x90), ("reset_sam_ok", 0x90),
-                                       ("read_without_select", 0x41), ("address_none", 0x91),
-                                       ("address_wang-fang", 0x90)])
+@pytest.mark.parametrize(
+    "name, sw3",
+    [
+        ("find_card_found", 0x9F),
+        ("find_card_none", 0x80),
+        ("select_card_ok", 0x90),
+        ("select_card_none", 0x81),
+        ("sam_status_ok", 0x90),
+        ("reset_sam_ok", 0x90),
+        ("read_without_select", 0x41),
+        ("address_none", 0x91),
+        ("address_wang-fang", 0x90),
+    ],
+)
 def test_status_fixtures(name, sw3):
     assert parse_response(decode_frame(fixture(f"{name}.reply.hex"))).sw3 == sw3
 
@@ -220,8 +234,27 @@ def test_every_failing_sw3_is_a_typed_error_naming_the_code(sw3):
 
 
 def test_the_documented_sw3_codes_are_all_known():
-    documented = {0x90, 0x9F, 0x80, 0x81, 0x41, 0x10, 0x11, 0x21, 0x23, 0x24, 0x31, 0x32, 0x33, 0x40, 0x47,
-                  0x60, 0x66, 0x91, 0xFF}
+    documented = {
+        0x90,
+        0x9F,
+        0x80,
+        0x81,
+        0x41,
+        0x10,
+        0x11,
+        0x21,
+        0x23,
+        0x24,
+        0x31,
+        0x32,
+        0x33,
+        0x40,
+        0x47,
+        0x60,
+        0x66,
+        0x91,
+        0xFF,
+    }
     assert documented == set(SW3_TABLE)
 
 
@@ -261,8 +294,9 @@ def test_response_shorter_than_sw_is_typed():
 
 # --- fuzzing -----------------------------------------------------------------------------------------
 
-frames = st.builds(lambda body: SamResponse(body[0], body[1], body[2], body[3:]).encode(),
-                   st.binary(min_size=3, max_size=64))
+frames = st.builds(
+    lambda body: SamResponse(body[0], body[1], body[2], body[3:]).encode(), st.binary(min_size=3, max_size=64)
+)
 
 
 @st.composite
@@ -300,7 +334,7 @@ def _drain(decoder: FrameDecoder) -> tuple[list[bytes], int]:
 def test_decoder_never_crashes_and_always_settles(stream, chunk):
     decoder = FrameDecoder(min_len=4)
     for i in range(0, len(stream), chunk):
-        decoder.feed(stream[i:i + chunk])
+        decoder.feed(stream[i : i + chunk])
         bodies, _ = _drain(decoder)
         for body in bodies:
             parse_response(body)  # every body the decoder lets through is a valid response
@@ -316,7 +350,7 @@ def test_intact_frames_survive_leading_noise(good, noise, chunk):
     decoder = FrameDecoder(min_len=4)
     bodies: list[bytes] = []
     for i in range(0, len(stream), chunk):
-        decoder.feed(stream[i:i + chunk])
+        decoder.feed(stream[i : i + chunk])
         got, errors = _drain(decoder)
         bodies += got
         assert errors == 0

@@ -27,8 +27,13 @@ TMUX = shutil.which("tmux")
 
 def test_kiosk_demo_headless_comes_online_and_cleans_up(tmp_path: Path):
     work = tmp_path / "demo"
-    out = subprocess.run([*KIOSK, "demo", "--headless", "--seconds", "3", "--workdir", str(work)],
-                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [*KIOSK, "demo", "--headless", "--seconds", "3", "--workdir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "is online (epoch 1)" in out.stdout
     assert re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p \d+ -V mqttv5 -t 'kiosk/#' -v", out.stdout)
@@ -43,8 +48,9 @@ class Screen:
 
     def tmux(self, *args: str, check: bool = True) -> str:
         # A server of our own: the test must not depend on (or disturb) anyone's tmux.
-        return subprocess.run([TMUX, "-L", self.session, *args], capture_output=True, text=True,
-                              check=check).stdout
+        return subprocess.run(
+            [TMUX, "-L", self.session, *args], capture_output=True, text=True, check=check
+        ).stdout
 
     def text(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", self.session)
@@ -96,8 +102,13 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
         t_start = time.monotonic()
         deadline = time.monotonic() + 150
         while "session.rated" not in types():
-            assert time.monotonic() < deadline, ("stuck on:\n" + screen.text() + "\nsteps: " + " | ".join(log[-15:])
-                                                 + f"\nplatform saw: {sorted(types())}")
+            assert time.monotonic() < deadline, (
+                "stuck on:\n"
+                + screen.text()
+                + "\nsteps: "
+                + " | ".join(log[-15:])
+                + f"\nplatform saw: {sorted(types())}"
+            )
             await asyncio.sleep(0.6)
             s = screen.text()
             step = ""
@@ -112,8 +123,12 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
                 screen.key("1")
                 step = "item"
             elif "Please place your ID card" in s and not card_placed:
-                subprocess.run([*KIOSK, "--config", str(work / "kiosk.toml"), "sim", "card", "present",
-                                "zhang-san"], check=True, capture_output=True, timeout=30)
+                subprocess.run(
+                    [*KIOSK, "--config", str(work / "kiosk.toml"), "sim", "card", "present", "zhang-san"],
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
                 card_placed = True
                 step = "card"
             elif "Is this you?" in s:
@@ -138,13 +153,24 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
                 step = "more" if screen.press("More", s) else ""
             if step:
                 log.append(f"{step}@{time.monotonic() - t_start:.0f}s")
-        funnel = ["session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
-                  "session.document.captured", "session.call.requested", "session.call.connected",
-                  "session.document.requested", "session.approved", "session.rated"]
+        funnel = [
+            "session.started",
+            "session.item.selected",
+            "session.identified",
+            "session.identity.confirmed",
+            "session.document.captured",
+            "session.call.requested",
+            "session.call.connected",
+            "session.document.requested",
+            "session.approved",
+            "session.rated",
+        ]
         assert [t for t in funnel if t not in types()] == []
         identified = next(e for e in seen if e["type"] == "session.identified")
         assert re.fullmatch(r"\d{4}\*{10}\d{3}[\dX]", identified["data"]["id_masked"])
-        assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", json.dumps(seen)), "no full ID number in any fleet event"
+        assert not re.search(r"(?<!\d)\d{17}[\dX](?!\d)", json.dumps(seen)), (
+            "no full ID number in any fleet event"
+        )
         # The session was recorded for later review, in its own folder.
         session_id = identified["data"]["session_id"]
         recordings = work / "data" / "recordings" / session_id

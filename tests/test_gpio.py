@@ -66,7 +66,13 @@ async def test_starts_ok_with_every_part_named(kiosk_gpio):
     gpio, factory, _ = kiosk_gpio
     health = gpio.health()
     assert health.status is HealthStatus.OK
-    for part in ("help button GPIO17", "LED GPIO27", "presence GPIO22", "buzzer GPIO25", "screen_power GPIO23"):
+    for part in (
+        "help button GPIO17",
+        "LED GPIO27",
+        "presence GPIO22",
+        "buzzer GPIO25",
+        "screen_power GPIO23",
+    ):
         assert part in health.reason
     assert gpio.inventory()["pins"]["relay.room_light"] == 24
     assert level(factory, 27) is True  # status LED steady: ready
@@ -123,14 +129,20 @@ async def test_gpio_set_switches_relays_and_reads_them_back(kiosk_gpio):
     assert level(factory, 25) is True
 
 
-@pytest.mark.parametrize("params,words", [
-    ({"output": "kettle", "on": True}, "output must be one of buzzer, room_light, screen_power, status_led"),
-    ({"output": "room_light"}, "missing field 'on'"),
-    ({"output": "room_light", "on": "yes"}, "on must be true or false"),
-    ({"output": "room_light", "on": 1}, "on must be true or false"),
-    ({"output": ["room_light"], "on": True}, "output must be one of"),
-    ({"output": "room_light", "on": True, "pin": 4}, "unknown field(s) 'pin'"),
-])
+@pytest.mark.parametrize(
+    "params,words",
+    [
+        (
+            {"output": "kettle", "on": True},
+            "output must be one of buzzer, room_light, screen_power, status_led",
+        ),
+        ({"output": "room_light"}, "missing field 'on'"),
+        ({"output": "room_light", "on": "yes"}, "on must be true or false"),
+        ({"output": "room_light", "on": 1}, "on must be true or false"),
+        ({"output": ["room_light"], "on": True}, "output must be one of"),
+        ({"output": "room_light", "on": True, "pin": 4}, "unknown field(s) 'pin'"),
+    ],
+)
 async def test_gpio_set_answers_400_naming_the_problem(kiosk_gpio, params, words):
     gpio, factory, _ = kiosk_gpio
     with pytest.raises(BadRequest) as info:
@@ -162,7 +174,9 @@ async def test_status_led_patterns_are_told_apart(kiosk_gpio):
 
 async def test_parts_not_fitted_are_absent_and_cannot_be_simulated():
     factory = MockFactory()
-    gpio = Gpio(GpioConfig(backend="mock", buzzer=-1, presence=-1, relays={}, wake_relay=""), pin_factory=factory)
+    gpio = Gpio(
+        GpioConfig(backend="mock", buzzer=-1, presence=-1, relays={}, wake_relay=""), pin_factory=factory
+    )
     await gpio.start(Collector())
     try:
         assert gpio.outputs == ["status_led"]
@@ -179,7 +193,7 @@ async def test_the_pi_backend_on_a_pc_is_missing_with_advice(monkeypatch):
     await gpio.start(Collector())
     health = gpio.health()
     assert health.status is HealthStatus.MISSING
-    assert "help button on GPIO17" in health.reason and "backend = \"sim\"" in health.reason
+    assert "help button on GPIO17" in health.reason and 'backend = "sim"' in health.reason
     with pytest.raises(NotSimulated, match="real hardware"):
         await gpio.press_help()
     with pytest.raises(CommandError) as info:
@@ -199,9 +213,11 @@ def test_config_rejects_shared_pins_and_unknown_wake_relay():
         GpioConfig(relays={"Room Light": 5})
 
 
-JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=16),
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                     max_size=3), max_leaves=6)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=16),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +232,16 @@ def idle_gpio():
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(params=st.one_of(st.dictionaries(st.sampled_from(["output", "on", "pin"]),
-                                        st.one_of(JSONISH, st.sampled_from(["room_light", "buzzer", "status_led"])),
-                                        max_size=3), JSONISH))
+@given(
+    params=st.one_of(
+        st.dictionaries(
+            st.sampled_from(["output", "on", "pin"]),
+            st.one_of(JSONISH, st.sampled_from(["room_light", "buzzer", "status_led"])),
+            max_size=3,
+        ),
+        JSONISH,
+    )
+)
 def test_gpio_set_answers_any_params_with_a_result_or_400(idle_gpio, params):
     try:
         reply = asyncio.run(idle_gpio.commands()["gpio.set"](params))

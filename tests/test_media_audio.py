@@ -29,14 +29,31 @@ SINE = "lavfi:sine=frequency=440:sample_rate=48000"
 
 
 def kiosk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def streams(path: Path) -> list[dict]:
-    done = subprocess.run([FFPROBE, "-v", "error", "-show_entries",
-                           "stream=codec_type,codec_name,start_time,duration,sample_rate", "-of", "json", str(path)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,start_time,duration,sample_rate",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["streams"]
 
@@ -46,9 +63,23 @@ def packet_span(path: Path, kind: str) -> tuple[float, float]:
 
     The start is taken from the second packet: fragmented MP4 without an edit list pins each track's
     first sample to 0 and keeps the true times from the second sample on."""
-    done = subprocess.run([FFPROBE, "-v", "error", "-select_streams", kind[0], "-show_entries",
-                           "packet=pts_time,duration_time", "-of", "csv=p=0", str(path)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            kind[0],
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     rows = [line.split(",") for line in done.stdout.split() if line]
     assert rows, f"no {kind} packets in {path.name}"
     assert len(rows) >= 2, f"too few {kind} packets in {path.name}"
@@ -60,8 +91,20 @@ def packet_span(path: Path, kind: str) -> tuple[float, float]:
 @pytest.mark.parametrize("container", ["fmp4", "mpegts"])
 def test_record_with_a_simulated_microphone_keeps_audio_in_sync(tmp_path: Path, container: str) -> None:
     out = tmp_path / "rec"
-    done = kiosk("media", "record", "--source", VIDEO, "--audio", SINE, "--container", container,
-                 "--out", str(out), "--seconds", "3")
+    done = kiosk(
+        "media",
+        "record",
+        "--source",
+        VIDEO,
+        "--audio",
+        SINE,
+        "--container",
+        container,
+        "--out",
+        str(out),
+        "--seconds",
+        "3",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["audio"]["packets_written"] > 100 and summary["audio"]["dropped"] == 0
@@ -130,12 +173,25 @@ def test_audio_timestamps_follow_the_capture_clock_of_the_video() -> None:
     assert abs(pts[-1] / 48000 - (t - origin)) < 0.1
 
 
-@pytest.mark.parametrize("values", [
-    {"source": "alsa:"}, {"source": "alsa:hw:1,0; rm -rf /"}, {"source": "pulse:default"},
-    {"source": "lavfi:"}, {"source": "lavfi:sine\x00"}, {"source": "/dev/snd/pcmC1D0c"},
-    {"source": "alsa:" + "x" * 200}, {"sample_rate": 12345}, {"sample_rate": -48000}, {"channels": 0},
-    {"channels": 8}, {"bitrate_kbps": 0}, {"bitrate_kbps": 100_000}, {"codec": "opus"},
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"source": "alsa:"},
+        {"source": "alsa:hw:1,0; rm -rf /"},
+        {"source": "pulse:default"},
+        {"source": "lavfi:"},
+        {"source": "lavfi:sine\x00"},
+        {"source": "/dev/snd/pcmC1D0c"},
+        {"source": "alsa:" + "x" * 200},
+        {"sample_rate": 12345},
+        {"sample_rate": -48000},
+        {"channels": 0},
+        {"channels": 8},
+        {"bitrate_kbps": 0},
+        {"bitrate_kbps": 100_000},
+        {"codec": "opus"},
+    ],
+)
 def test_hostile_audio_config_is_refused(values: dict) -> None:
     with pytest.raises(ValidationError):
         AudioConfig(**values)
@@ -143,7 +199,9 @@ def test_hostile_audio_config_is_refused(values: dict) -> None:
 
 def test_audio_is_off_by_default_and_a_good_section_validates() -> None:
     assert MediaConfig().audio.source == ""
-    cfg = MediaConfig(audio={"source": "alsa:hw:1,0", "sample_rate": 44100, "channels": 2, "bitrate_kbps": 96})
+    cfg = MediaConfig(
+        audio={"source": "alsa:hw:1,0", "sample_rate": 44100, "channels": 2, "bitrate_kbps": 96}
+    )
     assert cfg.audio.channels == 2 and device_of(cfg.audio.source) == ("alsa", "hw:1,0")
 
 
@@ -162,20 +220,37 @@ def test_any_source_text_is_either_refused_or_names_a_device(spec: str) -> None:
 
 
 def test_record_refuses_a_hostile_audio_option(tmp_path: Path) -> None:
-    done = kiosk("media", "record", "--source", VIDEO, "--audio", "alsa:hw:1,0;reboot", "--out",
-                 str(tmp_path / "o"), "--seconds", "1")
+    done = kiosk(
+        "media",
+        "record",
+        "--source",
+        VIDEO,
+        "--audio",
+        "alsa:hw:1,0;reboot",
+        "--out",
+        str(tmp_path / "o"),
+        "--seconds",
+        "1",
+    )
     assert done.returncode == 2 and "--audio" in done.stderr and not (tmp_path / "o").exists()
 
 
 @pytest.mark.timeout(60)
-async def test_the_media_process_records_sessions_with_the_configured_microphone(tmp_path: Path, bus_broker) -> None:
+async def test_the_media_process_records_sessions_with_the_configured_microphone(
+    tmp_path: Path, bus_broker
+) -> None:
     from appliance import config as config_mod
     from edge_media.service import MediaService
     from tests.conftest import write_config
     from tests.test_media_service import MEDIA, Bench
 
-    path = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=1, data_dir=tmp_path / "data",
-                        extra=MEDIA + f'[media.audio]\nsource = "{SINE}"\n')
+    path = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=1,
+        data_dir=tmp_path / "data",
+        extra=MEDIA + f'[media.audio]\nsource = "{SINE}"\n',
+    )
     service = MediaService(config_mod.load(path))
     await service.start()
     bench = Bench(bus_broker.port)
@@ -194,7 +269,9 @@ async def test_the_media_process_records_sessions_with_the_configured_microphone
             heard += end - start
         assert heard > 1.8  # every segment carries its share of the sound
         exported = await bench.call("export", {"session_id": "s-audio"}, timeout_s=30)
-        kinds = {s["codec_type"]: s["codec_name"] for s in await asyncio.to_thread(streams, Path(exported["path"]))}
+        kinds = {
+            s["codec_type"]: s["codec_name"] for s in await asyncio.to_thread(streams, Path(exported["path"]))
+        }
         assert kinds == {"video": "h264", "audio": "aac"}  # the session export keeps the sound
     finally:
         await bench.bus.stop()

@@ -13,15 +13,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def kiosk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.timeout(90)
 def test_record_from_lavfi_with_a_backup_writes_playable_segments(tmp_path: Path) -> None:
     out = tmp_path / "rec"
-    done = kiosk("media", "record", "--source", "lavfi:testsrc2=size=320x240:rate=30",
-                 "--backup", "lavfi:testsrc=size=320x240:rate=30", "--out", str(out), "--seconds", "2.5")
+    done = kiosk(
+        "media",
+        "record",
+        "--source",
+        "lavfi:testsrc2=size=320x240:rate=30",
+        "--backup",
+        "lavfi:testsrc=size=320x240:rate=30",
+        "--out",
+        str(out),
+        "--seconds",
+        "2.5",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["event"] == "done" and summary["frames"] >= 60
@@ -29,17 +44,42 @@ def test_record_from_lavfi_with_a_backup_writes_playable_segments(tmp_path: Path
     files = sorted(out.iterdir())
     assert [Path(s["path"]) for s in summary["segments"]] == files
     for seg in summary["segments"]:
-        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width",
-                                "-of", "csv=p=0", seg["path"]], capture_output=True, text=True, timeout=20)
+        probe = subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width",
+                "-of",
+                "csv=p=0",
+                seg["path"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert probe.stdout.strip() == "h264,1280" and not probe.stderr  # default rendition: 720p
 
 
 def test_record_with_an_unknown_camera_name_says_what_is_configured(tmp_path: Path) -> None:
     cfg = tmp_path / "kiosk.toml"
-    cfg.write_text('[device]\nid = "k1"\nname = "t"\nregion = ["33", "3308", "330803", "330803100", '
-                   '"330803100201"]\n[drivers.camera.room_main]\nbackend = "synthetic"\n')
-    done = kiosk("--config", str(cfg), "media", "record", "--source", "ceiling_cam", "--out", str(tmp_path / "o"),
-                 "--seconds", "1")
+    cfg.write_text(
+        '[device]\nid = "k1"\nname = "t"\nregion = ["33", "3308", "330803", "330803100", '
+        '"330803100201"]\n[drivers.camera.room_main]\nbackend = "synthetic"\n'
+    )
+    done = kiosk(
+        "--config",
+        str(cfg),
+        "media",
+        "record",
+        "--source",
+        "ceiling_cam",
+        "--out",
+        str(tmp_path / "o"),
+        "--seconds",
+        "1",
+    )
     assert done.returncode == 1
     assert "no camera named 'ceiling_cam' (configured: room_main" in done.stderr
 

@@ -16,17 +16,32 @@ from edge_media.pipeline import PacketTap, Pipeline
 from edge_media.segments import SegmentRecorder
 from edge_media.watchdog import Watchdog
 
-CFG = MediaConfig.model_validate({
-    "renditions": {"main": {"size": "320x240", "bitrate_kbps": 300, "threads": 1}},
-    "failover": {"holdoff_s": 0.5},
-    "recording": {"segment_s": 1.0},
-})
+CFG = MediaConfig.model_validate(
+    {
+        "renditions": {"main": {"size": "320x240", "bitrate_kbps": 300, "threads": 1}},
+        "failover": {"holdoff_s": 0.5},
+        "recording": {"segment_s": 1.0},
+    }
+)
 
 
 def ffprobe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries",
-                          "stream=codec_name,width,height,nb_read_packets:format=duration", "-of", "json",
-                          str(path)], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_packets:format=duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -37,7 +52,9 @@ class Room:
         self.main = SyntheticCamera("main", "testsrc2=size=320x240:rate=30", framerate=30, size=(320, 240))
         sources = {"main": self.main}
         if backup:
-            self.backup = SyntheticCamera("backup", "testsrc=size=320x240:rate=30", framerate=30, size=(320, 240))
+            self.backup = SyntheticCamera(
+                "backup", "testsrc=size=320x240:rate=30", framerate=30, size=(320, 240)
+            )
             sources["backup"] = self.backup
         for s in sources.values():
             s.open()
@@ -118,8 +135,11 @@ def test_every_camera_gone_encodes_the_slate_and_recording_goes_on(tmp_path: Pat
         assert ffprobe(seg.path)["streams"][0]["codec_name"] == "h264"
         with av.open(str(seg.path)) as container:
             stream = container.streams.video[0]
-            stamps += [float(p.pts * stream.time_base) + seg.start_ts for p in container.demux(stream)
-                       if p.pts is not None]
+            stamps += [
+                float(p.pts * stream.time_base) + seg.start_ts
+                for p in container.demux(stream)
+                if p.pts is not None
+            ]
     stamps.sort()
     assert len(stamps) >= 30
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
@@ -160,8 +180,12 @@ async def test_watchdog_restarts_a_stalled_pipeline_within_two_seconds() -> None
         room.pipeline.start()
         restarted.set()
 
-    dog = Watchdog(stall_s=0.5, stalled_for=lambda: room.pipeline.stalled_for(), restart=restart,
-                   emit=lambda t, d: events.append((t, d)))
+    dog = Watchdog(
+        stall_s=0.5,
+        stalled_for=lambda: room.pipeline.stalled_for(),
+        restart=restart,
+        emit=lambda t, d: events.append((t, d)),
+    )
     task = asyncio.create_task(dog.run())
     try:
         await asyncio.sleep(1.3)

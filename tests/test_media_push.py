@@ -39,15 +39,20 @@ def free_port() -> int:
 class Camera:
     """lavfi testsrc2 -> libx264, yielding real ``av.Packet``s; ``global_header`` as an MP4 recorder opens it."""
 
-    def __init__(self, *, global_header: bool = False, size: str = "320x240", gop: int = 15,
-                 x264: str = "") -> None:
+    def __init__(
+        self, *, global_header: bool = False, size: str = "320x240", gop: int = 15, x264: str = ""
+    ) -> None:
         w, h = map(int, size.split("x"))
         self.encoder = av.CodecContext.create("libx264", "w")
         self.encoder.width, self.encoder.height, self.encoder.pix_fmt = w, h, "yuv420p"
         self.encoder.time_base = Fraction(1, FPS)
         self.encoder.framerate = FPS
-        self.encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop),
-                                **({"x264-params": x264} if x264 else {})}
+        self.encoder.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "g": str(gop),
+            **({"x264-params": x264} if x264 else {}),
+        }
         if global_header:
             self.encoder.flags |= av.codec.context.Flags.global_header
         self.encoder.open()
@@ -66,8 +71,14 @@ class Camera:
         self.source.close()
 
 
-async def feed(push: LivePush, camera: Camera, seconds: float, *, max_send_s: list[float] | None = None,
-               until: asyncio.Event | None = None) -> None:
+async def feed(
+    push: LivePush,
+    camera: Camera,
+    seconds: float,
+    *,
+    max_send_s: list[float] | None = None,
+    until: asyncio.Event | None = None,
+) -> None:
     """Real-time pace for ``seconds`` (or until ``until`` is set); records the slowest ``send`` call."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not (until and until.is_set()):
@@ -100,21 +111,45 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return {"tcp": f"tcp://127.0.0.1:{self.port}", "udp": f"udp://127.0.0.1:{self.port}", "rtsp": f"rtsp://127.0.0.1:{self.port}/live",
-                "rtmp": f"rtmp://127.0.0.1:{self.port}/live/kiosk-0001"}[self.kind]
+        return {
+            "tcp": f"tcp://127.0.0.1:{self.port}",
+            "udp": f"udp://127.0.0.1:{self.port}",
+            "rtsp": f"rtsp://127.0.0.1:{self.port}/live",
+            "rtmp": f"rtmp://127.0.0.1:{self.port}/live/kiosk-0001",
+        }[self.kind]
 
     def start(self) -> None:
         out = self.workdir / f"received-{len(self.outputs)}.ts"
         self.outputs.append(out)
-        src = {"tcp": ["-f", "mpegts", "-i", f"tcp://127.0.0.1:{self.port}?listen=1"],
-               # UDP has no end: a read timeout (µs) ends the receiver once the push stops sending
-               "udp": ["-f", "mpegts", "-i", f"udp://127.0.0.1:{self.port}?timeout=700000"],
-               "rtsp": ["-rtsp_flags", "listen", "-i", self.url],
-               "rtmp": ["-listen", "1", "-f", "flv", "-i", self.url]}[self.kind]
+        src = {
+            "tcp": ["-f", "mpegts", "-i", f"tcp://127.0.0.1:{self.port}?listen=1"],
+            # UDP has no end: a read timeout (µs) ends the receiver once the push stops sending
+            "udp": ["-f", "mpegts", "-i", f"udp://127.0.0.1:{self.port}?timeout=700000"],
+            "rtsp": ["-rtsp_flags", "listen", "-i", self.url],
+            "rtmp": ["-listen", "1", "-f", "flv", "-i", self.url],
+        }[self.kind]
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-probesize", "32768",
-             "-analyzeduration", "0", *src, "-c", "copy", "-f", "mpegts", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-probesize",
+                "32768",
+                "-analyzeduration",
+                "0",
+                *src,
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(200):  # wait until it listens (a probe connection would use up its one accept)
             if listening(self.port, "udp" if self.kind == "udp" else "tcp"):
                 return
@@ -154,8 +189,9 @@ class Events:
     def of(self, type_: str) -> list[dict]:
         return [d for t, d in self.seen if t == type_]
 
-    async def wait_for(self, type_: str, count: int = 1, timeout_s: float = 10.0,
-                       done: asyncio.Event | None = None) -> list[dict]:
+    async def wait_for(
+        self, type_: str, count: int = 1, timeout_s: float = 10.0, done: asyncio.Event | None = None
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout_s
         try:
             while len(self.of(type_)) < count and time.monotonic() < deadline:
@@ -169,12 +205,21 @@ class Events:
         return self.of(type_)
 
 
-async def feed_until(push: LivePush, camera: Camera, events: Events, type_: str, count: int = 1,
-                     timeout_s: float = 10.0, max_send_s: list[float] | None = None) -> list[dict]:
+async def feed_until(
+    push: LivePush,
+    camera: Camera,
+    events: Events,
+    type_: str,
+    count: int = 1,
+    timeout_s: float = 10.0,
+    max_send_s: list[float] | None = None,
+) -> list[dict]:
     """Keep the camera running until ``count`` events of ``type_`` arrived (at most ``timeout_s``)."""
     done = asyncio.Event()
-    _, got = await asyncio.gather(feed(push, camera, timeout_s, max_send_s=max_send_s, until=done),
-                                  events.wait_for(type_, count, timeout_s, done=done))
+    _, got = await asyncio.gather(
+        feed(push, camera, timeout_s, max_send_s=max_send_s, until=done),
+        events.wait_for(type_, count, timeout_s, done=done),
+    )
     return got
 
 
@@ -221,8 +266,9 @@ async def test_packets_reach_a_tcp_or_udp_receiver_and_decode(receiver: Receiver
 
 
 @pytest.mark.timeout(40)
-async def test_the_push_comes_back_after_the_receiver_is_killed_and_restarted(tmp_path: Path,
-                                                                              receiver: Receiver) -> None:
+async def test_the_push_comes_back_after_the_receiver_is_killed_and_restarted(
+    tmp_path: Path, receiver: Receiver
+) -> None:
     camera = Camera(global_header=True)  # parameter sets only in extradata: the push must re-insert them
     receiver.start()
     events = Events()
@@ -255,8 +301,13 @@ async def test_the_push_comes_back_after_the_receiver_is_killed_and_restarted(tm
 @pytest.mark.timeout(30)
 async def test_a_push_that_cannot_connect_never_blocks_send(camera: Camera) -> None:
     events = Events()
-    push = LivePush(f"tcp://127.0.0.1:{free_port()}", emit=events, on_adapt=lambda step: None,
-                    queue_packets=32, **FAST_RETRY)
+    push = LivePush(
+        f"tcp://127.0.0.1:{free_port()}",
+        emit=events,
+        on_adapt=lambda step: None,
+        queue_packets=32,
+        **FAST_RETRY,
+    )
     push.start(StreamParams.of(camera.encoder))
     slowest = 0.0
     try:
@@ -294,8 +345,15 @@ async def test_a_receiver_that_stops_reading_is_noticed_and_left(camera: Camera)
     thread.start()
     events = Events()
     big = Camera(size="640x480", gop=2)  # big packets fill the socket buffers quickly
-    push = LivePush(f"tcp://127.0.0.1:{listener.getsockname()[1]}", emit=events, on_adapt=lambda s: None,
-                    backoff_base_s=0.05, backoff_cap_s=0.2, connect_timeout_s=1, write_timeout_s=0.5)
+    push = LivePush(
+        f"tcp://127.0.0.1:{listener.getsockname()[1]}",
+        emit=events,
+        on_adapt=lambda s: None,
+        backoff_base_s=0.05,
+        backoff_cap_s=0.2,
+        connect_timeout_s=1,
+        write_timeout_s=0.5,
+    )
     push.start(big.encoder)
     try:
         await feed_until(push, big, events, "media.push.lost", timeout_s=8)
@@ -350,7 +408,9 @@ async def test_a_receiver_speaking_garbage_does_not_hurt_the_push(camera: Camera
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["rtsp", "rtmp"])
-async def test_rtsp_and_rtmp_receivers_get_a_decodable_stream(tmp_path: Path, camera: Camera, kind: str) -> None:
+async def test_rtsp_and_rtmp_receivers_get_a_decodable_stream(
+    tmp_path: Path, camera: Camera, kind: str
+) -> None:
     receiver = Receiver(tmp_path, kind=kind)
     receiver.start()
     events = Events()
@@ -391,9 +451,19 @@ async def test_a_slow_link_steps_down_and_a_drained_queue_steps_back_up(camera: 
     thread.start()
     steps: list[AdaptStep] = []
     events = Events()
-    push = LivePush(f"tcp://127.0.0.1:{listener.getsockname()[1]}", emit=events, on_adapt=steps.append,
-                    queue_packets=120, down_at=20, up_at=2, settle_s=0.3, up_after_s=0.6,
-                    write_timeout_s=10, connect_timeout_s=1, send_buffer_bytes=8192)
+    push = LivePush(
+        f"tcp://127.0.0.1:{listener.getsockname()[1]}",
+        emit=events,
+        on_adapt=steps.append,
+        queue_packets=120,
+        down_at=20,
+        up_at=2,
+        settle_s=0.3,
+        up_after_s=0.6,
+        write_timeout_s=10,
+        connect_timeout_s=1,
+        send_buffer_bytes=8192,
+    )
     push.start(camera.encoder)
     try:
         await feed_until(push, camera, events, "media.push.adapted", 2, timeout_s=10)
@@ -411,9 +481,22 @@ async def test_a_slow_link_steps_down_and_a_drained_queue_steps_back_up(camera: 
         listener.close()
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21/live", "http://127.0.0.1/live", "tcp://127.0.0.1",
-                                 "tcp://:9000", "tcp://127.0.0.1:99999", "udp://127.0.0.1:12 3", "", None, 42,
-                                 "rtmp://127.0.0.1/live\r\nX-Injected: 1", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1:21/live",
+        "http://127.0.0.1/live",
+        "tcp://127.0.0.1",
+        "tcp://:9000",
+        "tcp://127.0.0.1:99999",
+        "udp://127.0.0.1:12 3",
+        "",
+        None,
+        42,
+        "rtmp://127.0.0.1/live\r\nX-Injected: 1",
+        "file:///etc/passwd",
+    ],
+)
 def test_a_bad_push_url_is_refused_at_once(url: object) -> None:
     with pytest.raises(PushUrlError):
         LivePush(url, emit=Events(), on_adapt=lambda s: None)  # type: ignore[arg-type]
@@ -484,8 +567,9 @@ class TsCollector:
 
 
 @pytest.mark.timeout(30)
-async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(tmp_path: Path,
-                                                                                 camera: Camera) -> None:
+async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(
+    tmp_path: Path, camera: Camera
+) -> None:
     collector = TsCollector(tmp_path)
     events = Events()
     push = LivePush(collector.url, emit=events, on_adapt=lambda s: None, **FAST_RETRY)
@@ -512,9 +596,14 @@ async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=300), extradata=st.one_of(st.none(), st.binary(max_size=60)),
-       codec=st.sampled_from(["libx264", "hevc", "libx265", "mjpeg"]))
-def test_garbage_bytes_never_break_the_keyframe_fix_up(data: bytes, extradata: bytes | None, codec: str) -> None:
+@given(
+    data=st.binary(max_size=300),
+    extradata=st.one_of(st.none(), st.binary(max_size=60)),
+    codec=st.sampled_from(["libx264", "hevc", "libx265", "mjpeg"]),
+)
+def test_garbage_bytes_never_break_the_keyframe_fix_up(
+    data: bytes, extradata: bytes | None, codec: str
+) -> None:
     family = bs.codec_family(codec)
     sets = bs.parameter_sets(extradata, family)
     out = bs.joinable_keyframe(data, sets, family)

@@ -40,20 +40,40 @@ def listening(port: int) -> bool:
     return False
 
 
-URLS = {"tcp": "tcp://127.0.0.1:{port}", "rtsp": "rtsp://127.0.0.1:{port}/live",
-        "rtmp": "rtmp://127.0.0.1:{port}/live/kiosk-0001"}
+URLS = {
+    "tcp": "tcp://127.0.0.1:{port}",
+    "rtsp": "rtsp://127.0.0.1:{port}/live",
+    "rtmp": "rtmp://127.0.0.1:{port}/live/kiosk-0001",
+}
 
 
 def start_receiver(port: int, out: Path, kind: str = "tcp") -> subprocess.Popen:
     """The platform's ingest: ``ffmpeg -f mpegts -i tcp://...?listen=1 -c copy out.ts`` (or RTSP/RTMP in
     listen mode), listening on return."""
     url = URLS[kind].format(port=port)
-    src = {"tcp": ["-f", "mpegts", "-i", f"{url}?listen=1"], "rtsp": ["-rtsp_flags", "listen", "-i", url],
-           "rtmp": ["-listen", "1", "-f", "flv", "-i", url]}[kind]
+    src = {
+        "tcp": ["-f", "mpegts", "-i", f"{url}?listen=1"],
+        "rtsp": ["-rtsp_flags", "listen", "-i", url],
+        "rtmp": ["-listen", "1", "-f", "flv", "-i", url],
+    }[kind]
     proc = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *src, "-c", "copy", "-f", "mpegts",
-         str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            *src,
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     for _ in range(200):
         if listening(port):
             return proc
@@ -77,18 +97,44 @@ def finish_receiver(proc: subprocess.Popen) -> None:
 
 
 def probe(path: Path) -> list[dict[str, Any]]:
-    done = subprocess.run([FFPROBE, "-v", "error", "-show_entries",
-                           "stream=codec_type,codec_name,start_time,duration,sample_rate", "-of", "json", str(path)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,start_time,duration,sample_rate",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["streams"]
 
 
 def packet_span(path: Path, kind: str) -> tuple[float, float]:
     """First packet's start and last packet's end of the stream of ``kind``, from the packets themselves."""
-    done = subprocess.run([FFPROBE, "-v", "error", "-select_streams", kind[0], "-show_entries",
-                           "packet=pts_time,duration_time", "-of", "csv=p=0", str(path)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            kind[0],
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     rows = [line.split(",") for line in done.stdout.split() if line]
     assert len(rows) >= 2, f"too few {kind} packets in {path.name}"
     return float(rows[0][0]), max(float(r[0]) + float(r[1] or 0) for r in rows)
@@ -122,10 +168,14 @@ async def test_the_push_carries_the_microphone_in_sync_with_the_video(tmp_path: 
     port = free_port()
     received = tmp_path / "received.ts"
     receiver = start_receiver(port, received, kind)
-    mcfg = MediaConfig.model_validate({
-        "renditions": {"main": {"size": "320x240", "fps": 30, "gop": 15, "preset": "ultrafast",
-                                "bitrate_kbps": 400}},
-        "audio": {"source": "lavfi:sine=frequency=440:sample_rate=48000"}})
+    mcfg = MediaConfig.model_validate(
+        {
+            "renditions": {
+                "main": {"size": "320x240", "fps": 30, "gop": 15, "preset": "ultrafast", "bitrate_kbps": 400}
+            },
+            "audio": {"source": "lavfi:sine=frequency=440:sample_rate=48000"},
+        }
+    )
     camera = source_from_spec("main", "lavfi:testsrc2=size=320x240:rate=30", {})
     microphone = AudioSource(mcfg.audio.source)
     events: list[tuple[str, dict]] = []
@@ -133,8 +183,9 @@ async def test_the_push_carries_the_microphone_in_sync_with_the_video(tmp_path: 
     async def emit(type_: str, data: dict) -> None:
         events.append((type_, data))
 
-    push = LivePush(URLS[kind].format(port=port), emit=emit, on_adapt=lambda step: None,
-                    loop=asyncio.get_running_loop())  # it starts on the pipeline thread, as in the service
+    push = LivePush(
+        URLS[kind].format(port=port), emit=emit, on_adapt=lambda step: None, loop=asyncio.get_running_loop()
+    )  # it starts on the pipeline thread, as in the service
     pipeline: Pipeline | None = None
     try:
         camera.open()
@@ -163,14 +214,20 @@ async def test_the_push_carries_the_microphone_in_sync_with_the_video(tmp_path: 
 
 
 @pytest.mark.timeout(40)
-async def test_after_the_ingest_crashes_the_new_connection_carries_audio_and_video_again(tmp_path: Path) -> None:
+async def test_after_the_ingest_crashes_the_new_connection_carries_audio_and_video_again(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     first, second = tmp_path / "first.ts", tmp_path / "second.ts"
     receiver = start_receiver(port, first)
-    mcfg = MediaConfig.model_validate({
-        "renditions": {"main": {"size": "320x240", "fps": 30, "gop": 15, "preset": "ultrafast",
-                                "bitrate_kbps": 400}},
-        "audio": {"source": "lavfi:sine=frequency=440:sample_rate=48000"}})
+    mcfg = MediaConfig.model_validate(
+        {
+            "renditions": {
+                "main": {"size": "320x240", "fps": 30, "gop": 15, "preset": "ultrafast", "bitrate_kbps": 400}
+            },
+            "audio": {"source": "lavfi:sine=frequency=440:sample_rate=48000"},
+        }
+    )
     camera = source_from_spec("main", "lavfi:testsrc2=size=320x240:rate=30", {})
     microphone = AudioSource(mcfg.audio.source)
     events: list[tuple[str, dict]] = []
@@ -178,8 +235,13 @@ async def test_after_the_ingest_crashes_the_new_connection_carries_audio_and_vid
     async def emit(type_: str, data: dict) -> None:
         events.append((type_, data))
 
-    push = LivePush(f"tcp://127.0.0.1:{port}", emit=emit, on_adapt=lambda step: None, backoff_cap_s=0.5,
-                    loop=asyncio.get_running_loop())
+    push = LivePush(
+        f"tcp://127.0.0.1:{port}",
+        emit=emit,
+        on_adapt=lambda step: None,
+        backoff_cap_s=0.5,
+        loop=asyncio.get_running_loop(),
+    )
     pipeline: Pipeline | None = None
     try:
         camera.open()

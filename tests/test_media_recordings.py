@@ -37,8 +37,15 @@ FPS = 25
 T0 = 1_700_000_000.0  # wall-clock start of the first test segment
 
 
-def encode_segments(out_dir: Path, count: int, *, fmt: str = "mpegts", seconds: int = 1,
-                    size: str = "160x120", restart_ts: bool = False) -> list[tuple[Path, float, float]]:
+def encode_segments(
+    out_dir: Path,
+    count: int,
+    *,
+    fmt: str = "mpegts",
+    seconds: int = 1,
+    size: str = "160x120",
+    restart_ts: bool = False,
+) -> list[tuple[Path, float, float]]:
     """Write ``count`` segments of ``seconds`` each, every one starting with a keyframe."""
     out_dir.mkdir(parents=True, exist_ok=True)
     w, h = map(int, size.split("x"))
@@ -46,8 +53,14 @@ def encode_segments(out_dir: Path, count: int, *, fmt: str = "mpegts", seconds: 
     enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
     enc.time_base = Fraction(1, FPS)
     enc.framerate = FPS
-    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS * seconds), "keyint_min": str(FPS * seconds),
-                   "sc_threshold": "0", "bf": "0"}
+    enc.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "g": str(FPS * seconds),
+        "keyint_min": str(FPS * seconds),
+        "sc_threshold": "0",
+        "bf": "0",
+    }
     src = av.open(f"testsrc2=size={size}:rate={FPS}", format="lavfi")
     frames = src.decode(video=0)
     made = []
@@ -89,7 +102,9 @@ def encode_av_segments(out_dir: Path, count: int) -> list[tuple[Path, float, flo
     venc.time_base, venc.framerate = Fraction(1, FPS), FPS
     venc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS), "sc_threshold": "0"}
     video = av.open(f"testsrc2=size=160x120:rate={FPS}", format="lavfi").decode(video=0)
-    audio = av.open("sine=frequency=440:sample_rate=48000:samples_per_frame=1024", format="lavfi").decode(audio=0)
+    audio = av.open("sine=frequency=440:sample_rate=48000:samples_per_frame=1024", format="lavfi").decode(
+        audio=0
+    )
     resample = av.AudioResampler(format="fltp", layout="mono", rate=48000)
     made, n, samples = [], 0, 0
     for i in range(count):
@@ -178,7 +193,9 @@ def test_a_session_lists_its_segments_in_order_and_survives_a_reopen(tmp_path: P
     idx.close()
 
 
-def test_asking_for_an_unknown_or_empty_session_is_a_typed_error(index: RecordingIndex, tmp_path: Path) -> None:
+def test_asking_for_an_unknown_or_empty_session_is_a_typed_error(
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     with pytest.raises(UnknownSession):
         index.segments("no-such-session")
     with pytest.raises(UnknownSession):
@@ -192,13 +209,16 @@ def test_asking_for_an_unknown_or_empty_session_is_a_typed_error(index: Recordin
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(session=st.one_of(st.text(max_size=200), st.integers(), st.none()),
-       sha=st.one_of(st.text(max_size=70), st.just("A" * 64), st.just("f" * 64)),
-       size=st.one_of(st.integers(-5, 10), st.booleans(), st.floats(allow_nan=True)),
-       start=st.one_of(st.floats(allow_nan=True), st.text(max_size=3)),
-       end=st.one_of(st.floats(allow_nan=True), st.none()))
-def test_hostile_segment_descriptions_are_refused_and_change_nothing(index: RecordingIndex, tmp_path: Path,
-                                                                     session, sha, size, start, end) -> None:
+@given(
+    session=st.one_of(st.text(max_size=200), st.integers(), st.none()),
+    sha=st.one_of(st.text(max_size=70), st.just("A" * 64), st.just("f" * 64)),
+    size=st.one_of(st.integers(-5, 10), st.booleans(), st.floats(allow_nan=True)),
+    start=st.one_of(st.floats(allow_nan=True), st.text(max_size=3)),
+    end=st.one_of(st.floats(allow_nan=True), st.none()),
+)
+def test_hostile_segment_descriptions_are_refused_and_change_nothing(
+    index: RecordingIndex, tmp_path: Path, session, sha, size, start, end
+) -> None:
     before = (index.sessions(), index.total_bytes())
     try:
         index.add_segment(session, tmp_path / "seg.ts", start, end, sha, size)
@@ -213,7 +233,9 @@ def test_hostile_segment_descriptions_are_refused_and_change_nothing(index: Reco
 # --- export --------------------------------------------------------------------------------------
 
 
-def test_export_joins_a_session_into_one_playable_mp4(index: RecordingIndex, tmp_path: Path, ts_segments) -> None:
+def test_export_joins_a_session_into_one_playable_mp4(
+    index: RecordingIndex, tmp_path: Path, ts_segments
+) -> None:
     index_all(index, "S-0001", ts_segments)
     out = tmp_path / "exports" / "S-0001.mp4"
     out.parent.mkdir()
@@ -223,13 +245,18 @@ def test_export_joins_a_session_into_one_playable_mp4(index: RecordingIndex, tmp
     assert abs(duration - 3.0) < 0.1
     assert result.segments == 3 and result.bytes == out.stat().st_size and result.sha256 == sha256(out)
     assert sorted(os.listdir(out.parent)) == ["S-0001.mp4"]  # no temp file left beside it
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=format_name", "-of", "csv=p=0",
-                            str(out)], capture_output=True, text=True, timeout=20)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=format_name", "-of", "csv=p=0", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert probe.returncode == 0 and "mp4" in probe.stdout
 
 
 def test_export_of_fragmented_mp4_segments_that_restart_at_zero_is_one_continuous_timeline(
-        index: RecordingIndex, tmp_path: Path) -> None:
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     made = encode_segments(tmp_path / "fmp4", 3, fmt="mp4", restart_ts=True)
     index_all(index, "S-0002", made)
     out = tmp_path / "S-0002.mp4"
@@ -260,7 +287,8 @@ def test_export_keeps_audio_and_video_together(index: RecordingIndex, tmp_path: 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_damaged_segment_stops_the_export_with_a_typed_error_and_no_file(
-        index: RecordingIndex, tmp_path: Path, damage: str) -> None:
+    index: RecordingIndex, tmp_path: Path, damage: str
+) -> None:
     made = encode_segments(tmp_path / "segs", 2)
     index_all(index, "S-0003", made)
     victim = made[1][0]
@@ -283,8 +311,9 @@ def test_a_damaged_segment_stops_the_export_with_a_typed_error_and_no_file(
     assert os.listdir(out.parent) == []
 
 
-def test_a_segment_indexed_with_the_right_hash_but_no_video_is_unreadable(index: RecordingIndex,
-                                                                          tmp_path: Path) -> None:
+def test_a_segment_indexed_with_the_right_hash_but_no_video_is_unreadable(
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     from edge_media.recordings import SegmentUnreadable
 
     junk = tmp_path / "junk.ts"
@@ -310,8 +339,9 @@ def fake_segments(index: RecordingIndex, root: Path, plan: list[tuple[str | None
     return paths
 
 
-async def test_old_segments_go_oldest_first_but_never_from_a_session_in_progress(index: RecordingIndex,
-                                                                               tmp_path: Path) -> None:
+async def test_old_segments_go_oldest_first_but_never_from_a_session_in_progress(
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     now = T0 + 100 * 86400
     root = tmp_path / "rec"
     old_closed = fake_segments(index, root, [("S-old", T0, 1000), ("S-old", T0 + 10, 1000)])
@@ -320,8 +350,15 @@ async def test_old_segments_go_oldest_first_but_never_from_a_session_in_progress
     index.mark_closed("S-old")
     index.mark_closed("S-new")
     events = Events()
-    ret = Retention(index, root, max_age_s=30 * 86400, min_free_bytes=0, active_sessions=lambda: {"S-live"},
-                    emit=events, clock=lambda: now)
+    ret = Retention(
+        index,
+        root,
+        max_age_s=30 * 86400,
+        min_free_bytes=0,
+        active_sessions=lambda: {"S-live"},
+        emit=events,
+        clock=lambda: now,
+    )
 
     purged = await ret.sweep()
 
@@ -334,8 +371,9 @@ async def test_old_segments_go_oldest_first_but_never_from_a_session_in_progress
     assert await ret.sweep() == []  # nothing more qualifies
 
 
-async def test_under_the_free_space_watermark_the_oldest_go_until_there_is_room(index: RecordingIndex,
-                                                                              tmp_path: Path) -> None:
+async def test_under_the_free_space_watermark_the_oldest_go_until_there_is_room(
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     root = tmp_path / "rec"
     capacity = 10_000
 
@@ -343,11 +381,22 @@ async def test_under_the_free_space_watermark_the_oldest_go_until_there_is_room(
         used = sum(p.stat().st_size for p in root.iterdir())
         return namedtuple("usage", "total used free")(capacity, used, capacity - used)
 
-    files = fake_segments(index, root, [("S-a", T0, 2000), ("S-b", T0 + 20, 2000), ("S-live", T0 + 30, 2000),
-                                        (None, T0 + 40, 2000)])
+    files = fake_segments(
+        index,
+        root,
+        [("S-a", T0, 2000), ("S-b", T0 + 20, 2000), ("S-live", T0 + 30, 2000), (None, T0 + 40, 2000)],
+    )
     events = Events()
-    ret = Retention(index, root, max_age_s=1e9, min_free_bytes=5000, active_sessions=lambda: {"S-live"},
-                    emit=events, disk_usage=disk_usage, clock=lambda: T0 + 100)
+    ret = Retention(
+        index,
+        root,
+        max_age_s=1e9,
+        min_free_bytes=5000,
+        active_sessions=lambda: {"S-live"},
+        emit=events,
+        disk_usage=disk_usage,
+        clock=lambda: T0 + 100,
+    )
     assert not ret.has_room(0)  # 2000 free: under half the watermark, the writer must wait
 
     purged = await ret.sweep()  # 2000 free -> purge S-a (4000) -> purge S-b (6000) >= 5000: stop
@@ -367,15 +416,23 @@ async def test_under_the_free_space_watermark_the_oldest_go_until_there_is_room(
     assert len(events.of("media.recording.disk_low")) == 1  # once per episode, not every sweep
 
 
-async def test_when_the_active_sessions_cannot_be_told_nothing_is_deleted(index: RecordingIndex,
-                                                                         tmp_path: Path) -> None:
+async def test_when_the_active_sessions_cannot_be_told_nothing_is_deleted(
+    index: RecordingIndex, tmp_path: Path
+) -> None:
     files = fake_segments(index, tmp_path / "rec", [("S-x", T0, 100)])
 
     def broken() -> set[str]:
         raise RuntimeError("pipeline state unavailable")
 
-    ret = Retention(index, tmp_path / "rec", max_age_s=1, min_free_bytes=0, active_sessions=broken,
-                    emit=Events(), clock=lambda: T0 + 1e6)
+    ret = Retention(
+        index,
+        tmp_path / "rec",
+        max_age_s=1,
+        min_free_bytes=0,
+        active_sessions=broken,
+        emit=Events(),
+        clock=lambda: T0 + 1e6,
+    )
     assert await ret.sweep() == [] and files[0].exists()
 
 
@@ -385,8 +442,16 @@ async def test_has_room_wakes_the_sweeper_at_once(index: RecordingIndex, tmp_pat
     free = {"bytes": 10_000}
     usage = namedtuple("usage", "total used free")
     events = Events()
-    ret = Retention(index, root, max_age_s=1e9, min_free_bytes=4000, active_sessions=set, emit=events,
-                    disk_usage=lambda p: usage(0, 0, free["bytes"]), clock=lambda: T0)
+    ret = Retention(
+        index,
+        root,
+        max_age_s=1e9,
+        min_free_bytes=4000,
+        active_sessions=set,
+        emit=events,
+        disk_usage=lambda p: usage(0, 0, free["bytes"]),
+        clock=lambda: T0,
+    )
     task = asyncio.create_task(ret.run(interval_s=3600))
     try:
         await asyncio.sleep(0.2)  # first sweep: nothing to do
@@ -411,8 +476,9 @@ async def test_has_room_wakes_the_sweeper_at_once(index: RecordingIndex, tmp_pat
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
-                       timeout=10)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, timeout=10
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
     try:
@@ -438,8 +504,14 @@ async def test_a_full_disk_is_an_error_or_an_event_never_a_crash(small_fs: Path,
                 f.write(b"\0" * 65536)
                 f.flush()
     events = Events()
-    ret = Retention(index, root, max_age_s=1e9, min_free_bytes=256 * 1024,
-                    active_sessions=index.active_sessions, emit=events)
+    ret = Retention(
+        index,
+        root,
+        max_age_s=1e9,
+        min_free_bytes=256 * 1024,
+        active_sessions=index.active_sessions,
+        emit=events,
+    )
     assert not ret.has_room(64 * 1024)
 
     with pytest.raises(RecordingDiskFull):  # the export needs room for a whole copy

@@ -118,14 +118,18 @@ def index(tmp_path: Path, segments) -> Iterator[RecordingIndex]:
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "timeout_s": 5}
 
 
-async def test_a_session_goes_up_in_chunks_and_resumes_after_the_link_drops(index, platform, tmp_path) -> None:
+async def test_a_session_goes_up_in_chunks_and_resumes_after_the_link_drops(
+    index, platform, tmp_path
+) -> None:
     platform.fail_on = {3}  # a 503 from an overloaded platform
     platform.drop_on = {5}  # the link dies in the middle of a chunk
     events = Events()
     result = await upload(index, "S-0100", platform.url, emit=events, chunk_bytes=32 * 1024, **FAST)
 
     assert result.resumable and result.retries == 2 and result.status == 201
-    assert hashlib.sha256(platform.stored).hexdigest() == result.sha256 and len(platform.stored) == result.bytes
+    assert (
+        hashlib.sha256(platform.stored).hexdigest() == result.sha256 and len(platform.stored) == result.bytes
+    )
     [done] = events.of("media.recording.uploaded")
     assert done["segments"] == 3 and abs(done["duration_s"] - 3.0) < 0.1
     assert "secret" not in done["url"]  # tokens never reach events
@@ -182,16 +186,33 @@ async def test_a_server_speaking_garbage_is_a_transient_failure(index) -> None:
     t.start()
     try:
         with pytest.raises(UploadFailed, match="failed 2 times"):
-            await upload(index, "S-0100", f"http://127.0.0.1:{listener.getsockname()[1]}/x", emit=Events(),
-                         max_failures=2, **FAST)
+            await upload(
+                index,
+                "S-0100",
+                f"http://127.0.0.1:{listener.getsockname()[1]}/x",
+                emit=Events(),
+                max_failures=2,
+                **FAST,
+            )
     finally:
         stop.set()
         t.join(5)
         listener.close()
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "javascript:alert(1)", "http:///nohost",
-                                 "http://127.0.0.1:99999/x", "http://127.0.0.1/a b", 42, ""])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http:///nohost",
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1/a b",
+        42,
+        "",
+    ],
+)
 async def test_a_bad_upload_url_is_refused_before_anything_is_exported(index, tmp_path, url) -> None:
     with pytest.raises(BadUploadUrl):
         await upload(index, "S-0100", url, emit=Events())
@@ -199,7 +220,9 @@ async def test_a_bad_upload_url_is_refused_before_anything_is_exported(index, tm
 
 
 @pytest.mark.parametrize("session", ["../../etc/passwd", "S-0100/../x", "..", "S 0100", "S-0404"])
-async def test_a_session_that_does_not_exist_or_is_a_path_is_unknown(index, platform, tmp_path, session) -> None:
+async def test_a_session_that_does_not_exist_or_is_a_path_is_unknown(
+    index, platform, tmp_path, session
+) -> None:
     from edge_media.recordings import UnknownSession
 
     with pytest.raises(UnknownSession):

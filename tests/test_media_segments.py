@@ -19,16 +19,32 @@ from edge_media.segments import SegmentRecorder, parse_stamp, recover_orphans, s
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "lavfi:testsrc2=size=320x240:rate=30"
-SMALL = MediaConfig.model_validate({
-    "renditions": {"main": {"size": "320x240", "bitrate_kbps": 300, "threads": 1}},
-    "recording": {"segment_s": 1.0, "fragment_s": 0.5}})
+SMALL = MediaConfig.model_validate(
+    {
+        "renditions": {"main": {"size": "320x240", "bitrate_kbps": 300, "threads": 1}},
+        "recording": {"segment_s": 1.0, "fragment_s": 0.5},
+    }
+)
 
 
 def ffprobe_ok(path: Path) -> float:
     """Seconds of video in a segment ffprobe reads without a single error (0.0: header only)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries",
-                          "format=duration:stream=nb_read_packets", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "format=duration:stream=nb_read_packets",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert out.returncode == 0 and not out.stderr.strip(), (path, out.stderr)
     info = json.loads(out.stdout)
     if int(info["streams"][0].get("nb_read_packets", 0)) == 0:
@@ -39,12 +55,33 @@ def ffprobe_ok(path: Path) -> float:
 def start_recorder(out: Path, seconds: float = 30, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = out.parent / "media.toml"
-    cfg.write_text('[device]\nid = "k1"\nname = "t"\nregion = ["33", "3308", "330803", "330803100", '
-                   '"330803100201"]\n[media.renditions.main]\nsize = "320x240"\nbitrate_kbps = 300\n'
-                   'threads = 1\n[media.recording]\nsegment_s = 1.0\nfragment_s = 0.5\n')
-    return subprocess.Popen([sys.executable, "-m", "appliance.cli", "--config", str(cfg), "media", "record",
-                             "--source", SOURCE, "--out", str(out), "--seconds", str(seconds), *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cfg.write_text(
+        '[device]\nid = "k1"\nname = "t"\nregion = ["33", "3308", "330803", "330803100", '
+        '"330803100201"]\n[media.renditions.main]\nsize = "320x240"\nbitrate_kbps = 300\n'
+        "threads = 1\n[media.recording]\nsegment_s = 1.0\nfragment_s = 0.5\n"
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "--config",
+            str(cfg),
+            "media",
+            "record",
+            "--source",
+            SOURCE,
+            "--out",
+            str(out),
+            "--seconds",
+            str(seconds),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.timeout(60)
@@ -132,8 +169,9 @@ def test_a_full_disk_pauses_the_recording_with_an_event_and_it_resumes(tmp_path:
     events: list[tuple[str, dict]] = []
     cam = SyntheticCamera("main", "testsrc2=size=320x240:rate=30", framerate=30, size=(320, 240))
     cam.open()
-    rec = SegmentRecorder(tmp_path, segment_s=1.0, has_room=lambda n: room["ok"],
-                          emit=lambda t, d: events.append((t, d)))
+    rec = SegmentRecorder(
+        tmp_path, segment_s=1.0, has_room=lambda n: room["ok"], emit=lambda t, d: events.append((t, d))
+    )
     pipeline = Pipeline({"main": cam}, SMALL)
     pipeline.attach("main", rec)
     pipeline.start()
@@ -159,8 +197,9 @@ def test_segment_names_carry_their_start() -> None:
 
 @pytest.mark.timeout(30)
 def test_an_h265_rendition_records_hevc(tmp_path: Path) -> None:
-    cfg = MediaConfig.model_validate({"renditions": {"main": {"codec": "h265", "size": "320x240",
-                                                              "bitrate_kbps": 300, "threads": 1}}})
+    cfg = MediaConfig.model_validate(
+        {"renditions": {"main": {"codec": "h265", "size": "320x240", "bitrate_kbps": 300, "threads": 1}}}
+    )
     cam = SyntheticCamera("main", "testsrc2=size=320x240:rate=30", framerate=30, size=(320, 240))
     cam.open()
     rec = SegmentRecorder(tmp_path, segment_s=10)
@@ -171,6 +210,10 @@ def test_an_h265_rendition_records_hevc(tmp_path: Path) -> None:
     pipeline.stop()
     [seg] = rec.close()
     cam.close()
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
-                          str(seg.path)], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(seg.path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert out.stdout.strip() == "hevc" and ffprobe_ok(seg.path) > 1.0

@@ -15,8 +15,13 @@ class Room:
 
     def __init__(self, **failover: float) -> None:
         self.events: list[dict] = []
-        self.sel = Selector({MAIN: IV, BACKUP: IV}, FailoverConfig(**failover), out_interval=IV,
-                            on_switch=self.events.append, now=0.0)
+        self.sel = Selector(
+            {MAIN: IV, BACKUP: IV},
+            FailoverConfig(**failover),
+            out_interval=IV,
+            on_switch=self.events.append,
+            now=0.0,
+        )
         self.t = 0.0
         self.out: list = []
         self.main = "good"  # good | silent | frozen | black
@@ -52,8 +57,9 @@ def test_starts_on_main_and_passes_its_frames_in_order() -> None:
     assert room.events == []
 
 
-@pytest.mark.parametrize("fault,reason", [("silent", "main silent"), ("frozen", "main frozen"),
-                                          ("black", "main black")])
+@pytest.mark.parametrize(
+    "fault,reason", [("silent", "main silent"), ("frozen", "main frozen"), ("black", "main black")]
+)
 def test_main_fault_switches_to_backup_without_a_hole(fault: str, reason: str) -> None:
     room = Room()
     room.step(10)

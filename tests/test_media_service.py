@@ -88,8 +88,13 @@ class Ctx:
 
 @pytest.fixture
 async def media(tmp_path: Path, bus_broker: Mosquitto):
-    path = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=1, data_dir=tmp_path / "data",
-                        extra=MEDIA)
+    path = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=1,
+        data_dir=tmp_path / "data",
+        extra=MEDIA,
+    )
     service = MediaService(config_mod.load(path))
     await service.start()
     bench = Bench(bus_broker.port)
@@ -102,8 +107,12 @@ async def media(tmp_path: Path, bus_broker: Mosquitto):
 @pytest.mark.timeout(60)
 async def test_record_a_session_snapshot_doccam_and_export(media) -> None:
     service, bench = media
-    await bench.wait_for(lambda: bench.state.get("active_source") == "main"
-                         and bench.state["sources"]["doccam"]["health"]["status"] == "ok")
+    await bench.wait_for(
+        lambda: (
+            bench.state.get("active_source") == "main"
+            and bench.state["sources"]["doccam"]["health"]["status"] == "ok"
+        )
+    )
     assert bench.state["sources"]["main"]["health"]["status"] == "ok"
 
     started = await bench.call("record_start", {"session_id": "s-20261121-001"})
@@ -124,11 +133,20 @@ async def test_record_a_session_snapshot_doccam_and_export(media) -> None:
     stopped = await bench.call("record_stop")
     assert stopped["segments"] >= 2 and stopped["errors"] == 0
     exported = await bench.call("export", {"session_id": "s-20261121-001"}, timeout_s=30)
-    probe = await asyncio.to_thread(subprocess.run, ["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                                    "-of", "csv=p=0", exported["path"]], capture_output=True, text=True, timeout=20)
+    probe = await asyncio.to_thread(
+        subprocess.run,
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", exported["path"]],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert probe.returncode == 0 and float(probe.stdout) >= 2.0
-    await bench.wait_for(lambda: {"media.record.started", "media.record.stopped", "doccam.captured"}
-                         <= {e["type"] for e in bench.events})
+    await bench.wait_for(
+        lambda: (
+            {"media.record.started", "media.record.stopped", "doccam.captured"}
+            <= {e["type"] for e in bench.events}
+        )
+    )
 
 
 @pytest.mark.timeout(60)
@@ -136,9 +154,13 @@ async def test_sim_unplug_main_fails_over_with_an_event(media) -> None:
     service, bench = media
     await bench.wait_for(lambda: bench.state.get("active_source") == "main")
     await bench.call("sim", {"action": "unplug", "source": "room_main"})
+
     def to_backup() -> list[dict]:
-        return [e["data"] for e in bench.events
-                if e["type"] == "media.failover" and (e["data"]["from"], e["data"]["to"]) == ("main", "backup")]
+        return [
+            e["data"]
+            for e in bench.events
+            if e["type"] == "media.failover" and (e["data"]["from"], e["data"]["to"]) == ("main", "backup")
+        ]
 
     await bench.wait_for(lambda: bool(to_backup()))
     failover = to_backup()[0]
@@ -150,22 +172,27 @@ async def test_sim_unplug_main_fails_over_with_an_event(media) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("method,params,status", [
-    ("record_start", {}, 400),
-    ("record_start", {"session_id": "../../etc"}, 400),
-    ("record_start", {"session_id": "x" * 500}, 400),
-    ("record_stop", {}, 409),
-    ("snapshot", {"source": "ceiling"}, 404),
-    ("snapshot", {"source": ["main"]}, 404),
-    ("sim", {"action": "explode", "source": "main"}, 400),
-    ("sim", {"action": "unplug", "source": "nothing"}, 404),
-    ("push_start", {"url": "http://example/"}, 400),
-    ("push_stop", {}, 409),
-    ("export", {"session_id": "never-recorded"}, 404),
-    ("upload", {"session_id": "s1", "url": "ftp://x/"}, 400),
-    ("no_such_method", {}, 404),
-])
-async def test_bad_requests_get_a_status_and_change_nothing(media, method: str, params: dict, status: int) -> None:
+@pytest.mark.parametrize(
+    "method,params,status",
+    [
+        ("record_start", {}, 400),
+        ("record_start", {"session_id": "../../etc"}, 400),
+        ("record_start", {"session_id": "x" * 500}, 400),
+        ("record_stop", {}, 409),
+        ("snapshot", {"source": "ceiling"}, 404),
+        ("snapshot", {"source": ["main"]}, 404),
+        ("sim", {"action": "explode", "source": "main"}, 400),
+        ("sim", {"action": "unplug", "source": "nothing"}, 404),
+        ("push_start", {"url": "http://example/"}, 400),
+        ("push_stop", {}, 409),
+        ("export", {"session_id": "never-recorded"}, 404),
+        ("upload", {"session_id": "s1", "url": "ftp://x/"}, 400),
+        ("no_such_method", {}, 404),
+    ],
+)
+async def test_bad_requests_get_a_status_and_change_nothing(
+    media, method: str, params: dict, status: int
+) -> None:
     service, bench = media
     with pytest.raises(CommandError) as err:
         await bench.call(method, params)
@@ -175,7 +202,9 @@ async def test_bad_requests_get_a_status_and_change_nothing(media, method: str, 
 
 
 @pytest.mark.timeout(60)
-async def test_media_control_forwards_commands_and_reports_health(tmp_path: Path, bus_broker: Mosquitto) -> None:
+async def test_media_control_forwards_commands_and_reports_health(
+    tmp_path: Path, bus_broker: Mosquitto
+) -> None:
     bus = LocalBus("127.0.0.1", bus_broker.port, name="appliance")
     control = MediaControl(Ctx(bus))  # type: ignore[arg-type]
     await control.start()
@@ -187,8 +216,13 @@ async def test_media_control_forwards_commands_and_reports_health(tmp_path: Path
             await control.commands()["camera.snapshot"]({"source": "main"})
         assert down.value.status == 503
 
-        path = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=1,
-                            data_dir=tmp_path / "data", extra=MEDIA)
+        path = write_config(
+            tmp_path / "kiosk.toml",
+            bus_port=bus_broker.port,
+            fleet_port=1,
+            data_dir=tmp_path / "data",
+            extra=MEDIA,
+        )
         service = MediaService(config_mod.load(path))
         await service.start()
         try:
@@ -267,9 +301,23 @@ async def test_push_start_streams_the_rendition_to_a_loopback_receiver(media, tm
         await asyncio.to_thread(receiver.join, 10)
     finally:
         server.close()
-    probe = await asyncio.to_thread(subprocess.run, ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                                    "stream=codec_name,width,nb_read_frames", "-of", "json", str(received)],
-                                    capture_output=True, text=True, timeout=20)
+    probe = await asyncio.to_thread(
+        subprocess.run,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,nb_read_frames",
+            "-of",
+            "json",
+            str(received),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["codec_name"] == "h264" and stream["width"] == 320 and int(stream["nb_read_frames"]) >= 30
 
@@ -281,24 +329,44 @@ async def test_a_stalled_pipeline_is_restarted_within_two_seconds(media) -> None
     loop = asyncio.get_running_loop()
     await bench.call("sim", {"action": "stall", "source": "pipeline", "seconds": 30})
     stalled_at = loop.time()
-    await bench.wait_for(lambda: any(e["type"] == "media.pipeline.restarted" for e in bench.events), within_s=4)
+    await bench.wait_for(
+        lambda: any(e["type"] == "media.pipeline.restarted" for e in bench.events), within_s=4
+    )
     restarted = next(e for e in bench.events if e["type"] == "media.pipeline.restarted")["data"]
     assert restarted["ok"] is True
     assert loop.time() - stalled_at < 2.5  # includes the event's trip over the bus
-    await bench.wait_for(lambda: bench.state.get("watchdog_restarts") == 1
-                         and bench.state["pipeline"]["fps_out"] > 20, within_s=5)
+    await bench.wait_for(
+        lambda: bench.state.get("watchdog_restarts") == 1 and bench.state["pipeline"]["fps_out"] > 20,
+        within_s=5,
+    )
 
 
 @pytest.mark.timeout(60)
-async def test_kiosk_media_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path, bus_broker: Mosquitto) -> None:
+async def test_kiosk_media_run_serves_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, bus_broker: Mosquitto
+) -> None:
     import signal
     import sys
 
-    path = write_config(tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=1, data_dir=tmp_path / "data",
-                        extra=MEDIA)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "--config", str(path), "media",
-                                                "run", cwd=Path(__file__).resolve().parent.parent,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    path = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=1,
+        data_dir=tmp_path / "data",
+        extra=MEDIA,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "--config",
+        str(path),
+        "media",
+        "run",
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     bench = Bench(bus_broker.port)
     await bench.bus.start()
     try:
@@ -322,13 +390,23 @@ def test_platform_command_params_are_checked_before_anything_is_forwarded() -> N
     from appliance.errors import BadRequest
     from edge_media.control import FORWARDED, check_params
 
-    values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=1100),
-                       st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(),
-                                                                           max_size=2))
+    values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=1100),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    )
 
     @settings(max_examples=300, deadline=None)
-    @given(st.sampled_from(sorted(FORWARDED)), st.dictionaries(st.sampled_from(
-        ["source", "url", "session_id", "session", "x", ""]), values, max_size=4))
+    @given(
+        st.sampled_from(sorted(FORWARDED)),
+        st.dictionaries(
+            st.sampled_from(["source", "url", "session_id", "session", "x", ""]), values, max_size=4
+        ),
+    )
     def run(command: str, params: dict) -> None:
         try:
             out = check_params(command, params)

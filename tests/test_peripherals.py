@@ -79,7 +79,9 @@ class TestContext:
     def publish_state(self, name: str, state: dict[str, Any] | None) -> None:
         self.states.setdefault(name, []).append(state)
 
-    def publish_local(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+    def publish_local(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         pass
 
     def subscribe_local(self, topic_filter: str, handler: Any) -> None:
@@ -90,7 +92,9 @@ class TestContext:
         if self.bus is not None:
             self.bus.serve(service, handlers)
 
-    async def call_rpc(self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0) -> dict:
+    async def call_rpc(
+        self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict:
         raise CommandError(503, "no other processes in this test")
 
     def types(self) -> list[str]:
@@ -107,8 +111,9 @@ class TestContext:
 
 
 def load(tmp_path: Path, extra: str, bus_port: int = 1883) -> tuple[Path, kconfig.KioskConfig]:
-    path = write_config(tmp_path / "kiosk.toml", bus_port=bus_port, fleet_port=1883, data_dir=tmp_path / "data",
-                        extra=extra)
+    path = write_config(
+        tmp_path / "kiosk.toml", bus_port=bus_port, fleet_port=1883, data_dir=tmp_path / "data", extra=extra
+    )
     return path, kconfig.load(path)
 
 
@@ -158,9 +163,12 @@ async def test_switcher_route_command_routes_and_validates(peripherals):
     reply = await route({"input": 2, "output": 1})
     assert reply["input"] == 2 and reply["attempts"] == 1
     assert ("switcher.routed", reply) in ctx.events
-    for params, words in [({}, "missing field 'input'"), ({"input": 9, "output": 1}, "this switcher has 8 inputs"),
-                          ({"input": 1, "output": "1"}, "output must be an integer"),
-                          ([1, 2], "params must be a JSON object")]:
+    for params, words in [
+        ({}, "missing field 'input'"),
+        ({"input": 9, "output": 1}, "this switcher has 8 inputs"),
+        ({"input": 1, "output": "1"}, "output must be an integer"),
+        ([1, 2], "params must be a JSON object"),
+    ]:
         with pytest.raises(BadRequest) as info:
             await route(params)
         assert words in str(info.value) and info.value.status == 400
@@ -237,8 +245,10 @@ async def test_sim_on_a_device_that_is_not_fitted_is_404(peripherals):
 
 
 async def test_real_hardware_is_not_simulated(tmp_path: Path):
-    _, cfg = load(tmp_path, '[drivers.switcher]\nbackend = "tcp"\nhost = "127.0.0.1"\nport = 9\n'
-                            'connect_timeout_s = 0.2\n')
+    _, cfg = load(
+        tmp_path,
+        '[drivers.switcher]\nbackend = "tcp"\nhost = "127.0.0.1"\nport = 9\nconnect_timeout_s = 0.2\n',
+    )
     ctx = TestContext(cfg, tmp_path)
     subsystem = Peripherals(ctx)
     await subsystem.start()
@@ -270,7 +280,9 @@ async def test_card_reader_sim_present_read_unplug_replug(tmp_path: Path):
         await subsystem.stop()
 
 
-async def test_kiosk_sim_cli_drives_the_running_kiosk_over_the_local_bus(tmp_path: Path, bus_broker: Mosquitto):
+async def test_kiosk_sim_cli_drives_the_running_kiosk_over_the_local_bus(
+    tmp_path: Path, bus_broker: Mosquitto
+):
     from appliance import cli
 
     path, cfg = load(tmp_path, DRIVERS, bus_port=bus_broker.port)
@@ -284,7 +296,9 @@ async def test_kiosk_sim_cli_drives_the_running_kiosk_over_the_local_bus(tmp_pat
         rc = await asyncio.to_thread(cli.main, ["--config", str(path), "sim", "button", "press"])
         assert rc == 0
         await ctx.wait_event("button.help.pressed")
-        rc = await asyncio.to_thread(cli.main, ["--config", str(path), "sim", "fault", "switcher", "gremlins"])
+        rc = await asyncio.to_thread(
+            cli.main, ["--config", str(path), "sim", "fault", "switcher", "gremlins"]
+        )
         assert rc == 1
         rc = await asyncio.to_thread(cli.main, ["--config", str(path), "sim", "unplug", "switcher"])
         assert rc == 0

@@ -80,19 +80,25 @@ async def start_application(app: Appliance, ui: Ui, item: str = "shebao.pension_
 
 async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, central_broker: Mosquitto):
     app, ui, wire = kiosk
-    county = CountyCentre(FleetRequester("127.0.0.1", central_broker.port), answer_after_s=0.4, step_s=0.1,
-                          wait_document_s=20)
+    county = CountyCentre(
+        FleetRequester("127.0.0.1", central_broker.port), answer_after_s=0.4, step_s=0.1, wait_document_s=20
+    )
     await county.start()
     try:
         await start_application(app, ui)
         await capture_and_keep(ui, "id_card")
         ui.send("call")
-        state = await ui.wait(lambda s: s["screen"] == "call_waiting" and s["view"]["status"] == "queued",
-                              "queued by the county")
+        state = await ui.wait(
+            lambda s: s["screen"] == "call_waiting" and s["view"]["status"] == "queued",
+            "queued by the county",
+        )
         assert state["view"]["position"] in (1, 2)
         state = await ui.screen("call")
-        assert state["view"]["clerk"] == {"id": "c-0042", "name": "李明", "department": {
-            "id": "shebao", "name": {"zh-CN": "社保", "en": "Social insurance"}}}
+        assert state["view"]["clerk"] == {
+            "id": "c-0042",
+            "name": "李明",
+            "department": {"id": "shebao", "name": {"zh-CN": "社保", "en": "Social insurance"}},
+        }
         state = await ui.wait(lambda s: s["view"].get("requested_documents"), "the clerk's request")
         requested = state["view"]["requested_documents"][0]
         assert requested["name"]["zh-CN"] == "户口簿本人页"
@@ -110,25 +116,48 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
         assert all(doc.verified and doc.chunks >= 1 for doc in county.documents.values())
         names = [name for name, _ in county.replies]
         assert names[:3] == ["session.call.queued", "session.call.queued", "session.call.accepted"]
-        assert {"session.identity.get", "session.request_document", "session.message", "session.approve"} <= set(names)
+        assert {
+            "session.identity.get",
+            "session.request_document",
+            "session.message",
+            "session.approve",
+        } <= set(names)
         assert county.errors == []
 
         # the funnel on the fleet link, in order, with the full number nowhere in a durable event
         await asyncio.sleep(0.3)
         types = [e["type"] for e in wire.events() if e["type"].startswith("session.")]
-        for step in ("session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
-                     "session.document.captured", "session.call.requested", "session.call.connected",
-                     "session.document.requested", "session.approved", "session.rated", "session.ended"):
+        for step in (
+            "session.started",
+            "session.item.selected",
+            "session.identified",
+            "session.identity.confirmed",
+            "session.document.captured",
+            "session.call.requested",
+            "session.call.connected",
+            "session.document.requested",
+            "session.approved",
+            "session.rated",
+            "session.ended",
+        ):
             assert step in types, step
-        assert types.index("session.call.requested") < types.index("session.call.connected") < \
-            types.index("session.approved") < types.index("session.ended")
+        assert (
+            types.index("session.call.requested")
+            < types.index("session.call.connected")
+            < types.index("session.approved")
+            < types.index("session.ended")
+        )
         raw_events = b"".join(p for t, p in wire.messages if t.endswith("/event"))
         assert b"33080319900307123X" not in raw_events
         # replies with personal data were answered but not kept by the daemon's at-most-once store
         identity_reply = next(r for n, r in county.replies if n == "session.identity.get")
         assert identity_reply["id_number"] == "33080319900307123X"
-        again = await county.link.command(ROOT, "session.identity.get", {"session_id": "s-0000000000000000"},
-                                          command_id=identity_reply["id"])
+        again = await county.link.command(
+            ROOT,
+            "session.identity.get",
+            {"session_id": "s-0000000000000000"},
+            command_id=identity_reply["id"],
+        )
         assert again["status"] == 410 and "id_number" not in again
 
         # the same villager comes back to check progress: the county lists the new application
@@ -166,7 +195,9 @@ async def test_appointment_slots_and_a_declined_booking(kiosk, central_broker: M
         afternoon = next(s["slot_id"] for s in slots if s["slot_id"].endswith("-1400"))
         ui.send("book", {"slot_id": afternoon})
         state = await ui.screen("appointment", phase="declined")
-        assert state["notice"]["code"] == "slot_taken" and afternoon not in [s["slot_id"] for s in state["view"]["slots"]]
+        assert state["notice"]["code"] == "slot_taken" and afternoon not in [
+            s["slot_id"] for s in state["view"]["slots"]
+        ]
         ui.send("book", {"slot_id": slots[0]["slot_id"]})
         state = await ui.screen("appointment", phase="booked")
         assert state["view"]["booking"]["booking_no"].startswith("YY330803-")
@@ -178,8 +209,16 @@ async def test_appointment_slots_and_a_declined_booking(kiosk, central_broker: M
 
 async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
     """Run ``kiosk --config CONFIG ARGS`` without blocking the loop the appliance runs on."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "--config", str(config), *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     finally:

@@ -33,7 +33,7 @@ def test_a_kept_image_reads_back_exactly_and_is_not_plaintext_on_disk(store: Doc
     chunk, total, digest = store.read(SID, "id_card", 0, len(IMAGE))
     assert chunk == IMAGE and total == len(IMAGE) and digest == hashlib.sha256(IMAGE).hexdigest()
     on_disk = (tmp_path / "documents" / SID / "id_card.bin").read_bytes()
-    assert IMAGE[:64] not in on_disk and IMAGE[SEGMENT:SEGMENT + 64] not in on_disk
+    assert IMAGE[:64] not in on_disk and IMAGE[SEGMENT : SEGMENT + 64] not in on_disk
     assert oct((tmp_path / "documents" / SID / "id_card.bin").stat().st_mode & 0o777) == "0o600"
 
 
@@ -44,7 +44,7 @@ def test_any_chunk_equals_the_same_slice_of_the_image(tmp_path_factory, offset: 
     s.write_pending(s.seal(SID, "d", IMAGE))
     s.keep(SID, "d")
     chunk, _, _ = s.read(SID, "d", offset, length)
-    assert chunk == IMAGE[offset:offset + length]
+    assert chunk == IMAGE[offset : offset + length]
 
 
 def test_a_tampered_or_truncated_file_is_refused(store: DocumentStore, tmp_path: Path):
@@ -80,8 +80,10 @@ def test_wipe_drops_the_key_and_the_files(store: DocumentStore, tmp_path: Path):
         store.write_pending(sealed)  # a capture finishing after the session ended is discarded
 
 
-@pytest.mark.parametrize("session_id, doc_id", [("../x", "a"), (SID, "../../etc/passwd"), (SID, ".."),
-                                                (SID, "a/b"), ("", "a"), (SID, "x" * 65)])
+@pytest.mark.parametrize(
+    "session_id, doc_id",
+    [("../x", "a"), (SID, "../../etc/passwd"), (SID, ".."), (SID, "a/b"), ("", "a"), (SID, "x" * 65)],
+)
 def test_ids_that_would_escape_the_store_are_refused(tmp_path: Path, session_id: str, doc_id: str):
     with pytest.raises(DocumentStoreError, match="safe file name"):
         DocumentStore(tmp_path).seal(session_id, doc_id, b"data")
@@ -91,7 +93,9 @@ def test_camera_files_are_checked_against_what_the_camera_reported(tmp_path: Pat
     s = DocumentStore(tmp_path / "documents", max_bytes=1000)
     src = tmp_path / "shot.jpg"
     src.write_bytes(b"\xff\xd8\xff" + b"a" * 100)
-    sealed = s.seal_file(SID, "d", src, expect_sha256=hashlib.sha256(src.read_bytes()).hexdigest(), expect_bytes=103)
+    sealed = s.seal_file(
+        SID, "d", src, expect_sha256=hashlib.sha256(src.read_bytes()).hexdigest(), expect_bytes=103
+    )
     assert sealed.mime == "image/jpeg" and sealed.size == 103
     with pytest.raises(DocumentStoreError, match="SHA-256"):
         s.seal_file(SID, "d", src, expect_sha256="0" * 64)
@@ -118,17 +122,23 @@ def test_the_shipped_catalog_has_about_forty_items_in_both_languages():
     assert all(i.name.zh and i.name.en for i in cat.items)
 
 
-@pytest.mark.parametrize("mutate, problem", [
-    (lambda c: c.update(version=0), "version"),
-    (lambda c: c["items"][0].update(department="nowhere"), "nowhere"),
-    (lambda c: c["items"].append(dict(c["items"][0])), "repeated"),
-    (lambda c: c["items"][0]["name"].pop("en"), "en"),
-    (lambda c: c["items"][0].update(id="Bad ID!"), "items.0.id"),
-    (lambda c: c["items"][0]["documents"].append(dict(c["items"][0]["documents"][0])), "document ids repeated"),
-    (lambda c: c.update(surprise=True), "unknown key"),
-    (lambda c: c.update(departments=[]), "departments"),
-    (lambda c: c["items"][0]["name"].update({"zh-CN": "长" * 61}), "zh-CN"),
-])
+@pytest.mark.parametrize(
+    "mutate, problem",
+    [
+        (lambda c: c.update(version=0), "version"),
+        (lambda c: c["items"][0].update(department="nowhere"), "nowhere"),
+        (lambda c: c["items"].append(dict(c["items"][0])), "repeated"),
+        (lambda c: c["items"][0]["name"].pop("en"), "en"),
+        (lambda c: c["items"][0].update(id="Bad ID!"), "items.0.id"),
+        (
+            lambda c: c["items"][0]["documents"].append(dict(c["items"][0]["documents"][0])),
+            "document ids repeated",
+        ),
+        (lambda c: c.update(surprise=True), "unknown key"),
+        (lambda c: c.update(departments=[]), "departments"),
+        (lambda c: c["items"][0]["name"].update({"zh-CN": "长" * 61}), "zh-CN"),
+    ],
+)
 def test_a_broken_catalog_is_refused_naming_the_problem(mutate, problem):
     data = json.loads(json.dumps(default_catalog().model_dump(mode="json", by_alias=True)))
     mutate(data)
@@ -155,7 +165,12 @@ def test_pin_hashes_and_config_defaults():
     assert check_pin(FACTORY_PIN, cfg.technician_pin_hash) and cfg.pin_is_default
     own = hash_pin("97531", iterations=1000)
     assert check_pin("97531", own) and not check_pin("97530", own)
-    for bad in ({"technician_pin_hash": "1234"}, {"idle_warning_s": 90}, {"receipt_url_template": "{x}"},
-                {"idle_timeout_s": 5}, {"nonsense": 1}):
+    for bad in (
+        {"technician_pin_hash": "1234"},
+        {"idle_warning_s": 90},
+        {"receipt_url_template": "{x}"},
+        {"idle_timeout_s": 5},
+        {"nonsense": 1},
+    ):
         with pytest.raises(ValueError):
             SessionConfig(**bad)

@@ -64,7 +64,9 @@ def test_happy_path_application_from_catalog_to_rating():
     m.intent("select_department", {"department_id": "minzheng"})
     items = m.view()["view"]["items"]
     assert any(i["id"] == "minzheng.low_income_allowance" for i in items)
-    assert events(m.intent("select_item", {"item_id": "minzheng.low_income_allowance"})) == ["session.item.selected"]
+    assert events(m.intent("select_item", {"item_id": "minzheng.low_income_allowance"})) == [
+        "session.item.selected"
+    ]
     assert m.view()["screen"] == "identify"
 
     # place the card: the name and a masked number are shown, never the full number
@@ -92,8 +94,10 @@ def test_happy_path_application_from_catalog_to_rating():
     v = m.view()["view"]
     assert (v["status"], v["position"], v["estimated_wait_s"], v["waited_s"]) == ("queued", 2, 120, 30)
 
-    reply, effects = m.command("session.call.accepted", {**sid(m), "clerk": {
-        "id": "c-0042", "name": "李明", "department": "minzheng"}})
+    reply, effects = m.command(
+        "session.call.accepted",
+        {**sid(m), "clerk": {"id": "c-0042", "name": "李明", "department": "minzheng"}},
+    )
     assert reply == {"ok": True} and events(effects) == ["session.call.connected"]
     v = m.view()
     assert v["screen"] == "call" and v["idle"] is None
@@ -102,7 +106,11 @@ def test_happy_path_application_from_catalog_to_rating():
     reply, _ = m.command("session.request_document", {**sid(m), "name": "户口簿首页", "note": "要清楚"})
     assert reply == {"doc_id": "req-1"}
     v = m.view()
-    assert v["notice"]["code"] == "clerk_requested_document" and v["actions"] == ["capture", "end", "language"]
+    assert v["notice"]["code"] == "clerk_requested_document" and v["actions"] == [
+        "capture",
+        "end",
+        "language",
+    ]
     assert v["view"]["requested_documents"][0]["status"] == "missing"
     capture(m, "req-1", 9)
     assert m.view()["screen"] == "call" and m.view()["actions"] == ["end", "language"]
@@ -147,7 +155,11 @@ def test_card_removed_mid_session_asks_to_put_it_back_then_resumes():
     capture(m, "id_card")
     assert events(m.card_removed()) == ["session.card.removed"]
     v = m.view()
-    assert v["screen"] == "card_removed" and v["view"]["returns_to"] == "documents" and v["actions"] == ["end", "language"]
+    assert (
+        v["screen"] == "card_removed"
+        and v["view"]["returns_to"] == "documents"
+        and v["actions"] == ["end", "language"]
+    )
     # somebody else's card does not resume the session
     assert m.card_read(LI_SI) == []
     assert m.view()["notice"]["code"] == "card_mismatch" and m.view()["identity"]["name"] == "张三"
@@ -212,8 +224,10 @@ def test_invalid_or_unreadable_card_stays_on_identify_with_a_notice():
     m.intent("progress", {})
     m.card_read({**LI_SI, "valid": False, "problems": ["expired 2020-01-01"]})
     v = m.view()
-    assert v["screen"] == "identify" and v["notice"] == {"code": "card_invalid",
-                                                         "params": {"problems": ["expired 2020-01-01"]}}
+    assert v["screen"] == "identify" and v["notice"] == {
+        "code": "card_invalid",
+        "params": {"problems": ["expired 2020-01-01"]},
+    }
     m.card_read({"garbage": 1})
     assert m.view()["notice"]["code"] == "card_unreadable" and m.view()["identity"] is None
 
@@ -237,7 +251,9 @@ def test_idle_timeout_counts_down_for_15_seconds_then_ends_and_wipes():
     clock.advance(0.5)
     assert events(m.tick()) == ["session.idle.warning"]
     v = m.view()
-    assert v["idle"] == {"timeout_s": 90.0, "warn_s": 15.0, "countdown": 15} and v["actions"][0] == "still_here"
+    assert (
+        v["idle"] == {"timeout_s": 90.0, "warn_s": 15.0, "countdown": 15} and v["actions"][0] == "still_here"
+    )
     clock.advance(2.3)
     assert m.view()["idle"]["countdown"] == 13 and m.next_wakeup() == pytest.approx(clock.t + 0.7)
     # "still here" resets the timer and hides the countdown
@@ -281,7 +297,11 @@ def test_rejection_shows_the_reason_then_rating():
     _, effects = m.command("session.reject", {**sid(m), "reason": "收入证明需村委会盖章后再申请。"})
     assert events(effects) == ["session.rejected"]
     v = m.view()
-    assert v["screen"] == "rejected" and v["view"]["reason"].startswith("收入证明") and v["actions"] == ["continue", "language"]
+    assert (
+        v["screen"] == "rejected"
+        and v["view"]["reason"].startswith("收入证明")
+        and v["actions"] == ["continue", "language"]
+    )
     m.intent("continue", {})
     assert events(m.intent("skip", {})) == ["session.ended"]
 
@@ -291,8 +311,14 @@ def test_rating_validates_score_and_reason():
     to_call(m)
     m.command("session.approve", {**sid(m), "application_no": "SQ-1"})
     m.intent("continue", {})
-    for bad in ({"score": 0}, {"score": 6}, {"score": "5"}, {"score": True}, {"score": 3, "reason": 7},
-                {"score": 3, "reason": "x" * 201}):
+    for bad in (
+        {"score": 0},
+        {"score": 6},
+        {"score": "5"},
+        {"score": True},
+        {"score": 3, "reason": 7},
+        {"score": 3, "reason": "x" * 201},
+    ):
         with pytest.raises(IntentRejected):
             m.intent("rate", bad)
     assert m.screen == "rating"
@@ -346,7 +372,10 @@ def test_cancel_call_returns_to_the_checklist():
     assert events(m.intent("cancel_call", {})) == ["session.call.cancelled"]
     assert m.screen == "documents"
     with pytest.raises(Conflict):
-        m.command("session.call.accepted", {**sid(m), "clerk": {"id": "c1", "name": "李明", "department": "minzheng"}})
+        m.command(
+            "session.call.accepted",
+            {**sid(m), "clerk": {"id": "c1", "name": "李明", "department": "minzheng"}},
+        )
 
 
 def test_capture_retake_and_camera_failure():
@@ -403,10 +432,20 @@ def test_progress_lookup_with_identity_and_platform_answer():
     # the platform may read the identity only now, and only for this session
     card, _ = m.command("session.identity.get", sid(m))
     assert card["id_number"] == "33080319900307123X" and "photo_wlt" not in card
-    apps = [{"application_no": "SQ-9", "item_name": "最低生活保障申请", "status": "in_review", "updated_at": "2026-11-18"}]
+    apps = [
+        {
+            "application_no": "SQ-9",
+            "item_name": "最低生活保障申请",
+            "status": "in_review",
+            "updated_at": "2026-11-18",
+        }
+    ]
     m.command("session.progress.result", {**sid(m), "applications": apps})
     v = m.view()
-    assert v["view"]["phase"] == "result" and v["view"]["applications"][0]["item_name"]["zh-CN"] == "最低生活保障申请"
+    assert (
+        v["view"]["phase"] == "result"
+        and v["view"]["applications"][0]["item_name"]["zh-CN"] == "最低生活保障申请"
+    )
     assert events(m.intent("done", {})) == ["session.progress.shown", "session.ended"]
 
 
@@ -437,9 +476,15 @@ def test_appointment_booking_with_a_declined_slot():
     assert events(m.intent("confirm", {})) == ["session.identity.confirmed", "session.appointment.requested"]
     with pytest.raises(Conflict, match="department"):
         m.command("session.appointment.slots", {**sid(m), "department_id": "yibao", "slots": []})
-    slots = [{"slot_id": "sl-1", "start": "2026-11-23T09:00:00+08:00", "end": "2026-11-23T09:20:00+08:00",
-              "official": "王芳"},
-             {"slot_id": "sl-2", "start": "2026-11-23T10:00:00+08:00", "end": "2026-11-23T10:20:00+08:00"}]
+    slots = [
+        {
+            "slot_id": "sl-1",
+            "start": "2026-11-23T09:00:00+08:00",
+            "end": "2026-11-23T09:20:00+08:00",
+            "official": "王芳",
+        },
+        {"slot_id": "sl-2", "start": "2026-11-23T10:00:00+08:00", "end": "2026-11-23T10:20:00+08:00"},
+    ]
     m.command("session.appointment.slots", {**sid(m), "department_id": "shebao", "slots": slots})
     assert m.view()["view"]["phase"] == "slots" and m.actions()[0] == "book"
     with pytest.raises(IntentRejected):
@@ -452,7 +497,9 @@ def test_appointment_booking_with_a_declined_slot():
     assert v["view"]["phase"] == "declined" and [s["slot_id"] for s in v["view"]["slots"]] == ["sl-2"]
     assert v["notice"] == {"code": "slot_taken", "params": {"reason": "已被预约"}}
     m.intent("book", {"slot_id": "sl-2"})
-    _, effects = m.command("session.appointment.confirmed", {**sid(m), "slot_id": "sl-2", "booking_no": "YY-2"})
+    _, effects = m.command(
+        "session.appointment.confirmed", {**sid(m), "slot_id": "sl-2", "booking_no": "YY-2"}
+    )
     assert events(effects) == ["session.appointment.booked"]
     v = m.view()
     assert v["view"]["phase"] == "booked" and v["view"]["booking"]["booking_no"] == "YY-2"
@@ -486,8 +533,13 @@ def test_technician_mode_with_pin_lockout_and_exit():
     m.tick()
     effects = m.intent("technician_pin", {"pin": "246810"})
     assert events(effects) == ["session.technician.entered"] and RefreshTechnician() in effects
-    m.set_technician_status({"device": {"id": "kiosk-0001"}, "peripherals": [
-        {"name": "card_reader", "kind": "card_reader", "status": "ok", "reason": ""}], "network": {}})
+    m.set_technician_status(
+        {
+            "device": {"id": "kiosk-0001"},
+            "peripherals": [{"name": "card_reader", "kind": "card_reader", "status": "ok", "reason": ""}],
+            "network": {},
+        }
+    )
     assert m.intent("technician_test", {"peripheral": "card_reader"}) == [RunSelfTest("card_reader")]
     assert m.view()["view"]["tests"]["card_reader"]["status"] == "running"
     with pytest.raises(IntentRejected):
@@ -513,17 +565,20 @@ def test_language_switch_holds_for_the_session_and_resets_after():
     assert m.view()["lang"] == "zh-CN"
 
 
-@pytest.mark.parametrize("name, body, why", [
-    ("launch_missiles", {}, "unknown intent"),
-    ("select_item", {"item_id": "minzheng.low_income_allowance"}, "not available"),
-    ("select_department", {"department_id": "../etc"}, "unknown department"),
-    ("select_department", {"department_id": ["shebao"]}, "unknown department"),
-    ("capture", {"doc_id": "id_card"}, "not available"),
-    ("language", {"lang": None}, "lang"),
-    ("touch", [], "JSON object"),
-    ("touch", {"ref": "x" * 65}, "ref"),
-    ("progress", {"screen": "attract"}, "stale"),
-])
+@pytest.mark.parametrize(
+    "name, body, why",
+    [
+        ("launch_missiles", {}, "unknown intent"),
+        ("select_item", {"item_id": "minzheng.low_income_allowance"}, "not available"),
+        ("select_department", {"department_id": "../etc"}, "unknown department"),
+        ("select_department", {"department_id": ["shebao"]}, "unknown department"),
+        ("capture", {"doc_id": "id_card"}, "not available"),
+        ("language", {"lang": None}, "lang"),
+        ("touch", [], "JSON object"),
+        ("touch", {"ref": "x" * 65}, "ref"),
+        ("progress", {"screen": "attract"}, "stale"),
+    ],
+)
 def test_hostile_or_misplaced_intents_change_nothing(name, body, why):
     m = make_machine()
     m.presence()
@@ -539,31 +594,53 @@ def test_intents_echo_ref_for_latency_measurement():
     assert m.view()["ref"] == "ui-17"
 
 
-@pytest.mark.parametrize("name, params, status, why", [
-    ("session.nonsense", {}, 400, "unknown"),
-    ("session.message", {"text": "hi"}, 400, "session_id"),
-    ("session.message", {"session_id": "s-1234", "text": "hi"}, 400, "session_id"),
-    ("session.message", {"session_id": "s-ffffffffffffffff", "text": "hi"}, 409, "not active"),
-    ("session.message", {"session_id": SESSION_ID, "text": ""}, 400, "text"),
-    ("session.message", {"session_id": SESSION_ID, "text": "x" * 501}, 400, "text"),
-    ("session.message", {"session_id": SESSION_ID, "text": 5}, 400, "text"),
-    ("session.message", {"session_id": SESSION_ID, "text": "hi"}, 409, "call"),
-    ("session.approve", {"session_id": SESSION_ID, "application_no": "a b"}, 400, "application_no"),
-    ("session.approve", {"session_id": SESSION_ID, "application_no": "SQ-1"}, 409, "call"),
-    ("session.call.queued", {"session_id": SESSION_ID, "position": -1, "estimated_wait_s": 1}, 400, "position"),
-    ("session.call.queued", {"session_id": SESSION_ID, "position": True, "estimated_wait_s": 1}, 400, "position"),
-    ("session.call.queued", {"session_id": SESSION_ID, "position": 1, "estimated_wait_s": 1}, 409, "no call"),
-    ("session.call.accepted", {"session_id": SESSION_ID, "clerk": "李明"}, 400, "clerk"),
-    ("session.request_document", {"session_id": SESSION_ID}, 400, "name"),
-    ("session.request_document", {"session_id": SESSION_ID, "doc_id": "passport"}, 400, "doc_id"),
-    ("session.progress.result", {"session_id": SESSION_ID, "applications": {}}, 400, "applications"),
-    ("session.progress.result", {"session_id": SESSION_ID, "applications": [1]}, 400, "applications.0"),
-    ("session.progress.result", {"session_id": SESSION_ID, "applications": []}, 409, "progress"),
-    ("session.appointment.slots", {"session_id": SESSION_ID, "department_id": "shebao", "slots": [{}]}, 400,
-     "slot_id"),
-    ("session.identity.get", {"session_id": SESSION_ID}, 409, "identity"),
-    ("session.end", {"session_id": SESSION_ID, "reason": 3}, 400, "reason"),
-])
+@pytest.mark.parametrize(
+    "name, params, status, why",
+    [
+        ("session.nonsense", {}, 400, "unknown"),
+        ("session.message", {"text": "hi"}, 400, "session_id"),
+        ("session.message", {"session_id": "s-1234", "text": "hi"}, 400, "session_id"),
+        ("session.message", {"session_id": "s-ffffffffffffffff", "text": "hi"}, 409, "not active"),
+        ("session.message", {"session_id": SESSION_ID, "text": ""}, 400, "text"),
+        ("session.message", {"session_id": SESSION_ID, "text": "x" * 501}, 400, "text"),
+        ("session.message", {"session_id": SESSION_ID, "text": 5}, 400, "text"),
+        ("session.message", {"session_id": SESSION_ID, "text": "hi"}, 409, "call"),
+        ("session.approve", {"session_id": SESSION_ID, "application_no": "a b"}, 400, "application_no"),
+        ("session.approve", {"session_id": SESSION_ID, "application_no": "SQ-1"}, 409, "call"),
+        (
+            "session.call.queued",
+            {"session_id": SESSION_ID, "position": -1, "estimated_wait_s": 1},
+            400,
+            "position",
+        ),
+        (
+            "session.call.queued",
+            {"session_id": SESSION_ID, "position": True, "estimated_wait_s": 1},
+            400,
+            "position",
+        ),
+        (
+            "session.call.queued",
+            {"session_id": SESSION_ID, "position": 1, "estimated_wait_s": 1},
+            409,
+            "no call",
+        ),
+        ("session.call.accepted", {"session_id": SESSION_ID, "clerk": "李明"}, 400, "clerk"),
+        ("session.request_document", {"session_id": SESSION_ID}, 400, "name"),
+        ("session.request_document", {"session_id": SESSION_ID, "doc_id": "passport"}, 400, "doc_id"),
+        ("session.progress.result", {"session_id": SESSION_ID, "applications": {}}, 400, "applications"),
+        ("session.progress.result", {"session_id": SESSION_ID, "applications": [1]}, 400, "applications.0"),
+        ("session.progress.result", {"session_id": SESSION_ID, "applications": []}, 409, "progress"),
+        (
+            "session.appointment.slots",
+            {"session_id": SESSION_ID, "department_id": "shebao", "slots": [{}]},
+            400,
+            "slot_id",
+        ),
+        ("session.identity.get", {"session_id": SESSION_ID}, 409, "identity"),
+        ("session.end", {"session_id": SESSION_ID, "reason": 3}, 400, "reason"),
+    ],
+)
 def test_hostile_or_misplaced_commands_answer_400_or_409_and_change_nothing(name, params, status, why):
     m = make_machine()
     m.presence()
@@ -632,31 +709,59 @@ def test_stop_ends_the_session_and_shows_unavailable():
 # --- anything, in any order ------------------------------------------------------------------------------
 
 INTENT_BODIES = st.one_of(
-    st.just({}), st.fixed_dictionaries({"department_id": st.sampled_from(["shebao", "minzheng", "x", 3])}),
-    st.fixed_dictionaries({"item_id": st.sampled_from(["shebao.pension_certification",
-                                                       "minzheng.low_income_allowance", None])}),
-    st.fixed_dictionaries({"doc_id": st.sampled_from(["id_card", "hukou_book", "income_proof", "req-1", "zz"])}),
-    st.fixed_dictionaries({"score": st.integers(-1, 7)}), st.fixed_dictionaries({"slot_id": st.just("sl-1")}),
+    st.just({}),
+    st.fixed_dictionaries({"department_id": st.sampled_from(["shebao", "minzheng", "x", 3])}),
+    st.fixed_dictionaries(
+        {"item_id": st.sampled_from(["shebao.pension_certification", "minzheng.low_income_allowance", None])}
+    ),
+    st.fixed_dictionaries(
+        {"doc_id": st.sampled_from(["id_card", "hukou_book", "income_proof", "req-1", "zz"])}
+    ),
+    st.fixed_dictionaries({"score": st.integers(-1, 7)}),
+    st.fixed_dictionaries({"slot_id": st.just("sl-1")}),
     st.fixed_dictionaries({"pin": st.sampled_from(["123456", "000000", "x"])}),
     st.fixed_dictionaries({"lang": st.sampled_from(["en", "zh-CN", "xx"])}),
     st.dictionaries(st.text(max_size=5), st.none() | st.integers() | st.text(max_size=5), max_size=3),
 )
-COMMAND_PARAMS = st.fixed_dictionaries({
-    "session_id": st.sampled_from([SESSION_ID, "s-ffffffffffffffff", None, 5]),
-    "position": st.integers(-1, 3), "estimated_wait_s": st.integers(0, 99),
-    "clerk": st.sampled_from([{"id": "c1", "name": "李明", "department": "shebao"}, "bad"]),
-    "name": st.sampled_from(["户口簿", "", None]), "text": st.sampled_from(["hi", "", 7]),
-    "application_no": st.sampled_from(["SQ-1", "bad no"]), "reason": st.sampled_from(["r", ""]),
-    "applications": st.sampled_from([[], [{"application_no": "A", "item_name": "x", "status": "ok"}], "x"]),
-    "department_id": st.sampled_from(["shebao", "yibao"]),
-    "slots": st.sampled_from([[{"slot_id": "sl-1", "start": "a", "end": "b"}], []]),
-    "slot_id": st.just("sl-1"), "booking_no": st.just("YY-1"),
-})
+COMMAND_PARAMS = st.fixed_dictionaries(
+    {
+        "session_id": st.sampled_from([SESSION_ID, "s-ffffffffffffffff", None, 5]),
+        "position": st.integers(-1, 3),
+        "estimated_wait_s": st.integers(0, 99),
+        "clerk": st.sampled_from([{"id": "c1", "name": "李明", "department": "shebao"}, "bad"]),
+        "name": st.sampled_from(["户口簿", "", None]),
+        "text": st.sampled_from(["hi", "", 7]),
+        "application_no": st.sampled_from(["SQ-1", "bad no"]),
+        "reason": st.sampled_from(["r", ""]),
+        "applications": st.sampled_from(
+            [[], [{"application_no": "A", "item_name": "x", "status": "ok"}], "x"]
+        ),
+        "department_id": st.sampled_from(["shebao", "yibao"]),
+        "slots": st.sampled_from([[{"slot_id": "sl-1", "start": "a", "end": "b"}], []]),
+        "slot_id": st.just("sl-1"),
+        "booking_no": st.just("YY-1"),
+    }
+)
 OPERATIONS = st.one_of(
-    st.tuples(st.just("intent"), st.sampled_from(sorted(make_machine().intent_names) + ["bogus"]), INTENT_BODIES),
+    st.tuples(
+        st.just("intent"), st.sampled_from(sorted(make_machine().intent_names) + ["bogus"]), INTENT_BODIES
+    ),
     st.tuples(st.just("command"), st.sampled_from(make_machine().command_names), COMMAND_PARAMS),
-    st.tuples(st.just("event"), st.sampled_from(["presence", "card_read", "card_read_other", "card_removed",
-                                                 "help_held", "capture_ok", "capture_failed"]), st.none()),
+    st.tuples(
+        st.just("event"),
+        st.sampled_from(
+            [
+                "presence",
+                "card_read",
+                "card_read_other",
+                "card_removed",
+                "help_held",
+                "capture_ok",
+                "capture_failed",
+            ]
+        ),
+        st.none(),
+    ),
     st.tuples(st.just("time"), st.sampled_from([1.0, 20.0, 80.0, 700.0]), st.none()),
 )
 
@@ -688,8 +793,16 @@ def test_any_sequence_of_inputs_keeps_the_machine_consistent(ops):
                 effects = m.help_held()
             elif pending:
                 shot = pending.pop()
-                effects = m.capture_finished(shot.session_id, shot.doc_id, shot.attempt,
-                                             image=image() if name == "capture_ok" else None, error="x") or []
+                effects = (
+                    m.capture_finished(
+                        shot.session_id,
+                        shot.doc_id,
+                        shot.attempt,
+                        image=image() if name == "capture_ok" else None,
+                        error="x",
+                    )
+                    or []
+                )
             else:
                 effects = []
         except (IntentRejected, BadRequest, Conflict):
@@ -698,8 +811,11 @@ def test_any_sequence_of_inputs_keeps_the_machine_consistent(ops):
         view = m.view()
         text = json.dumps(view, ensure_ascii=False)  # always serialisable
         assert "33080319900307123X" not in text
-        assert all(isinstance(e.data, dict) and "33080319900307123X" not in json.dumps(e.data, ensure_ascii=False)
-                   for e in effects if hasattr(e, "data"))
+        assert all(
+            isinstance(e.data, dict) and "33080319900307123X" not in json.dumps(e.data, ensure_ascii=False)
+            for e in effects
+            if hasattr(e, "data")
+        )
         if m.session is None:
             assert view["identity"] is None and view["session_id"] is None
         nxt = m.next_wakeup()

@@ -52,7 +52,9 @@ class BusContext:
     def publish_state(self, name: str, state: dict[str, Any] | None) -> None:
         self.bus.publish(f"kiosk/local/state/{name}", b"" if state is None else dumps(state), retain=True)
 
-    def publish_local(self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+    def publish_local(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
         self.bus.publish(topic, payload, qos=qos, retain=retain)
 
     def subscribe_local(self, topic_filter: str, handler: Any) -> None:
@@ -61,7 +63,9 @@ class BusContext:
     def register_rpc(self, service: str, handlers: Any) -> None:
         self.bus.serve(service, handlers)
 
-    async def call_rpc(self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0) -> dict:
+    async def call_rpc(
+        self, service: str, method: str, params: dict[str, Any], timeout_s: float = 5.0
+    ) -> dict:
         return await self.bus.call(service, method, params, timeout_s)
 
     def types(self, prefix: str = "session.") -> list[str]:
@@ -89,7 +93,9 @@ class Ui:
         deadline = time.monotonic() + timeout_s
         while not (self.state is not None and predicate(self.state)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"UI never saw {what}; last state: {json.dumps(self.state, ensure_ascii=False)[:600]}")
+                raise AssertionError(
+                    f"UI never saw {what}; last state: {json.dumps(self.state, ensure_ascii=False)[:600]}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), 0.1)
@@ -98,8 +104,10 @@ class Ui:
         return self.state
 
     async def screen(self, name: str, **view: Any) -> dict[str, Any]:
-        return await self.wait(lambda s: s["screen"] == name and all(s["view"].get(k) == v for k, v in view.items()),
-                               f"screen {name} {view}")
+        return await self.wait(
+            lambda s: s["screen"] == name and all(s["view"].get(k) == v for k, v in view.items()),
+            f"screen {name} {view}",
+        )
 
     def send(self, intent: str, body: Any = None, raw: bytes | None = None) -> None:
         self.bus.publish(f"kiosk/local/intent/{intent}", raw if raw is not None else dumps(body or {}))
@@ -128,13 +136,23 @@ class FakeDoccam:
         path = self.dir / f"capture-{self.shots}.jpg"
         path.write_bytes(data)
         self.paths.append(path)
-        return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                "width": 1920, "height": 1080}
+        return {
+            "path": str(path),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "width": 1920,
+            "height": 1080,
+        }
 
 
 def kiosk_config(data_dir: Path, **session: Any) -> Any:
-    return parse({"device": {"id": "kiosk-0001", "name": "赤柯山村便民服务站", "region": REGION},
-                  "storage": {"data_dir": str(data_dir)}, "session": session})
+    return parse(
+        {
+            "device": {"id": "kiosk-0001", "name": "赤柯山村便民服务站", "region": REGION},
+            "storage": {"data_dir": str(data_dir)},
+            "session": session,
+        }
+    )
 
 
 @pytest.fixture
@@ -159,14 +177,19 @@ async def intents_flowing(ui: Ui) -> None:
     for n in range(50):
         ui.send("touch", {"ref": f"ready-{n}"})
         try:
-            await ui.wait(lambda s: (s.get("ref") or "").startswith("ready"), "the first touch", timeout_s=0.2)
+            await ui.wait(
+                lambda s: (s.get("ref") or "").startswith("ready"), "the first touch", timeout_s=0.2
+            )
             return
         except AssertionError:
             continue
     raise AssertionError("the session service never answered an intent")
 
 
-PIN_HASH = "pbkdf2_sha256$1000$73616c742d73616c74$" + hashlib.pbkdf2_hmac("sha256", b"246810", b"salt-salt", 1000).hex()
+PIN_HASH = (
+    "pbkdf2_sha256$1000$73616c742d73616c74$"
+    + hashlib.pbkdf2_hmac("sha256", b"246810", b"salt-salt", 1000).hex()
+)
 
 
 async def command(service: SessionService, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +207,13 @@ async def capture_and_keep(ui: Ui, doc_id: str) -> None:
     state = await ui.screen("capture", phase="review")
     assert state["actions"][:2] == ["accept", "retake"]
     ui.send("accept")
-    await ui.wait(lambda s: s["screen"] in ("documents", "call") and any(
-        d["doc_id"] == doc_id and d["status"] == "captured" for d in s["view"]["checklist"]), f"{doc_id} kept")
+    await ui.wait(
+        lambda s: (
+            s["screen"] in ("documents", "call")
+            and any(d["doc_id"] == doc_id and d["status"] == "captured" for d in s["view"]["checklist"])
+        ),
+        f"{doc_id} kept",
+    )
 
 
 async def test_a_villager_completes_an_application_and_nothing_personal_remains(rig, tmp_path: Path):
@@ -220,8 +248,11 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
     requested = dict(ctx.events)["session.call.requested"]
     await command(service, "session.call.queued", {"session_id": sid, "position": 1, "estimated_wait_s": 30})
     await ui.screen("call_waiting", status="queued", position=1)
-    await command(service, "session.call.accepted", {"session_id": sid, "clerk": {
-        "id": "c-0042", "name": "李明", "department": "minzheng"}})
+    await command(
+        service,
+        "session.call.accepted",
+        {"session_id": sid, "clerk": {"id": "c-0042", "name": "李明", "department": "minzheng"}},
+    )
     state = await ui.screen("call")
     assert state["view"]["clerk"]["name"] == "李明" and state["idle"] is None
 
@@ -229,8 +260,11 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
     doc = requested["documents"][0]
     data, offset = b"", 0
     while True:
-        chunk = await command(service, "session.document.get", {"session_id": sid, "doc_id": doc["doc_id"],
-                                                                 "offset": offset, "length": 65536})
+        chunk = await command(
+            service,
+            "session.document.get",
+            {"session_id": sid, "doc_id": doc["doc_id"], "offset": offset, "length": 65536},
+        )
         piece = base64.b64decode(chunk["data"])
         assert hashlib.sha256(piece).hexdigest() == chunk["chunk_sha256"]
         data, offset = data + piece, offset + len(piece)
@@ -238,8 +272,11 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
             break
     assert hashlib.sha256(data).hexdigest() == doc["sha256"] and data.startswith(b"\xff\xd8\xff")
     # resuming from the middle gives the same bytes
-    again = await command(service, "session.document.get", {"session_id": sid, "doc_id": doc["doc_id"],
-                                                            "offset": 100_000, "length": 1000})
+    again = await command(
+        service,
+        "session.document.get",
+        {"session_id": sid, "doc_id": doc["doc_id"], "offset": 100_000, "length": 1000},
+    )
     assert base64.b64decode(again["data"]) == data[100_000:101_000]
 
     identity = await command(service, "session.identity.get", {"session_id": sid})
@@ -248,11 +285,15 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
     assert service.commands()["session.document.get"].personal_reply is True
 
     reply = await command(service, "session.request_document", {"session_id": sid, "name": "户口簿本人页"})
-    state = await ui.wait(lambda s: s["notice"] and s["notice"]["code"] == "clerk_requested_document", "request")
+    state = await ui.wait(
+        lambda s: s["notice"] and s["notice"]["code"] == "clerk_requested_document", "request"
+    )
     assert "capture" in state["actions"]
     await capture_and_keep(ui, reply["doc_id"])
     await command(service, "session.message", {"session_id": sid, "text": "材料齐全"})
-    await ui.wait(lambda s: s["view"].get("messages") and s["view"]["messages"][-1]["text"] == "材料齐全", "message")
+    await ui.wait(
+        lambda s: s["view"].get("messages") and s["view"]["messages"][-1]["text"] == "材料齐全", "message"
+    )
     await command(service, "session.approve", {"session_id": sid, "application_no": "SQ330803-20261121-0007"})
     state = await ui.screen("receipt", application_no="SQ330803-20261121-0007")
     ui.send("continue")
@@ -266,13 +307,27 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
     text = json.dumps(ctx.events, ensure_ascii=False, default=str)
     assert "33080319900307123X" not in text
     assert ctx.types() == [
-        "session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
-        "session.document.captured", "session.document.captured", "session.document.captured",
-        "session.call.requested", "session.call.connected", "session.document.requested",
-        "session.document.captured", "session.approved", "session.rated", "session.ended"]
+        "session.started",
+        "session.item.selected",
+        "session.identified",
+        "session.identity.confirmed",
+        "session.document.captured",
+        "session.document.captured",
+        "session.document.captured",
+        "session.call.requested",
+        "session.call.connected",
+        "session.document.requested",
+        "session.document.captured",
+        "session.approved",
+        "session.rated",
+        "session.ended",
+    ]
     with pytest.raises(CommandError) as info:
-        await command(service, "session.document.get", {"session_id": sid, "doc_id": doc["doc_id"],
-                                                        "offset": 0, "length": 10})
+        await command(
+            service,
+            "session.document.get",
+            {"session_id": sid, "doc_id": doc["doc_id"], "offset": 0, "length": 10},
+        )
     assert info.value.status == 409
 
 
@@ -285,7 +340,9 @@ async def test_idle_timeout_shows_the_countdown_then_wipes_memory_and_disk(rig, 
     await ui.screen("catalog")
     ui.send("select_department", {"department_id": "shebao"})
     ui.send("select_item", {"item_id": "shebao.pension_certification"})
-    await ui.wait(lambda s: s["screen"] == "identify" and s["view"]["item"] is not None, "identify for the item")
+    await ui.wait(
+        lambda s: s["screen"] == "identify" and s["view"]["item"] is not None, "identify for the item"
+    )
     await ctx.emit("card.read", LI_SI)
     ui.send("confirm", {"screen": "confirm_identity"})
     await ui.screen("documents")
@@ -307,9 +364,16 @@ async def test_idle_timeout_shows_the_countdown_then_wipes_memory_and_disk(rig, 
 async def test_hostile_intents_are_ignored_and_the_session_carries_on(rig):
     ctx, service, ui, doccam, clock = rig
     await ui.screen("attract")
-    for topic_tail, raw in (("wake", b"{not json"), ("wake", b"[1,2]"), ("wake", b"\xff\xfe"),
-                            ("wake", b"{" + b" " * 5000 + b"}"), ("format_disk", b"{}"), ("select_item", b"{}"),
-                            ("wake/again", b"{}"), ("technician_pin", b'{"pin": "000000"}')):
+    for topic_tail, raw in (
+        ("wake", b"{not json"),
+        ("wake", b"[1,2]"),
+        ("wake", b"\xff\xfe"),
+        ("wake", b"{" + b" " * 5000 + b"}"),
+        ("format_disk", b"{}"),
+        ("select_item", b"{}"),
+        ("wake/again", b"{}"),
+        ("technician_pin", b'{"pin": "000000"}'),
+    ):
         ui.bus.publish(f"kiosk/local/intent/{topic_tail}", raw)
     await asyncio.sleep(0.3)
     assert service.intents_rejected == 8
@@ -331,7 +395,9 @@ async def test_the_camera_failing_shows_a_notice_and_a_retry(rig):
     ui.send("capture", {"doc_id": "id_card"})
     ui.send("shoot")
     state = await ui.screen("capture", phase="failed")
-    assert state["notice"]["code"] == "doccam_unavailable" and "no frames" in state["notice"]["params"]["detail"]
+    assert (
+        state["notice"]["code"] == "doccam_unavailable" and "no frames" in state["notice"]["params"]["detail"]
+    )
     assert state["actions"][0] == "shoot"
     doccam.fail = False
     ui.send("shoot")
@@ -356,7 +422,11 @@ async def test_card_removed_and_clerk_commands_in_the_wrong_state(rig):
         ("session.document.get", {"session_id": sid, "doc_id": "id_card", "offset": 0, "length": 10}, 409),
         ("session.document.get", {"session_id": sid, "doc_id": "id_card", "offset": -1, "length": 10}, 400),
         ("session.document.get", {"session_id": sid, "doc_id": "id_card", "offset": 0, "length": 10**9}, 400),
-        ("session.document.get", {"session_id": sid, "doc_id": "../../etc/passwd", "offset": 0, "length": 9}, 400),
+        (
+            "session.document.get",
+            {"session_id": sid, "doc_id": "../../etc/passwd", "offset": 0, "length": 9},
+            400,
+        ),
     ):
         with pytest.raises(CommandError) as info:
             await command(service, name, params)
@@ -368,23 +438,38 @@ async def test_card_removed_and_clerk_commands_in_the_wrong_state(rig):
 async def test_catalog_push_only_newer_validated_and_kept_across_restart(rig, tmp_path: Path):
     ctx, service, ui, doccam, clock = rig
     base = default_catalog().model_dump(mode="json", by_alias=True)
-    assert await command(service, "session.catalog.set", {"version": 1, "catalog": base}) == \
-        {"applied": False, "version": 1}
+    assert await command(service, "session.catalog.set", {"version": 1, "catalog": base}) == {
+        "applied": False,
+        "version": 1,
+    }
     broken = {**base, "version": 2, "items": [{**base["items"][0], "department": "nowhere"}]}
     with pytest.raises(CommandError) as info:
         await command(service, "session.catalog.set", {"version": 2, "catalog": broken})
     assert info.value.status == 400 and "nowhere" in str(info.value) and info.value.detail["problems"]
-    for bad in ({"version": "2", "catalog": base}, {"version": 2, "catalog": []}, {"version": 2},
-                {"version": 3, "catalog": base},  # the catalog says version 1
-                {"version": True, "catalog": base}):
+    for bad in (
+        {"version": "2", "catalog": base},
+        {"version": 2, "catalog": []},
+        {"version": 2},
+        {"version": 3, "catalog": base},  # the catalog says version 1
+        {"version": True, "catalog": base},
+    ):
         with pytest.raises(CommandError) as info:
             await command(service, "session.catalog.set", bad)
         assert info.value.status == 400
-    smaller = {**base, "version": 2, "departments": base["departments"][:1],
-               "items": [i for i in base["items"] if i["department"] == base["departments"][0]["id"]]}
-    assert await command(service, "session.catalog.set", {"version": 2, "catalog": smaller}) == \
-        {"applied": True, "version": 2}
-    assert ("session.catalog.applied", {"version": 2, "items": len(smaller["items"]), "departments": 1}) in ctx.events
+    smaller = {
+        **base,
+        "version": 2,
+        "departments": base["departments"][:1],
+        "items": [i for i in base["items"] if i["department"] == base["departments"][0]["id"]],
+    }
+    assert await command(service, "session.catalog.set", {"version": 2, "catalog": smaller}) == {
+        "applied": True,
+        "version": 2,
+    }
+    assert (
+        "session.catalog.applied",
+        {"version": 2, "items": len(smaller["items"]), "departments": 1},
+    ) in ctx.events
     await ui.wait(lambda s: s["view"].get("catalog_version") == 2, "attract shows catalog v2")
     # a restarted appliance keeps the pushed catalog
     again = SessionService(ctx)
@@ -403,8 +488,11 @@ async def test_technician_mode_over_the_bus(rig):
     assert state["view"]["device"]["id"] == "kiosk-0001" and state["view"]["pin_is_default"] is False
     ui.send("technician_exit")
     await ui.screen("attract")
-    assert ctx.types("session.technician") == ["session.technician.pin_failed", "session.technician.entered",
-                                               "session.technician.exited"]
+    assert ctx.types("session.technician") == [
+        "session.technician.pin_failed",
+        "session.technician.entered",
+        "session.technician.exited",
+    ]
 
 
 async def test_stop_publishes_unavailable_and_start_wipes_leftovers(tmp_path: Path, bus_broker: Mosquitto):
@@ -422,9 +510,18 @@ async def test_stop_publishes_unavailable_and_start_wipes_leftovers(tmp_path: Pa
         await service.start()
         await intents_flowing(ui)
         assert not leftover.exists()
-        assert ctx.events[0] == ("session.ended", {"session_id": "s-00000000000000aa", "reason": "restart",
-                                                   "purpose": None, "last_screen": None, "duration_s": None,
-                                                   "item_id": None, "recovered": True})
+        assert ctx.events[0] == (
+            "session.ended",
+            {
+                "session_id": "s-00000000000000aa",
+                "reason": "restart",
+                "purpose": None,
+                "last_screen": None,
+                "duration_s": None,
+                "item_id": None,
+                "recovered": True,
+            },
+        )
         assert service.health()["session"].status == "degraded"  # the factory PIN is still set
         await ctx.emit("presence.detected", {})
         await ui.screen("catalog")

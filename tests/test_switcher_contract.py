@@ -56,8 +56,15 @@ class Rig:
 async def rig(request, tmp_path: Path):
     protocol, link = request.param
     sim = SwitcherSimulator(protocol, inputs=8, outputs=4)
-    common = dict(protocol=protocol, timeout_s=0.25, connect_timeout_s=1.0, retries=3, backoff_s=0.05,
-                  reconnect_cap_s=0.2, poll_interval_s=0.3)
+    common = dict(
+        protocol=protocol,
+        timeout_s=0.25,
+        connect_timeout_s=1.0,
+        retries=3,
+        backoff_s=0.05,
+        reconnect_cap_s=0.2,
+        poll_interval_s=0.3,
+    )
     if link == "tcp":
         host, port = await sim.start_tcp()
         cfg = SwitcherConfig(backend="tcp", host=host, port=port, **common)
@@ -197,12 +204,14 @@ async def test_out_of_range_numbers_are_refused(rig):
 async def test_route_command_answers_400_naming_the_problem_and_503_when_unplugged(rig):
     handler = rig.switcher.commands()["switcher.route"]
     assert (await handler({"input": 2, "output": 1}))["input"] == 2
-    for params, words in [({"output": 1}, "missing field 'input'"),
-                          ({"input": "two", "output": 1}, "input must be an integer"),
-                          ({"input": True, "output": 1}, "input must be an integer"),
-                          ({"input": 1, "output": 0}, "output must be an integer"),
-                          ({"input": 1, "output": 1, "video": False, "audio": False}, "at least one"),
-                          ({"input": 1, "output": 1, "volume": 3}, "unknown field(s) 'volume'")]:
+    for params, words in [
+        ({"output": 1}, "missing field 'input'"),
+        ({"input": "two", "output": 1}, "input must be an integer"),
+        ({"input": True, "output": 1}, "input must be an integer"),
+        ({"input": 1, "output": 0}, "output must be an integer"),
+        ({"input": 1, "output": 1, "video": False, "audio": False}, "at least one"),
+        ({"input": 1, "output": 1, "volume": 3}, "unknown field(s) 'volume'"),
+    ]:
         with pytest.raises(BadRequest) as info:
             await handler(params)
         assert info.value.status == 400 and words in str(info.value), (params, str(info.value))

@@ -18,8 +18,9 @@ from drivers.switcher.errors import SwitcherError
 from drivers.switcher.simulator import SwitcherSimulator
 from tests.test_switcher_protocols import REPLY
 
-FAST = dict(timeout_s=0.05, connect_timeout_s=0.5, retries=2, backoff_s=0.01, reconnect_cap_s=0.05,
-            poll_interval_s=60)
+FAST = dict(
+    timeout_s=0.05, connect_timeout_s=0.5, retries=2, backoff_s=0.01, reconnect_cap_s=0.05, poll_interval_s=60
+)
 
 
 async def _noop(type: str, data: dict) -> None:
@@ -27,9 +28,12 @@ async def _noop(type: str, data: dict) -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(protocol=st.sampled_from(["extron", "kramer", "ascii"]),
-       replies=st.lists(REPLY.map(lambda b: b + b"\r\n"), min_size=1, max_size=5),
-       input_=st.integers(0, 8), output=st.integers(1, 4))
+@given(
+    protocol=st.sampled_from(["extron", "kramer", "ascii"]),
+    replies=st.lists(REPLY.map(lambda b: b + b"\r\n"), min_size=1, max_size=5),
+    input_=st.integers(0, 8),
+    output=st.integers(1, 4),
+)
 def test_the_driver_survives_any_reply_bytes(protocol, replies, input_, output):
     async def scenario() -> None:
         sim = SwitcherSimulator(protocol)
@@ -58,15 +62,20 @@ def test_the_driver_survives_any_reply_bytes(protocol, replies, input_, output):
     asyncio.run(asyncio.wait_for(scenario(), 15))
 
 
-JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                     max_size=3), max_leaves=8)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(params=st.one_of(
-    st.dictionaries(st.sampled_from(["input", "output", "video", "audio", "extra"]), JSONISH, max_size=5),
-    JSONISH))
+@given(
+    params=st.one_of(
+        st.dictionaries(st.sampled_from(["input", "output", "video", "audio", "extra"]), JSONISH, max_size=5),
+        JSONISH,
+    )
+)
 def test_switcher_route_command_answers_any_params_with_a_status(params):
     async def scenario() -> None:
         # Port 9 on loopback refuses: well-formed requests end in 503, never in a stray exception.

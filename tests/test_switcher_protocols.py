@@ -192,12 +192,15 @@ def test_ascii_profile_templates_become_commands_and_device_patterns():
     assert template_regex("[x]V[y].").fullmatch("12V3.")["x"] == "12"
 
 
-@pytest.mark.parametrize("field,value,problem", [
-    ("route_video", "V[y].", "[x]"),
-    ("query_audio", "Status.", "[y]"),
-    ("query_reply", r"^In(\d+)$", "input"),
-    ("route_reply", "(unclosed", "regular expression"),
-])
+@pytest.mark.parametrize(
+    "field,value,problem",
+    [
+        ("route_video", "V[y].", "[x]"),
+        ("query_audio", "Status.", "[y]"),
+        ("query_reply", r"^In(\d+)$", "input"),
+        ("route_reply", "(unclosed", "regular expression"),
+    ],
+)
 def test_ascii_profile_mistakes_are_named_at_load(field, value, problem):
     with pytest.raises(ValidationError) as info:
         AsciiProfile(**{field: value})
@@ -219,8 +222,19 @@ def test_switcher_config_defaults_ports_per_protocol_and_needs_a_serial_path():
 # --- fuzzing ---------------------------------------------------------------------------------------
 
 HOSTS = [ExtronSis(2), ExtronSis(3), KramerP3000(), AsciiMatrix()]
-VALID_REPLIES = [b"Out02 In01 All", b"01", b"V8X4 A8X4", b"E13", b"~01@VID 1>2 OK", b"~01@VID 1>2",
-                 b"~01@INFO-IO IN 8,OUT 4", b"~01@VID ERR 003", b"1B2 OK", b"Out2 V In1", b"Error 02"]
+VALID_REPLIES = [
+    b"Out02 In01 All",
+    b"01",
+    b"V8X4 A8X4",
+    b"E13",
+    b"~01@VID 1>2 OK",
+    b"~01@VID 1>2",
+    b"~01@INFO-IO IN 8,OUT 4",
+    b"~01@VID ERR 003",
+    b"1B2 OK",
+    b"Out2 V In1",
+    b"Error 02",
+]
 
 
 @st.composite
@@ -244,14 +258,22 @@ REPLY = st.one_of(st.binary(max_size=300), mutated_reply(), st.text(max_size=80)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(host=st.sampled_from(HOSTS), line=REPLY, input_=st.integers(0, 999), output=st.integers(1, 999),
-       layer=st.sampled_from(list(Layer)))
+@given(
+    host=st.sampled_from(HOSTS),
+    line=REPLY,
+    input_=st.integers(0, 999),
+    output=st.integers(1, 999),
+    layer=st.sampled_from(list(Layer)),
+)
 def test_every_reply_parser_ends_in_a_value_or_a_typed_error(host, line, input_, output, layer):
     tie = Tie(input_, output, layer)
     plane = layer if layer is not Layer.ALL else Layer.VIDEO
     for parse, ok in (
         (lambda: host.parse_route_reply(line, tie), lambda r: r in (True, False)),
-        (lambda: host.parse_query_reply(line, output, plane), lambda r: r is None or (isinstance(r, int) and r >= 0)),
+        (
+            lambda: host.parse_query_reply(line, output, plane),
+            lambda r: r is None or (isinstance(r, int) and r >= 0),
+        ),
         (lambda: host.parse_identify(line), lambda r: r is None or isinstance(r, DeviceInfo)),
     ):
         try:

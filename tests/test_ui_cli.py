@@ -42,25 +42,35 @@ def test_a_broken_config_is_reported_not_ignored(tmp_path: Path):
     bad.write_text("[bus]\nport = 'many'\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="bus.port"):
         bus_address(parse([], str(bad)))
-    result = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(bad), "ui"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "--config", str(bad), "ui"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1 and "bus.port" in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-async def test_kiosk_ui_runs_in_a_real_terminal_and_answers_a_number_key(bus_broker: Mosquitto, tmp_path: Path):
+async def test_kiosk_ui_runs_in_a_real_terminal_and_answers_a_number_key(
+    bus_broker: Mosquitto, tmp_path: Path
+):
     socket = tmp_path / "tmux.sock"
 
     async def tmux(*args: str) -> str:
         """One tmux command on our own server socket (never the user's), off the event loop."""
-        done = await asyncio.to_thread(subprocess.run, ["tmux", "-S", str(socket), *args], capture_output=True,
-                                       text=True, timeout=10)
+        done = await asyncio.to_thread(
+            subprocess.run, ["tmux", "-S", str(socket), *args], capture_output=True, text=True, timeout=10
+        )
         return done.stdout
 
     async with StateFeed("127.0.0.1", bus_broker.port) as feed:
         await feed.publish("session", SAMPLES["catalog"])
-        command = (f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {bus_broker.port} "
-                   f"--log-file {tmp_path / 'ui.log'}")
+        command = (
+            f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {bus_broker.port} "
+            f"--log-file {tmp_path / 'ui.log'}"
+        )
         await tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "kiosk", command)
         try:
             screen = ""

@@ -47,8 +47,14 @@ class Kiosk:
             state = {**state, "lang": lang}
         seq = self.feed.seq + 1
         await self.feed.publish("session", state)
-        await wait_until(self.pilot, lambda: self.app.states.get("session", {}).get("seq") == seq
-                         and self.app.screen_name == state["screen"], what=f"screen {state['screen']}")
+        await wait_until(
+            self.pilot,
+            lambda: (
+                self.app.states.get("session", {}).get("seq") == seq
+                and self.app.screen_name == state["screen"]
+            ),
+            what=f"screen {state['screen']}",
+        )
         await self.pilot.pause()
 
     @property
@@ -223,7 +229,10 @@ async def test_queue_position_then_clerk_messages_and_a_requested_document(kiosk
     assert (await kiosk.feed.next_intent("capture")).body["doc_id"] == "req-1"
     # A clerk's text is shown as typed, brackets and all (no markup interpretation).
     chatty = sample("call")
-    chatty["view"] = {**chatty["view"], "messages": [{"from": "clerk", "text": "[b]急[/b] [/] [red", "ts": 1.0}]}
+    chatty["view"] = {
+        **chatty["view"],
+        "messages": [{"from": "clerk", "text": "[b]急[/b] [/] [red", "ts": 1.0}],
+    }
     await kiosk.show(chatty)
     assert "工作人员: [b]急[/b] [/] [red" in kiosk.text
 
@@ -239,7 +248,9 @@ async def test_receipt_shows_the_number_and_a_scannable_qr(kiosk: Kiosk):
     found = next(i for i, row in enumerate(rows) if key.strip() in row)
     col = rows[found].index(key.strip()) - (len(key) - len(key.lstrip()))
     start = found - 1
-    drawn = [rows[start + i][col:col + len(expected[0])].ljust(len(expected[0])) for i in range(len(expected))]
+    drawn = [
+        rows[start + i][col : col + len(expected[0])].ljust(len(expected[0])) for i in range(len(expected))
+    ]
     assert decode_lines(drawn) == decode_lines(expected)
     await kiosk.press("1")
     await kiosk.feed.next_intent("continue")
@@ -282,7 +293,9 @@ async def test_progress_lookup_lists_applications_with_status_words(kiosk: Kiosk
     await kiosk.show(loading)
     assert "正在查询" in kiosk.text
     await kiosk.show(SAMPLES["progress"])
-    assert "SQ330803-20261102-0031" in kiosk.text and "【审核中】" in kiosk.text and "【已办结】" in kiosk.text
+    assert (
+        "SQ330803-20261102-0031" in kiosk.text and "【审核中】" in kiosk.text and "【已办结】" in kiosk.text
+    )
     await kiosk.press("1")
     await kiosk.feed.next_intent("done")
 
@@ -298,9 +311,15 @@ async def test_appointment_department_slot_and_booking(kiosk: Kiosk):
     await kiosk.press("2")
     assert (await kiosk.feed.next_intent("book")).body["slot_id"] == "sl-20261123-0930"
     booked = sample("appointment", actions=["done", "language"])
-    booked["view"] = {**booked["view"], "phase": "booked",
-                      "booking": {"booking_no": "YY-20261123-0001", "slot": booked["view"]["slots"][0],
-                                  "qr_text": "https://zwfw.example.gov.cn/booking?no=YY-20261123-0001"}}
+    booked["view"] = {
+        **booked["view"],
+        "phase": "booked",
+        "booking": {
+            "booking_no": "YY-20261123-0001",
+            "slot": booked["view"]["slots"][0],
+            "qr_text": "https://zwfw.example.gov.cn/booking?no=YY-20261123-0001",
+        },
+    }
     await kiosk.show(booked)
     assert "YY-20261123-0001" in kiosk.text and "预约成功" in kiosk.text
     await kiosk.press("1")
@@ -313,8 +332,11 @@ async def test_appointment_department_slot_and_booking(kiosk: Kiosk):
 async def test_idle_countdown_shows_the_seconds_and_any_key_says_still_here(kiosk: Kiosk):
     await kiosk.show(SAMPLES["documents"])
     assert "秒后自动结束" not in kiosk.text
-    warned = sample("documents", actions=["still_here", "capture", "back", "end", "language"],
-                    idle={"timeout_s": 90, "warn_s": 15, "countdown": 12})
+    warned = sample(
+        "documents",
+        actions=["still_here", "capture", "back", "end", "language"],
+        idle={"timeout_s": 90, "warn_s": 15, "countdown": 12},
+    )
     screen = kiosk.app.screen
     await kiosk.show(warned)
     assert "无人操作，12 秒后自动结束" in kiosk.text
@@ -329,8 +351,11 @@ async def test_idle_countdown_shows_the_seconds_and_any_key_says_still_here(kios
 
 
 async def test_touching_the_still_here_button(kiosk: Kiosk):
-    warned = sample("identify", actions=["still_here", "back", "end", "language"],
-                    idle={"timeout_s": 90, "warn_s": 15, "countdown": 3})
+    warned = sample(
+        "identify",
+        actions=["still_here", "back", "end", "language"],
+        idle={"timeout_s": 90, "warn_s": 15, "countdown": 3},
+    )
     await kiosk.show(warned)
     await kiosk.pilot.click("#still-here")
     await kiosk.feed.next_intent("still_here")
@@ -376,9 +401,20 @@ async def test_locked_pin_pad_accepts_no_digits(kiosk: Kiosk):
 
 async def test_technician_screen_health_and_a_test_button_per_peripheral(kiosk: Kiosk):
     await kiosk.feed.publish("media", {"pipeline": "running", "recording": True})
-    await kiosk.feed.publish("peripherals", {"peripherals": [
-        {"name": "presence", "kind": "presence", "model": "PIR", "backend": "mock",
-         "health": {"status": "degraded", "reason": "flapping", "since": 1.0}}]})
+    await kiosk.feed.publish(
+        "peripherals",
+        {
+            "peripherals": [
+                {
+                    "name": "presence",
+                    "kind": "presence",
+                    "model": "PIR",
+                    "backend": "mock",
+                    "health": {"status": "degraded", "reason": "flapping", "since": 1.0},
+                }
+            ]
+        },
+    )
     await kiosk.show(SAMPLES["technician"])
     text = kiosk.text
     assert "警告：仍在使用出厂维护密码" in text
@@ -409,8 +445,9 @@ async def test_appliance_says_unavailable_then_recovers_without_anyone(kiosk: Ki
 
 async def test_silent_appliance_is_noticed_after_three_heartbeats(kiosk: Kiosk):
     await kiosk.show(sample("catalog", heartbeat_s=0.2))
-    await wait_until(kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=3,
-                     what="stale state noticed")
+    await wait_until(
+        kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=3, what="stale state noticed"
+    )
     assert kiosk.app.state_seen_at is not None
     assert time.monotonic() - kiosk.app.state_seen_at >= 0.6  # not before 3 x heartbeat_s
     assert "服务状态已过期" in kiosk.text
@@ -420,7 +457,9 @@ async def test_silent_appliance_is_noticed_after_three_heartbeats(kiosk: Kiosk):
 async def test_local_bus_restart_shows_unavailable_and_recovers(kiosk: Kiosk, bus_broker: Mosquitto):
     await kiosk.show(SAMPLES["catalog"])
     bus_broker.kill()
-    await wait_until(kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=5, what="bus loss")
+    await wait_until(
+        kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=5, what="bus loss"
+    )
     assert "本机消息总线未连接" in kiosk.text
     bus_broker.start()
     await wait_until(kiosk.pilot, lambda: kiosk.app.bus_connected, timeout_s=10, what="UI reconnected")
@@ -432,7 +471,7 @@ async def test_unreadable_state_is_ignored_and_the_screen_stays(kiosk: Kiosk):
     await kiosk.show(SAMPLES["identify"])
     conn = kiosk.feed.bus._conn
     assert conn is not None
-    for junk in (b"\xff\xfe not utf-8", b"[1, 2]", b"{\"screen\": ", b"x" * 300_000):
+    for junk in (b"\xff\xfe not utf-8", b"[1, 2]", b'{"screen": ', b"x" * 300_000):
         await conn.publish("kiosk/local/state/session", junk, qos=1, retain=True)
     await kiosk.pilot.pause(0.3)
     assert kiosk.app.screen_name == "identify" and kiosk.app.link.rejected == 4
@@ -462,15 +501,19 @@ def mangled(state: dict[str, Any], k: int) -> dict[str, Any]:
 
     def spoil(value: Any, depth: int = 0) -> Any:
         if isinstance(value, dict) and depth < 3:
-            return {key: spoil(v, depth + 1) if (hash(key) + k) % 3 else WEIRD[(len(key) + k) % len(WEIRD)]
-                    for key, v in value.items()}
+            return {
+                key: spoil(v, depth + 1) if (hash(key) + k) % 3 else WEIRD[(len(key) + k) % len(WEIRD)]
+                for key, v in value.items()
+            }
         if isinstance(value, list) and depth < 3:
             return [spoil(v, depth + 1) for v in value] + [WEIRD[k % len(WEIRD)]]
         return WEIRD[(k + depth) % len(WEIRD)]
 
     out["view"] = spoil(out["view"])
     out["actions"] = [*out["actions"], 5, None, "no_such_action"]
-    out["notice"] = [{"code": 5, "params": "x"}, {"code": "no_such_notice", "params": {"name": [1]}}, "x"][k % 3]
+    out["notice"] = [{"code": 5, "params": "x"}, {"code": "no_such_notice", "params": {"name": [1]}}, "x"][
+        k % 3
+    ]
     out["identity"] = [{"name": None, "id_masked": 5}, "张三", None][k % 3]
     out["idle"] = [{"countdown": "12"}, {"countdown": -3}, 5][k % 3]
     return out
@@ -501,9 +544,18 @@ async def test_screen_changes_do_not_keep_dead_widgets_styles_alive(kiosk: Kiosk
 
 
 def _long_checklist(n: int) -> list[dict[str, Any]]:
-    return [{"doc_id": f"doc{i}", "name": {"zh-CN": f"材料{i}", "en": f"Document number {i}"}, "required": i < 3,
-             "status": "captured" if i % 2 else "missing", "requested_by_clerk": False, "note": None,
-             "image": None} for i in range(n)]
+    return [
+        {
+            "doc_id": f"doc{i}",
+            "name": {"zh-CN": f"材料{i}", "en": f"Document number {i}"},
+            "required": i < 3,
+            "status": "captured" if i % 2 else "missing",
+            "requested_by_clerk": False,
+            "note": None,
+            "image": None,
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("count", [2, 5, 8])

@@ -24,14 +24,58 @@ from kiosk_ui.qr import MAX_QR_DATA, QrError, decode_lines, qr_lines
 
 # Codes the contract (docs/session.md) sends that the UI must have words for.
 CONTRACT_KEYS = (
-    [f"action.{a}" for a in ("wake", "language", "back", "progress", "appointment", "end", "confirm", "not_me",
-                             "shoot", "accept", "retake", "call", "cancel_call", "continue", "skip", "retry",
-                             "done", "technician_refresh", "technician_exit", "still_here")]
-    + [f"notice.{n}" for n in ("card_mismatch", "card_unreadable", "doccam_unavailable", "platform_timeout",
-                               "slot_taken", "wrong_pin", "pin_locked", "clerk_requested_document",
-                               "clerk_message", "test_done")]
-    + [f"ended.reason.{r}" for r in ("completed", "cancelled", "idle_timeout", "clerk_ended",
-                                     "card_not_returned", "technician", "restart")]
+    [
+        f"action.{a}"
+        for a in (
+            "wake",
+            "language",
+            "back",
+            "progress",
+            "appointment",
+            "end",
+            "confirm",
+            "not_me",
+            "shoot",
+            "accept",
+            "retake",
+            "call",
+            "cancel_call",
+            "continue",
+            "skip",
+            "retry",
+            "done",
+            "technician_refresh",
+            "technician_exit",
+            "still_here",
+        )
+    ]
+    + [
+        f"notice.{n}"
+        for n in (
+            "card_mismatch",
+            "card_unreadable",
+            "doccam_unavailable",
+            "platform_timeout",
+            "slot_taken",
+            "wrong_pin",
+            "pin_locked",
+            "clerk_requested_document",
+            "clerk_message",
+            "test_done",
+        )
+    ]
+    + [
+        f"ended.reason.{r}"
+        for r in (
+            "completed",
+            "cancelled",
+            "idle_timeout",
+            "clerk_ended",
+            "card_not_returned",
+            "technician",
+            "restart",
+        )
+    ]
     + [f"rating.reason.{r}" for r in ("fast", "clear", "polite", "slow", "unclear", "not_solved")]
     + [f"progress.status.{s}" for s in ("submitted", "in_review", "approved", "rejected", "completed")]
     + [f"capture.phase.{p}" for p in ("preview", "capturing", "review", "failed")]
@@ -40,8 +84,19 @@ CONTRACT_KEYS = (
     + [f"progress.phase.{p}" for p in ("loading", "failed")]
     + [f"tech.test.{s}" for s in ("running", "passed", "failed", "unsupported")]
     + [f"health.{h}" for h in ("ok", "degraded", "missing")]
-    + [f"unavailable.reason.{r}" for r in ("bus", "appliance", "restart", "no_state", "stale", "connecting",
-                                           "version", "unknown_screen")]
+    + [
+        f"unavailable.reason.{r}"
+        for r in (
+            "bus",
+            "appliance",
+            "restart",
+            "no_state",
+            "stale",
+            "connecting",
+            "version",
+            "unknown_screen",
+        )
+    ]
 )
 
 
@@ -98,11 +153,13 @@ def test_unknown_language_is_a_typed_error():
 def test_drawn_qr_is_exactly_the_segno_matrix():
     data = SAMPLES["receipt"]["view"]["qr_text"]
     lines = qr_lines(data)
-    matrix = [[bool(m) for m in row] for row in segno.make(data, error="m", boost_error=False,
-                                                           micro=False).matrix_iter(scale=1, border=2)]
+    matrix = [
+        [bool(m) for m in row]
+        for row in segno.make(data, error="m", boost_error=False, micro=False).matrix_iter(scale=1, border=2)
+    ]
     drawn = decode_lines(lines)
-    assert drawn[:len(matrix)] == matrix
-    assert all(not any(row) for row in drawn[len(matrix):])  # at most one padding row
+    assert drawn[: len(matrix)] == matrix
+    assert all(not any(row) for row in drawn[len(matrix) :])  # at most one padding row
     assert len(lines) <= 22 and len(lines[0]) <= 45  # fits beside the text on a 100x30 screen
 
 
@@ -116,18 +173,45 @@ def test_qr_refuses_nothing_or_too_much(bad: str):
 
 
 def test_every_screen_of_the_contract_has_a_screen_class():
-    contract = {"attract", "catalog", "identify", "confirm_identity", "card_removed", "documents", "capture",
-                "call_waiting", "call", "receipt", "rejected", "rating", "progress", "appointment", "ended",
-                "technician_pin", "technician", "unavailable"}
+    contract = {
+        "attract",
+        "catalog",
+        "identify",
+        "confirm_identity",
+        "card_removed",
+        "documents",
+        "capture",
+        "call_waiting",
+        "call",
+        "receipt",
+        "rejected",
+        "rating",
+        "progress",
+        "appointment",
+        "ended",
+        "technician_pin",
+        "technician",
+        "unavailable",
+    }
     assert set(router.SCREENS) == contract
     assert {s["screen"] for s in SAMPLES.values()} == contract
 
 
-def availability(session: dict[str, Any] | None, *, connected: bool = True, seen_ago: float | None = 0.0,
-                 connected_ago: float = 1.0) -> str:
+def availability(
+    session: dict[str, Any] | None,
+    *,
+    connected: bool = True,
+    seen_ago: float | None = 0.0,
+    connected_ago: float = 1.0,
+) -> str:
     now = 1000.0
-    return router.availability(session, bus_connected=connected, connected_at=now - connected_ago,
-                               state_seen_at=None if seen_ago is None else now - seen_ago, now=now)
+    return router.availability(
+        session,
+        bus_connected=connected,
+        connected_at=now - connected_ago,
+        state_seen_at=None if seen_ago is None else now - seen_ago,
+        now=now,
+    )
 
 
 def test_availability_rules_of_the_contract():
@@ -136,7 +220,7 @@ def test_availability_rules_of_the_contract():
     assert availability(ok, connected=False) == "bus"
     assert availability(None, seen_ago=None) == "connecting"
     assert availability(None, seen_ago=None, connected_ago=router.FIRST_STATE_WAIT_S + 1) == "no_state"
-    assert availability(ok, seen_ago=14.9) == ""                     # 3 x heartbeat_s (5) = 15 s
+    assert availability(ok, seen_ago=14.9) == ""  # 3 x heartbeat_s (5) = 15 s
     assert availability(ok, seen_ago=15.1) == "stale"
     assert availability({**ok, "heartbeat_s": 1}, seen_ago=3.1) == "stale"
     assert availability({**ok, "heartbeat_s": "fast"}, seen_ago=14) == ""  # bad value: the default
@@ -169,10 +253,15 @@ def state_message(topic: str, payload: bytes) -> Message:
 
 
 @settings(max_examples=150, deadline=None)
-@given(payload=st.binary(max_size=300) | st.text(max_size=200).map(str.encode)
-       | st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                      lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                      max_leaves=12).map(lambda v: json.dumps(v).encode()))
+@given(
+    payload=st.binary(max_size=300)
+    | st.text(max_size=200).map(str.encode)
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=12,
+    ).map(lambda v: json.dumps(v).encode())
+)
 def test_any_state_payload_is_passed_on_as_an_object_or_counted_as_rejected(payload: bytes):
     link = BusLink("127.0.0.1", 1)
     target = Collector()

@@ -38,8 +38,12 @@ class Villager:
         return screen_text(self.app)
 
     async def sees(self, screen: str, text: str = "", timeout_s: float = 5.0) -> None:
-        await wait_until(self.pilot, lambda: self.app.screen_name == screen and text in screen_text(self.app),
-                         timeout_s=timeout_s, what=f"{screen} showing {text!r}")
+        await wait_until(
+            self.pilot,
+            lambda: self.app.screen_name == screen and text in screen_text(self.app),
+            timeout_s=timeout_s,
+            what=f"{screen} showing {text!r}",
+        )
 
     async def choose(self, label: str) -> None:
         """Press the digit of the button whose label contains ``label`` (paging with "more" if needed)."""
@@ -65,8 +69,11 @@ def clock() -> HandClock:
 
 
 @pytest.fixture
-async def kiosk(tmp_path: Path, bus_broker: Mosquitto, clock: HandClock,
-                ) -> AsyncIterator[tuple[BusContext, SessionService, Villager]]:
+async def kiosk(
+    tmp_path: Path,
+    bus_broker: Mosquitto,
+    clock: HandClock,
+) -> AsyncIterator[tuple[BusContext, SessionService, Villager]]:
     bus = LocalBus("127.0.0.1", bus_broker.port, name="test-appliance")
     await bus.start()
     ctx = BusContext(kiosk_config(tmp_path / "data"), tmp_path / "data", bus)
@@ -92,15 +99,15 @@ async def clerk(service: SessionService, name: str, **params: Any) -> dict[str, 
 
 async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alone(kiosk):
     ctx, service, villager = kiosk
-    await villager.pilot.press("space")                    # any key wakes the kiosk
+    await villager.pilot.press("space")  # any key wakes the kiosk
     await villager.sees("catalog", "请选择部门")
     await villager.choose("民政")
     await villager.sees("catalog", "高龄津贴申请")
     await villager.choose("高龄津贴申请")
     await villager.sees("identify", "请把身份证放在读卡器上")
-    await ctx.emit("card.read", ZHANG_SAN)                 # the card reader's event
+    await ctx.emit("card.read", ZHANG_SAN)  # the card reader's event
     await villager.sees("confirm_identity", "3308**********123X")
-    assert "33080319900307123X" not in villager.text        # never the full number
+    assert "33080319900307123X" not in villager.text  # never the full number
     await villager.choose("是本人")
     await villager.sees("documents", "○ 待拍摄")
     for doc in ("居民身份证", "户口簿", "本人银行卡或社保卡"):
@@ -114,13 +121,15 @@ async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alo
     await villager.sees("call_waiting")
     await clerk(service, "session.call.queued", position=1, estimated_wait_s=60)
     await villager.sees("call_waiting", "您前面还有 1 人")
-    await clerk(service, "session.call.accepted", clerk={"id": "c-0042", "name": "李明", "department": "minzheng"})
+    await clerk(
+        service, "session.call.accepted", clerk={"id": "c-0042", "name": "李明", "department": "minzheng"}
+    )
     await villager.sees("call", "李明")
     await clerk(service, "session.message", text="您好，材料已收到，马上为您办理。")
     await villager.sees("call", "材料已收到")
     await clerk(service, "session.approve", application_no="SQ330803-20261121-0007")
     await villager.sees("receipt", "SQ330803-20261121-0007")
-    assert "█" in villager.text                             # the QR code is drawn
+    assert "█" in villager.text  # the QR code is drawn
     await villager.choose("继续")
     await villager.sees("rating", "您对本次服务满意吗")
     await villager.choose("非常满意")
@@ -130,9 +139,18 @@ async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alo
     assert rated and rated[0]["score"] == 5 and rated[0]["reason"] == "fast"
     assert "张三" not in villager.text
     funnel = ctx.types()
-    for step in ("session.started", "session.item.selected", "session.identified", "session.identity.confirmed",
-                 "session.document.captured", "session.call.requested", "session.call.connected",
-                 "session.approved", "session.rated", "session.ended"):
+    for step in (
+        "session.started",
+        "session.item.selected",
+        "session.identified",
+        "session.identity.confirmed",
+        "session.document.captured",
+        "session.call.requested",
+        "session.call.connected",
+        "session.approved",
+        "session.rated",
+        "session.ended",
+    ):
         assert step in funnel, f"{step} missing from {funnel}"
 
 
@@ -149,10 +167,10 @@ async def test_session_service_restart_shows_unavailable_and_the_kiosk_recovers(
     await villager.pilot.press("1")
     await villager.sees("catalog")
     started = time.monotonic()
-    await service.stop()                                     # publishes "unavailable" on a clean stop
+    await service.stop()  # publishes "unavailable" on a clean stop
     await villager.sees("unavailable", "服务暂时不可用")
     await asyncio.sleep(0.1)
-    restarted = SessionService(ctx)                          # as a restarted appliance process would
+    restarted = SessionService(ctx)  # as a restarted appliance process would
     await restarted.start()
     try:
         await villager.sees("attract", "欢迎使用村级便民服务")
@@ -165,14 +183,18 @@ async def test_idle_countdown_comes_from_the_session_and_a_key_keeps_the_session
     _, service, villager = kiosk
     await villager.pilot.press("1")
     await villager.sees("catalog", "请选择部门")
-    clock.advance(76)                                        # 90 s timeout, warning for the last 15 s
+    clock.advance(76)  # 90 s timeout, warning for the last 15 s
     service._wake.set()
     await villager.sees("catalog", "14 秒后自动结束")
-    await villager.pilot.press("space")                     # anything: the UI says "still here"
-    await wait_until(villager.pilot, lambda: "秒后自动结束" not in villager.text, timeout_s=5,
-                     what="countdown gone after still_here")
+    await villager.pilot.press("space")  # anything: the UI says "still here"
+    await wait_until(
+        villager.pilot,
+        lambda: "秒后自动结束" not in villager.text,
+        timeout_s=5,
+        what="countdown gone after still_here",
+    )
     assert villager.app.screen_name == "catalog"
-    clock.advance(91)                                        # now nobody is there
+    clock.advance(91)  # now nobody is there
     service._wake.set()
     await villager.sees("ended", "长时间无人操作，已自动结束")
 
@@ -187,13 +209,22 @@ async def test_progress_lookup_and_an_appointment_with_the_real_session(kiosk):
     await villager.sees("confirm_identity", "张三")
     await villager.choose("是本人")
     await villager.sees("progress", "正在查询")
-    await clerk(service, "session.progress.result", applications=[
-        {"application_no": "SQ330803-20261102-0031", "item_name": {"zh-CN": "最低生活保障申请", "en": "Allowance"},
-         "status": "in_review", "updated_at": "2026-11-18"}])
+    await clerk(
+        service,
+        "session.progress.result",
+        applications=[
+            {
+                "application_no": "SQ330803-20261102-0031",
+                "item_name": {"zh-CN": "最低生活保障申请", "en": "Allowance"},
+                "status": "in_review",
+                "updated_at": "2026-11-18",
+            }
+        ],
+    )
     await villager.sees("progress", "【审核中】")
     await villager.choose("完成")
     await villager.sees("ended")
-    await villager.pilot.press("1")                          # ended: start again at once
+    await villager.pilot.press("1")  # ended: start again at once
     await villager.sees("catalog")
     await villager.choose("预约办理")
     await villager.sees("appointment", "请选择要预约的部门")
@@ -203,9 +234,19 @@ async def test_progress_lookup_and_an_appointment_with_the_real_session(kiosk):
     await villager.sees("confirm_identity")
     await villager.choose("是本人")
     await villager.sees("appointment", "正在查询可预约时间")
-    await clerk(service, "session.appointment.slots", department_id="shebao", slots=[
-        {"slot_id": "sl-20261123-0900", "start": "2026-11-23T09:00:00+08:00", "end": "2026-11-23T09:20:00+08:00",
-         "official": "王芳"}])
+    await clerk(
+        service,
+        "session.appointment.slots",
+        department_id="shebao",
+        slots=[
+            {
+                "slot_id": "sl-20261123-0900",
+                "start": "2026-11-23T09:00:00+08:00",
+                "end": "2026-11-23T09:20:00+08:00",
+                "official": "王芳",
+            }
+        ],
+    )
     await villager.sees("appointment", "11-23 09:00-09:20  王芳")
     await villager.choose("09:00")
     await villager.sees("appointment", "正在预约")

@@ -47,11 +47,19 @@ async def test_every_screen_matches_its_snapshot(lang: str, bus_broker: Mosquitt
         for name, state in scenes().items():
             seq = feed.seq + 1
             await feed.publish("session", {**state, "lang": lang})
-            await wait_until(pilot, lambda s=seq, st=state: app.states.get("session", {}).get("seq") == s
-                             and app.screen_name == st["screen"] and app.catalog.language == lang,
-                             what=f"{name} in {lang}")
+            await wait_until(
+                pilot,
+                lambda s=seq, st=state: (
+                    app.states.get("session", {}).get("seq") == s
+                    and app.screen_name == st["screen"]
+                    and app.catalog.language == lang
+                ),
+                what=f"{name} in {lang}",
+            )
             await pilot.pause()
-            assert not app.catalog.missing, f"{name}: texts missing from the {lang} catalog: {app.catalog.missing}"
+            assert not app.catalog.missing, (
+                f"{name}: texts missing from the {lang} catalog: {app.catalog.missing}"
+            )
             text = screen_text(app)
             assert len(text.splitlines()) <= SIZE[1]
             path = SNAPSHOTS / f"{name}.{lang}.txt"
@@ -59,15 +67,19 @@ async def test_every_screen_matches_its_snapshot(lang: str, bus_broker: Mosquitt
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
                 if name == "catalog":
-                    (SNAPSHOTS / f"{name}.{lang}.svg").write_text(app.export_screenshot(title=f"{name} {lang}"),
-                                                                  encoding="utf-8")
+                    (SNAPSHOTS / f"{name}.{lang}.svg").write_text(
+                        app.export_screenshot(title=f"{name} {lang}"), encoding="utf-8"
+                    )
                 continue
             if not path.exists():
                 mismatches.append(f"{path.name}: no snapshot (run with UPDATE_UI_SNAPSHOTS=1)")
                 continue
             expected = path.read_text(encoding="utf-8")
             if text != expected:
-                diff = "\n".join(difflib.unified_diff(expected.splitlines(), text.splitlines(), "snapshot",
-                                                      "screen", lineterm="", n=1))
+                diff = "\n".join(
+                    difflib.unified_diff(
+                        expected.splitlines(), text.splitlines(), "snapshot", "screen", lineterm="", n=1
+                    )
+                )
                 mismatches.append(f"{path.name} differs:\n{diff}")
     assert not mismatches, "\n\n".join(mismatches)

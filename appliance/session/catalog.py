@@ -82,7 +82,9 @@ class Catalog(_Frozen):
         known = set(dep_ids)
         for n, item in enumerate(self.items):
             if item.department not in known:
-                problems.append(f"items.{n} ({item.id}): department {item.department!r} is not in departments")
+                problems.append(
+                    f"items.{n} ({item.id}): department {item.department!r} is not in departments"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -99,8 +101,10 @@ class Catalog(_Frozen):
         return [i for i in self.items if i.department == department_id]
 
     def departments_view(self) -> list[dict[str, Any]]:
-        return [{"id": d.id, "name": d.name.as_dict(), "item_count": len(self.items_of(d.id))}
-                for d in self.departments]
+        return [
+            {"id": d.id, "name": d.name.as_dict(), "item_count": len(self.items_of(d.id))}
+            for d in self.departments
+        ]
 
 
 def parse_catalog(obj: Any, source: str = "<catalog>") -> Catalog:
@@ -175,8 +179,10 @@ class CatalogStore:
         if not isinstance(data, dict):
             raise CatalogInvalid("session.catalog.set", ["catalog: must be a JSON object"])
         if "version" in data and data["version"] != version:
-            raise CatalogInvalid("session.catalog.set",
-                                 [f"catalog.version ({data['version']!r}) differs from version ({version})"])
+            raise CatalogInvalid(
+                "session.catalog.set",
+                [f"catalog.version ({data['version']!r}) differs from version ({version})"],
+            )
         catalog = parse_catalog({**data, "version": version}, "session.catalog.set")
         if catalog.version <= self.current.version:
             return False

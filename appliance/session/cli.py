@@ -25,8 +25,18 @@ from collections.abc import Callable
 from typing import Any
 
 AddCommand = Callable[[str, str], argparse.ArgumentParser]
-CLERK_ACTIONS = ("status", "accept", "queue", "message", "request-document", "approve", "reject", "end",
-                 "identity", "documents")
+CLERK_ACTIONS = (
+    "status",
+    "accept",
+    "queue",
+    "message",
+    "request-document",
+    "approve",
+    "reject",
+    "end",
+    "identity",
+    "documents",
+)
 
 
 def register_sim(sim_subparsers: Any) -> None:
@@ -46,16 +56,25 @@ def register(subparsers: Any) -> None:
 
 
 def _add_commands(add: AddCommand) -> None:
-    p = add("county", "run a simulated county centre on the central broker (answers calls, progress, appointments)")
-    p.add_argument("--manual-calls", action="store_true", help="leave calls to a person (kiosk sim clerk ...)")
-    p.add_argument("--answer-after", type=float, default=3.0, metavar="S", help="a clerk answers after S seconds")
+    p = add(
+        "county",
+        "run a simulated county centre on the central broker (answers calls, progress, appointments)",
+    )
+    p.add_argument(
+        "--manual-calls", action="store_true", help="leave calls to a person (kiosk sim clerk ...)"
+    )
+    p.add_argument(
+        "--answer-after", type=float, default=3.0, metavar="S", help="a clerk answers after S seconds"
+    )
     p.add_argument("--step", type=float, default=1.5, metavar="S", help="pause between the clerk's actions")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=_cmd_county)
 
     p = add("clerk", "play the county clerk for the kiosk of --config: " + " | ".join(CLERK_ACTIONS))
     p.add_argument("action", choices=CLERK_ACTIONS)
-    p.add_argument("text", nargs="*", help="message text, document name, rejection reason, or POSITION WAIT_S")
+    p.add_argument(
+        "text", nargs="*", help="message text, document name, rejection reason, or POSITION WAIT_S"
+    )
     p.add_argument("--session", help="session id (default: the kiosk's current session)")
     p.add_argument("--name", default="李明", help="clerk name (accept)")
     p.add_argument("--clerk-id", default="c-0001", help="clerk id (accept)")
@@ -78,11 +97,16 @@ def _link(cfg: Any, name: str) -> Any:
     tls = None
     if cfg.fleet.tls is not None:
         t = cfg.fleet.tls
-        tls = Tls(ca=str(t.ca), cert=str(t.cert) if t.cert else None, key=str(t.key) if t.key else None,
-                  handshake_timeout_s=t.handshake_timeout_s)
+        tls = Tls(
+            ca=str(t.ca),
+            cert=str(t.cert) if t.cert else None,
+            key=str(t.key) if t.key else None,
+            handshake_timeout_s=t.handshake_timeout_s,
+        )
     password = cfg.fleet.password.get_secret_value() if cfg.fleet.password else None
-    return FleetRequester(cfg.fleet.host, cfg.fleet.port, tls=tls, username=cfg.fleet.username,
-                          password=password, name=name)
+    return FleetRequester(
+        cfg.fleet.host, cfg.fleet.port, tls=tls, username=cfg.fleet.username, password=password, name=name
+    )
 
 
 def _cmd_county(args: argparse.Namespace) -> int:
@@ -102,11 +126,19 @@ def _cmd_county(args: argparse.Namespace) -> int:
     logs.setup("INFO")
 
     async def main() -> None:
-        county = CountyCentre(_link(cfg, "county"), clerk=not args.manual_calls, answer_after_s=args.answer_after,
-                              step_s=args.step, county_code=cfg.device.region[2])
+        county = CountyCentre(
+            _link(cfg, "county"),
+            clerk=not args.manual_calls,
+            answer_after_s=args.answer_after,
+            step_s=args.step,
+            county_code=cfg.device.region[2],
+        )
         await county.start()
-        print(f"county centre on {cfg.fleet.host}:{cfg.fleet.port}, "
-              f"calls {'left to kiosk sim clerk' if args.manual_calls else 'answered automatically'}", flush=True)
+        print(
+            f"county centre on {cfg.fleet.host}:{cfg.fleet.port}, "
+            f"calls {'left to kiosk sim clerk' if args.manual_calls else 'answered automatically'}",
+            flush=True,
+        )
         try:
             if args.seconds is not None:
                 await asyncio.sleep(args.seconds)
@@ -161,12 +193,27 @@ def _cmd_clerk(args: argparse.Namespace) -> int:
                 for doc in docs:
                     if args.out:
                         await asyncio.to_thread(_save, Path(args.out), doc.doc_id, doc.data)
-                    out.append({"doc_id": doc.doc_id, "bytes": len(doc.data), "chunks": doc.chunks,
-                                "sha256": doc.sha256, "verified": doc.verified})
+                    out.append(
+                        {
+                            "doc_id": doc.doc_id,
+                            "bytes": len(doc.data),
+                            "chunks": doc.chunks,
+                            "sha256": doc.sha256,
+                            "verified": doc.verified,
+                        }
+                    )
                 return {"status": 200, "documents": out}
-            return await console.act(args.action, session_id=args.session, text=text, department=args.department,
-                                     clerk_name=args.name, clerk_id=args.clerk_id,
-                                     application_no=args.application_no, position=position, wait_s=wait_s)
+            return await console.act(
+                args.action,
+                session_id=args.session,
+                text=text,
+                department=args.department,
+                clerk_name=args.name,
+                clerk_id=args.clerk_id,
+                application_no=args.application_no,
+                position=position,
+                wait_s=wait_s,
+            )
         finally:
             await link.stop()
 

@@ -41,8 +41,10 @@ def parse_pin_hash(value: str) -> tuple[int, bytes, bytes]:
     """Split a PIN hash into (iterations, salt, digest); ``ValueError`` says what is wrong."""
     parts = value.split("$")
     if len(parts) != 4 or parts[0] != PIN_ALGORITHM:
-        raise ValueError(f"must look like {PIN_ALGORITHM}$ITERATIONS$SALT_HEX$HASH_HEX "
-                         "(make one with: python -m appliance.session.config hash-pin)")
+        raise ValueError(
+            f"must look like {PIN_ALGORITHM}$ITERATIONS$SALT_HEX$HASH_HEX "
+            "(make one with: python -m appliance.session.config hash-pin)"
+        )
     try:
         iterations = int(parts[1])
         salt, digest = bytes.fromhex(parts[2]), bytes.fromhex(parts[3])
@@ -60,12 +62,16 @@ def check_pin(pin: str, pin_hash: str) -> bool:
 
 
 class SessionConfig(Strict):
-    idle_timeout_s: float = Field(90.0, ge=20, le=3600, description="end an unattended session after this long")
+    idle_timeout_s: float = Field(
+        90.0, ge=20, le=3600, description="end an unattended session after this long"
+    )
     idle_warning_s: float = Field(15.0, ge=3, le=120, description="visible countdown before the idle timeout")
     ended_hold_s: float = Field(6.0, ge=1, le=60, description="how long the 'ended' screen shows")
     heartbeat_s: float = Field(5.0, ge=0.5, le=60, description="the session state is republished this often")
     default_lang: Literal["zh-CN", "en"] = "zh-CN"
-    technician_pin_hash: str = Field(FACTORY_PIN_HASH, description="pbkdf2_sha256$iterations$salt_hex$hash_hex")
+    technician_pin_hash: str = Field(
+        FACTORY_PIN_HASH, description="pbkdf2_sha256$iterations$salt_hex$hash_hex"
+    )
     pin_digits: int = Field(6, ge=4, le=12)
     pin_attempts: int = Field(3, ge=1, le=10, description="wrong PINs before the lockout")
     pin_lockout_s: float = Field(300.0, ge=10, le=86400)
@@ -73,8 +79,11 @@ class SessionConfig(Strict):
     catalog_path: Path | None = Field(None, description="catalog file to use instead of the shipped default")
     call_wait_timeout_s: float = Field(600.0, ge=10, le=7200, description="then the call shows 'no answer'")
     platform_timeout_s: float = Field(20.0, ge=1, le=600, description="wait for progress/appointment answers")
-    receipt_url_template: str = Field("https://zwfw.example.gov.cn/progress?no={application_no}",
-                                      max_length=400, description="QR text when the clerk gives none")
+    receipt_url_template: str = Field(
+        "https://zwfw.example.gov.cn/progress?no={application_no}",
+        max_length=400,
+        description="QR text when the clerk gives none",
+    )
     doc_chunk_max: int = Field(131072, ge=1024, le=1 << 20, description="largest session.document.get chunk")
     max_document_bytes: int = Field(16 << 20, ge=1024, le=256 << 20)
     max_messages: int = Field(50, ge=1, le=500, description="clerk messages kept on screen")
@@ -97,8 +106,10 @@ class SessionConfig(Strict):
     @model_validator(mode="after")
     def _warning_shorter(self) -> SessionConfig:
         if self.idle_warning_s >= self.idle_timeout_s:
-            raise ValueError(f"idle_warning_s ({self.idle_warning_s}) must be shorter than "
-                             f"idle_timeout_s ({self.idle_timeout_s})")
+            raise ValueError(
+                f"idle_warning_s ({self.idle_warning_s}) must be shorter than "
+                f"idle_timeout_s ({self.idle_timeout_s})"
+            )
         return self
 
     @property
@@ -107,8 +118,9 @@ class SessionConfig(Strict):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appliance.session.config",
-                                     description="session configuration helpers")
+    parser = argparse.ArgumentParser(
+        prog="python -m appliance.session.config", description="session configuration helpers"
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("hash-pin", help="print technician_pin_hash for a PIN (read from the terminal)")
     p.add_argument("--pin", help="the PIN (default: ask without echo)")

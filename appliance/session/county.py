@@ -91,8 +91,17 @@ class FleetRequester:
     """MQTT 5 request/response towards devices, and the stream of their events, over one connection
     that reconnects with backoff and jitter."""
 
-    def __init__(self, host: str, port: int, *, client_id: str | None = None, tls: Tls | None = None,
-                 username: str | None = None, password: str | None = None, name: str = "county") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str | None = None,
+        tls: Tls | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        name: str = "county",
+    ) -> None:
         self.host, self.port, self.name = host, port, name
         self.client_id = client_id or f"{name}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = f"platform/{self.client_id}/replies"
@@ -126,8 +135,15 @@ class FleetRequester:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            conn = MqttConnection(host=self.host, port=self.port, client_id=self.client_id, tls=self._tls,
-                                  username=self._username, password=self._password, name=self.name)
+            conn = MqttConnection(
+                host=self.host,
+                port=self.port,
+                client_id=self.client_id,
+                tls=self._tls,
+                username=self._username,
+                password=self._password,
+                name=self.name,
+            )
             try:
                 await conn.connect(timeout_s=5)
                 await conn.subscribe(*self._filters)
@@ -139,7 +155,9 @@ class FleetRequester:
                 log.warning("%s: connection to the central broker lost", self.name)
             except LinkError as exc:
                 if attempt % 10 == 0:
-                    log.warning("%s: central broker %s:%d unavailable: %s", self.name, self.host, self.port, exc)
+                    log.warning(
+                        "%s: central broker %s:%d unavailable: %s", self.name, self.host, self.port, exc
+                    )
             finally:
                 self._connected.clear()
                 self._conn = None
@@ -157,7 +175,9 @@ class FleetRequester:
             if fut is not None and not fut.done():
                 try:
                     body = json.loads(msg.payload)
-                    fut.set_result(body if isinstance(body, dict) else {"status": 502, "error": "not an object"})
+                    fut.set_result(
+                        body if isinstance(body, dict) else {"status": 502, "error": "not an object"}
+                    )
                 except ValueError:
                     fut.set_result({"status": 502, "error": "reply is not JSON"})
             return
@@ -183,8 +203,15 @@ class FleetRequester:
         except asyncio.QueueFull:
             log.error("%s: event queue full; dropped %s from %s", self.name, event.get("type"), root)
 
-    async def command(self, root: str, name: str, params: dict[str, Any] | None = None, *,
-                      timeout_s: float = 10.0, command_id: str | None = None) -> dict[str, Any]:
+    async def command(
+        self,
+        root: str,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        command_id: str | None = None,
+    ) -> dict[str, Any]:
         """Send ``cmd/{name}`` to the device under ``root``; returns the reply (any status)."""
         try:
             await asyncio.wait_for(self._connected.wait(), timeout_s)
@@ -198,9 +225,14 @@ class FleetRequester:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[corr] = fut
         try:
-            conn.publish(f"{root}/cmd/{name}", json.dumps(body, ensure_ascii=False).encode(), qos=1,
-                         properties=publish_properties(response_topic=self.reply_topic, correlation_data=corr,
-                                                       expiry_s=int(timeout_s) + 1))
+            conn.publish(
+                f"{root}/cmd/{name}",
+                json.dumps(body, ensure_ascii=False).encode(),
+                qos=1,
+                properties=publish_properties(
+                    response_topic=self.reply_topic, correlation_data=corr, expiry_s=int(timeout_s) + 1
+                ),
+            )
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             raise CommandError(504, f"{name}: no reply from {root} within {timeout_s}s") from None
@@ -211,8 +243,9 @@ class FleetRequester:
         finally:
             self._replies.pop(corr, None)
 
-    async def call(self, root: str, name: str, params: dict[str, Any] | None = None, *,
-                   timeout_s: float = 10.0) -> dict[str, Any]:
+    async def call(
+        self, root: str, name: str, params: dict[str, Any] | None = None, *, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
         """Like ``command`` but raises ``CommandError`` unless the status is 200."""
         reply = await self.command(root, name, params, timeout_s=timeout_s)
         status = int(reply.get("status", 500))
@@ -221,8 +254,17 @@ class FleetRequester:
         return reply
 
 
-async def fetch_document(link: FleetRequester, root: str, session_id: str, doc_id: str, *, sha256: str,
-                         total: int, chunk: int = 65536, attempts: int = 5) -> ReceivedDocument:
+async def fetch_document(
+    link: FleetRequester,
+    root: str,
+    session_id: str,
+    doc_id: str,
+    *,
+    sha256: str,
+    total: int,
+    chunk: int = 65536,
+    attempts: int = 5,
+) -> ReceivedDocument:
     """Pull a document in chunks, resuming at the last verified offset after a failed chunk, and check
     the whole image against the SHA-256 the device announced."""
     data = bytearray()
@@ -230,8 +272,11 @@ async def fetch_document(link: FleetRequester, root: str, session_id: str, doc_i
     failures = 0
     while len(data) < total or chunks == 0:
         try:
-            reply = await link.call(root, "session.document.get", {
-                "session_id": session_id, "doc_id": doc_id, "offset": len(data), "length": chunk})
+            reply = await link.call(
+                root,
+                "session.document.get",
+                {"session_id": session_id, "doc_id": doc_id, "offset": len(data), "length": chunk},
+            )
             piece = base64.b64decode(reply["data"], validate=True)
             if hashlib.sha256(piece).hexdigest() != reply.get("chunk_sha256"):
                 raise ValueError("chunk hash mismatch")
@@ -241,7 +286,7 @@ async def fetch_document(link: FleetRequester, root: str, session_id: str, doc_i
             if exc.status in (400, 409) or failures >= attempts:
                 raise
             failures += 1
-            await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * random.uniform(0.5, 1.0))
+            await asyncio.sleep(min(2.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0))
             continue
         except (ValueError, KeyError, TypeError) as exc:
             if failures >= attempts:
@@ -268,9 +313,19 @@ class _SessionWork:
 class CountyCentre:
     """The simulated county centre. ``await start()``, then it runs until ``stop()``."""
 
-    def __init__(self, link: FleetRequester, *, clerk: bool = True, answer_after_s: float = 3.0,
-                 step_s: float = 1.5, wait_document_s: float = 120.0, profile: ClerkProfile | None = None,
-                 script: CallScript | None = None, catalog: Catalog | None = None, county_code: str = "330803") -> None:
+    def __init__(
+        self,
+        link: FleetRequester,
+        *,
+        clerk: bool = True,
+        answer_after_s: float = 3.0,
+        step_s: float = 1.5,
+        wait_document_s: float = 120.0,
+        profile: ClerkProfile | None = None,
+        script: CallScript | None = None,
+        catalog: Catalog | None = None,
+        county_code: str = "330803",
+    ) -> None:
         self.link = link
         self.clerk = clerk
         self.answer_after_s = answer_after_s
@@ -360,38 +415,60 @@ class CountyCentre:
 
     async def _pull(self, root: str, sid: str, data: dict[str, Any]) -> ReceivedDocument | None:
         try:
-            doc = await fetch_document(self.link, root, sid, data["doc_id"], sha256=data["sha256"],
-                                       total=int(data["bytes"]))
+            doc = await fetch_document(
+                self.link, root, sid, data["doc_id"], sha256=data["sha256"], total=int(data["bytes"])
+            )
         except CommandError as exc:
             log.info("county: document %s of %s not fetched: %s", data.get("doc_id"), sid, exc)
             return None
         self.documents[(sid, doc.doc_id)] = doc
-        log.info("county: received %s (%d bytes in %d chunks), hash %s", doc.doc_id, len(doc.data), doc.chunks,
-                 "verified" if doc.verified else "MISMATCH")
+        log.info(
+            "county: received %s (%d bytes in %d chunks), hash %s",
+            doc.doc_id,
+            len(doc.data),
+            doc.chunks,
+            "verified" if doc.verified else "MISMATCH",
+        )
         return doc
 
     async def _handle_call(self, work: _SessionWork, data: dict[str, Any]) -> None:
         root, sid = work.root, work.session_id
         half = self.answer_after_s / 2
-        await self._cmd(root, "session.call.queued", {"session_id": sid, "position": 2,
-                                                      "estimated_wait_s": max(1, round(self.answer_after_s))})
+        await self._cmd(
+            root,
+            "session.call.queued",
+            {"session_id": sid, "position": 2, "estimated_wait_s": max(1, round(self.answer_after_s))},
+        )
         await asyncio.sleep(half)
-        await self._cmd(root, "session.call.queued", {"session_id": sid, "position": 1,
-                                                      "estimated_wait_s": max(1, round(half))})
+        await self._cmd(
+            root,
+            "session.call.queued",
+            {"session_id": sid, "position": 1, "estimated_wait_s": max(1, round(half))},
+        )
         await asyncio.sleep(half)
         department = data.get("department_id") or "shebao"
-        await self._cmd(root, "session.call.accepted", {"session_id": sid, "clerk": {
-            "id": self.profile.id, "name": self.profile.name, "department": department}})
+        await self._cmd(
+            root,
+            "session.call.accepted",
+            {
+                "session_id": sid,
+                "clerk": {"id": self.profile.id, "name": self.profile.name, "department": department},
+            },
+        )
         reply = await self._cmd(root, "session.identity.get", {"session_id": sid})
         work.identity = {k: v for k, v in reply.items() if k not in ("status", "id", "name")} | {
-            "name": reply.get("name")}
+            "name": reply.get("name")
+        }
         for doc in data.get("documents") or []:
             if isinstance(doc, dict) and doc.get("sha256") and (sid, doc.get("doc_id")) not in self.documents:
                 await self._pull(root, sid, {**doc, "session_id": sid})
         if self.script.request_document:
             await asyncio.sleep(self.step_s)
-            reply = await self._cmd(root, "session.request_document", {
-                "session_id": sid, "name": self.profile.extra_document, "note": self.profile.extra_note})
+            reply = await self._cmd(
+                root,
+                "session.request_document",
+                {"session_id": sid, "name": self.profile.extra_document, "note": self.profile.extra_note},
+            )
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             work.captured[reply["doc_id"]] = fut
             with contextlib.suppress(TimeoutError):
@@ -405,13 +482,23 @@ class CountyCentre:
         if self.script.approve:
             await asyncio.sleep(self.step_s)
             number = self.next_application_no()
-            await self._cmd(root, "session.approve", {"session_id": sid, "application_no": number,
-                                                      "note": self.profile.approve_note})
+            await self._cmd(
+                root,
+                "session.approve",
+                {"session_id": sid, "application_no": number, "note": self.profile.approve_note},
+            )
             item = self.catalog.item(str(data.get("item_id")))
-            name = item.name.as_dict() if item else {"zh-CN": str(data.get("item_id")), "en": str(data.get("item_id"))}
+            name = (
+                item.name.as_dict()
+                if item
+                else {"zh-CN": str(data.get("item_id")), "en": str(data.get("item_id"))}
+            )
             key = str((work.identity or {}).get("id_number") or data.get("id_masked"))
-            self.applications.setdefault(key, []).append(Application(
-                number, name, "in_review", dt.datetime.now(CHINA).date().isoformat(), "已受理，审核中"))
+            self.applications.setdefault(key, []).append(
+                Application(
+                    number, name, "in_review", dt.datetime.now(CHINA).date().isoformat(), "已受理，审核中"
+                )
+            )
 
     def next_application_no(self) -> str:
         today = dt.datetime.now(CHINA).strftime("%Y%m%d")
@@ -422,20 +509,40 @@ class CountyCentre:
         key = str(reply.get("id_number") or reply.get("id_number_masked"))
         apps = [vars(a) for a in self.applications.get(key, [])]
         # Everyone in the demo has one older, finished application too.
-        apps.append({"application_no": f"SQ{self.county_code}-20260915-0031",
-                     "item_name": {"zh-CN": "城乡居民医保参保登记", "en": "Residents' medical insurance enrolment"},
-                     "status": "completed", "updated_at": "2026-09-20", "note": "已办结"})
+        apps.append(
+            {
+                "application_no": f"SQ{self.county_code}-20260915-0031",
+                "item_name": {
+                    "zh-CN": "城乡居民医保参保登记",
+                    "en": "Residents' medical insurance enrolment",
+                },
+                "status": "completed",
+                "updated_at": "2026-09-20",
+                "note": "已办结",
+            }
+        )
         await self._cmd(root, "session.progress.result", {"session_id": sid, "applications": apps})
 
     async def _offer_slots(self, root: str, sid: str, department_id: Any) -> None:
-        start = dt.datetime.now(CHINA).replace(hour=9, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+        start = dt.datetime.now(CHINA).replace(hour=9, minute=0, second=0, microsecond=0) + dt.timedelta(
+            days=1
+        )
         slots = []
         for day, hour, official in ((0, 9, "王芳"), (0, 14, "王芳"), (1, 10, "陈刚")):
             begin = start + dt.timedelta(days=day, hours=hour - 9)
-            slots.append({"slot_id": f"sl-{begin:%Y%m%d-%H%M}", "start": begin.isoformat(),
-                          "end": (begin + dt.timedelta(minutes=20)).isoformat(), "official": official})
-        await self._cmd(root, "session.appointment.slots", {"session_id": sid, "department_id": str(department_id),
-                                                            "slots": slots})
+            slots.append(
+                {
+                    "slot_id": f"sl-{begin:%Y%m%d-%H%M}",
+                    "start": begin.isoformat(),
+                    "end": (begin + dt.timedelta(minutes=20)).isoformat(),
+                    "official": official,
+                }
+            )
+        await self._cmd(
+            root,
+            "session.appointment.slots",
+            {"session_id": sid, "department_id": str(department_id), "slots": slots},
+        )
 
     async def _book(self, root: str, sid: str, slot_id: Any) -> None:
         await asyncio.sleep(min(0.5, self.step_s))
@@ -443,12 +550,18 @@ class CountyCentre:
         if slot_id.endswith("-1400") and slot_id not in self._declined_once:
             # the afternoon slot was just taken by someone else (exercises the declined path once)
             self._declined_once.add(slot_id)
-            await self._cmd(root, "session.appointment.declined", {"session_id": sid, "slot_id": slot_id,
-                                                                   "reason": "该时段刚被预约，请选择其他时段"})
+            await self._cmd(
+                root,
+                "session.appointment.declined",
+                {"session_id": sid, "slot_id": slot_id, "reason": "该时段刚被预约，请选择其他时段"},
+            )
             return
         number = f"YY{self.county_code}-{next(self._numbers):04d}"
-        await self._cmd(root, "session.appointment.confirmed", {"session_id": sid, "slot_id": slot_id,
-                                                                "booking_no": number})
+        await self._cmd(
+            root,
+            "session.appointment.confirmed",
+            {"session_id": sid, "slot_id": slot_id, "booking_no": number},
+        )
 
 
 # --- `kiosk sim clerk`: a person plays the clerk --------------------------------------------------------
@@ -467,9 +580,19 @@ class ClerkConsole:
             raise CommandError(409, f"no session on the kiosk (screen {status.get('screen')})")
         return sid
 
-    async def act(self, action: str, *, session_id: str | None = None, text: str = "", department: str = "",
-                  clerk_name: str = "李明", clerk_id: str = "c-0001", application_no: str = "",
-                  position: int = 1, wait_s: int = 60) -> dict[str, Any]:
+    async def act(
+        self,
+        action: str,
+        *,
+        session_id: str | None = None,
+        text: str = "",
+        department: str = "",
+        clerk_name: str = "李明",
+        clerk_id: str = "c-0001",
+        application_no: str = "",
+        position: int = 1,
+        wait_s: int = 60,
+    ) -> dict[str, Any]:
         if action == "status":
             return await self.link.command(self.root, "session.status", {})
         sid = session_id or await self.current_session()
@@ -480,8 +603,10 @@ class ClerkConsole:
             if not department:
                 status = await self.link.call(self.root, "session.status", {})
                 department = str(status.get("item_id") or "shebao").split(".")[0]
-            name, params = "session.call.accepted", params | {
-                "clerk": {"id": clerk_id, "name": clerk_name, "department": department}}
+            name, params = (
+                "session.call.accepted",
+                params | {"clerk": {"id": clerk_id, "name": clerk_name, "department": department}},
+            )
         elif action == "message":
             name, params = "session.message", params | {"text": text}
         elif action == "request-document":
@@ -506,6 +631,14 @@ class ClerkConsole:
         out = []
         for doc in status.get("documents", []):
             if doc.get("status") == "captured" and doc.get("sha256"):
-                out.append(await fetch_document(self.link, self.root, sid, doc["doc_id"], sha256=doc["sha256"],
-                                                total=int(doc["bytes"])))
+                out.append(
+                    await fetch_document(
+                        self.link,
+                        self.root,
+                        sid,
+                        doc["doc_id"],
+                        sha256=doc["sha256"],
+                        total=int(doc["bytes"]),
+                    )
+                )
         return out

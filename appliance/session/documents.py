@@ -97,8 +97,15 @@ class DocumentStore:
 
     # --- writing -----------------------------------------------------------------------------------
 
-    def seal_file(self, session_id: str, doc_id: str, source: Path, *, expect_sha256: str | None = None,
-                  expect_bytes: int | None = None) -> Sealed:
+    def seal_file(
+        self,
+        session_id: str,
+        doc_id: str,
+        source: Path,
+        *,
+        expect_sha256: str | None = None,
+        expect_bytes: int | None = None,
+    ) -> Sealed:
         """Read a plaintext image the camera wrote, verify it and encrypt it in memory (blocking: run it
         in a thread). The source file is not touched; the caller deletes it."""
         try:
@@ -117,8 +124,15 @@ class DocumentStore:
             raise DocumentStoreError(f"capture file {source} is unreadable: {exc.strerror or exc}") from None
         return self.seal(session_id, doc_id, data, expect_sha256=expect_sha256, expect_bytes=expect_bytes)
 
-    def seal(self, session_id: str, doc_id: str, data: bytes, *, expect_sha256: str | None = None,
-             expect_bytes: int | None = None) -> Sealed:
+    def seal(
+        self,
+        session_id: str,
+        doc_id: str,
+        data: bytes,
+        *,
+        expect_sha256: str | None = None,
+        expect_bytes: int | None = None,
+    ) -> Sealed:
         self._check_ids(session_id, doc_id)
         if not data or len(data) > self.max_bytes:
             raise DocumentStoreError(f"image of {len(data)} bytes; 1..{self.max_bytes} are accepted")
@@ -126,7 +140,9 @@ class DocumentStore:
             raise DocumentStoreError(f"capture is {len(data)} bytes but the camera reported {expect_bytes}")
         digest = hashlib.sha256(data).digest()
         if expect_sha256 is not None and expect_sha256.lower() != digest.hex():
-            raise DocumentStoreError("capture's SHA-256 differs from what the camera reported (file changed?)")
+            raise DocumentStoreError(
+                "capture's SHA-256 differs from what the camera reported (file changed?)"
+            )
         # Imported on first use: it costs the appliance ~7 MB RSS, and most kiosks idle most of the day.
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -136,7 +152,7 @@ class DocumentStore:
         for index, start in enumerate(range(0, len(data), SEGMENT)):
             nonce = os.urandom(NONCE)
             aad = self._aad(session_id, doc_id, index, len(data))
-            parts.append(nonce + aead.encrypt(nonce, data[start:start + SEGMENT], aad))
+            parts.append(nonce + aead.encrypt(nonce, data[start : start + SEGMENT], aad))
         return Sealed(session_id, doc_id, b"".join(parts), digest.hex(), len(data), sniff_mime(data[:8]))
 
     def write_pending(self, sealed: Sealed) -> None:

@@ -107,8 +107,16 @@ class RefreshTechnician:
     """Collect device status for the technician screen and call ``set_technician_status``."""
 
 
-Effect = Emit | CaptureDocument | KeepCapture | DropCapture | DropDocument | WipeSession | RunSelfTest \
+Effect = (
+    Emit
+    | CaptureDocument
+    | KeepCapture
+    | DropCapture
+    | DropDocument
+    | WipeSession
+    | RunSelfTest
     | RefreshTechnician
+)
 
 
 # --- screens and session data ------------------------------------------------------------------------
@@ -138,9 +146,21 @@ class Screen(StrEnum):
 # Screens on which the card must stay on the reader (taking it away asks to put it back).
 CARD_GUARDED = {Screen.DOCUMENTS, Screen.CAPTURE, Screen.CALL_WAITING, Screen.CALL}
 # Screens of a villager session on which the idle timer may run.
-SESSION_SCREENS = {Screen.CATALOG, Screen.IDENTIFY, Screen.CONFIRM_IDENTITY, Screen.CARD_REMOVED, Screen.DOCUMENTS,
-                   Screen.CAPTURE, Screen.CALL_WAITING, Screen.CALL, Screen.RECEIPT, Screen.REJECTED, Screen.RATING,
-                   Screen.PROGRESS, Screen.APPOINTMENT}
+SESSION_SCREENS = {
+    Screen.CATALOG,
+    Screen.IDENTIFY,
+    Screen.CONFIRM_IDENTITY,
+    Screen.CARD_REMOVED,
+    Screen.DOCUMENTS,
+    Screen.CAPTURE,
+    Screen.CALL_WAITING,
+    Screen.CALL,
+    Screen.RECEIPT,
+    Screen.REJECTED,
+    Screen.RATING,
+    Screen.PROGRESS,
+    Screen.APPOINTMENT,
+}
 LANGS = ("zh-CN", "en")
 RATING_REASONS = ("fast", "clear", "polite", "slow", "unclear", "not_solved")
 END_REASONS = ("completed", "cancelled", "idle_timeout", "clerk_ended", "technician", "restart")
@@ -170,8 +190,15 @@ class Doc:
         return "captured" if self.image is not None and not self.stale else "missing"
 
     def as_view(self) -> dict[str, Any]:
-        return {"doc_id": self.doc_id, "name": self.name, "required": self.required, "status": self.status,
-                "requested_by_clerk": self.requested_by_clerk, "note": self.note, "image": self.image}
+        return {
+            "doc_id": self.doc_id,
+            "name": self.name,
+            "required": self.required,
+            "status": self.status,
+            "requested_by_clerk": self.requested_by_clerk,
+            "note": self.note,
+            "image": self.image,
+        }
 
 
 @dataclass
@@ -247,7 +274,9 @@ class Technician:
 # --- small validators for platform command params ------------------------------------------------------
 
 
-def _text(params: dict[str, Any], key: str, *, max_len: int, required: bool = True, min_len: int = 1) -> str | None:
+def _text(
+    params: dict[str, Any], key: str, *, max_len: int, required: bool = True, min_len: int = 1
+) -> str | None:
     value = params.get(key)
     if value is None:
         if required:
@@ -301,9 +330,16 @@ def _name_param(params: dict[str, Any], key: str, *, max_len: int = 60) -> dict[
 class SessionMachine:
     """One kiosk's session state. Not thread-safe: call it from one task."""
 
-    def __init__(self, config: SessionConfig, catalog: Catalog, *, clock: Clock | None = None,
-                 new_id: Callable[[], str] | None = None, site: str = "",
-                 pin_checker: Callable[[str, str], bool] = check_pin) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        catalog: Catalog,
+        *,
+        clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
+        site: str = "",
+        pin_checker: Callable[[str, str], bool] = check_pin,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.clock = clock or SystemClock()
@@ -324,16 +360,34 @@ class SessionMachine:
         self.pin_is_default = False
         self.rejected_intents = 0
         self._intents: dict[str, Callable[[dict[str, Any]], list[Effect]]] = {
-            "wake": self._i_wake, "touch": self._i_touch, "still_here": self._i_touch,
-            "language": self._i_language, "select_department": self._i_select_department,
-            "select_item": self._i_select_item, "back": self._i_back, "progress": self._i_progress,
-            "appointment": self._i_appointment, "confirm": self._i_confirm, "not_me": self._i_not_me,
-            "capture": self._i_capture, "shoot": self._i_shoot, "accept": self._i_accept,
-            "retake": self._i_retake, "call": self._i_call, "cancel_call": self._i_cancel_call,
-            "continue": self._i_continue, "rate": self._i_rate, "skip": self._i_skip, "retry": self._i_retry,
-            "book": self._i_book, "done": self._i_done, "end": self._i_end,
-            "technician_pin": self._i_technician_pin, "technician_test": self._i_technician_test,
-            "technician_refresh": self._i_technician_refresh, "technician_exit": self._i_technician_exit,
+            "wake": self._i_wake,
+            "touch": self._i_touch,
+            "still_here": self._i_touch,
+            "language": self._i_language,
+            "select_department": self._i_select_department,
+            "select_item": self._i_select_item,
+            "back": self._i_back,
+            "progress": self._i_progress,
+            "appointment": self._i_appointment,
+            "confirm": self._i_confirm,
+            "not_me": self._i_not_me,
+            "capture": self._i_capture,
+            "shoot": self._i_shoot,
+            "accept": self._i_accept,
+            "retake": self._i_retake,
+            "call": self._i_call,
+            "cancel_call": self._i_cancel_call,
+            "continue": self._i_continue,
+            "rate": self._i_rate,
+            "skip": self._i_skip,
+            "retry": self._i_retry,
+            "book": self._i_book,
+            "done": self._i_done,
+            "end": self._i_end,
+            "technician_pin": self._i_technician_pin,
+            "technician_test": self._i_technician_test,
+            "technician_refresh": self._i_technician_refresh,
+            "technician_exit": self._i_technician_exit,
         }
         self._commands: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[Effect]]]] = {
             "session.status": self._c_status,
@@ -431,13 +485,17 @@ class SessionMachine:
         if data.get("valid") is False:
             if self.screen is Screen.IDENTIFY:
                 problems = data.get("problems") if isinstance(data.get("problems"), list) else []
-                self.notice = {"code": "card_invalid", "params": {"problems": [str(p)[:100] for p in problems][:5]}}
+                self.notice = {
+                    "code": "card_invalid",
+                    "params": {"problems": [str(p)[:100] for p in problems][:5]},
+                }
             return []
         # Not confirmed yet: this card is the candidate. Placed early (on the catalog), it is used as soon
         # as identification is needed, so the villager is not asked to place it again.
         s.name, s.id_masked, s.id_number = name, masked, number
         s.card_data = {k: v for k, v in data.items() if k != "_private"} | {
-            k: v for k, v in private.items() if isinstance(v, str | int | float | bool)}
+            k: v for k, v in private.items() if isinstance(v, str | int | float | bool)
+        }
         s.card_present = True
         if self.screen is Screen.IDENTIFY:
             return self._ask_confirm(s)
@@ -445,7 +503,9 @@ class SessionMachine:
 
     def _ask_confirm(self, s: Session) -> list[Effect]:
         self._go(Screen.CONFIRM_IDENTITY)
-        return [Emit("session.identified", {"session_id": s.id, "id_masked": s.id_masked, "purpose": s.purpose})]
+        return [
+            Emit("session.identified", {"session_id": s.id, "id_masked": s.id_masked, "purpose": s.purpose})
+        ]
 
     def card_removed(self) -> list[Effect]:
         s = self.session
@@ -485,22 +545,45 @@ class SessionMachine:
 
     # === inputs: results of effects ===================================================================
 
-    def capture_finished(self, session_id: str, doc_id: str, attempt: int, *, image: dict[str, Any] | None = None,
-                         error: str | None = None) -> list[Effect] | None:
+    def capture_finished(
+        self,
+        session_id: str,
+        doc_id: str,
+        attempt: int,
+        *,
+        image: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> list[Effect] | None:
         """The camera answered an earlier ``CaptureDocument``. None when the answer is stale (the caller
         must then drop the pending image): the session ended or the villager moved on."""
         s = self.session
         c = s.capture if s is not None else None
-        if s is None or s.id != session_id or c is None or c.doc_id != doc_id or c.attempt != attempt \
-                or c.phase != "capturing" or self.screen is not Screen.CAPTURE:
+        if (
+            s is None
+            or s.id != session_id
+            or c is None
+            or c.doc_id != doc_id
+            or c.attempt != attempt
+            or c.phase != "capturing"
+            or self.screen is not Screen.CAPTURE
+        ):
             return None
         if image is None:
             c.phase = "failed"
             self.notice = {"code": "doccam_unavailable", "params": {"detail": (error or "")[:200]}}
-            return [Emit("session.document.failed", {"session_id": s.id, "doc_id": doc_id, "detail": (error or "")[:200]})]
+            return [
+                Emit(
+                    "session.document.failed",
+                    {"session_id": s.id, "doc_id": doc_id, "detail": (error or "")[:200]},
+                )
+            ]
         c.phase = "review"
-        c.image = {"sha256": image["sha256"], "bytes": image["bytes"], "mime": image.get("mime", "image/jpeg"),
-                   "preview_path": None}
+        c.image = {
+            "sha256": image["sha256"],
+            "bytes": image["bytes"],
+            "mime": image.get("mime", "image/jpeg"),
+            "preview_path": None,
+        }
         return []
 
     def set_technician_status(self, status: dict[str, Any]) -> None:
@@ -510,10 +593,19 @@ class SessionMachine:
     def test_finished(self, peripheral: str, status: str, detail: str = "") -> list[Effect]:
         if self.technician is None:
             return []
-        self.technician.tests[peripheral] = {"status": status, "detail": detail[:200], "ts": self.clock.time()}
+        self.technician.tests[peripheral] = {
+            "status": status,
+            "detail": detail[:200],
+            "ts": self.clock.time(),
+        }
         if self.screen is Screen.TECHNICIAN:
             self.notice = {"code": "test_done", "params": {"peripheral": peripheral, "status": status}}
-        return [Emit("session.technician.test", {"peripheral": peripheral, "status": status, "detail": detail[:200]})]
+        return [
+            Emit(
+                "session.technician.test",
+                {"peripheral": peripheral, "status": status, "detail": detail[:200]},
+            )
+        ]
 
     def set_catalog(self, catalog: Catalog) -> None:
         """A new catalog applies to new choices; a session in progress keeps its chosen item."""
@@ -551,12 +643,21 @@ class SessionMachine:
                 return self._end("idle_timeout")
             if idle_for >= self.config.idle_timeout_s - self.config.idle_warning_s and not s.idle_warned:
                 s.idle_warned = True
-                effects.append(Emit("session.idle.warning", {"session_id": s.id, "screen": self.screen.value}))
-        if s.call is not None and s.call.status in ("requesting", "queued") \
-                and now - s.call.requested_at >= self.config.call_wait_timeout_s:
+                effects.append(
+                    Emit("session.idle.warning", {"session_id": s.id, "screen": self.screen.value})
+                )
+        if (
+            s.call is not None
+            and s.call.status in ("requesting", "queued")
+            and now - s.call.requested_at >= self.config.call_wait_timeout_s
+        ):
             s.call.status = "no_answer"
-            effects.append(Emit("session.call.unanswered",
-                                {"session_id": s.id, "waited_s": round(now - s.call.requested_at)}))
+            effects.append(
+                Emit(
+                    "session.call.unanswered",
+                    {"session_id": s.id, "waited_s": round(now - s.call.requested_at)},
+                )
+            )
         if s.waiting_since is not None and now - s.waiting_since >= self.config.platform_timeout_s:
             s.waiting_since = None
             if self.screen is Screen.PROGRESS and s.progress_phase == "loading":
@@ -633,8 +734,12 @@ class SessionMachine:
         elif scr is Screen.DOCUMENTS and s is not None:
             out = ["capture"] + (["call"] if s.documents_complete else []) + ["back", "end"]
         elif scr is Screen.CAPTURE and s is not None and s.capture is not None:
-            out = {"preview": ["shoot", "back", "end"], "capturing": [], "review": ["accept", "retake", "end"],
-                   "failed": ["shoot", "back", "end"]}[s.capture.phase]
+            out = {
+                "preview": ["shoot", "back", "end"],
+                "capturing": [],
+                "review": ["accept", "retake", "end"],
+                "failed": ["shoot", "back", "end"],
+            }[s.capture.phase]
         elif scr is Screen.CALL_WAITING and s is not None and s.call is not None:
             out = ["call", "appointment", "end"] if s.call.status == "no_answer" else ["cancel_call", "end"]
         elif scr is Screen.CALL and s is not None:
@@ -647,12 +752,21 @@ class SessionMachine:
         elif scr is Screen.PROGRESS and s is not None:
             out = {"loading": ["end"], "result": ["done"], "failed": ["retry", "end"]}[s.progress_phase]
         elif scr is Screen.APPOINTMENT and s is not None:
-            out = {"department": ["select_department", "back", "end"], "loading": ["end"],
-                   "slots": (["book"] if s.slots else []) + ["back", "end"], "booking": ["end"],
-                   "booked": ["done"], "declined": (["book"] if s.slots else []) + ["back", "end"],
-                   "failed": ["retry", "end"]}[s.appointment_phase]
+            out = {
+                "department": ["select_department", "back", "end"],
+                "loading": ["end"],
+                "slots": (["book"] if s.slots else []) + ["back", "end"],
+                "booking": ["end"],
+                "booked": ["done"],
+                "declined": (["book"] if s.slots else []) + ["back", "end"],
+                "failed": ["retry", "end"],
+            }[s.appointment_phase]
         elif scr is Screen.TECHNICIAN_PIN:
-            out = ["technician_exit"] if self.pin_locked_until is not None else ["technician_pin", "technician_exit"]
+            out = (
+                ["technician_exit"]
+                if self.pin_locked_until is not None
+                else ["technician_pin", "technician_exit"]
+            )
             return out
         elif scr is Screen.TECHNICIAN:
             return ["technician_test", "technician_refresh", "technician_exit"]
@@ -667,12 +781,24 @@ class SessionMachine:
         s = self.session
         idle = None
         if self._idle_running():
-            idle = {"timeout_s": self.config.idle_timeout_s, "warn_s": self.config.idle_warning_s,
-                    "countdown": self.countdown()}
+            idle = {
+                "timeout_s": self.config.idle_timeout_s,
+                "warn_s": self.config.idle_warning_s,
+                "countdown": self.countdown(),
+            }
         identity = {"name": s.name, "id_masked": s.id_masked} if s is not None and s.id_masked else None
-        return {"screen": self.screen.value, "lang": self.lang, "session_id": s.id if s else None,
-                "purpose": s.purpose if s else None, "identity": identity, "actions": self.actions(),
-                "idle": idle, "notice": self.notice, "ref": self.ref, "view": self._screen_view()}
+        return {
+            "screen": self.screen.value,
+            "lang": self.lang,
+            "session_id": s.id if s else None,
+            "purpose": s.purpose if s else None,
+            "identity": identity,
+            "actions": self.actions(),
+            "idle": idle,
+            "notice": self.notice,
+            "ref": self.ref,
+            "view": self._screen_view(),
+        }
 
     def _item_view(self, item: Item | None) -> dict[str, Any] | None:
         return {"id": item.id, "name": item.name.as_dict()} if item is not None else None
@@ -691,69 +817,123 @@ class SessionMachine:
             locked = None
             if self.pin_locked_until is not None:
                 locked = max(1, math.ceil(self.pin_locked_until - now))
-            return {"digits": self.config.pin_digits, "attempts_left": self.pin_attempts_left, "locked_s": locked}
+            return {
+                "digits": self.config.pin_digits,
+                "attempts_left": self.pin_attempts_left,
+                "locked_s": locked,
+            }
         if scr is Screen.TECHNICIAN:
             t = self.technician
             status = t.status if t else {}
-            return {"device": status.get("device", {}), "peripherals": status.get("peripherals", []),
-                    "network": status.get("network", {}), "tests": dict(t.tests) if t else {},
-                    "pin_is_default": self.pin_is_default}
+            return {
+                "device": status.get("device", {}),
+                "peripherals": status.get("peripherals", []),
+                "network": status.get("network", {}),
+                "tests": dict(t.tests) if t else {},
+                "pin_is_default": self.pin_is_default,
+            }
         assert s is not None
         if scr is Screen.CATALOG:
             dep = s.department
             items = self.catalog.items_of(dep.id) if dep else []
-            return {"version": self.catalog.version, "departments": self.catalog.departments_view(),
-                    "department": {"id": dep.id, "name": dep.name.as_dict()} if dep else None,
-                    "items": [{"id": i.id, "name": i.name.as_dict(), "document_count": len(i.documents),
-                               "minutes": i.minutes} for i in items]}
+            return {
+                "version": self.catalog.version,
+                "departments": self.catalog.departments_view(),
+                "department": {"id": dep.id, "name": dep.name.as_dict()} if dep else None,
+                "items": [
+                    {
+                        "id": i.id,
+                        "name": i.name.as_dict(),
+                        "document_count": len(i.documents),
+                        "minutes": i.minutes,
+                    }
+                    for i in items
+                ],
+            }
         if scr is Screen.IDENTIFY:
-            return {"item": self._item_view(s.item) if s.purpose == "apply" else None,
-                    "department": ({"id": s.department.id, "name": s.department.name.as_dict()}
-                                   if s.purpose == "appointment" and s.department else None),
-                    "next": s.next_after_confirm}
+            return {
+                "item": self._item_view(s.item) if s.purpose == "apply" else None,
+                "department": (
+                    {"id": s.department.id, "name": s.department.name.as_dict()}
+                    if s.purpose == "appointment" and s.department
+                    else None
+                ),
+                "next": s.next_after_confirm,
+            }
         if scr is Screen.CONFIRM_IDENTITY:
             return {"next": s.next_after_confirm}
         if scr is Screen.CARD_REMOVED:
             return {"returns_to": (s.returns_to or Screen.DOCUMENTS).value}
         if scr is Screen.DOCUMENTS:
-            return {"item": self._item_view(s.item), "checklist": [d.as_view() for d in s.checklist],
-                    "complete": s.documents_complete}
+            return {
+                "item": self._item_view(s.item),
+                "checklist": [d.as_view() for d in s.checklist],
+                "complete": s.documents_complete,
+            }
         if scr is Screen.CAPTURE:
             c = s.capture
             assert c is not None
             d = s.doc(c.doc_id)
-            doc = {"doc_id": c.doc_id, "name": d.name if d else {}, "required": d.required if d else False,
-                   "requested_by_clerk": d.requested_by_clerk if d else False, "note": d.note if d else None}
+            doc = {
+                "doc_id": c.doc_id,
+                "name": d.name if d else {},
+                "required": d.required if d else False,
+                "requested_by_clerk": d.requested_by_clerk if d else False,
+                "note": d.note if d else None,
+            }
             return {"doc": doc, "phase": c.phase, "image": c.image, "return_to": c.return_to.value}
         if scr is Screen.CALL_WAITING:
             call = s.call or Call()
-            return {"item": self._item_view(s.item), "status": call.status, "position": call.position,
-                    "estimated_wait_s": call.estimated_wait_s, "waited_s": round(max(0.0, now - call.requested_at))}
+            return {
+                "item": self._item_view(s.item),
+                "status": call.status,
+                "position": call.position,
+                "estimated_wait_s": call.estimated_wait_s,
+                "waited_s": round(max(0.0, now - call.requested_at)),
+            }
         if scr is Screen.CALL:
             call = s.call or Call()
             wall, mono = self.clock.time(), now
-            messages = [{"from": m["from"], "text": m["text"], "ts": round(wall - (mono - m["at"]), 3)}
-                        for m in call.messages]
-            return {"item": self._item_view(s.item), "clerk": call.clerk, "messages": messages,
-                    "requested_documents": [d.as_view() for d in s.checklist if d.requested_by_clerk],
-                    "checklist": [d.as_view() for d in s.checklist]}
+            messages = [
+                {"from": m["from"], "text": m["text"], "ts": round(wall - (mono - m["at"]), 3)}
+                for m in call.messages
+            ]
+            return {
+                "item": self._item_view(s.item),
+                "clerk": call.clerk,
+                "messages": messages,
+                "requested_documents": [d.as_view() for d in s.checklist if d.requested_by_clerk],
+                "checklist": [d.as_view() for d in s.checklist],
+            }
         if scr in (Screen.RECEIPT, Screen.REJECTED):
             o = s.outcome or {}
             clerk = s.call.clerk if s.call else None
             if scr is Screen.RECEIPT:
-                return {"item": self._item_view(s.item), "application_no": o.get("application_no"),
-                        "qr_text": o.get("qr_text"), "note": o.get("note"), "clerk": clerk}
+                return {
+                    "item": self._item_view(s.item),
+                    "application_no": o.get("application_no"),
+                    "qr_text": o.get("qr_text"),
+                    "note": o.get("note"),
+                    "clerk": clerk,
+                }
             return {"item": self._item_view(s.item), "reason": o.get("reason"), "clerk": clerk}
         if scr is Screen.RATING:
-            return {"scores": [1, 2, 3, 4, 5], "reasons": list(RATING_REASONS),
-                    "clerk": s.call.clerk if s.call else None}
+            return {
+                "scores": [1, 2, 3, 4, 5],
+                "reasons": list(RATING_REASONS),
+                "clerk": s.call.clerk if s.call else None,
+            }
         if scr is Screen.PROGRESS:
             return {"phase": s.progress_phase, "applications": s.applications}
         if scr is Screen.APPOINTMENT:
             dep = s.department
-            return {"phase": s.appointment_phase, "departments": self.catalog.departments_view(),
-                    "department": {"id": dep.id, "name": dep.name.as_dict()} if dep else None,
-                    "slots": s.slots, "booking": s.booking}
+            return {
+                "phase": s.appointment_phase,
+                "departments": self.catalog.departments_view(),
+                "department": {"id": dep.id, "name": dep.name.as_dict()} if dep else None,
+                "slots": s.slots,
+                "booking": s.booking,
+            }
         return {}
 
     # === transitions ==================================================================================
@@ -786,8 +966,14 @@ class SessionMachine:
         if s is None:
             return []
         now = self.clock.monotonic()
-        data = {"session_id": s.id, "reason": reason, "purpose": s.purpose, "last_screen": self.screen.value,
-                "duration_s": round(now - s.started_at, 1), "item_id": s.item.id if s.item else None}
+        data = {
+            "session_id": s.id,
+            "reason": reason,
+            "purpose": s.purpose,
+            "last_screen": self.screen.value,
+            "duration_s": round(now - s.started_at, 1),
+            "item_id": s.item.id if s.item else None,
+        }
         self.session = None  # every reference to the identity, messages and documents goes with it
         self.ended_reason = reason
         self.ref = None
@@ -827,8 +1013,12 @@ class SessionMachine:
         s.appointment_phase, s.slots, s.chosen_slot = "loading", [], None
         s.waiting_since = self.clock.monotonic()
         self._go(Screen.APPOINTMENT)
-        return [Emit("session.appointment.requested",
-                     {"session_id": s.id, "department_id": s.department.id, "id_masked": s.id_masked})]
+        return [
+            Emit(
+                "session.appointment.requested",
+                {"session_id": s.id, "department_id": s.department.id, "id_masked": s.id_masked},
+            )
+        ]
 
     def _hang_up_or_end(self, reason: str) -> list[Effect]:
         """The villager (or the clerk) ends: with a clerk connected this leads to the rating."""
@@ -889,13 +1079,27 @@ class SessionMachine:
         s.checklist = []
         for spec in item.documents:
             kept = old.pop(spec.id, None)
-            s.checklist.append(Doc(spec.id, spec.name.as_dict(), spec.required,
-                                   image=kept.image if kept and not kept.stale else None))
+            s.checklist.append(
+                Doc(
+                    spec.id,
+                    spec.name.as_dict(),
+                    spec.required,
+                    image=kept.image if kept and not kept.stale else None,
+                )
+            )
         # Images of the previous item that this one does not need are deleted at once.
         effects += [DropDocument(s.id, d.doc_id) for d in old.values() if d.image is not None]
-        effects.append(Emit("session.item.selected", {"session_id": s.id, "item_id": item.id,
-                                                      "department_id": item.department,
-                                                      "catalog_version": self.catalog.version}))
+        effects.append(
+            Emit(
+                "session.item.selected",
+                {
+                    "session_id": s.id,
+                    "item_id": item.id,
+                    "department_id": item.department,
+                    "catalog_version": self.catalog.version,
+                },
+            )
+        )
         return effects + self._identified_next(s, "documents")
 
     def _i_back(self, body: dict[str, Any]) -> list[Effect]:
@@ -946,8 +1150,10 @@ class SessionMachine:
     def _i_confirm(self, body: dict[str, Any]) -> list[Effect]:
         s = self._session()
         s.identity_confirmed = True
-        return [Emit("session.identity.confirmed", {"session_id": s.id, "id_masked": s.id_masked}),
-                *self._after_confirm(s)]
+        return [
+            Emit("session.identity.confirmed", {"session_id": s.id, "id_masked": s.id_masked}),
+            *self._after_confirm(s),
+        ]
 
     def _i_not_me(self, body: dict[str, Any]) -> list[Effect]:
         s = self._session()
@@ -987,9 +1193,19 @@ class SessionMachine:
             return [DropCapture(s.id, c.doc_id)]
         doc.image = {k: c.image[k] for k in ("sha256", "bytes", "mime")}
         doc.stale = False
-        return [KeepCapture(s.id, doc.doc_id),
-                Emit("session.document.captured", {"session_id": s.id, "doc_id": doc.doc_id, "name": doc.name["zh-CN"],
-                                                   **doc.image, "requested_by_clerk": doc.requested_by_clerk})]
+        return [
+            KeepCapture(s.id, doc.doc_id),
+            Emit(
+                "session.document.captured",
+                {
+                    "session_id": s.id,
+                    "doc_id": doc.doc_id,
+                    "name": doc.name["zh-CN"],
+                    **doc.image,
+                    "requested_by_clerk": doc.requested_by_clerk,
+                },
+            ),
+        ]
 
     def _i_retake(self, body: dict[str, Any]) -> list[Effect]:
         s = self._session()
@@ -1004,9 +1220,18 @@ class SessionMachine:
         s.call = Call(requested_at=self.clock.monotonic())
         self._go(Screen.CALL_WAITING)
         docs = [{"doc_id": d.doc_id, **(d.image or {})} for d in s.checklist if d.status == "captured"]
-        return [Emit("session.call.requested", {"session_id": s.id, "item_id": s.item.id,
-                                                "department_id": s.item.department, "id_masked": s.id_masked,
-                                                "documents": docs})]
+        return [
+            Emit(
+                "session.call.requested",
+                {
+                    "session_id": s.id,
+                    "item_id": s.item.id,
+                    "department_id": s.item.department,
+                    "id_masked": s.id_masked,
+                    "documents": docs,
+                },
+            )
+        ]
 
     def _waited(self, s: Session) -> int:
         return round(self.clock.monotonic() - s.call.requested_at) if s.call else 0
@@ -1029,11 +1254,21 @@ class SessionMachine:
             raise IntentRejected("rate: score must be an integer 1..5")
         reason = body.get("reason")
         if reason is not None and (not isinstance(reason, str) or len(reason.strip()) > MAX_INTENT_TEXT):
-            raise IntentRejected(f"rate: reason must be null or a text of at most {MAX_INTENT_TEXT} characters")
+            raise IntentRejected(
+                f"rate: reason must be null or a text of at most {MAX_INTENT_TEXT} characters"
+            )
         reason = reason.strip() or None if isinstance(reason, str) else None
         clerk = s.call.clerk if s.call and s.call.clerk else {}
-        rated = Emit("session.rated", {"session_id": s.id, "score": score, "reason": reason,
-                                       "clerk_id": clerk.get("id"), "item_id": s.item.id if s.item else None})
+        rated = Emit(
+            "session.rated",
+            {
+                "session_id": s.id,
+                "score": score,
+                "reason": reason,
+                "clerk_id": clerk.get("id"),
+                "item_id": s.item.id if s.item else None,
+            },
+        )
         return [rated, *self._end("completed")]
 
     def _i_skip(self, body: dict[str, Any]) -> list[Effect]:
@@ -1054,8 +1289,12 @@ class SessionMachine:
         s.chosen_slot, s.appointment_phase = slot_id, "booking"
         s.waiting_since = self.clock.monotonic()
         self.notice = None
-        return [Emit("session.appointment.book_requested",
-                     {"session_id": s.id, "department_id": s.department.id, "slot_id": slot_id})]
+        return [
+            Emit(
+                "session.appointment.book_requested",
+                {"session_id": s.id, "department_id": s.department.id, "slot_id": slot_id},
+            )
+        ]
 
     def _i_done(self, body: dict[str, Any]) -> list[Effect]:
         s = self._session()
@@ -1127,19 +1366,40 @@ class SessionMachine:
     def _need_call(self, s: Session, *states: str) -> Call:
         if s.call is None or s.call.status not in states:
             now = s.call.status if s.call else "no call"
-            raise Conflict(f"the call is {now!r}; this needs {' or '.join(states)} (screen {self.screen.value})")
+            raise Conflict(
+                f"the call is {now!r}; this needs {' or '.join(states)} (screen {self.screen.value})"
+            )
         return s.call
 
     def _c_status(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session
         if s is None:
-            return {"screen": self.screen.value, "session_id": None, "purpose": None, "item_id": None,
-                    "documents": [], "call": None}, []
-        docs = [{"doc_id": d.doc_id, "status": d.status, "sha256": (d.image or {}).get("sha256"),
-                 "bytes": (d.image or {}).get("bytes")} for d in s.checklist]
+            return {
+                "screen": self.screen.value,
+                "session_id": None,
+                "purpose": None,
+                "item_id": None,
+                "documents": [],
+                "call": None,
+            }, []
+        docs = [
+            {
+                "doc_id": d.doc_id,
+                "status": d.status,
+                "sha256": (d.image or {}).get("sha256"),
+                "bytes": (d.image or {}).get("bytes"),
+            }
+            for d in s.checklist
+        ]
         call = {"status": s.call.status, "clerk_id": (s.call.clerk or {}).get("id")} if s.call else None
-        return {"screen": self.screen.value, "session_id": s.id, "purpose": s.purpose,
-                "item_id": s.item.id if s.item else None, "documents": docs, "call": call}, []
+        return {
+            "screen": self.screen.value,
+            "session_id": s.id,
+            "purpose": s.purpose,
+            "item_id": s.item.id if s.item else None,
+            "documents": docs,
+            "call": call,
+        }, []
 
     def _c_identity_get(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)
@@ -1170,8 +1430,11 @@ class SessionMachine:
         elif isinstance(dep, dict):
             dep_id = _text(dep, "id", max_len=64)
             known = self.catalog.department(dep_id or "")
-            name = _name_param(dep, "name") if "name" in dep else (known.name.as_dict() if known else
-                                                                  localized(dep_id or ""))
+            name = (
+                _name_param(dep, "name")
+                if "name" in dep
+                else (known.name.as_dict() if known else localized(dep_id or ""))
+            )
             dep_view = {"id": dep_id, "name": name}
         else:
             raise BadRequest("clerk.department: must be a department id or {id, name}")
@@ -1184,8 +1447,12 @@ class SessionMachine:
             self._go(Screen.CALL)
         elif self.screen is Screen.CARD_REMOVED:
             s.returns_to = Screen.CALL
-        return {"ok": True}, [Emit("session.call.connected", {"session_id": s.id, "clerk_id": clerk_id,
-                                                              "waited_s": round(now - call.requested_at)})]
+        return {"ok": True}, [
+            Emit(
+                "session.call.connected",
+                {"session_id": s.id, "clerk_id": clerk_id, "waited_s": round(now - call.requested_at)},
+            )
+        ]
 
     def _c_request_document(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)
@@ -1193,7 +1460,9 @@ class SessionMachine:
         doc_id = params.get("doc_id")
         note = _text(params, "note", max_len=200, required=False)
         if doc_id is not None and (not isinstance(doc_id, str) or s.doc(doc_id) is None):
-            raise BadRequest(f"doc_id: {doc_id!r} is not on this session's checklist (omit it to ask for a new one)")
+            raise BadRequest(
+                f"doc_id: {doc_id!r} is not on this session's checklist (omit it to ask for a new one)"
+            )
         if doc_id is None and name is None:
             raise BadRequest("name: required (or doc_id of a checklist entry)")
         self._need_call(s, "connected")
@@ -1209,15 +1478,19 @@ class SessionMachine:
             s.checklist.append(doc)
         doc.requested_by_clerk, doc.required, doc.note = True, True, note
         self.notice = {"code": "clerk_requested_document", "params": {"name": doc.name}}
-        return {"doc_id": doc.doc_id}, [Emit("session.document.requested",
-                                             {"session_id": s.id, "doc_id": doc.doc_id, "name": doc.name["zh-CN"]})]
+        return {"doc_id": doc.doc_id}, [
+            Emit(
+                "session.document.requested",
+                {"session_id": s.id, "doc_id": doc.doc_id, "name": doc.name["zh-CN"]},
+            )
+        ]
 
     def _c_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)
         text = _text(params, "text", max_len=500)
         call = self._need_call(s, "connected")
         call.messages.append({"from": "clerk", "text": text, "at": self.clock.monotonic()})
-        del call.messages[:-self.config.max_messages]
+        del call.messages[: -self.config.max_messages]
         if self.screen is Screen.CALL:
             self.notice = {"code": "clerk_message", "params": {}}
         return {"ok": True}, []
@@ -1243,11 +1516,19 @@ class SessionMachine:
         qr = _text(params, "qr_text", max_len=512, required=False)
         note = _text(params, "note", max_len=200, required=False)
         self._need_call(s, "connected")
-        s.outcome = {"approved": True, "application_no": number, "note": note,
-                     "qr_text": qr or self.config.receipt_url_template.format(application_no=number)}
+        s.outcome = {
+            "approved": True,
+            "application_no": number,
+            "note": note,
+            "qr_text": qr or self.config.receipt_url_template.format(application_no=number),
+        }
         effects = self._outcome_screen(s, Screen.RECEIPT)
-        return {"ok": True}, effects + [Emit("session.approved", {"session_id": s.id, "application_no": number,
-                                                                  "item_id": s.item.id if s.item else None})]
+        return {"ok": True}, effects + [
+            Emit(
+                "session.approved",
+                {"session_id": s.id, "application_no": number, "item_id": s.item.id if s.item else None},
+            )
+        ]
 
     def _c_reject(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)
@@ -1255,8 +1536,12 @@ class SessionMachine:
         self._need_call(s, "connected")
         s.outcome = {"approved": False, "reason": reason}
         effects = self._outcome_screen(s, Screen.REJECTED)
-        return {"ok": True}, effects + [Emit("session.rejected", {"session_id": s.id, "reason": reason,
-                                                                  "item_id": s.item.id if s.item else None})]
+        return {"ok": True}, effects + [
+            Emit(
+                "session.rejected",
+                {"session_id": s.id, "reason": reason, "item_id": s.item.id if s.item else None},
+            )
+        ]
 
     def _c_end(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)
@@ -1274,11 +1559,15 @@ class SessionMachine:
         for n, a in enumerate(raw):
             if not isinstance(a, dict):
                 raise BadRequest(f"applications.{n}: must be an object")
-            apps.append({"application_no": _text(a, "application_no", max_len=64),
-                         "item_name": _name_param(a, "item_name", max_len=60),
-                         "status": _text(a, "status", max_len=32),
-                         "updated_at": _text(a, "updated_at", max_len=32, required=False),
-                         "note": _text(a, "note", max_len=200, required=False)})
+            apps.append(
+                {
+                    "application_no": _text(a, "application_no", max_len=64),
+                    "item_name": _name_param(a, "item_name", max_len=60),
+                    "status": _text(a, "status", max_len=32),
+                    "updated_at": _text(a, "updated_at", max_len=32, required=False),
+                    "note": _text(a, "note", max_len=200, required=False),
+                }
+            )
         if self.screen is not Screen.PROGRESS or s.progress_phase not in ("loading", "failed"):
             raise Conflict(f"no progress lookup is waiting (screen {self.screen.value})")
         s.applications, s.progress_phase, s.waiting_since = apps, "result", None
@@ -1290,9 +1579,14 @@ class SessionMachine:
         for n, sl in enumerate(_list(params, "slots", max_len=50)):
             if not isinstance(sl, dict):
                 raise BadRequest(f"slots.{n}: must be an object")
-            slots.append({"slot_id": _text(sl, "slot_id", max_len=64), "start": _text(sl, "start", max_len=40),
-                          "end": _text(sl, "end", max_len=40),
-                          "official": _text(sl, "official", max_len=40, required=False)})
+            slots.append(
+                {
+                    "slot_id": _text(sl, "slot_id", max_len=64),
+                    "start": _text(sl, "start", max_len=40),
+                    "end": _text(sl, "end", max_len=40),
+                    "official": _text(sl, "official", max_len=40, required=False),
+                }
+            )
         return slots
 
     def _c_appointment_slots(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
@@ -1309,8 +1603,11 @@ class SessionMachine:
 
     def _need_booking(self, s: Session, params: dict[str, Any]) -> str:
         slot_id = _text(params, "slot_id", max_len=64)
-        if self.screen is not Screen.APPOINTMENT or s.appointment_phase not in ("booking", "failed") \
-                or s.chosen_slot is None:
+        if (
+            self.screen is not Screen.APPOINTMENT
+            or s.appointment_phase not in ("booking", "failed")
+            or s.chosen_slot is None
+        ):
             raise Conflict(f"no booking is waiting for an answer (screen {self.screen.value})")
         if slot_id != s.chosen_slot:
             raise Conflict(f"slot_id {slot_id!r} is not the slot the villager asked for")
@@ -1326,9 +1623,17 @@ class SessionMachine:
         s.appointment_phase, s.waiting_since = "booked", None
         self.notice = None
         assert s.department is not None
-        return {"ok": True}, [Emit("session.appointment.booked", {"session_id": s.id, "booking_no": booking_no,
-                                                                  "slot_id": slot_id,
-                                                                  "department_id": s.department.id})]
+        return {"ok": True}, [
+            Emit(
+                "session.appointment.booked",
+                {
+                    "session_id": s.id,
+                    "booking_no": booking_no,
+                    "slot_id": slot_id,
+                    "department_id": s.department.id,
+                },
+            )
+        ]
 
     def _c_appointment_declined(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
         s = self.session_for(params)

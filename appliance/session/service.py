@@ -63,7 +63,9 @@ class SessionService(Subsystem):
         self.dir = Path(ctx.data_dir) / "session"
         self.catalogs = CatalogStore(self.dir, cfg.catalog_path)
         self.documents = DocumentStore(self.dir / "documents", max_bytes=cfg.max_document_bytes)
-        self.machine = SessionMachine(cfg, self.catalogs.current, clock=self.clock, site=ctx.config.device.name)
+        self.machine = SessionMachine(
+            cfg, self.catalogs.current, clock=self.clock, site=ctx.config.device.name
+        )
         self.boot = secrets.token_hex(4)
         self.seq = 0
         self._lock = asyncio.Lock()
@@ -83,14 +85,18 @@ class SessionService(Subsystem):
         self._started = True
         leftovers = await asyncio.to_thread(self.documents.wipe_all)
         if leftovers:
-            self.ctx.log.warning("session: deleted %d undecryptable document folder(s) left by a crash", leftovers)
+            self.ctx.log.warning(
+                "session: deleted %d undecryptable document folder(s) left by a crash", leftovers
+            )
         await self._report_interrupted_session()
         if self.catalogs.load_problem:
             self.ctx.log.error("session: stored catalog ignored: %s", self.catalogs.load_problem)
         cfg = self.ctx.config.session
         self.machine.pin_is_default = await asyncio.to_thread(lambda: cfg.pin_is_default)
         if self.machine.pin_is_default:
-            self.ctx.log.warning("session: the technician PIN is the factory default; set session.technician_pin_hash")
+            self.ctx.log.warning(
+                "session: the technician PIN is the factory default; set session.technician_pin_hash"
+            )
         self.ctx.subscribe_local(f"{INTENT_PREFIX}/#", self._on_intent)
         self.ctx.listen("card.", self._on_peripheral)
         self.ctx.listen("presence.detected", self._on_peripheral)
@@ -136,9 +142,18 @@ class SessionService(Subsystem):
         except (ValueError, KeyError, TypeError):
             self.ctx.log.warning("session: unreadable %s ignored", self._active_marker)
         else:
-            await self.ctx.emit("session.ended", {
-                "session_id": sid, "reason": "restart", "purpose": None, "last_screen": None, "duration_s": None,
-                "item_id": None, "recovered": True})
+            await self.ctx.emit(
+                "session.ended",
+                {
+                    "session_id": sid,
+                    "reason": "restart",
+                    "purpose": None,
+                    "last_screen": None,
+                    "duration_s": None,
+                    "item_id": None,
+                    "recovered": True,
+                },
+            )
         with contextlib.suppress(OSError):
             self._active_marker.unlink()
 
@@ -169,8 +184,12 @@ class SessionService(Subsystem):
         return [{"name": "session", "kind": "session", "catalog_version": self.catalogs.current.version}]
 
     def telemetry(self) -> dict[str, Any]:
-        return {"screen": self.machine.screen.value, "sessions_started": self.sessions_started,
-                "intents_rejected": self.intents_rejected, "catalog_version": self.catalogs.current.version}
+        return {
+            "screen": self.machine.screen.value,
+            "sessions_started": self.sessions_started,
+            "intents_rejected": self.intents_rejected,
+            "catalog_version": self.catalogs.current.version,
+        }
 
     async def reconfigure(self, new: KioskConfig) -> list[str]:
         old = self.machine.config
@@ -187,8 +206,14 @@ class SessionService(Subsystem):
 
     def state(self) -> dict[str, Any]:
         self.seq += 1
-        return {"v": SCHEMA_VERSION, "boot": self.boot, "seq": self.seq, "ts": round(self.clock.time(), 3),
-                "heartbeat_s": self.machine.config.heartbeat_s, **self.machine.view()}
+        return {
+            "v": SCHEMA_VERSION,
+            "boot": self.boot,
+            "seq": self.seq,
+            "ts": round(self.clock.time(), 3),
+            "heartbeat_s": self.machine.config.heartbeat_s,
+            **self.machine.view(),
+        }
 
     def _publish(self) -> None:
         self.ctx.publish_state(STATE_NAME, self.state())
@@ -218,7 +243,7 @@ class SessionService(Subsystem):
     # --- inputs ------------------------------------------------------------------------------------
 
     async def _on_intent(self, topic: str, payload: bytes) -> None:
-        name = topic[len(INTENT_PREFIX) + 1:] if topic.startswith(INTENT_PREFIX + "/") else ""
+        name = topic[len(INTENT_PREFIX) + 1 :] if topic.startswith(INTENT_PREFIX + "/") else ""
         try:
             if not name or "/" in name:
                 raise IntentRejected(f"intent topic {topic!r} must be {INTENT_PREFIX}/NAME")
@@ -317,12 +342,22 @@ class SessionService(Subsystem):
             reply = await self.ctx.call_rpc("media", "doccam_capture", {}, timeout_s=CAPTURE_TIMEOUT_S)
             # the media process says "size" (docs of edge_media.service); "bytes" is accepted as well
             path, sha, size = reply.get("path"), reply.get("sha256"), reply.get("size", reply.get("bytes"))
-            if not isinstance(path, str) or not isinstance(sha, str) or isinstance(size, bool) \
-                    or not isinstance(size, int):
+            if (
+                not isinstance(path, str)
+                or not isinstance(sha, str)
+                or isinstance(size, bool)
+                or not isinstance(size, int)
+            ):
                 raise DocumentStoreError(f"doccam_capture answered without path/sha256/size: {sorted(reply)}")
             source = Path(path)
-            sealed = await asyncio.to_thread(self.documents.seal_file, eff.session_id, eff.doc_id, source,
-                                             expect_sha256=sha, expect_bytes=size)
+            sealed = await asyncio.to_thread(
+                self.documents.seal_file,
+                eff.session_id,
+                eff.doc_id,
+                source,
+                expect_sha256=sha,
+                expect_bytes=size,
+            )
         except CommandError as exc:
             error = f"document camera: {exc}"
         except DocumentStoreError as exc:
@@ -340,8 +375,9 @@ class SessionService(Subsystem):
                     self.documents.write_pending(sealed)
                 except DocumentStoreError as exc:
                     error, sealed = str(exc), None
-            effects = self.machine.capture_finished(eff.session_id, eff.doc_id, eff.attempt,
-                                                    image=sealed.meta if sealed else None, error=error)
+            effects = self.machine.capture_finished(
+                eff.session_id, eff.doc_id, eff.attempt, image=sealed.meta if sealed else None, error=error
+            )
             if effects is None:
                 self.documents.drop_pending(eff.session_id, eff.doc_id)
                 if self.machine.session is None or self.machine.session.id != eff.session_id:
@@ -370,16 +406,27 @@ class SessionService(Subsystem):
         inventory = getattr(self.ctx, "inventory", None)
         if callable(inventory):
             with contextlib.suppress(Exception):
-                kinds = {str(i.get("name")): str(i.get("kind", "")) for i in inventory() if isinstance(i, dict)}
-        peripherals = [{"name": n, "kind": kinds.get(n, ""), "status": str(h.status), "reason": h.reason}
-                       for n, h in health.items() if n in kinds]
+                kinds = {
+                    str(i.get("name")): str(i.get("kind", "")) for i in inventory() if isinstance(i, dict)
+                }
+        peripherals = [
+            {"name": n, "kind": kinds.get(n, ""), "status": str(h.status), "reason": h.reason}
+            for n, h in health.items()
+            if n in kinds
+        ]
         fleet = health.get("fleet")
-        return {"device": {"id": cfg.device.id, "name": cfg.device.name, "role": cfg.device.role},
-                "peripherals": peripherals,
-                "network": {"fleet": "unknown" if fleet is None else
-                            ("connected" if fleet.status == HealthStatus.OK else "disconnected"),
-                            "detail": fleet.reason if fleet is not None and fleet.reason
-                            else f"{cfg.fleet.host}:{cfg.fleet.port}"}}
+        return {
+            "device": {"id": cfg.device.id, "name": cfg.device.name, "role": cfg.device.role},
+            "peripherals": peripherals,
+            "network": {
+                "fleet": "unknown"
+                if fleet is None
+                else ("connected" if fleet.status == HealthStatus.OK else "disconnected"),
+                "detail": fleet.reason
+                if fleet is not None and fleet.reason
+                else f"{cfg.fleet.host}:{cfg.fleet.port}",
+            },
+        }
 
     def _health_map(self) -> dict[str, Health]:
         getter = getattr(self.ctx, "health_map", None)
@@ -417,7 +464,9 @@ class SessionService(Subsystem):
     # --- platform commands -------------------------------------------------------------------------
 
     def commands(self) -> Mapping[str, CommandHandler]:
-        handlers: dict[str, CommandHandler] = {name: self._machine_command(name) for name in self.machine.command_names}
+        handlers: dict[str, CommandHandler] = {
+            name: self._machine_command(name) for name in self.machine.command_names
+        }
         handlers["session.document.get"] = self._document_get
         handlers["session.catalog.set"] = self._catalog_set
         return handlers
@@ -456,15 +505,23 @@ class SessionService(Subsystem):
             if offset > doc.image["bytes"]:
                 raise BadRequest(f"offset: {offset} is beyond the document's {doc.image['bytes']} bytes")
             try:
-                chunk, total, digest = await asyncio.to_thread(self.documents.read, session_id, doc.doc_id,
-                                                               offset, length)
+                chunk, total, digest = await asyncio.to_thread(
+                    self.documents.read, session_id, doc.doc_id, offset, length
+                )
             except DocumentStoreError as exc:
                 raise CommandError(500, f"document {doc.doc_id}: {exc}") from None
         if digest != doc.image["sha256"]:  # cannot happen unless the store and the machine disagree
             raise Conflict(f"document {doc.doc_id} is being replaced; start again from offset 0")
-        return {"doc_id": doc.doc_id, "offset": offset, "length": len(chunk), "total_bytes": total,
-                "sha256": digest, "chunk_sha256": hashlib.sha256(chunk).hexdigest(),
-                "data": base64.b64encode(chunk).decode("ascii"), "eof": offset + len(chunk) >= total}
+        return {
+            "doc_id": doc.doc_id,
+            "offset": offset,
+            "length": len(chunk),
+            "total_bytes": total,
+            "sha256": digest,
+            "chunk_sha256": hashlib.sha256(chunk).hexdigest(),
+            "data": base64.b64encode(chunk).decode("ascii"),
+            "eof": offset + len(chunk) >= total,
+        }
 
     _document_get.personal_reply = True  # type: ignore[attr-defined]
 
@@ -473,7 +530,9 @@ class SessionService(Subsystem):
             raise BadRequest("params must be a JSON object")
         async with self._lock:
             try:
-                applied = await asyncio.to_thread(self.catalogs.apply, params.get("version"), params.get("catalog"))
+                applied = await asyncio.to_thread(
+                    self.catalogs.apply, params.get("version"), params.get("catalog")
+                )
             except CatalogInvalid as exc:
                 raise BadRequest(str(exc), problems=exc.problems) from None
             except OSError as exc:
@@ -481,8 +540,17 @@ class SessionService(Subsystem):
             current = self.catalogs.current
             if applied:
                 self.machine.set_catalog(current)
-                await self._run([Emit("session.catalog.applied", {"version": current.version,
-                                                                  "items": len(current.items),
-                                                                  "departments": len(current.departments)})])
+                await self._run(
+                    [
+                        Emit(
+                            "session.catalog.applied",
+                            {
+                                "version": current.version,
+                                "items": len(current.items),
+                                "departments": len(current.departments),
+                            },
+                        )
+                    ]
+                )
                 self._publish()
         return {"applied": applied, "version": current.version}

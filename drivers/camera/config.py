@@ -70,16 +70,23 @@ class CameraConfig(Strict):
 
     backend: Literal["v4l2", "picamera2", "synthetic"] = "v4l2"
     device: str = Field("/dev/video0", description="V4L2 device path (v4l2 backend)")
-    input_format: str = Field("mjpeg", pattern=r"^[a-z0-9_]{1,32}$",
-                              description="pixel/codec format asked of the camera (v4l2 input_format)")
+    input_format: str = Field(
+        "mjpeg",
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="pixel/codec format asked of the camera (v4l2 input_format)",
+    )
     video_size: str = "1280x720"
     framerate: float = Field(30.0, gt=0, le=240)
-    pattern: str = Field("testsrc2", pattern=r"^[a-z0-9_]{1,32}$",
-                         description="synthetic backend: the lavfi video source (testsrc2, smptebars, ...) "
-                         "or 'page' (a tilted document on a desk)")
+    pattern: str = Field(
+        "testsrc2",
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="synthetic backend: the lavfi video source (testsrc2, smptebars, ...) "
+        "or 'page' (a tilted document on a desk)",
+    )
     model: str = Field("", max_length=80, description="shown in inventory; empty means 'generic <backend>'")
-    options: dict[str, str] = Field(default_factory=dict,
-                                    description="extra demuxer options passed to FFmpeg / picamera2 controls")
+    options: dict[str, str] = Field(
+        default_factory=dict, description="extra demuxer options passed to FFmpeg / picamera2 controls"
+    )
     open_timeout_s: float = Field(5.0, gt=0, le=60)
 
     @field_validator("video_size")
@@ -110,13 +117,20 @@ class DoccamConfig(Strict):
     preview_framerate: float = Field(15.0, gt=0, le=120)
     still_size: str = "3264x2448"
     still_framerate: float = Field(5.0, gt=0, le=120, description="the mode the camera offers at full size")
-    warmup_frames: int = Field(3, ge=0, le=60,
-                               description="frames discarded after reopening at full size (exposure settles)")
+    warmup_frames: int = Field(
+        3, ge=0, le=60, description="frames discarded after reopening at full size (exposure settles)"
+    )
     jpeg_quality: int = Field(90, ge=10, le=100)
-    auto_crop: bool = Field(True, description="find the page, straighten it and cut the desk away "
-                            "(only when a page is clearly found; see drivers/camera/deskew.py)")
-    pattern: str = Field("page", pattern=r"^[a-z0-9_]{1,32}$",
-                         description="synthetic backend: 'page' (a tilted document) or a lavfi source")
+    auto_crop: bool = Field(
+        True,
+        description="find the page, straighten it and cut the desk away "
+        "(only when a page is clearly found; see drivers/camera/deskew.py)",
+    )
+    pattern: str = Field(
+        "page",
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="synthetic backend: 'page' (a tilted document) or a lavfi source",
+    )
     model: str = Field("", max_length=80)
     options: dict[str, str] = Field(default_factory=dict)
     open_timeout_s: float = Field(8.0, gt=0, le=60)

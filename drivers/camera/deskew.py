@@ -33,8 +33,11 @@ class Page:
     area: float  # fraction of the picture
 
     def as_dict(self) -> dict[str, object]:
-        return {"angle_deg": round(self.angle_deg, 2), "area": round(self.area, 3),
-                "corners": [[round(x), round(y)] for x, y in self.corners]}
+        return {
+            "angle_deg": round(self.angle_deg, 2),
+            "area": round(self.area, 3),
+            "corners": [[round(x), round(y)] for x, y in self.corners],
+        }
 
 
 def otsu(hist: list[int]) -> int:
@@ -55,18 +58,21 @@ def otsu(hist: list[int]) -> int:
 
 def find_page(frame: av.VideoFrame) -> Page | None:
     """The page in ``frame``, or None when there is no clear page to crop to."""
-    small = frame.reformat(width=max(16, frame.width // SCALE // 2 * 2),
-                           height=max(16, frame.height // SCALE // 2 * 2), format="gray")
+    small = frame.reformat(
+        width=max(16, frame.width // SCALE // 2 * 2),
+        height=max(16, frame.height // SCALE // 2 * 2),
+        format="gray",
+    )
     plane = small.planes[0]
     sw, sh, stride = small.width, small.height, plane.line_size
     data = bytes(plane)
-    rows = [data[y * stride: y * stride + sw] for y in range(sh)]
+    rows = [data[y * stride : y * stride + sw] for y in range(sh)]
     hist = [0] * 256
     for row in rows:
         for value in row:
             hist[value] += 1
     t = otsu(hist)
-    if sum(hist[t + 1:]) == 0 or t >= 250:
+    if sum(hist[t + 1 :]) == 0 or t >= 250:
         return None
     table = bytes(1 if v > t else 0 for v in range(256))
     mask = [row.translate(table) for row in rows]
@@ -111,8 +117,13 @@ def crop_to_page(frame: av.VideoFrame, page: Page, margin: float = 0.01) -> av.V
 
     a = -math.radians(page.angle_deg)  # undo the tilt: turn counter-clockwise by it
     cx, cy = frame.width / 2, frame.height / 2
-    turned = [(cx + (x - cx) * math.cos(a) - (y - cy) * math.sin(a),
-               cy + (x - cx) * math.sin(a) + (y - cy) * math.cos(a)) for x, y in page.corners]
+    turned = [
+        (
+            cx + (x - cx) * math.cos(a) - (y - cy) * math.sin(a),
+            cy + (x - cx) * math.sin(a) + (y - cy) * math.cos(a),
+        )
+        for x, y in page.corners
+    ]
     xs, ys = sorted(p[0] for p in turned), sorted(p[1] for p in turned)
     # the inner box of the straightened page: second-smallest / second-largest of each coordinate
     x0, x1, y0, y1 = xs[1], xs[2], ys[1], ys[2]
@@ -121,8 +132,12 @@ def crop_to_page(frame: av.VideoFrame, page: Page, margin: float = 0.01) -> av.V
     y0, y1 = max(0, int(y0 + my)), min(frame.height, int(y1 - my))
     w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
     graph = av.filter.Graph()
-    src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                           time_base=frame.time_base or __import__("fractions").Fraction(1, 25))
+    src = graph.add_buffer(
+        width=frame.width,
+        height=frame.height,
+        format=frame.format.name,
+        time_base=frame.time_base or __import__("fractions").Fraction(1, 25),
+    )
     rotate = graph.add("rotate", f"a={a:.6f}:c=black:ow=iw:oh=ih")
     crop = graph.add("crop", f"w={w}:h={h}:x={x0 // 2 * 2}:y={y0 // 2 * 2}")
     sink = graph.add("buffersink")

@@ -40,9 +40,15 @@ class Still:
     page: Page | None = None  # where the page was found, when the still was cropped to it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "sha256": self.sha256, "size": self.size, "width": self.width,
-                "height": self.height, "taken_at": round(self.taken_at, 3),
-                "page": self.page.as_dict() if self.page else None}
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "width": self.width,
+            "height": self.height,
+            "taken_at": round(self.taken_at, 3),
+            "page": self.page.as_dict() if self.page else None,
+        }
 
 
 def jpeg_quality_to_qscale(quality: int) -> int:
@@ -84,9 +90,17 @@ class DocumentCamera:
         self.last_error = ""
 
     def _source(self, size: str, framerate: float, role: str) -> FrameSource:
-        cam = CameraConfig(backend=self.cfg.backend, device=self.cfg.device, input_format=self.cfg.input_format,
-                           video_size=size, framerate=framerate, model=self.cfg.model, options=self.cfg.options,
-                           open_timeout_s=self.cfg.open_timeout_s, pattern=self.cfg.pattern)
+        cam = CameraConfig(
+            backend=self.cfg.backend,
+            device=self.cfg.device,
+            input_format=self.cfg.input_format,
+            video_size=size,
+            framerate=framerate,
+            model=self.cfg.model,
+            options=self.cfg.options,
+            open_timeout_s=self.cfg.open_timeout_s,
+            pattern=self.cfg.pattern,
+        )
         return open_camera(f"{self.name}.{role}", cam, queue_frames=2)
 
     @property
@@ -111,8 +125,12 @@ class DocumentCamera:
         return self.preview.health()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.preview.stats(), "stills": self.stills_taken, "still_size": self.cfg.still_size,
-                "last_error": self.last_error}
+        return {
+            **self.preview.stats(),
+            "stills": self.stills_taken,
+            "still_size": self.cfg.still_size,
+            "last_error": self.last_error,
+        }
 
     def capture_still(self, out_dir: Path, *, stem: str | None = None) -> Still:
         """Take a full-resolution still into ``out_dir``; blocking (run it in a worker thread).
@@ -132,12 +150,17 @@ class DocumentCamera:
             data = encode_jpeg(frame, self.cfg.jpeg_quality)
             taken_at = time.time()
             out_dir.mkdir(parents=True, exist_ok=True)
-            name = stem or time.strftime("doc-%Y%m%dT%H%M%S", time.gmtime(taken_at)) + f"-{self.stills_taken:04d}"
+            name = (
+                stem
+                or time.strftime("doc-%Y%m%dT%H%M%S", time.gmtime(taken_at)) + f"-{self.stills_taken:04d}"
+            )
             path = out_dir / f"{name}.jpg"
             write_atomic(path, data)
             self.stills_taken += 1
             self.last_error = ""
-            return Still(path, hashlib.sha256(data).hexdigest(), len(data), frame.width, frame.height, taken_at, page)
+            return Still(
+                path, hashlib.sha256(data).hexdigest(), len(data), frame.width, frame.height, taken_at, page
+            )
         except CameraError as exc:
             self.last_error = str(exc)
             raise
@@ -149,7 +172,11 @@ class DocumentCamera:
     def _grab_full_size(self) -> av.VideoFrame:
         want = parse_size(self.cfg.still_size)
         source = self._source(self.cfg.still_size, self.cfg.still_framerate, "still")
-        deadline = time.monotonic() + self.cfg.open_timeout_s + (self.cfg.warmup_frames + 1) * 2 / self.cfg.still_framerate
+        deadline = (
+            time.monotonic()
+            + self.cfg.open_timeout_s
+            + (self.cfg.warmup_frames + 1) * 2 / self.cfg.still_framerate
+        )
         source.open()
         try:
             skipped = 0
@@ -162,12 +189,16 @@ class DocumentCamera:
                     continue
                 frame = captured.frame
                 if (frame.width, frame.height) != want:
-                    raise CameraError(f"the document camera gave {frame.width}x{frame.height} instead of "
-                                      f"{want[0]}x{want[1]}: check still_size against `kiosk media probe`",
-                                      device=self.name)
+                    raise CameraError(
+                        f"the document camera gave {frame.width}x{frame.height} instead of "
+                        f"{want[0]}x{want[1]}: check still_size against `kiosk media probe`",
+                        device=self.name,
+                    )
                 return frame
             reason = source.health().reason
-            raise CameraTimeout(f"the document camera gave no full-size frame within the deadline ({reason})",
-                                device=self.name)
+            raise CameraTimeout(
+                f"the document camera gave no full-size frame within the deadline ({reason})",
+                device=self.name,
+            )
         finally:
             source.close()

@@ -36,19 +36,25 @@ def translate(exc: BaseException, *, device: str, what: str) -> CameraError:
     if isinstance(exc, CameraError):
         return exc
     if isinstance(exc, FileNotFoundError) or err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return CameraMissing(f"{what}: no camera at {device}: check the USB cable and `ls /dev/video*`",
-                             device=device)
+        return CameraMissing(
+            f"{what}: no camera at {device}: check the USB cable and `ls /dev/video*`", device=device
+        )
     if isinstance(exc, PermissionError) or err in (errno.EACCES, errno.EPERM):
-        return CameraError(f"{what}: no permission to open {device}: add the kiosk user to group 'video'",
-                           device=device)
+        return CameraError(
+            f"{what}: no permission to open {device}: add the kiosk user to group 'video'", device=device
+        )
     if err == errno.EBUSY:
         return CameraBusy(f"{what}: {device} is in use by another program (fuser -v {device})", device=device)
     if isinstance(exc, TimeoutError) or err in (errno.ETIMEDOUT, errno.EAGAIN):
-        return CameraTimeout(f"{what}: {device} sent no frame in time: check the cable and the USB power",
-                             device=device)
+        return CameraTimeout(
+            f"{what}: {device} sent no frame in time: check the cable and the USB power", device=device
+        )
     if err == errno.EIO:
-        return CameraMissing(f"{what}: I/O error on {device}: the camera was probably unplugged", device=device)
+        return CameraMissing(
+            f"{what}: I/O error on {device}: the camera was probably unplugged", device=device
+        )
     if err == errno.EINVAL:
-        return CameraModeError(f"{what}: {device} refused the mode: {text} (see `kiosk media probe {device}`)",
-                               device=device)
+        return CameraModeError(
+            f"{what}: {device} refused the mode: {text} (see `kiosk media probe {device}`)", device=device
+        )
     return CameraError(f"{what}: {device}: {type(exc).__name__}: {text}", device=device)

@@ -23,22 +23,44 @@ def load_picamera2() -> Any:
     try:
         from picamera2 import Picamera2  # type: ignore[import-not-found]
     except ImportError:
-        raise CameraMissing("picamera2 is not installed: it exists only on a Raspberry Pi "
-                            "(apt install python3-picamera2), use backend = \"v4l2\" elsewhere") from None
+        raise CameraMissing(
+            "picamera2 is not installed: it exists only on a Raspberry Pi "
+            '(apt install python3-picamera2), use backend = "v4l2" elsewhere'
+        ) from None
     return Picamera2
 
 
 class Picamera2Camera(FrameSource):
-    def __init__(self, name: str, *, size: tuple[int, int] = (1280, 720), framerate: float = 30.0,
-                 controls: dict[str, str] | None = None, model: str = "", **kwargs: object) -> None:
-        super().__init__(name, backend="picamera2", model=model or "Raspberry Pi camera", framerate=framerate,
-                         size=size, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        *,
+        size: tuple[int, int] = (1280, 720),
+        framerate: float = 30.0,
+        controls: dict[str, str] | None = None,
+        model: str = "",
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            name,
+            backend="picamera2",
+            model=model or "Raspberry Pi camera",
+            framerate=framerate,
+            size=size,
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.controls = dict(controls or {})
 
     @classmethod
     def from_config(cls, name: str, cfg: CameraConfig, **kwargs: object) -> Picamera2Camera:
-        return cls(name, size=parse_size(cfg.video_size), framerate=cfg.framerate, controls=cfg.options,
-                   model=cfg.model, **kwargs)
+        return cls(
+            name,
+            size=parse_size(cfg.video_size),
+            framerate=cfg.framerate,
+            controls=cfg.options,
+            model=cfg.model,
+            **kwargs,
+        )
 
     def _capture(self) -> Iterator[tuple[av.VideoFrame, float]]:
         from av.video.frame import VideoFrame
@@ -46,8 +68,9 @@ class Picamera2Camera(FrameSource):
         picamera2 = load_picamera2()
         try:
             cam = picamera2()
-            config = cam.create_video_configuration(main={"size": self.size, "format": "YUV420"},
-                                                    controls={"FrameRate": self.framerate})
+            config = cam.create_video_configuration(
+                main={"size": self.size, "format": "YUV420"}, controls={"FrameRate": self.framerate}
+            )
             cam.configure(config)
             cam.start()
         except Exception as exc:  # noqa: BLE001

@@ -66,9 +66,19 @@ class FrameSource(ABC):
 
     kind = "camera"
 
-    def __init__(self, name: str, *, backend: str, model: str, framerate: float, size: tuple[int, int],
-                 queue_frames: int = 4, backpressure: bool = False,
-                 reopen_base_s: float = 0.25, reopen_cap_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        backend: str,
+        model: str,
+        framerate: float,
+        size: tuple[int, int],
+        queue_frames: int = 4,
+        backpressure: bool = False,
+        reopen_base_s: float = 0.25,
+        reopen_cap_s: float = 5.0,
+    ) -> None:
         self.name = name
         self.backend = backend
         self.model = model or f"generic {backend}"
@@ -186,9 +196,17 @@ class FrameSource(ABC):
         return round((len(times) - 1) / (times[-1] - times[0]), 2)
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "health": self._health.as_dict(),
-                "fps_in": self.fps_in(), "frames": self.frames_in, "dropped": self.dropped,
-                "reopens": self.reopens, "size": f"{self.size[0]}x{self.size[1]}", "framerate": self.framerate}
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "health": self._health.as_dict(),
+            "fps_in": self.fps_in(),
+            "frames": self.frames_in,
+            "dropped": self.dropped,
+            "reopens": self.reopens,
+            "size": f"{self.size[0]}x{self.size[1]}",
+            "framerate": self.framerate,
+        }
 
     def _set_health(self, status: HealthStatus, reason: str = "") -> None:
         if self._health.status != status or self._health.reason != reason:
@@ -239,8 +257,11 @@ class FrameSource(ABC):
                     if not self._stop.is_set():
                         raise CameraMissing(f"camera {self.name}: the stream ended", device=self.name)
             except Exception as exc:  # noqa: BLE001 - the capture thread must survive any device failure
-                err = exc if isinstance(exc, CameraError) else translate(exc, device=self.name,
-                                                                        what=f"camera {self.name}")
+                err = (
+                    exc
+                    if isinstance(exc, CameraError)
+                    else translate(exc, device=self.name, what=f"camera {self.name}")
+                )
                 if self._health.reason != str(err):
                     log.warning("%s", err)
                 self._set_health(HealthStatus.MISSING, str(err))

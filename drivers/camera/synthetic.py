@@ -38,12 +38,14 @@ def page_graph(width: int, height: int, rate: float, tilt_rad: float = PAGE_TILT
     simulator's document for the document camera (and the crop/deskew tests)."""
     pw, ph = width // 2 // 2 * 2, int(height * 0.8) // 2 * 2
     lx, lw, lh = pw // 10, pw * 8 // 10, max(2, ph // 80)
-    return (f"color=c=0x383838:s={width}x{height}:r={rate:g}[desk];"
-            f"color=c=0xf0f0f0:s={pw}x{ph}:r={rate:g},"
-            f"drawbox=x={lx}:y={ph // 10}:w={lw}:h={lh}:c=0x202020:t=fill,"
-            f"drawbox=x={lx}:y={ph // 10 + 5 * lh}:w={lw * 7 // 8}:h={lh}:c=0x202020:t=fill,"
-            f"format=yuva420p,rotate=a={tilt_rad}:c=none:ow=rotw({tilt_rad}):oh=roth({tilt_rad})[page];"
-            "[desk][page]overlay=x=(W-w)/2:y=(H-h)/2:format=auto,format=yuv420p")
+    return (
+        f"color=c=0x383838:s={width}x{height}:r={rate:g}[desk];"
+        f"color=c=0xf0f0f0:s={pw}x{ph}:r={rate:g},"
+        f"drawbox=x={lx}:y={ph // 10}:w={lw}:h={lh}:c=0x202020:t=fill,"
+        f"drawbox=x={lx}:y={ph // 10 + 5 * lh}:w={lw * 7 // 8}:h={lh}:c=0x202020:t=fill,"
+        f"format=yuva420p,rotate=a={tilt_rad}:c=none:ow=rotw({tilt_rad}):oh=roth({tilt_rad})[page];"
+        "[desk][page]overlay=x=(W-w)/2:y=(H-h)/2:format=auto,format=yuv420p"
+    )
 
 
 def black_frame(width: int, height: int) -> av.VideoFrame:
@@ -57,12 +59,27 @@ def black_frame(width: int, height: int) -> av.VideoFrame:
 
 
 class SyntheticCamera(FrameSource):
-    def __init__(self, name: str, graph: str, *, framerate: float = 30.0, size: tuple[int, int] = (1280, 720),
-                 paced: bool = True, model: str = "", **kwargs: object) -> None:
+    def __init__(
+        self,
+        name: str,
+        graph: str,
+        *,
+        framerate: float = 30.0,
+        size: tuple[int, int] = (1280, 720),
+        paced: bool = True,
+        model: str = "",
+        **kwargs: object,
+    ) -> None:
         kwargs.setdefault("reopen_base_s", 0.05)
         kwargs.setdefault("reopen_cap_s", 0.5)
-        super().__init__(name, backend="synthetic", model=model or "lavfi " + graph.split("=", 1)[0],
-                         framerate=framerate, size=size, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            name,
+            backend="synthetic",
+            model=model or "lavfi " + graph.split("=", 1)[0],
+            framerate=framerate,
+            size=size,
+            **kwargs,
+        )  # type: ignore[arg-type]
         self.graph = graph
         self.paced = paced
         self._fault = "clear"
@@ -76,8 +93,14 @@ class SyntheticCamera(FrameSource):
             graph = page_graph(w, h, cfg.framerate)
         else:
             graph = f"{cfg.pattern}=size={w}x{h}:rate={cfg.framerate:g}"
-        return cls(name, graph, framerate=cfg.framerate, size=(w, h), model=cfg.model or f"lavfi {cfg.pattern}",
-                   **kwargs)
+        return cls(
+            name,
+            graph,
+            framerate=cfg.framerate,
+            size=(w, h),
+            model=cfg.model or f"lavfi {cfg.pattern}",
+            **kwargs,
+        )
 
     # --- fault injection -------------------------------------------------------------------------
 
@@ -103,8 +126,9 @@ class SyntheticCamera(FrameSource):
         try:
             container = av.open(self.graph, format="lavfi")
         except av.FFmpegError as exc:
-            raise CameraModeError(f"camera {self.name}: bad lavfi filtergraph {self.graph!r}: {exc}",
-                                  device=self.name) from None
+            raise CameraModeError(
+                f"camera {self.name}: bad lavfi filtergraph {self.graph!r}: {exc}", device=self.name
+            ) from None
         try:
             stream = container.streams.video[0]
             if stream.average_rate:

@@ -22,16 +22,29 @@ FORMAT = "v4l2"  # matches the demuxer "video4linux2,v4l2" (av_find_input_format
 READ_TIMEOUT_S = 2.0
 
 
-def demuxer_options(input_format: str, video_size: str, framerate: float, extra: dict[str, str]) -> dict[str, str]:
+def demuxer_options(
+    input_format: str, video_size: str, framerate: float, extra: dict[str, str]
+) -> dict[str, str]:
     return {"input_format": input_format, "video_size": video_size, "framerate": f"{framerate:g}", **extra}
 
 
 class V4l2Camera(FrameSource):
-    def __init__(self, name: str, device: str, *, input_format: str = "mjpeg", size: tuple[int, int] = (1280, 720),
-                 framerate: float = 30.0, options: dict[str, str] | None = None, model: str = "",
-                 open_timeout_s: float = 5.0, **kwargs: object) -> None:
-        super().__init__(name, backend="v4l2", model=model or f"UVC {device}", framerate=framerate, size=size,
-                         **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        *,
+        input_format: str = "mjpeg",
+        size: tuple[int, int] = (1280, 720),
+        framerate: float = 30.0,
+        options: dict[str, str] | None = None,
+        model: str = "",
+        open_timeout_s: float = 5.0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(
+            name, backend="v4l2", model=model or f"UVC {device}", framerate=framerate, size=size, **kwargs
+        )  # type: ignore[arg-type]
         self.device = device
         self.input_format = input_format
         self.options = dict(options or {})
@@ -39,9 +52,17 @@ class V4l2Camera(FrameSource):
 
     @classmethod
     def from_config(cls, name: str, cfg: CameraConfig, **kwargs: object) -> V4l2Camera:
-        return cls(name, cfg.device, input_format=cfg.input_format, size=parse_size(cfg.video_size),
-                   framerate=cfg.framerate, options=cfg.options, model=cfg.model,
-                   open_timeout_s=cfg.open_timeout_s, **kwargs)
+        return cls(
+            name,
+            cfg.device,
+            input_format=cfg.input_format,
+            size=parse_size(cfg.video_size),
+            framerate=cfg.framerate,
+            options=cfg.options,
+            model=cfg.model,
+            open_timeout_s=cfg.open_timeout_s,
+            **kwargs,
+        )
 
     def open_container(self) -> av.container.InputContainer:
         """Open the device in the configured mode; raises a ``CameraError`` a technician can act on."""
@@ -50,7 +71,9 @@ class V4l2Camera(FrameSource):
         w, h = self.size
         opts = demuxer_options(self.input_format, f"{w}x{h}", self.framerate, self.options)
         try:
-            return av.open(self.device, format=FORMAT, options=opts, timeout=(self.open_timeout_s, READ_TIMEOUT_S))
+            return av.open(
+                self.device, format=FORMAT, options=opts, timeout=(self.open_timeout_s, READ_TIMEOUT_S)
+            )
         except Exception as exc:  # noqa: BLE001 - translated once, here
             raise translate(exc, device=self.device, what=f"camera {self.name}") from None
 
@@ -100,6 +123,8 @@ def probe(device: str, timeout_s: float = 5.0) -> list[str]:
         if text and ":" in text:
             lines.append(text)
     if not lines:
-        raise CameraError(f"probe: {device} listed no modes (is it a capture device? try the next /dev/video*)",
-                          device=device)
+        raise CameraError(
+            f"probe: {device} listed no modes (is it a capture device? try the next /dev/video*)",
+            device=device,
+        )
     return lines

@@ -45,8 +45,10 @@ class CardReaderSimConfig(Strict):
             from drivers.card_reader.samples import SAMPLES
 
             if self.initial_card not in SAMPLES:
-                raise ValueError(f"initial_card {self.initial_card!r} is not a sample card; "
-                                 f"choose one of {', '.join(SAMPLES)}")
+                raise ValueError(
+                    f"initial_card {self.initial_card!r} is not a sample card; "
+                    f"choose one of {', '.join(SAMPLES)}"
+                )
         return self
 
 
@@ -80,8 +82,10 @@ class CardReaderConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> CardReaderConfig:
         if self.baudrate not in STANDARD_BAUDRATES:
-            raise ValueError(f"baudrate {self.baudrate} is not one a SAM reader uses; choose one of "
-                             f"{', '.join(map(str, STANDARD_BAUDRATES))} (115200 for most readers)")
+            raise ValueError(
+                f"baudrate {self.baudrate} is not one a SAM reader uses; choose one of "
+                f"{', '.join(map(str, STANDARD_BAUDRATES))} (115200 for most readers)"
+            )
         if self.reconnect_cap_s < self.reconnect_base_s:
             raise ValueError("reconnect_cap_s must be at least reconnect_base_s")
         if self.backend == "serial" and not self.port:

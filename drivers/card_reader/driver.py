@@ -48,13 +48,17 @@ T = TypeVar("T")
 MODEL = "SAM serial ID card reader (身份证阅读机具)"
 
 
-
-
 class CardReader(Peripheral):
     kind = "card_reader"
 
-    def __init__(self, config: CardReaderConfig, *, name: str = "card_reader",
-                 emulator: SamEmulator | None = None, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        config: CardReaderConfig,
+        *,
+        name: str = "card_reader",
+        emulator: SamEmulator | None = None,
+        transport: Transport | None = None,
+    ) -> None:
         super().__init__(name, model=MODEL, backend=config.backend)
         self.config = config
         self._emulator = emulator
@@ -105,8 +109,12 @@ class CardReader(Peripheral):
         return self._health
 
     def inventory(self) -> dict[str, Any]:
-        return super().inventory() | {"port": self.port, "baudrate": self.config.baudrate,
-                                      "sam_id": self.sam_id, "card_present": self._card_present}
+        return super().inventory() | {
+            "port": self.port,
+            "baudrate": self.config.baudrate,
+            "sam_id": self.sam_id,
+            "card_present": self._card_present,
+        }
 
     async def start(self, emit: EventSink) -> None:
         if self._task is not None:
@@ -115,16 +123,25 @@ class CardReader(Peripheral):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-io")
         if self.config.backend == "sim" and self._emulator is None:
             sim = self.config.sim
-            self._emulator = SamEmulator(baudrate=self.config.baudrate, pace=sim.pace, slow_reply_s=sim.slow_reply_s,
-                                         sam_latency_s=sim.sam_latency_s, seed=sim.seed,
-                                         initial_card=sim.initial_card, halt_after_read=sim.halt_after_read)
+            self._emulator = SamEmulator(
+                baudrate=self.config.baudrate,
+                pace=sim.pace,
+                slow_reply_s=sim.slow_reply_s,
+                sam_latency_s=sim.sam_latency_s,
+                seed=sim.seed,
+                initial_card=sim.initial_card,
+                halt_after_read=sim.halt_after_read,
+            )
             self._owns_emulator = True
             await self._call(self._emulator.start)
         if self._transport is None:
-            port = self._emulator.port if self.config.backend == "sim" and self._emulator else self.config.port
+            port = (
+                self._emulator.port if self.config.backend == "sim" and self._emulator else self.config.port
+            )
             self._transport = SerialTransport(port, self.config.baudrate)
-        self._link = SamLink(self._transport, baudrate=self.config.baudrate,
-                             reply_timeout_s=self.config.reply_timeout_s)
+        self._link = SamLink(
+            self._transport, baudrate=self.config.baudrate, reply_timeout_s=self.config.reply_timeout_s
+        )
         self._set_health(HealthStatus.MISSING, f"connecting to the card reader on {self.port}")
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-poll")
 
@@ -187,10 +204,13 @@ class CardReader(Peripheral):
                     await self._call(self._disconnect)
                     # Absent or silent: missing. Answering, but with errors or corrupted frames: there but
                     # unusable, degraded (a SAM failing its self-test, a noisy cable).
-                    absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(exc, e.TruncatedFrame)
+                    absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(
+                        exc, e.TruncatedFrame
+                    )
                     self._set_health(HealthStatus.MISSING if absent else HealthStatus.DEGRADED, exc.message)
-                    delay = equal_jitter(attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s,
-                                          self._rng)
+                    delay = equal_jitter(
+                        attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s, self._rng
+                    )
                     attempt += 1
                     log.debug("card reader reconnect attempt %d failed; next in %.2f s", attempt, delay)
                     await asyncio.sleep(delay)
@@ -251,7 +271,9 @@ class CardReader(Peripheral):
         self.stats[exc.code] += 1
         log.debug("card reader poll failed: %s", exc)
         if self._failures >= self.config.degraded_after:
-            self._set_health(HealthStatus.DEGRADED, f"{self._failures} failed polls in a row, last: {exc.message}")
+            self._set_health(
+                HealthStatus.DEGRADED, f"{self._failures} failed polls in a row, last: {exc.message}"
+            )
 
     async def _poll_once(self) -> None:
         assert self._link is not None
@@ -274,8 +296,9 @@ class CardReader(Peripheral):
     def _read_blocking(self, refind: bool) -> tuple[CardBlocks, bytes]:
         assert self._link is not None
         if refind and not self._link.find_card():
-            raise e.NoCard(f"the card left the reader on {self.port} during the read: place it flat and "
-                           f"hold it still")
+            raise e.NoCard(
+                f"the card left the reader on {self.port} during the read: place it flat and hold it still"
+            )
         self._link.select_card()
         blocks = self._link.read_blocks(fingerprint=self.config.fingerprint)
         address = self._link.read_additional_address() if self.config.additional_address else b""
@@ -299,9 +322,14 @@ class CardReader(Peripheral):
                     break
                 continue
             status, image = await self._call(decode_photo, blocks.photo, self._photo_decoder)
-            identity = dataclasses.replace(identity, photo_wlt=blocks.photo, photo_image=image,
-                                           photo_status=status, fingerprint=blocks.fingerprint,
-                                           additional_address=decode_address(address))
+            identity = dataclasses.replace(
+                identity,
+                photo_wlt=blocks.photo,
+                photo_image=image,
+                photo_status=status,
+                fingerprint=blocks.fingerprint,
+                additional_address=decode_address(address),
+            )
             break
         self._card_done = True
         elapsed_ms = round((time.monotonic() - started) * 1000)
@@ -309,16 +337,27 @@ class CardReader(Peripheral):
             assert failure is not None
             self.stats["card_errors"] += 1
             log.warning("card on the reader could not be read after %d attempt(s): %s", attempts, failure)
-            await self._send("card.error", {"reader": self.name, "code": failure.code,
-                                            "message": failure.message, "attempts": attempts})
+            await self._send(
+                "card.error",
+                {"reader": self.name, "code": failure.code, "message": failure.message, "attempts": attempts},
+            )
             return
         self.stats["reads"] += 1
         if identity.valid:
-            log.info("card read: %s %s in %d ms (%d attempt(s))", identity.card_type.value,
-                     identity.id_number_masked, elapsed_ms, attempts)
+            log.info(
+                "card read: %s %s in %d ms (%d attempt(s))",
+                identity.card_type.value,
+                identity.id_number_masked,
+                elapsed_ms,
+                attempts,
+            )
         else:
-            log.warning("card read but its data failed validation: %s %s: %s", identity.card_type.value,
-                        identity.id_number_masked, "; ".join(identity.problems))
+            log.warning(
+                "card read but its data failed validation: %s %s: %s",
+                identity.card_type.value,
+                identity.id_number_masked,
+                "; ".join(identity.problems),
+            )
         data = identity.as_public() | {"reader": self.name, "read_ms": elapsed_ms, "attempts": attempts}
         data["_private"] = identity.as_private() | {"identity": identity}
         await self._send("card.read", data)

@@ -31,10 +31,10 @@ NO_EXPIRY = "长期"
 
 
 class CardType(StrEnum):
-    RESIDENT = "resident"                      # 居民身份证, marker ' '
-    HMT_PERMIT = "hk_macao_taiwan_permit"      # 港澳台居民居住证, marker 'J'
-    FOREIGN_2017 = "foreign_permanent_2017"    # 外国人永久居留身份证 (2017), marker 'I'
-    FOREIGN_2023 = "foreign_permanent_2023"    # 外国人永久居留身份证 (2023), marker 'Y'
+    RESIDENT = "resident"  # 居民身份证, marker ' '
+    HMT_PERMIT = "hk_macao_taiwan_permit"  # 港澳台居民居住证, marker 'J'
+    FOREIGN_2017 = "foreign_permanent_2017"  # 外国人永久居留身份证 (2017), marker 'I'
+    FOREIGN_2023 = "foreign_permanent_2023"  # 外国人永久居留身份证 (2023), marker 'Y'
 
     @property
     def title(self) -> str:
@@ -48,10 +48,19 @@ _TITLES = {
     CardType.FOREIGN_2023: "外国人永久居留身份证(2023版)",
 }
 
-MARKERS: dict[str, CardType] = {" ": CardType.RESIDENT, "\x00": CardType.RESIDENT, "J": CardType.HMT_PERMIT,
-                                "I": CardType.FOREIGN_2017, "Y": CardType.FOREIGN_2023}
-_MARKER_OF = {CardType.RESIDENT: " ", CardType.HMT_PERMIT: "J", CardType.FOREIGN_2017: "I",
-              CardType.FOREIGN_2023: "Y"}
+MARKERS: dict[str, CardType] = {
+    " ": CardType.RESIDENT,
+    "\x00": CardType.RESIDENT,
+    "J": CardType.HMT_PERMIT,
+    "I": CardType.FOREIGN_2017,
+    "Y": CardType.FOREIGN_2023,
+}
+_MARKER_OF = {
+    CardType.RESIDENT: " ",
+    CardType.HMT_PERMIT: "J",
+    CardType.FOREIGN_2017: "I",
+    CardType.FOREIGN_2023: "Y",
+}
 
 
 @dataclass(frozen=True)
@@ -65,26 +74,51 @@ class Field:
 
 LAYOUTS: dict[CardType, tuple[Field, ...]] = {
     CardType.RESIDENT: (
-        Field("name", 0, 30), Field("sex", 30, 2), Field("nation", 32, 4), Field("birth", 36, 16),
-        Field("address", 52, 70), Field("id_number", 122, 36), Field("issuer", 158, 30),
-        Field("valid_from", 188, 16), Field("valid_to", 204, 16),
+        Field("name", 0, 30),
+        Field("sex", 30, 2),
+        Field("nation", 32, 4),
+        Field("birth", 36, 16),
+        Field("address", 52, 70),
+        Field("id_number", 122, 36),
+        Field("issuer", 158, 30),
+        Field("valid_from", 188, 16),
+        Field("valid_to", 204, 16),
     ),
     CardType.HMT_PERMIT: (
-        Field("name", 0, 30), Field("sex", 30, 2), Field("birth", 36, 16),
-        Field("address", 52, 70), Field("id_number", 122, 36), Field("issuer", 158, 30),
-        Field("valid_from", 188, 16), Field("valid_to", 204, 16),
-        Field("pass_number", 220, 18), Field("issue_count", 238, 4),
+        Field("name", 0, 30),
+        Field("sex", 30, 2),
+        Field("birth", 36, 16),
+        Field("address", 52, 70),
+        Field("id_number", 122, 36),
+        Field("issuer", 158, 30),
+        Field("valid_from", 188, 16),
+        Field("valid_to", 204, 16),
+        Field("pass_number", 220, 18),
+        Field("issue_count", 238, 4),
     ),
     CardType.FOREIGN_2017: (
-        Field("name_en", 0, 120), Field("sex", 120, 2), Field("id_number", 122, 30),
-        Field("nationality", 152, 6), Field("name", 158, 30), Field("valid_from", 188, 16),
-        Field("valid_to", 204, 16), Field("birth", 220, 16), Field("card_version", 236, 4),
+        Field("name_en", 0, 120),
+        Field("sex", 120, 2),
+        Field("id_number", 122, 30),
+        Field("nationality", 152, 6),
+        Field("name", 158, 30),
+        Field("valid_from", 188, 16),
+        Field("valid_to", 204, 16),
+        Field("birth", 220, 16),
+        Field("card_version", 236, 4),
         Field("authority_code", 240, 8),
     ),
     CardType.FOREIGN_2023: (
-        Field("name", 0, 30), Field("sex", 30, 2), Field("issue_count", 32, 4), Field("birth", 36, 16),
-        Field("name_en", 52, 70), Field("id_number", 122, 36), Field("name_en_more", 158, 30),
-        Field("valid_from", 188, 16), Field("valid_to", 204, 16), Field("nationality", 220, 6),
+        Field("name", 0, 30),
+        Field("sex", 30, 2),
+        Field("issue_count", 32, 4),
+        Field("birth", 36, 16),
+        Field("name_en", 52, 70),
+        Field("id_number", 122, 36),
+        Field("name_en_more", 158, 30),
+        Field("valid_from", 188, 16),
+        Field("valid_to", 204, 16),
+        Field("nationality", 220, 6),
     ),
 }
 
@@ -92,14 +126,63 @@ SEXES = {"0": "未知", "1": "男", "2": "女", "9": "未说明"}
 
 #: GB/T 3304-1991 nation codes, names as printed on the card (without 族).
 NATIONS: dict[str, str] = {
-    "01": "汉", "02": "蒙古", "03": "回", "04": "藏", "05": "维吾尔", "06": "苗", "07": "彝", "08": "壮",
-    "09": "布依", "10": "朝鲜", "11": "满", "12": "侗", "13": "瑶", "14": "白", "15": "土家", "16": "哈尼",
-    "17": "哈萨克", "18": "傣", "19": "黎", "20": "傈僳", "21": "佤", "22": "畲", "23": "高山", "24": "拉祜",
-    "25": "水", "26": "东乡", "27": "纳西", "28": "景颇", "29": "柯尔克孜", "30": "土", "31": "达斡尔",
-    "32": "仫佬", "33": "羌", "34": "布朗", "35": "撒拉", "36": "毛南", "37": "仡佬", "38": "锡伯",
-    "39": "阿昌", "40": "普米", "41": "塔吉克", "42": "怒", "43": "乌孜别克", "44": "俄罗斯",
-    "45": "鄂温克", "46": "德昂", "47": "保安", "48": "裕固", "49": "京", "50": "塔塔尔", "51": "独龙",
-    "52": "鄂伦春", "53": "赫哲", "54": "门巴", "55": "珞巴", "56": "基诺", "97": "其他",
+    "01": "汉",
+    "02": "蒙古",
+    "03": "回",
+    "04": "藏",
+    "05": "维吾尔",
+    "06": "苗",
+    "07": "彝",
+    "08": "壮",
+    "09": "布依",
+    "10": "朝鲜",
+    "11": "满",
+    "12": "侗",
+    "13": "瑶",
+    "14": "白",
+    "15": "土家",
+    "16": "哈尼",
+    "17": "哈萨克",
+    "18": "傣",
+    "19": "黎",
+    "20": "傈僳",
+    "21": "佤",
+    "22": "畲",
+    "23": "高山",
+    "24": "拉祜",
+    "25": "水",
+    "26": "东乡",
+    "27": "纳西",
+    "28": "景颇",
+    "29": "柯尔克孜",
+    "30": "土",
+    "31": "达斡尔",
+    "32": "仫佬",
+    "33": "羌",
+    "34": "布朗",
+    "35": "撒拉",
+    "36": "毛南",
+    "37": "仡佬",
+    "38": "锡伯",
+    "39": "阿昌",
+    "40": "普米",
+    "41": "塔吉克",
+    "42": "怒",
+    "43": "乌孜别克",
+    "44": "俄罗斯",
+    "45": "鄂温克",
+    "46": "德昂",
+    "47": "保安",
+    "48": "裕固",
+    "49": "京",
+    "50": "塔塔尔",
+    "51": "独龙",
+    "52": "鄂伦春",
+    "53": "赫哲",
+    "54": "门巴",
+    "55": "珞巴",
+    "56": "基诺",
+    "97": "其他",
     "98": "外国血统中国籍人士",
 }
 
@@ -118,8 +201,12 @@ def check_digit(first17: str) -> str:
 
 
 def has_valid_check_digit(number: str) -> bool:
-    return (len(number) == 18 and number[:17].isascii() and number[:17].isdigit()
-            and number[17] == check_digit(number[:17]))
+    return (
+        len(number) == 18
+        and number[:17].isascii()
+        and number[:17].isdigit()
+        and number[17] == check_digit(number[:17])
+    )
 
 
 def mask_id_number(number: str) -> str:
@@ -181,8 +268,10 @@ class Identity:
 
     def __repr__(self) -> str:
         # repr() of an identity may end up in a log: only the masked number, no photo.
-        return (f"Identity({self.card_type.value}, {self.id_number_masked}, valid={self.valid}, "
-                f"problems={list(self.problems)})")
+        return (
+            f"Identity({self.card_type.value}, {self.id_number_masked}, valid={self.valid}, "
+            f"problems={list(self.problems)})"
+        )
 
     __str__ = __repr__
 
@@ -195,9 +284,10 @@ class Identity:
             "sex": self.sex,
             "birth": self.birth.isoformat() if self.birth else None,
             "id_number_masked": self.id_number_masked,
-            "validity": {"from": self.valid_from.isoformat() if self.valid_from else None,
-                         "to": NO_EXPIRY if self.no_expiry else (self.valid_to.isoformat() if self.valid_to
-                                                                 else None)},
+            "validity": {
+                "from": self.valid_from.isoformat() if self.valid_from else None,
+                "to": NO_EXPIRY if self.no_expiry else (self.valid_to.isoformat() if self.valid_to else None),
+            },
             "valid": self.valid,
             "problems": list(self.problems),
             "photo": self.photo_status,
@@ -220,8 +310,13 @@ class Identity:
 
     def as_private(self) -> dict[str, Any]:
         """For in-process listeners only (the session): the full numbers and the raw photo."""
-        return {"id_number": self.id_number, "pass_number": self.pass_number, "photo_wlt": self.photo_wlt,
-                "photo_image": self.photo_image, "fingerprint": self.fingerprint}
+        return {
+            "id_number": self.id_number,
+            "pass_number": self.pass_number,
+            "photo_wlt": self.photo_wlt,
+            "photo_image": self.photo_image,
+            "fingerprint": self.fingerprint,
+        }
 
 
 # --- text block: bytes <-> fields ------------------------------------------------------------------
@@ -230,13 +325,15 @@ class Identity:
 def card_type_of(block: bytes) -> CardType:
     if len(block) != TEXT_SIZE:
         raise CardDataError(f"the card's text block is {len(block)} bytes, expected {TEXT_SIZE}")
-    marker = block[MARKER_OFFSET:MARKER_OFFSET + 2].decode("utf-16-le", errors="replace")
+    marker = block[MARKER_OFFSET : MARKER_OFFSET + 2].decode("utf-16-le", errors="replace")
     try:
         return MARKERS[marker]
     except KeyError:
-        raise CardDataError(f"unknown card layout (type marker U+{ord(marker):04X}): the reader read a card "
-                            f"this firmware cannot lay out; update the firmware or ask for another "
-                            f"document") from None
+        raise CardDataError(
+            f"unknown card layout (type marker U+{ord(marker):04X}): the reader read a card "
+            f"this firmware cannot lay out; update the firmware or ask for another "
+            f"document"
+        ) from None
 
 
 def decode_fields(block: bytes) -> tuple[CardType, dict[str, str], bool]:
@@ -245,7 +342,7 @@ def decode_fields(block: bytes) -> tuple[CardType, dict[str, str], bool]:
     values: dict[str, str] = {}
     clean = True
     for f in LAYOUTS[card_type]:
-        raw = block[f.offset:f.offset + f.size]
+        raw = block[f.offset : f.offset + f.size]
         try:
             text = raw.decode("utf-16-le")
         except UnicodeDecodeError:
@@ -267,8 +364,8 @@ def encode_text_block(card_type: CardType, values: Mapping[str, str]) -> bytes:
         raw = text.encode("utf-16-le")
         if len(raw) > f.size:
             raise ValueError(f"{name!r} needs {len(raw)} bytes, the layout has {f.size}")
-        block[f.offset:f.offset + f.size] = raw + " ".encode("utf-16-le") * ((f.size - len(raw)) // 2)
-    block[MARKER_OFFSET:MARKER_OFFSET + 2] = _MARKER_OF[card_type].encode("utf-16-le")
+        block[f.offset : f.offset + f.size] = raw + " ".encode("utf-16-le") * ((f.size - len(raw)) // 2)
+    block[MARKER_OFFSET : MARKER_OFFSET + 2] = _MARKER_OF[card_type].encode("utf-16-le")
     return bytes(block)
 
 
@@ -283,8 +380,9 @@ _ID18 = re.compile(r"^[0-9]{17}[0-9X]$")
 _ID15_FOREIGN = re.compile(r"^[A-Z]{3}[0-9]{12}$")
 
 
-def _check_citizen_style_number(card_type: CardType, number: str, birth_raw: str, sex: str,
-                                problems: list[str]) -> None:
+def _check_citizen_style_number(
+    card_type: CardType, number: str, birth_raw: str, sex: str, problems: list[str]
+) -> None:
     # Problems never quote the number: they go into public events.
     if not _ID18.match(number):
         problems.append("ID number is not 17 digits plus a check character")

@@ -33,9 +33,13 @@ def load_decoder(spec: str | None) -> PhotoDecoder | None:
         try:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError("[drivers.card_reader] photo_decoder",
-                              [f"cannot load {spec!r} ({exc}); install the vendor's WLT decoder package or "
-                               f"remove photo_decoder"]) from None
+            raise ConfigError(
+                "[drivers.card_reader] photo_decoder",
+                [
+                    f"cannot load {spec!r} ({exc}); install the vendor's WLT decoder package or "
+                    f"remove photo_decoder"
+                ],
+            ) from None
         if not callable(fn):
             raise ConfigError("[drivers.card_reader] photo_decoder", [f"{spec!r} is not callable"])
         return fn
@@ -43,7 +47,9 @@ def load_decoder(spec: str | None) -> PhotoDecoder | None:
         try:
             return ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken vendor plug-in must not stop the reader
-            log.warning("WLT decoder plug-in %s failed to load (%s): photos will not be decoded", ep.name, exc)
+            log.warning(
+                "WLT decoder plug-in %s failed to load (%s): photos will not be decoded", ep.name, exc
+            )
     return None
 
 
@@ -56,7 +62,9 @@ def decode_photo(wlt: bytes, decoder: PhotoDecoder | None) -> tuple[str, bytes |
     try:
         image = decoder(wlt)
     except Exception as exc:  # noqa: BLE001 - vendor code: any failure is just an undecoded photo
-        log.warning("the WLT photo decoder failed (%s: %s): the photo stays undecoded", type(exc).__name__, exc)
+        log.warning(
+            "the WLT photo decoder failed (%s: %s): the photo stays undecoded", type(exc).__name__, exc
+        )
         return DECODE_FAILED, None
     if not isinstance(image, bytes | bytearray) or not image:
         log.warning("the WLT photo decoder returned no image bytes: the photo stays undecoded")

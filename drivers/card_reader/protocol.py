@@ -81,40 +81,101 @@ class Sw3:
     error: type[e.SamStatusError] | None  # None for the success codes
 
 
-SW3_TABLE: dict[int, Sw3] = {s.code: s for s in (
-    Sw3(0x90, "success", "", None),
-    Sw3(0x9F, "card found", "", None),
-    Sw3(0x80, "no card on the reader", "place the card flat on the reader", e.NoCard),
-    Sw3(0x81, "selecting the card failed", "hold the card still on the reader and try again", e.SelectFailed),
-    Sw3(0x41, "reading the card failed", "hold the card still on the reader and try again; "
-        "if every card fails, the reader's antenna needs service", e.ReadFailed),
-    Sw3(0x10, "the reader received a frame with a bad checksum", "check the serial cable and for electrical "
-        "noise near the reader", e.SamRejectedChecksum),
-    Sw3(0x11, "the reader received a frame with a bad length", "check the serial cable and the baud rate",
-        e.SamRejectedLength),
-    Sw3(0x21, "the reader does not support this command", "check that the reader model is a SAM-based "
-        "身份证阅读机具 and its firmware version", e.SamRejectedCommand),
-    Sw3(0x23, "operation not authorised", "the reader refuses the command; contact the reader's vendor",
-        e.SamUnauthorised),
-    Sw3(0x24, "unknown error in the reader", "power-cycle the reader", e.SamUnknownError),
-    Sw3(0x31, "card authentication of the SAM failed", "the card may be damaged or forged; ask for "
-        "another document", e.CardAuthenticationFailed),
-    Sw3(0x32, "SAM authentication of the card failed", "the card may be damaged or forged; ask for "
-        "another document", e.CardAuthenticationFailed),
-    Sw3(0x33, "information verification failed", "the card data is inconsistent; ask for another "
-        "document", e.CardAuthenticationFailed),
-    Sw3(0x40, "unknown card type", "this is not a resident ID card or a permit the reader knows",
-        e.UnknownCardType),
-    Sw3(0x47, "random number error", "remove the card and present it again", e.RandomNumberError),
-    Sw3(0x60, "the SAM module failed its self-test", "power-cycle the reader; if it persists the reader "
-        "needs service", e.SamSelfTestFailed),
-    Sw3(0x66, "the SAM module is not authorised", "the reader's SAM module is not licensed; contact the "
-        "reader's vendor", e.SamNotAuthorised),
-    Sw3(0x91, "the card holds no such content", "nothing to do: the card has no such record",
-        e.NoSuchContent),
-    Sw3(0xFF, "communication fault inside the reader", "power-cycle the reader and check its cable",
-        e.CommunicationFault),
-)}
+SW3_TABLE: dict[int, Sw3] = {
+    s.code: s
+    for s in (
+        Sw3(0x90, "success", "", None),
+        Sw3(0x9F, "card found", "", None),
+        Sw3(0x80, "no card on the reader", "place the card flat on the reader", e.NoCard),
+        Sw3(
+            0x81,
+            "selecting the card failed",
+            "hold the card still on the reader and try again",
+            e.SelectFailed,
+        ),
+        Sw3(
+            0x41,
+            "reading the card failed",
+            "hold the card still on the reader and try again; "
+            "if every card fails, the reader's antenna needs service",
+            e.ReadFailed,
+        ),
+        Sw3(
+            0x10,
+            "the reader received a frame with a bad checksum",
+            "check the serial cable and for electrical noise near the reader",
+            e.SamRejectedChecksum,
+        ),
+        Sw3(
+            0x11,
+            "the reader received a frame with a bad length",
+            "check the serial cable and the baud rate",
+            e.SamRejectedLength,
+        ),
+        Sw3(
+            0x21,
+            "the reader does not support this command",
+            "check that the reader model is a SAM-based 身份证阅读机具 and its firmware version",
+            e.SamRejectedCommand,
+        ),
+        Sw3(
+            0x23,
+            "operation not authorised",
+            "the reader refuses the command; contact the reader's vendor",
+            e.SamUnauthorised,
+        ),
+        Sw3(0x24, "unknown error in the reader", "power-cycle the reader", e.SamUnknownError),
+        Sw3(
+            0x31,
+            "card authentication of the SAM failed",
+            "the card may be damaged or forged; ask for another document",
+            e.CardAuthenticationFailed,
+        ),
+        Sw3(
+            0x32,
+            "SAM authentication of the card failed",
+            "the card may be damaged or forged; ask for another document",
+            e.CardAuthenticationFailed,
+        ),
+        Sw3(
+            0x33,
+            "information verification failed",
+            "the card data is inconsistent; ask for another document",
+            e.CardAuthenticationFailed,
+        ),
+        Sw3(
+            0x40,
+            "unknown card type",
+            "this is not a resident ID card or a permit the reader knows",
+            e.UnknownCardType,
+        ),
+        Sw3(0x47, "random number error", "remove the card and present it again", e.RandomNumberError),
+        Sw3(
+            0x60,
+            "the SAM module failed its self-test",
+            "power-cycle the reader; if it persists the reader needs service",
+            e.SamSelfTestFailed,
+        ),
+        Sw3(
+            0x66,
+            "the SAM module is not authorised",
+            "the reader's SAM module is not licensed; contact the reader's vendor",
+            e.SamNotAuthorised,
+        ),
+        Sw3(
+            0x91,
+            "the card holds no such content",
+            "nothing to do: the card has no such record",
+            e.NoSuchContent,
+        ),
+        Sw3(
+            0xFF,
+            "communication fault inside the reader",
+            "power-cycle the reader and check its cable",
+            e.CommunicationFault,
+        ),
+    )
+}
 
 
 def status_error(sw3: int, command: Command | None = None) -> e.SamStatusError:
@@ -122,8 +183,11 @@ def status_error(sw3: int, command: Command | None = None) -> e.SamStatusError:
     what = f" to {command.label}" if command else ""
     entry = SW3_TABLE.get(sw3)
     if entry is None or entry.error is None:
-        return e.SamUnknownError(f"the card reader answered an unknown status 0x{sw3:02X}{what}: power-cycle "
-                                 f"the reader; if it persists, check its model and firmware", sw3=sw3)
+        return e.SamUnknownError(
+            f"the card reader answered an unknown status 0x{sw3:02X}{what}: power-cycle "
+            f"the reader; if it persists, check its model and firmware",
+            sw3=sw3,
+        )
     action = f": {entry.action}" if entry.action else ""
     return entry.error(f"card reader status 0x{sw3:02X}{what}, {entry.meaning}{action}", sw3=sw3)
 
@@ -190,8 +254,9 @@ def parse_request(body: bytes) -> SamRequest:
 
 def parse_response(body: bytes) -> SamResponse:
     if len(body) < MIN_RESPONSE_LEN - 1:
-        raise e.BadLength(f"reply body of {len(body)} bytes is shorter than SW1 SW2 SW3: check the cable "
-                          f"and the baud rate")
+        raise e.BadLength(
+            f"reply body of {len(body)} bytes is shorter than SW1 SW2 SW3: check the cable and the baud rate"
+        )
     return SamResponse(body[0], body[1], body[2], bytes(body[3:]))
 
 
@@ -262,8 +327,10 @@ class FrameDecoder:
             if length < self.min_len or length > self.max_len:
                 del self._buf[0]
                 self.skipped += 1
-                raise e.BadLength(f"frame length field {length} is outside {self.min_len}..{self.max_len}: "
-                                  f"check the reader's cable and the baud rate")
+                raise e.BadLength(
+                    f"frame length field {length} is outside {self.min_len}..{self.max_len}: "
+                    f"check the reader's cable and the baud rate"
+                )
             end = HEADER_SIZE + length
             if len(self._buf) < end:
                 return
@@ -271,9 +338,11 @@ class FrameDecoder:
             if checksum(frame[5:-1]) != frame[-1]:
                 del self._buf[0]
                 self.skipped += 1
-                raise e.BadChecksum(f"frame of {end} bytes with a bad checksum (got 0x{frame[-1]:02X}, "
-                                    f"computed 0x{checksum(frame[5:-1]):02X}): check the reader's cable and "
-                                    f"for electrical noise near it")
+                raise e.BadChecksum(
+                    f"frame of {end} bytes with a bad checksum (got 0x{frame[-1]:02X}, "
+                    f"computed 0x{checksum(frame[5:-1]):02X}): check the reader's cable and "
+                    f"for electrical noise near it"
+                )
             del self._buf[:end]
             yield frame[HEADER_SIZE:-1]
 
@@ -290,8 +359,10 @@ class CardBlocks:
     fingerprint: bytes = b""
 
     def __repr__(self) -> str:
-        return (f"CardBlocks(text={len(self.text)} B, photo={len(self.photo)} B, "
-                f"fingerprint={len(self.fingerprint)} B)")
+        return (
+            f"CardBlocks(text={len(self.text)} B, photo={len(self.photo)} B, "
+            f"fingerprint={len(self.fingerprint)} B)"
+        )
 
 
 def encode_card_blocks(blocks: CardBlocks, *, with_fingerprint: bool) -> bytes:
@@ -314,15 +385,18 @@ def parse_card_blocks(data: bytes, *, with_fingerprint: bool) -> CardBlocks:
     if text_len != TEXT_SIZE:
         raise e.BadLength(f"read reply announces a text block of {text_len} bytes, expected {TEXT_SIZE}")
     if photo_len > PHOTO_SIZE or fp_len > FINGERPRINT_MAX:
-        raise e.BadLength(f"read reply announces a photo of {photo_len} / fingerprint of {fp_len} bytes, "
-                          f"more than a card holds")
+        raise e.BadLength(
+            f"read reply announces a photo of {photo_len} / fingerprint of {fp_len} bytes, "
+            f"more than a card holds"
+        )
     start = 2 * nlen
     if len(data) != start + text_len + photo_len + fp_len:
-        raise e.BadLength(f"read reply holds {len(data) - start} block bytes but announces "
-                          f"{text_len + photo_len + fp_len}")
-    text = data[start:start + text_len]
-    photo = data[start + text_len:start + text_len + photo_len]
-    fp = data[start + text_len + photo_len:]
+        raise e.BadLength(
+            f"read reply holds {len(data) - start} block bytes but announces {text_len + photo_len + fp_len}"
+        )
+    text = data[start : start + text_len]
+    photo = data[start + text_len : start + text_len + photo_len]
+    fp = data[start + text_len + photo_len :]
     return CardBlocks(bytes(text), bytes(photo), bytes(fp))
 
 
@@ -342,5 +416,10 @@ def encode_sam_id(text: str) -> bytes:
     """Inverse of ``format_sam_id`` (the simulator's SAM id)."""
     ab, c, d, f = text.split("-")
     a, b = ab.split(".")
-    return (int(a).to_bytes(2, "little") + int(b).to_bytes(2, "little") + int(c).to_bytes(4, "little")
-            + int(d).to_bytes(4, "little") + int(f).to_bytes(4, "little"))
+    return (
+        int(a).to_bytes(2, "little")
+        + int(b).to_bytes(2, "little")
+        + int(c).to_bytes(4, "little")
+        + int(d).to_bytes(4, "little")
+        + int(f).to_bytes(4, "little")
+    )

@@ -8,6 +8,7 @@ own SW3). Retry policy belongs to the driver.
 
 Nothing here logs card data: replies are logged by status and size only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,8 +87,9 @@ class SamLink:
                 bad = exc
                 self.stats[exc.code] += 1
 
-    def transact(self, command: Command, data: bytes = b"", *,
-                 accept: Collection[int] = (SW3_OK,)) -> SamResponse:
+    def transact(
+        self, command: Command, data: bytes = b"", *, accept: Collection[int] = (SW3_OK,)
+    ) -> SamResponse:
         """Send ``command`` and return its reply if SW3 is in ``accept``; typed errors otherwise."""
         request = SamRequest.of(command, data).encode()
         self._decoder.reset()
@@ -114,8 +116,11 @@ class SamLink:
                 if self._is_stale(command, response, accept):
                     # The answer to an earlier command that timed out: skip it, ours follows.
                     self.stats[e.UnexpectedReply.code] += 1
-                    log.debug("card reader: skipped a late reply (SW3 0x%02X) while waiting for %s",
-                              response.sw3, command.label)
+                    log.debug(
+                        "card reader: skipped a late reply (SW3 0x%02X) while waiting for %s",
+                        response.sw3,
+                        command.label,
+                    )
                     continue
                 self._count_noise(skipped_before)
                 return self._check(command, response, accept)
@@ -126,18 +131,24 @@ class SamLink:
         self._count_noise(skipped_before)
         if self._decoder.in_frame:
             self.stats[e.TruncatedFrame.code] += 1
-            raise e.TruncatedFrame(f"the card reader on {self.port} started a reply to {command.label} but "
-                                   f"it stopped after {self._decoder.pending} bytes: check the cable and the "
-                                   f"baud rate ({self.baudrate})")
+            raise e.TruncatedFrame(
+                f"the card reader on {self.port} started a reply to {command.label} but "
+                f"it stopped after {self._decoder.pending} bytes: check the cable and the "
+                f"baud rate ({self.baudrate})"
+            )
         if bad is not None:
             raise self._located(bad, command)
         self.stats[e.NoReply.code] += 1
         if self._decoder.skipped > skipped_before:
-            raise e.NoReply(f"the card reader on {self.port} sends bytes that never form a frame (to "
-                            f"{command.label}): check that baudrate {self.baudrate} in [drivers.card_reader] "
-                            f"matches the reader (most use 115200), and the cable")
-        raise e.NoReply(f"no reply from the card reader on {self.port}: check the USB cable and that the "
-                        f"reader is powered (no answer to {command.label})")
+            raise e.NoReply(
+                f"the card reader on {self.port} sends bytes that never form a frame (to "
+                f"{command.label}): check that baudrate {self.baudrate} in [drivers.card_reader] "
+                f"matches the reader (most use 115200), and the cable"
+            )
+        raise e.NoReply(
+            f"no reply from the card reader on {self.port}: check the USB cable and that the "
+            f"reader is powered (no answer to {command.label})"
+        )
 
     def _located(self, exc: e.FrameError, command: Command) -> e.FrameError:
         """The decoder's error, saying which reader and which command (the decoder knows neither)."""
@@ -157,8 +168,9 @@ class SamLink:
         return command in _READS and response.sw3 == SW3_OK and len(response.data) < 4 + TEXT_SIZE
 
     def _check(self, command: Command, response: SamResponse, accept: Collection[int]) -> SamResponse:
-        log.debug("card reader %s -> SW3 0x%02X, %d data bytes", command.label, response.sw3,
-                  len(response.data))
+        log.debug(
+            "card reader %s -> SW3 0x%02X, %d data bytes", command.label, response.sw3, len(response.data)
+        )
         if response.sw3 in accept:
             return response
         raise status_error(response.sw3, command)
@@ -191,8 +203,9 @@ class SamLink:
         if response.sw3 == 0x91:
             return b""
         if len(response.data) > ADDRESS_SIZE:
-            raise e.BadLength(f"additional address reply has {len(response.data)} bytes, at most "
-                              f"{ADDRESS_SIZE} expected")
+            raise e.BadLength(
+                f"additional address reply has {len(response.data)} bytes, at most {ADDRESS_SIZE} expected"
+            )
         return response.data
 
     def read_card(self, *, fingerprint: bool = False) -> CardBlocks:
@@ -201,4 +214,3 @@ class SamLink:
             raise e.NoCard(f"no card on the card reader on {self.port}: place the card flat on the reader")
         self.select_card()
         return self.read_blocks(fingerprint=fingerprint)
-

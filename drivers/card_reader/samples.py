@@ -62,48 +62,111 @@ class SampleCard:
         return f"SampleCard({self.key!r}, {self.card_type.value})"
 
 
-SAMPLES: dict[str, SampleCard] = {s.key: s for s in (
-    SampleCard(
-        "zhang-san", "resident ID card, male, 汉, with fingerprints", CardType.RESIDENT,
-        {"name": "张三", "sex": "1", "nation": "01", "birth": "19900307",
-         "address": "浙江省衢州市衢江区赤柯山村88号", "id_number": _with_check("33080319900307123"),
-         "issuer": "衢州市公安局衢江分局", "valid_from": "20200315", "valid_to": "20400315"},
-        with_fingerprint=True,
-    ),
-    SampleCard(
-        "wang-fang", "resident ID card, female, 苗, valid 长期, with an additional address",
-        CardType.RESIDENT,
-        {"name": "王芳", "sex": "2", "nation": "06", "birth": "19560812",
-         "address": "浙江省衢州市衢江区赤柯山村12号", "id_number": _with_check("33080319560812004"),
-         "issuer": "衢州市公安局衢江分局", "valid_from": "20160520", "valid_to": "长期"},
-        additional_address="浙江省衢州市衢江区新村5号",
-    ),
-    SampleCard(
-        "hk-permit", "Hong Kong/Macao/Taiwan residence permit ('J')", CardType.HMT_PERMIT,
-        {"name": "陈大文", "sex": "1", "birth": "19851120", "address": "浙江省衢州市柯城区府山街道1号",
-         "id_number": _with_check("81000019851120123"), "issuer": "衢州市公安局",
-         "valid_from": "20230110", "valid_to": "20280110", "pass_number": "H12345678", "issue_count": "01"},
-    ),
-    SampleCard(
-        "foreigner-old", "foreign permanent resident card, 2017 layout ('I')", CardType.FOREIGN_2017,
-        {"name_en": "SMITH, JOHN", "sex": "1", "id_number": "USA330080011501", "nationality": "USA",
-         "name": "史密斯", "valid_from": "20200601", "valid_to": "20300601", "birth": "19800115",
-         "card_version": "20", "authority_code": "3300"},
-    ),
-    SampleCard(
-        "foreigner-2023", "foreign permanent resident card, 2023 layout ('Y')", CardType.FOREIGN_2023,
-        {"name": "玛丽亚", "sex": "2", "issue_count": "01", "birth": "19920630", "name_en": "GARCIA, MARIA",
-         "id_number": _with_check("93372419920630002"), "valid_from": "20240105", "valid_to": "20340105",
-         "nationality": "ESP"},
-    ),
-    SampleCard(
-        "bad-checksum", "resident ID card whose check digit is wrong (must be reported invalid)",
-        CardType.RESIDENT,
-        {"name": "李四", "sex": "1", "nation": "03", "birth": "19780521",
-         "address": "浙江省衢州市龙游县东华街道7号", "id_number": _with_wrong_check("33080219780521335"),
-         "issuer": "龙游县公安局", "valid_from": "20180601", "valid_to": "20380601"},
-    ),
-)}
+SAMPLES: dict[str, SampleCard] = {
+    s.key: s
+    for s in (
+        SampleCard(
+            "zhang-san",
+            "resident ID card, male, 汉, with fingerprints",
+            CardType.RESIDENT,
+            {
+                "name": "张三",
+                "sex": "1",
+                "nation": "01",
+                "birth": "19900307",
+                "address": "浙江省衢州市衢江区赤柯山村88号",
+                "id_number": _with_check("33080319900307123"),
+                "issuer": "衢州市公安局衢江分局",
+                "valid_from": "20200315",
+                "valid_to": "20400315",
+            },
+            with_fingerprint=True,
+        ),
+        SampleCard(
+            "wang-fang",
+            "resident ID card, female, 苗, valid 长期, with an additional address",
+            CardType.RESIDENT,
+            {
+                "name": "王芳",
+                "sex": "2",
+                "nation": "06",
+                "birth": "19560812",
+                "address": "浙江省衢州市衢江区赤柯山村12号",
+                "id_number": _with_check("33080319560812004"),
+                "issuer": "衢州市公安局衢江分局",
+                "valid_from": "20160520",
+                "valid_to": "长期",
+            },
+            additional_address="浙江省衢州市衢江区新村5号",
+        ),
+        SampleCard(
+            "hk-permit",
+            "Hong Kong/Macao/Taiwan residence permit ('J')",
+            CardType.HMT_PERMIT,
+            {
+                "name": "陈大文",
+                "sex": "1",
+                "birth": "19851120",
+                "address": "浙江省衢州市柯城区府山街道1号",
+                "id_number": _with_check("81000019851120123"),
+                "issuer": "衢州市公安局",
+                "valid_from": "20230110",
+                "valid_to": "20280110",
+                "pass_number": "H12345678",
+                "issue_count": "01",
+            },
+        ),
+        SampleCard(
+            "foreigner-old",
+            "foreign permanent resident card, 2017 layout ('I')",
+            CardType.FOREIGN_2017,
+            {
+                "name_en": "SMITH, JOHN",
+                "sex": "1",
+                "id_number": "USA330080011501",
+                "nationality": "USA",
+                "name": "史密斯",
+                "valid_from": "20200601",
+                "valid_to": "20300601",
+                "birth": "19800115",
+                "card_version": "20",
+                "authority_code": "3300",
+            },
+        ),
+        SampleCard(
+            "foreigner-2023",
+            "foreign permanent resident card, 2023 layout ('Y')",
+            CardType.FOREIGN_2023,
+            {
+                "name": "玛丽亚",
+                "sex": "2",
+                "issue_count": "01",
+                "birth": "19920630",
+                "name_en": "GARCIA, MARIA",
+                "id_number": _with_check("93372419920630002"),
+                "valid_from": "20240105",
+                "valid_to": "20340105",
+                "nationality": "ESP",
+            },
+        ),
+        SampleCard(
+            "bad-checksum",
+            "resident ID card whose check digit is wrong (must be reported invalid)",
+            CardType.RESIDENT,
+            {
+                "name": "李四",
+                "sex": "1",
+                "nation": "03",
+                "birth": "19780521",
+                "address": "浙江省衢州市龙游县东华街道7号",
+                "id_number": _with_wrong_check("33080219780521335"),
+                "issuer": "龙游县公安局",
+                "valid_from": "20180601",
+                "valid_to": "20380601",
+            },
+        ),
+    )
+}
 
 
 def sample(key: str) -> SampleCard:

@@ -69,10 +69,19 @@ _CONTROL_TIMEOUT_S = 3.0
 class SamEmulator:
     """One emulated reader. ``start()``/``stop()`` (or ``with``); control methods from any thread."""
 
-    def __init__(self, *, baudrate: int = 115200, pace: bool = True, slow_reply_s: float = 1.5,
-                 sam_latency_s: float = 0.0, seed: int = 0, initial_card: str | None = None,
-                 link_dir: str | os.PathLike[str] | None = None, sam_id: str = DEFAULT_SAM_ID,
-                 halt_after_read: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        baudrate: int = 115200,
+        pace: bool = True,
+        slow_reply_s: float = 1.5,
+        sam_latency_s: float = 0.0,
+        seed: int = 0,
+        initial_card: str | None = None,
+        link_dir: str | os.PathLike[str] | None = None,
+        sam_id: str = DEFAULT_SAM_ID,
+        halt_after_read: bool = False,
+    ) -> None:
         self.baudrate = baudrate
         #: like readers whose SAM halts a card once read: "no card" until it is lifted and put back
         self.halt_after_read = halt_after_read
@@ -181,8 +190,14 @@ class SamEmulator:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return {"port": self.port, "plugged": self._plugged, "card": self._card.key if self._card else None,
-                    "pending_faults": [f for f, _ in self._faults], "baudrate": self.baudrate, "pace": self.pace}
+            return {
+                "port": self.port,
+                "plugged": self._plugged,
+                "card": self._card.key if self._card else None,
+                "pending_faults": [f for f, _ in self._faults],
+                "baudrate": self.baudrate,
+                "pace": self.pace,
+            }
 
     def _set_plugged(self, plugged: bool) -> None:
         with self._changed:
@@ -281,8 +296,13 @@ class SamEmulator:
 
     def _answer(self, command: Command | None) -> bytes:
         self.requests[command.label if command else "unknown"] += 1
-        if command in (Command.FIND_CARD, Command.SELECT_CARD, Command.READ_TEXT_PHOTO,
-                       Command.READ_TEXT_PHOTO_FINGERPRINT, Command.READ_ADDITIONAL_ADDRESS):
+        if command in (
+            Command.FIND_CARD,
+            Command.SELECT_CARD,
+            Command.READ_TEXT_PHOTO,
+            Command.READ_TEXT_PHOTO_FINGERPRINT,
+            Command.READ_ADDITIONAL_ADDRESS,
+        ):
             self._sleep(self.sam_latency_s)
         with self._lock:
             card, selected = self._card, self._selected
@@ -292,7 +312,11 @@ class SamEmulator:
                 self._selected = True
             if command in (Command.RESET_SAM, Command.FIND_CARD):
                 self._selected = False
-            if command in (Command.READ_TEXT_PHOTO, Command.READ_TEXT_PHOTO_FINGERPRINT) and card and selected:
+            if (
+                command in (Command.READ_TEXT_PHOTO, Command.READ_TEXT_PHOTO_FINGERPRINT)
+                and card
+                and selected
+            ):
                 self._halted = self.halt_after_read
         match command:
             case None:
@@ -309,7 +333,9 @@ class SamEmulator:
                 if card is None or not selected:
                     return SamResponse(0, 0, 0x41).encode()
                 fp = command is Command.READ_TEXT_PHOTO_FINGERPRINT
-                return SamResponse(0, 0, SW3_OK, encode_card_blocks(card.blocks(), with_fingerprint=fp)).encode()
+                return SamResponse(
+                    0, 0, SW3_OK, encode_card_blocks(card.blocks(), with_fingerprint=fp)
+                ).encode()
             case Command.READ_ADDITIONAL_ADDRESS:
                 if card is None or not selected:
                     return SamResponse(0, 0, 0x41).encode()
@@ -389,7 +415,7 @@ class SamEmulator:
                     due = start + (i * 10) / self.baudrate
                     if (wait := due - time.monotonic()) > 0:
                         time.sleep(wait)
-                os.write(master, data[i:i + chunk])
+                os.write(master, data[i : i + chunk])
             if self.pace:
                 # The last chunk takes its own wire time too before the reader has all of it.
                 due = start + len(data) * 10 / self.baudrate
@@ -417,8 +443,9 @@ def control(emulator: SamEmulator, action: str, params: dict[str, Any]) -> dict[
             if not isinstance(count, int) or isinstance(count, bool):
                 raise ValueError("'count' must be an integer")
             target = params.get("command")
-            emulator.inject(str(params.get("fault", "")), count,
-                            command=str(target) if target is not None else None)
+            emulator.inject(
+                str(params.get("fault", "")), count, command=str(target) if target is not None else None
+            )
         case "unplug":
             emulator.unplug()
         case "replug":
@@ -428,6 +455,8 @@ def control(emulator: SamEmulator, action: str, params: dict[str, Any]) -> dict[
         case "status":
             pass
         case _:
-            raise ValueError(f"unknown card reader sim action {action!r}; use present, remove, inject, "
-                             f"unplug, replug, samples or status")
+            raise ValueError(
+                f"unknown card reader sim action {action!r}; use present, remove, inject, "
+                f"unplug, replug, samples or status"
+            )
     return emulator.status()

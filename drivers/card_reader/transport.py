@@ -27,12 +27,15 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
     def read_some(self, timeout: float) -> bytes:
         """Whatever bytes arrive within ``timeout`` (at least one, or b"" on timeout)."""
+
     def discard_input(self) -> None: ...
 
 
 def _unplugged_hint(port: str) -> str:
-    return (f"the card reader on {port} is gone: check that its USB cable is plugged in "
-            f"and that [drivers.card_reader] port names it")
+    return (
+        f"the card reader on {port} is gone: check that its USB cable is plugged in "
+        f"and that [drivers.card_reader] port names it"
+    )
 
 
 class SerialTransport:
@@ -51,14 +54,26 @@ class SerialTransport:
         if self._serial is not None:
             return
         if not os.path.exists(self.port):
-            raise ReaderMissing(f"card reader port {self.port} not found: check that the reader is plugged "
-                                f"in (USB) and that [drivers.card_reader] port is right")
+            raise ReaderMissing(
+                f"card reader port {self.port} not found: check that the reader is plugged "
+                f"in (USB) and that [drivers.card_reader] port is right"
+            )
         try:
-            self._serial = serial.Serial(self.port, self.baudrate, bytesize=8, parity="N", stopbits=1,
-                                         timeout=READ_SLICE_S, write_timeout=1.0, exclusive=True)
+            self._serial = serial.Serial(
+                self.port,
+                self.baudrate,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=READ_SLICE_S,
+                write_timeout=1.0,
+                exclusive=True,
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise ReaderMissing(f"cannot open the card reader on {self.port} ({exc}): check the cable, and "
-                                f"that no other program holds the port") from None
+            raise ReaderMissing(
+                f"cannot open the card reader on {self.port} ({exc}): check the cable, and "
+                f"that no other program holds the port"
+            ) from None
 
     def close(self) -> None:
         ser, self._serial = self._serial, None

@@ -20,21 +20,28 @@ RESERVED_OUTPUTS = ("buzzer", "status_led")
 
 class GpioConfig(Strict):
     backend: Literal["pi", "mock", "sim"] = Field(
-        "pi", description="pi: gpiozero's default pin factory (lgpio on a Pi); mock: gpiozero's MockFactory, "
-        "pins driven by tests; sim: MockFactory driven by `kiosk sim`")
+        "pi",
+        description="pi: gpiozero's default pin factory (lgpio on a Pi); mock: gpiozero's MockFactory, "
+        "pins driven by tests; sim: MockFactory driven by `kiosk sim`",
+    )
     help_button: int | None = Field(17, description="BCM pin of the help button (to ground, pull-up on)")
     status_led: int | None = 27
     presence: int | None = Field(22, description="BCM pin of the presence (PIR/radar) sensor output")
     buzzer: int | None = 25
-    relays: dict[str, int] = Field(default_factory=lambda: {"screen_power": 23, "room_light": 24},
-                                   description="name -> BCM pin of each relay")
-    hold_time_s: float = Field(3.0, ge=0.1, le=30, description="holding help this long enters technician mode")
+    relays: dict[str, int] = Field(
+        default_factory=lambda: {"screen_power": 23, "room_light": 24},
+        description="name -> BCM pin of each relay",
+    )
+    hold_time_s: float = Field(
+        3.0, ge=0.1, le=30, description="holding help this long enters technician mode"
+    )
     bounce_time_s: float | None = Field(None, gt=0, le=1, description="ignore contact bounce this long")
     button_pull_up: bool = True
     presence_active_high: bool = True
     relay_active_high: bool = True
-    wake_relay: str | None = Field("screen_power", description='relay switched on when presence is detected '
-                                   '("" for none)')
+    wake_relay: str | None = Field(
+        "screen_power", description='relay switched on when presence is detected ("" for none)'
+    )
 
     @field_validator("wake_relay")
     @classmethod
@@ -63,8 +70,12 @@ class GpioConfig(Strict):
     @model_validator(mode="after")
     def _distinct(self) -> GpioConfig:
         used: dict[int, str] = {}
-        named = [("help_button", self.help_button), ("status_led", self.status_led), ("presence", self.presence),
-                 ("buzzer", self.buzzer)] + [(f"relays.{n}", p) for n, p in self.relays.items()]
+        named = [
+            ("help_button", self.help_button),
+            ("status_led", self.status_led),
+            ("presence", self.presence),
+            ("buzzer", self.buzzer),
+        ] + [(f"relays.{n}", p) for n, p in self.relays.items()]
         for name, pin in named:
             if pin is None:
                 continue
@@ -72,6 +83,8 @@ class GpioConfig(Strict):
                 raise ValueError(f"{name} and {used[pin]} both use GPIO{pin}")
             used[pin] = name
         if self.wake_relay is not None and self.wake_relay not in self.relays:
-            raise ValueError(f"wake_relay = {self.wake_relay!r} is not one of the relays "
-                             f"({', '.join(self.relays) or 'none configured'})")
+            raise ValueError(
+                f"wake_relay = {self.wake_relay!r} is not one of the relays "
+                f"({', '.join(self.relays) or 'none configured'})"
+            )
         return self

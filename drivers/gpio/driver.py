@@ -102,15 +102,21 @@ class Gpio(Peripheral):
         try:
             if cfg.help_button is not None:
                 part = f"help button on GPIO{cfg.help_button}"
-                self.button = Button(cfg.help_button, pull_up=cfg.button_pull_up, bounce_time=cfg.bounce_time_s,
-                                     hold_time=cfg.hold_time_s, **kw)
+                self.button = Button(
+                    cfg.help_button,
+                    pull_up=cfg.button_pull_up,
+                    bounce_time=cfg.bounce_time_s,
+                    hold_time=cfg.hold_time_s,
+                    **kw,
+                )
                 self.button.when_pressed = lambda: self._from_thread(self._on_press)
                 self.button.when_held = lambda: self._from_thread(self._on_held)
                 self.button.when_released = lambda: self._from_thread(self._on_release)
             if cfg.presence is not None:
                 part = f"presence sensor on GPIO{cfg.presence}"
-                self.presence = DigitalInputDevice(cfg.presence, pull_up=not cfg.presence_active_high,
-                                                   bounce_time=cfg.bounce_time_s, **kw)
+                self.presence = DigitalInputDevice(
+                    cfg.presence, pull_up=not cfg.presence_active_high, bounce_time=cfg.bounce_time_s, **kw
+                )
                 self.presence.when_activated = lambda: self._from_thread(self._on_presence, True)
                 self.presence.when_deactivated = lambda: self._from_thread(self._on_presence, False)
             if cfg.status_led is not None:
@@ -121,18 +127,30 @@ class Gpio(Peripheral):
                 self.buzzer = Buzzer(cfg.buzzer, **kw)
             for name, pin in cfg.relays.items():
                 part = f"relay {name} on GPIO{pin}"
-                self.relays[name] = OutputDevice(pin, active_high=cfg.relay_active_high, initial_value=False, **kw)
+                self.relays[name] = OutputDevice(
+                    pin, active_high=cfg.relay_active_high, initial_value=False, **kw
+                )
         except (GPIOZeroError, OSError, ImportError, RuntimeError) as exc:
             # On a PC there is no GPIO chip; on a Pi, lgpio may be missing or a pin already taken.
-            raise GpioUnavailable(f"cannot open the {part}: {exc}; on a Raspberry Pi install lgpio and check "
-                                  "that no other program uses the pin; elsewhere set [drivers.gpio] backend = "
-                                  "\"sim\"", device=self.name) from None
+            raise GpioUnavailable(
+                f"cannot open the {part}: {exc}; on a Raspberry Pi install lgpio and check "
+                "that no other program uses the pin; elsewhere set [drivers.gpio] backend = "
+                '"sim"',
+                device=self.name,
+            ) from None
 
     def _describe(self) -> str:
         cfg = self.config
-        parts = [f"{label} GPIO{pin}" for label, pin in (("help button", cfg.help_button), ("LED", cfg.status_led),
-                                                          ("presence", cfg.presence), ("buzzer", cfg.buzzer))
-                 if pin is not None]
+        parts = [
+            f"{label} GPIO{pin}"
+            for label, pin in (
+                ("help button", cfg.help_button),
+                ("LED", cfg.status_led),
+                ("presence", cfg.presence),
+                ("buzzer", cfg.buzzer),
+            )
+            if pin is not None
+        ]
         parts += [f"{name} GPIO{pin}" for name, pin in cfg.relays.items()]
         kind = "mock pins" if cfg.backend in ("mock", "sim") else "pins"
         return f"{', '.join(parts) or 'nothing fitted'} ({kind})"
@@ -162,8 +180,13 @@ class Gpio(Peripheral):
     def inventory(self) -> dict[str, Any]:
         inv = super().inventory()
         cfg = self.config
-        inv["pins"] = {"help_button": cfg.help_button, "status_led": cfg.status_led, "presence": cfg.presence,
-                       "buzzer": cfg.buzzer, **{f"relay.{n}": p for n, p in cfg.relays.items()}}
+        inv["pins"] = {
+            "help_button": cfg.help_button,
+            "status_led": cfg.status_led,
+            "presence": cfg.presence,
+            "buzzer": cfg.buzzer,
+            **{f"relay.{n}": p for n, p in cfg.relays.items()},
+        }
         return inv
 
     # --- events from gpiozero threads --------------------------------------------------------------
@@ -200,8 +223,10 @@ class Gpio(Peripheral):
         if self._held or started is None:
             self._held = False
             return
-        self._post("button.help.pressed", {"meaning": "asks for staff",
-                                           "duration_s": round(time.monotonic() - started, 3)})
+        self._post(
+            "button.help.pressed",
+            {"meaning": "asks for staff", "duration_s": round(time.monotonic() - started, 3)},
+        )
         if self.buzzer is not None:
             self.buzzer.beep(on_time=0.1, off_time=0.1, n=1, background=True)  # the villager hears it worked
 
@@ -216,7 +241,9 @@ class Gpio(Peripheral):
             self._post("presence.detected", {"screen_woken": woken is not None, "relay": woken})
         else:
             since, self._present_since = self._present_since, None
-            self._post("presence.cleared", {"present_s": round(time.monotonic() - since, 3) if since else None})
+            self._post(
+                "presence.cleared", {"present_s": round(time.monotonic() - since, 3) if since else None}
+            )
 
     # --- outputs -----------------------------------------------------------------------------------
 
@@ -241,8 +268,9 @@ class Gpio(Peripheral):
             return self.led.state is LedState.READY
         device = self.buzzer if output == "buzzer" else self.relays.get(output)
         if device is None:
-            raise BadRequest(f"gpio.set: no output {output!r}; fitted: {', '.join(self.outputs) or 'none'}",
-                             field="output")
+            raise BadRequest(
+                f"gpio.set: no output {output!r}; fitted: {', '.join(self.outputs) or 'none'}", field="output"
+            )
         device.on() if on else device.off()
         return bool(device.is_active)
 
@@ -261,8 +289,10 @@ class Gpio(Peripheral):
 
     def _mock_pin(self, device: Any, what: str) -> Any:
         if self.config.backend not in ("mock", "sim"):
-            raise NotSimulated(f"the {what} is real hardware (backend = \"{self.config.backend}\"): it cannot be "
-                               "simulated", device=self.name)
+            raise NotSimulated(
+                f'the {what} is real hardware (backend = "{self.config.backend}"): it cannot be simulated',
+                device=self.name,
+            )
         if device is None:
             raise NotSimulated(f"no {what} is fitted ([drivers.gpio] has no pin for it)", device=self.name)
         return device.pin
@@ -270,7 +300,9 @@ class Gpio(Peripheral):
     async def press_help(self, duration_s: float = 0.2) -> None:
         """Press and release the help button, as a finger would."""
         pin = self._mock_pin(self.button, "help button")
-        down, up = (pin.drive_low, pin.drive_high) if self.config.button_pull_up else (pin.drive_high, pin.drive_low)
+        down, up = (
+            (pin.drive_low, pin.drive_high) if self.config.button_pull_up else (pin.drive_high, pin.drive_low)
+        )
         down()
         await asyncio.sleep(duration_s)
         up()
@@ -282,6 +314,9 @@ class Gpio(Peripheral):
 
     def set_presence(self, present: bool) -> None:
         pin = self._mock_pin(self.presence, "presence sensor")
-        active, idle = (pin.drive_high, pin.drive_low) if self.config.presence_active_high else (pin.drive_low,
-                                                                                                  pin.drive_high)
+        active, idle = (
+            (pin.drive_high, pin.drive_low)
+            if self.config.presence_active_high
+            else (pin.drive_low, pin.drive_high)
+        )
         active() if present else idle()

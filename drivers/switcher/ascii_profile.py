@@ -51,16 +51,22 @@ class AsciiMatrix(SwitcherProtocol):
         self._route_rx = re.compile(self.profile.route_reply)
         self._query_rx = re.compile(self.profile.query_reply)
         self._error_rx = re.compile(self.profile.error_reply)
-        self._route_t = {Layer.ALL: self.profile.route_all, Layer.VIDEO: self.profile.route_video,
-                         Layer.AUDIO: self.profile.route_audio}
+        self._route_t = {
+            Layer.ALL: self.profile.route_all,
+            Layer.VIDEO: self.profile.route_video,
+            Layer.AUDIO: self.profile.route_audio,
+        }
         self._query_t = {Layer.VIDEO: self.profile.query_video, Layer.AUDIO: self.profile.query_audio}
 
     def _text(self, line: bytes) -> str:
         text = decode_line(line)
         if text and (m := self._error_rx.match(text)):
             code = m.groupdict().get("code") or text
-            raise SwitcherRejected(f"switcher answered an error ({text!r}); the generic ASCII profile has no "
-                                   "table of meanings: see the switcher's manual", device_code=code)
+            raise SwitcherRejected(
+                f"switcher answered an error ({text!r}); the generic ASCII profile has no "
+                "table of meanings: see the switcher's manual",
+                device_code=code,
+            )
         return text
 
     def identify_command(self) -> None:
@@ -70,8 +76,10 @@ class AsciiMatrix(SwitcherProtocol):
         return None
 
     def route_command(self, tie: Tie) -> bytes:
-        return (fill(self._route_t[tie.layer], x=tie.input, y=tie.output, digits=self.digits)
-                + self.profile.suffix).encode("ascii")
+        return (
+            fill(self._route_t[tie.layer], x=tie.input, y=tie.output, digits=self.digits)
+            + self.profile.suffix
+        ).encode("ascii")
 
     def parse_route_reply(self, line: bytes, tie: Tie) -> bool:
         text = self._text(line)
@@ -79,7 +87,9 @@ class AsciiMatrix(SwitcherProtocol):
             return False
         m = self._route_rx.match(text)
         if not m:
-            raise SwitcherGarbage(f"reply {shorten(line)} does not match route_reply {self.profile.route_reply!r}")
+            raise SwitcherGarbage(
+                f"reply {shorten(line)} does not match route_reply {self.profile.route_reply!r}"
+            )
         groups = m.groupdict()
         for key, want in (("input", tie.input), ("output", tie.output)):
             if groups.get(key) is not None and int(groups[key]) != want:
@@ -87,7 +97,9 @@ class AsciiMatrix(SwitcherProtocol):
         return True
 
     def query_command(self, output: int, layer: Layer) -> bytes:
-        return (fill(self._query_t[layer], y=output, digits=self.digits) + self.profile.suffix).encode("ascii")
+        return (fill(self._query_t[layer], y=output, digits=self.digits) + self.profile.suffix).encode(
+            "ascii"
+        )
 
     def parse_query_reply(self, line: bytes, output: int, layer: Layer) -> int | None:
         text = self._text(line)
@@ -97,7 +109,9 @@ class AsciiMatrix(SwitcherProtocol):
         if not m:
             if self._route_rx.match(text):
                 return None  # a front-panel tie report
-            raise SwitcherGarbage(f"reply {shorten(line)} does not match query_reply {self.profile.query_reply!r}")
+            raise SwitcherGarbage(
+                f"reply {shorten(line)} does not match query_reply {self.profile.query_reply!r}"
+            )
         groups = m.groupdict()
         if groups.get("output") is not None and int(groups["output"]) != output:
             return None
@@ -112,9 +126,15 @@ class AsciiMatrixDevice(DeviceEmulation):
     def __init__(self, matrix: Matrix, profile: AsciiProfile | None = None) -> None:
         super().__init__(matrix)
         p = profile or AsciiProfile()
-        self._routes = [(template_regex(p.route_all), Layer.ALL), (template_regex(p.route_video), Layer.VIDEO),
-                        (template_regex(p.route_audio), Layer.AUDIO)]
-        self._queries = [(template_regex(p.query_video), Layer.VIDEO), (template_regex(p.query_audio), Layer.AUDIO)]
+        self._routes = [
+            (template_regex(p.route_all), Layer.ALL),
+            (template_regex(p.route_video), Layer.VIDEO),
+            (template_regex(p.route_audio), Layer.AUDIO),
+        ]
+        self._queries = [
+            (template_regex(p.query_video), Layer.VIDEO),
+            (template_regex(p.query_audio), Layer.AUDIO),
+        ]
 
     def _take_command(self) -> bytes | None:
         text = self._buf.decode("ascii", "replace")

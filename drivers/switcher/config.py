@@ -23,10 +23,14 @@ class AsciiProfile(Strict):
     route_audio: str = "[x]A[y]."
     query_video: str = Field("Status[y]V.", description="ask which input output [y] shows")
     query_audio: str = "Status[y]A."
-    route_reply: str = Field(r"^(?P<input>\d+)[BVA](?P<output>\d+) OK$",
-                             description="regex of the acknowledgement; groups input/output are checked")
-    query_reply: str = Field(r"^Out(?P<output>\d+) [VA] In(?P<input>\d+)$",
-                             description="regex of the read-back answer; group 'input' is required")
+    route_reply: str = Field(
+        r"^(?P<input>\d+)[BVA](?P<output>\d+) OK$",
+        description="regex of the acknowledgement; groups input/output are checked",
+    )
+    query_reply: str = Field(
+        r"^Out(?P<output>\d+) [VA] In(?P<input>\d+)$",
+        description="regex of the read-back answer; group 'input' is required",
+    )
     error_reply: str = Field(r"^(?:ERR|Error)[ :]*(?P<code>\w*)$", description="regex of an error answer")
     # A Literal, not a str: the config base strips whitespace from strings, which would eat "\r\n".
     suffix: Literal["", "\r", "\n", "\r\n"] = Field("", description="appended to every command")
@@ -67,11 +71,19 @@ class SwitcherConfig(Strict):
     protocol: Literal["extron", "kramer", "ascii"] = "extron"
     model: str = Field("", max_length=64, description="shown in inventory; defaults to the protocol's name")
     host: str = Field("192.168.1.50", description="tcp: the switcher's address")
-    port: int | str | None = Field(None, description="tcp: port number (23 extron, 5000 kramer, 4001 ascii); "
-                                   "serial: device path such as /dev/ttyUSB1")
+    port: int | str | None = Field(
+        None,
+        description="tcp: port number (23 extron, 5000 kramer, 4001 ascii); "
+        "serial: device path such as /dev/ttyUSB1",
+    )
     baudrate: int = Field(9600, description="serial only")
-    digits: int | None = Field(None, ge=1, le=3, description="zero-padding of input/output numbers "
-                               "(default: 2 for Extron, the width of most models; 1 for ascii)")
+    digits: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="zero-padding of input/output numbers "
+        "(default: 2 for Extron, the width of most models; 1 for ascii)",
+    )
     inputs: int | None = Field(None, ge=1, le=999, description="override the size the switcher reports")
     outputs: int | None = Field(None, ge=1, le=999)
     ascii: AsciiProfile = AsciiProfile()
@@ -91,11 +103,14 @@ class SwitcherConfig(Strict):
 
     @model_validator(mode="after")
     def _port_fits_backend(self) -> SwitcherConfig:
-        if self.backend == "tcp" and self.port is not None and not (
-                isinstance(self.port, int) and 1 <= self.port <= 65535):
-            raise ValueError(f"port = {self.port!r}: with backend = \"tcp\" the port is a number 1-65535")
+        if (
+            self.backend == "tcp"
+            and self.port is not None
+            and not (isinstance(self.port, int) and 1 <= self.port <= 65535)
+        ):
+            raise ValueError(f'port = {self.port!r}: with backend = "tcp" the port is a number 1-65535')
         if self.backend == "serial" and not isinstance(self.port, str):
-            raise ValueError("backend = \"serial\" needs port = \"/dev/ttyUSB1\" (the serial device path)")
+            raise ValueError('backend = "serial" needs port = "/dev/ttyUSB1" (the serial device path)')
         return self
 
     @property

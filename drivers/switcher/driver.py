@@ -51,8 +51,6 @@ def make_protocol(cfg: SwitcherConfig) -> SwitcherProtocol:
     return AsciiMatrix(cfg.ascii, digits=cfg.digits or 1)
 
 
-
-
 async def cancel_and_wait(task: asyncio.Task[Any], limit_s: float = 5.0) -> None:
     """Cancel ``task`` and wait for it to end. On Python 3.11 ``wait_for`` can swallow a cancellation that
     lands as its inner wait completes, so the cancel is repeated until the task is really done."""
@@ -67,9 +65,14 @@ async def cancel_and_wait(task: asyncio.Task[Any], limit_s: float = 5.0) -> None
 class Switcher(Peripheral):
     kind = "switcher"
 
-    def __init__(self, config: SwitcherConfig, *, name: str = "switcher",
-                 transport_factory: Callable[[], LineTransport] | None = None,
-                 sim_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SwitcherConfig,
+        *,
+        name: str = "switcher",
+        transport_factory: Callable[[], LineTransport] | None = None,
+        sim_dir: Path | None = None,
+    ) -> None:
         self.config = config
         self.protocol = make_protocol(config)
         super().__init__(name, model=config.model or self.protocol.title, backend=config.backend)
@@ -102,9 +105,14 @@ class Switcher(Peripheral):
     async def start(self, emit: EventSink) -> None:
         self._emit = emit
         if self.config.backend == "sim" and self.simulator is None and self._transport_factory is None:
-            self.simulator = SwitcherSimulator(self.config.protocol, inputs=self.config.inputs or 8,
-                                               outputs=self.config.outputs or 4, digits=self.config.digits,
-                                               profile=self.config.ascii, model=self.config.model or None)
+            self.simulator = SwitcherSimulator(
+                self.config.protocol,
+                inputs=self.config.inputs or 8,
+                outputs=self.config.outputs or 4,
+                digits=self.config.digits,
+                profile=self.config.ascii,
+                model=self.config.model or None,
+            )
             await self.simulator.start_tcp()
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
@@ -138,8 +146,9 @@ class Switcher(Peripheral):
 
     def inventory(self) -> dict[str, Any]:
         inv = super().inventory()
-        inv.update(protocol=self.protocol.name, inputs=self.info.inputs, outputs=self.info.outputs,
-                   where=self.where)
+        inv.update(
+            protocol=self.protocol.name, inputs=self.info.inputs, outputs=self.info.outputs, where=self.where
+        )
         return inv
 
     # --- connection --------------------------------------------------------------------------------
@@ -158,17 +167,25 @@ class Switcher(Peripheral):
         self._transport = transport
         transport.on_lost = self._lost
         await transport.open(self.config.connect_timeout_s)
-        advice = f"check protocol = \"{self.protocol.name}\" (and the baud rate on serial)"
+        advice = f'check protocol = "{self.protocol.name}" (and the baud rate on serial)'
         try:
             info = await self._identify()
         except SwitcherTimeout:
-            raise SwitcherMissing(f"{transport.where} accepts the connection but gives no {self.protocol.title} "
-                                  f"answer within {self.config.timeout_s:g} s: {advice}", device=self.name) from None
+            raise SwitcherMissing(
+                f"{transport.where} accepts the connection but gives no {self.protocol.title} "
+                f"answer within {self.config.timeout_s:g} s: {advice}",
+                device=self.name,
+            ) from None
         except SwitcherGarbage as exc:
-            raise SwitcherGarbage(f"{transport.where} answers, but not in {self.protocol.title}: {exc.message}; "
-                                  f"{advice}", device=self.name) from None
-        self.info = DeviceInfo(model=info.model, inputs=self.config.inputs or info.inputs,
-                               outputs=self.config.outputs or info.outputs)
+            raise SwitcherGarbage(
+                f"{transport.where} answers, but not in {self.protocol.title}: {exc.message}; {advice}",
+                device=self.name,
+            ) from None
+        self.info = DeviceInfo(
+            model=info.model,
+            inputs=self.config.inputs or info.inputs,
+            outputs=self.config.outputs or info.outputs,
+        )
         self._set_health(HealthStatus.OK, self._ok_reason())
 
     def _ok_reason(self) -> str:
@@ -178,8 +195,10 @@ class Switcher(Peripheral):
     async def _identify(self) -> DeviceInfo:
         command = self.protocol.identify_command()
         if command is None:  # the profile has no identify: reading one output proves it speaks
-            await self._exchange(self.protocol.query_command(1, Layer.VIDEO),
-                                 lambda line: self.protocol.parse_query_reply(line, 1, Layer.VIDEO))
+            await self._exchange(
+                self.protocol.query_command(1, Layer.VIDEO),
+                lambda line: self.protocol.parse_query_reply(line, 1, Layer.VIDEO),
+            )
             return DeviceInfo()
         return await self._exchange(command, self.protocol.parse_identify)
 
@@ -199,14 +218,18 @@ class Switcher(Peripheral):
             except SwitcherTimeout:
                 # The link stays open: a late reply is discarded by the next exchange, and a switcher
                 # that stays silent is re-opened by the idle check in _supervise.
-                raise SwitcherTimeout(f"no reply from the switcher at {transport.where} within "
-                                      f"{self.config.timeout_s:g} s to {shorten(command)}: {transport.hint}",
-                                      device=self.name) from None
+                raise SwitcherTimeout(
+                    f"no reply from the switcher at {transport.where} within "
+                    f"{self.config.timeout_s:g} s to {shorten(command)}: {transport.hint}",
+                    device=self.name,
+                ) from None
             result = parse(line)
             if result is not None and result is not False:
                 return result
-        raise SwitcherGarbage(f"switcher at {self.where} sent {MAX_SKIPPED_LINES} lines, none an answer to "
-                              f"{command!r}", device=self.name)
+        raise SwitcherGarbage(
+            f"switcher at {self.where} sent {MAX_SKIPPED_LINES} lines, none an answer to {command!r}",
+            device=self.name,
+        )
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -220,14 +243,17 @@ class Switcher(Peripheral):
                     if isinstance(exc, SwitcherError):
                         # Not there or silent: missing. There but talking nonsense: degraded.
                         missing = isinstance(exc, SwitcherMissing | SwitcherTimeout)
-                        self._set_health(HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message)
+                        self._set_health(
+                            HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message
+                        )
                     else:
                         log.exception("%s: unexpected failure while connecting", self.name)
                         self._set_health(HealthStatus.DEGRADED, f"driver fault while connecting: {exc!r}")
                     await self._drop_connection()
                     attempt += 1
-                    await self._sleep_or_wake(equal_jitter(attempt, self.config.backoff_s,
-                                                            self.config.reconnect_cap_s))
+                    await self._sleep_or_wake(
+                        equal_jitter(attempt, self.config.backoff_s, self.config.reconnect_cap_s)
+                    )
                     continue
             woke = await self._sleep_or_wake(self.config.poll_interval_s)
             if woke or self._lock.locked():
@@ -262,13 +288,17 @@ class Switcher(Peripheral):
     def _check_range(self, tie: Tie) -> None:
         n_in, n_out = self.info.inputs, self.info.outputs
         if not 0 <= tie.input <= (n_in or MAX_NUMBER):
-            raise RouteOutOfRange(f"input {tie.input} does not exist: this switcher has inputs 1-{n_in}",
-                                  device=self.name)
+            raise RouteOutOfRange(
+                f"input {tie.input} does not exist: this switcher has inputs 1-{n_in}", device=self.name
+            )
         if not 1 <= tie.output <= (n_out or MAX_NUMBER):
-            raise RouteOutOfRange(f"output {tie.output} does not exist: this switcher has outputs 1-{n_out}",
-                                  device=self.name)
+            raise RouteOutOfRange(
+                f"output {tie.output} does not exist: this switcher has outputs 1-{n_out}", device=self.name
+            )
 
-    async def route(self, input: int, output: int, *, video: bool = True, audio: bool = True) -> dict[str, Any]:
+    async def route(
+        self, input: int, output: int, *, video: bool = True, audio: bool = True
+    ) -> dict[str, Any]:
         """Show ``input`` on ``output`` (0 unties) and prove it by reading the routing back.
 
         Returns ``{"input", "output", "video", "audio", "attempts"}``. Raises ``RouteOutOfRange``
@@ -281,20 +311,28 @@ class Switcher(Peripheral):
         last: SwitcherError | None = None
         for attempt in range(1, self.config.retries + 1):
             if attempt > 1:
-                await asyncio.sleep(equal_jitter(attempt - 2, self.config.backoff_s, self.config.reconnect_cap_s))
+                await asyncio.sleep(
+                    equal_jitter(attempt - 2, self.config.backoff_s, self.config.reconnect_cap_s)
+                )
             try:
                 async with self._lock:
                     if self._transport is None or not self._transport.is_open:
                         await self._connect()
-                    await self._exchange(self.protocol.route_command(tie),
-                                         lambda line: self.protocol.parse_route_reply(line, tie))
+                    await self._exchange(
+                        self.protocol.route_command(tie),
+                        lambda line: self.protocol.parse_route_reply(line, tie),
+                    )
                     for plane in tie.layer.planes:
-                        got = await self._exchange(self.protocol.query_command(output, plane),
-                                                   lambda line, p=plane: self.protocol.parse_query_reply(line, output, p))
+                        got = await self._exchange(
+                            self.protocol.query_command(output, plane),
+                            lambda line, p=plane: self.protocol.parse_query_reply(line, output, p),
+                        )
                         if got != input:
                             raise RouteNotVerified(
                                 f"switcher at {self.where} acknowledged input {input} -> output {output} but "
-                                f"reads back input {got} on the {plane} layer", device=self.name)
+                                f"reads back input {got} on the {plane} layer",
+                                device=self.name,
+                            )
             except SwitcherRejected as exc:
                 last = exc
                 if not exc.retryable:
@@ -309,10 +347,23 @@ class Switcher(Peripheral):
                 self._wake.set()
             except SwitcherError as exc:
                 last = exc
-                log.info("%s: attempt %d/%d to route %d->%d failed: %s", self.name, attempt,
-                         self.config.retries, input, output, exc.message)
+                log.info(
+                    "%s: attempt %d/%d to route %d->%d failed: %s",
+                    self.name,
+                    attempt,
+                    self.config.retries,
+                    input,
+                    output,
+                    exc.message,
+                )
             else:
-                result = {"input": input, "output": output, "video": video, "audio": audio, "attempts": attempt}
+                result = {
+                    "input": input,
+                    "output": output,
+                    "video": video,
+                    "audio": audio,
+                    "attempts": attempt,
+                }
                 self.last_route = result
                 self._set_health(HealthStatus.OK, self._ok_reason())
                 await self._send_event("switcher.routed", result)
@@ -324,9 +375,17 @@ class Switcher(Peripheral):
         raise last
 
     async def _note_failure(self, tie: Tie, exc: SwitcherError, attempts: int) -> None:
-        await self._send_event("switcher.failed", {"input": tie.input, "output": tie.output,
-                                                   "layer": str(tie.layer), "code": exc.code,
-                                                   "error": exc.message, "attempts": attempts})
+        await self._send_event(
+            "switcher.failed",
+            {
+                "input": tie.input,
+                "output": tie.output,
+                "layer": str(tie.layer),
+                "code": exc.code,
+                "error": exc.message,
+                "attempts": attempts,
+            },
+        )
 
     async def _send_event(self, type: str, data: dict[str, Any]) -> None:
         if self._emit is None:
@@ -347,10 +406,22 @@ class Switcher(Peripheral):
         name = "switcher.route"
         check_keys(name, params, required=("input", "output"), optional=("video", "audio"))
         n_in, n_out = self.info.inputs, self.info.outputs
-        input_ = int_param(name, params, "input", 0, n_in or MAX_NUMBER,
-                           what=f"this switcher has {n_in} inputs; 0 unties" if n_in else "0 unties")
-        output = int_param(name, params, "output", 1, n_out or MAX_NUMBER,
-                           what=f"this switcher has {n_out} outputs" if n_out else "")
+        input_ = int_param(
+            name,
+            params,
+            "input",
+            0,
+            n_in or MAX_NUMBER,
+            what=f"this switcher has {n_in} inputs; 0 unties" if n_in else "0 unties",
+        )
+        output = int_param(
+            name,
+            params,
+            "output",
+            1,
+            n_out or MAX_NUMBER,
+            what=f"this switcher has {n_out} outputs" if n_out else "",
+        )
         video = bool_param(name, params, "video", default=True)
         audio = bool_param(name, params, "audio", default=True)
         if not (video or audio):
@@ -361,8 +432,9 @@ class Switcher(Peripheral):
             raise BadRequest(f"{name}: {exc.message}", code=exc.code) from None
         except SwitcherRejected as exc:
             status = 400 if exc.bad_parameter else 500
-            raise CommandError(status, f"{name}: {exc.message}", code=exc.code,
-                               device_code=exc.device_code) from None
+            raise CommandError(
+                status, f"{name}: {exc.message}", code=exc.code, device_code=exc.device_code
+            ) from None
         except (SwitcherMissing, SwitcherTimeout) as exc:
             raise CommandError(503, f"{name}: {exc.message}", code=exc.code) from None
         except SwitcherError as exc:

@@ -42,8 +42,15 @@ class SwitcherRejected(SwitcherError):
 
     code = "switcher.rejected"
 
-    def __init__(self, message: str, *, device_code: str, retryable: bool = False, bad_parameter: bool = False,
-                 device: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        device_code: str,
+        retryable: bool = False,
+        bad_parameter: bool = False,
+        device: str = "",
+    ) -> None:
         super().__init__(message, device=device)
         self.device_code = device_code
         self.retryable = retryable

@@ -83,10 +83,16 @@ UNSOLICITED = re.compile(
 def rejected(code: str) -> SwitcherRejected:
     err = SIS_ERRORS.get(code)
     if err is None:
-        return SwitcherRejected(f"switcher answered {code}, which is not in the SIS error table "
-                                "(see the switcher's manual)", device_code=code)
-    return SwitcherRejected(f"switcher answered {code}: {err.meaning}", device_code=code,
-                            retryable=err.retryable, bad_parameter=err.bad_parameter)
+        return SwitcherRejected(
+            f"switcher answered {code}, which is not in the SIS error table (see the switcher's manual)",
+            device_code=code,
+        )
+    return SwitcherRejected(
+        f"switcher answered {code}: {err.meaning}",
+        device_code=code,
+        retryable=err.retryable,
+        bad_parameter=err.bad_parameter,
+    )
 
 
 class ExtronSis(SwitcherProtocol):
@@ -104,8 +110,11 @@ class ExtronSis(SwitcherProtocol):
         if ERROR_REPLY.match(text):
             raise rejected(text)
         if text.lower().startswith("password"):
-            raise SwitcherRejected("switcher asks for a password: clear the SIS password on the switcher "
-                                   "(passwords are not supported)", device_code="password")
+            raise SwitcherRejected(
+                "switcher asks for a password: clear the SIS password on the switcher "
+                "(passwords are not supported)",
+                device_code="password",
+            )
 
     def parse_identify(self, line: bytes) -> DeviceInfo | None:
         text = decode_line(line)
@@ -125,11 +134,17 @@ class ExtronSis(SwitcherProtocol):
         self._common(text)
         m = TIE_REPLY.match(text)
         if m:
-            return (int(m.group(1)), int(m.group(2)), WORD_LAYER[m.group(3)]) == (tie.output, tie.input, tie.layer)
+            return (int(m.group(1)), int(m.group(2)), WORD_LAYER[m.group(3)]) == (
+                tie.output,
+                tie.input,
+                tie.layer,
+            )
         if not text or UNSOLICITED.match(text):
             return False
-        raise SwitcherGarbage(f"expected 'Out{pad(tie.output, self.digits)} In{pad(tie.input, self.digits)} "
-                              f"{LAYER_WORD[tie.layer]}', got {shorten(line)}")
+        raise SwitcherGarbage(
+            f"expected 'Out{pad(tie.output, self.digits)} In{pad(tie.input, self.digits)} "
+            f"{LAYER_WORD[tie.layer]}', got {shorten(line)}"
+        )
 
     def query_command(self, output: int, layer: Layer) -> bytes:
         return f"{pad(output, self.digits)}{LAYER_CHAR[layer]}".encode()
@@ -156,12 +171,18 @@ class ExtronSisDevice(DeviceEmulation):
         self.model = model
 
     def banner(self) -> bytes:
-        return (f"(c) Copyright 2024, Extron Electronics, {self.model}, V1.05, 60-1494-01\r\n"
-                "Sat, 21 Nov 2026 08:00:00\r\n").encode()
+        return (
+            f"(c) Copyright 2024, Extron Electronics, {self.model}, V1.05, 60-1494-01\r\n"
+            "Sat, 21 Nov 2026 08:00:00\r\n"
+        ).encode()
 
     def _take_command(self) -> bytes | None:
         last = self._buf[-1:]
-        if last and last in self.COMMAND_END or (len(self._buf) == 1 and self._buf.upper() in (b"I", b"Q", b"N")):
+        if (
+            last
+            and last in self.COMMAND_END
+            or (len(self._buf) == 1 and self._buf.upper() in (b"I", b"Q", b"N"))
+        ):
             cmd = bytes(self._buf)
             self._buf.clear()
             return cmd

@@ -70,10 +70,17 @@ def rejected(code: str, command: str | None = None) -> SwitcherRejected:
     err = P3000_ERRORS.get(code)
     what = f" to {command}" if command else ""
     if err is None:
-        return SwitcherRejected(f"switcher answered ERR {code}{what}, which is not in the Protocol 3000 "
-                                "error table (see the switcher's manual)", device_code=f"ERR {code}")
-    return SwitcherRejected(f"switcher answered ERR {code}{what}: {err.meaning}", device_code=f"ERR {code}",
-                            retryable=err.retryable, bad_parameter=err.bad_parameter)
+        return SwitcherRejected(
+            f"switcher answered ERR {code}{what}, which is not in the Protocol 3000 "
+            "error table (see the switcher's manual)",
+            device_code=f"ERR {code}",
+        )
+    return SwitcherRejected(
+        f"switcher answered ERR {code}{what}: {err.meaning}",
+        device_code=f"ERR {code}",
+        retryable=err.retryable,
+        bad_parameter=err.bad_parameter,
+    )
 
 
 def _body(line: bytes) -> str | None:
@@ -119,8 +126,11 @@ class KramerP3000(SwitcherProtocol):
             return False
         m = ROUTE_BODY.match(body)
         if m and m.group(4):
-            return (CMD_LAYER[m.group(1).upper()], int(m.group(2)), int(m.group(3))) == (tie.layer, tie.input,
-                                                                                         tie.output)
+            return (CMD_LAYER[m.group(1).upper()], int(m.group(2)), int(m.group(3))) == (
+                tie.layer,
+                tie.input,
+                tie.output,
+            )
         return False  # a well-formed message about something else (front panel, another query)
 
     def query_command(self, output: int, layer: Layer) -> bytes:

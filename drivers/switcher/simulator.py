@@ -52,8 +52,16 @@ class Fault:
 
 
 class SwitcherSimulator:
-    def __init__(self, protocol: str, *, inputs: int = 8, outputs: int = 4, digits: int | None = None,
-                 profile: AsciiProfile | None = None, model: str | None = None) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        *,
+        inputs: int = 8,
+        outputs: int = 4,
+        digits: int | None = None,
+        profile: AsciiProfile | None = None,
+        model: str | None = None,
+    ) -> None:
         if protocol not in ("extron", "kramer", "ascii"):
             raise ValueError(f"unknown switcher protocol {protocol!r}: extron, kramer or ascii")
         self.protocol = protocol
@@ -78,13 +86,22 @@ class SwitcherSimulator:
     def emulation(self) -> DeviceEmulation:
         """A fresh device side (each connection has its own input buffer, like a real port)."""
         if self.protocol == "extron":
-            return ExtronSisDevice(self.matrix, digits=self.digits or 2, **({"model": self.model} if self.model else {}))
+            return ExtronSisDevice(
+                self.matrix, digits=self.digits or 2, **({"model": self.model} if self.model else {})
+            )
         if self.protocol == "kramer":
             return KramerP3000Device(self.matrix, **({"model": self.model} if self.model else {}))
         return AsciiMatrixDevice(self.matrix, self.profile)
 
-    def inject(self, kind: str, *, times: int | None = 1, code: str | None = None, delay_s: float = 2.0,
-               raw: bytes = b"") -> Fault:
+    def inject(
+        self,
+        kind: str,
+        *,
+        times: int | None = 1,
+        code: str | None = None,
+        delay_s: float = 2.0,
+        raw: bytes = b"",
+    ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown switcher fault {kind!r}: one of {', '.join(FAULT_KINDS)}")
         if times is not None and not 1 <= times <= 1000:
@@ -106,7 +123,9 @@ class SwitcherSimulator:
                 self.faults.popleft()
         return fault
 
-    async def _respond(self, emu: DeviceEmulation, data: bytes, write: Callable[[bytes], Awaitable[None]]) -> bool:
+    async def _respond(
+        self, emu: DeviceEmulation, data: bytes, write: Callable[[bytes], Awaitable[None]]
+    ) -> bool:
         """Answer received bytes; False when a ``drop`` fault says to hang up."""
         for reply, tie in emu.feed(data):
             fault = self._take_fault()
@@ -135,7 +154,9 @@ class SwitcherSimulator:
 
     async def start_tcp(self, port: int = 0) -> tuple[str, int]:
         """Listen on 127.0.0.1 (a free port unless given); returns (host, port)."""
-        self._server = await asyncio.start_server(self._serve_client, "127.0.0.1", port or self._tcp_port or 0)
+        self._server = await asyncio.start_server(
+            self._serve_client, "127.0.0.1", port or self._tcp_port or 0
+        )
         self._tcp_port = self._server.sockets[0].getsockname()[1]
         self.plugged = True
         return "127.0.0.1", self._tcp_port

@@ -45,8 +45,11 @@ class LineBuffer:
                 continue
             self._partial += chunk
             if len(self._partial) > self.max_line:
-                self._lines.append(SwitcherGarbage(
-                    f"reply longer than {self.max_line} bytes without a line end: {shorten(bytes(self._partial))}"))
+                self._lines.append(
+                    SwitcherGarbage(
+                        f"reply longer than {self.max_line} bytes without a line end: {shorten(bytes(self._partial))}"
+                    )
+                )
                 self._partial.clear()
                 self._skipping = True
 
@@ -72,7 +75,7 @@ def _split_keep(data: bytes) -> list[bytes]:
         if byte in (10, 13):
             if i > start:
                 out.append(data[start:i])
-            out.append(data[i:i + 1])
+            out.append(data[i : i + 1])
             start = i + 1
     if start < len(data):
         out.append(data[start:])
@@ -162,8 +165,10 @@ class LineTransport(ABC):
                 raise self.missing(self._lost)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SwitcherTimeout(f"no reply from the switcher at {self.where} within {timeout_s:g} s: "
-                                      f"{self.hint}", device="switcher")
+                raise SwitcherTimeout(
+                    f"no reply from the switcher at {self.where} within {timeout_s:g} s: {self.hint}",
+                    device="switcher",
+                )
             self._data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._data.wait(), remaining)
@@ -283,7 +288,9 @@ class SerialTransport(LineTransport):
                 view = view[n:]
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise SwitcherTimeout(f"cannot send to {self.where}: output stays full", device="switcher") from None
+                    raise SwitcherTimeout(
+                        f"cannot send to {self.where}: output stays full", device="switcher"
+                    ) from None
                 await asyncio.sleep(0.005)
             except OSError as exc:
                 self._stop_reading()

@@ -31,20 +31,31 @@ class AppointmentScreen(KioskScreen):
         phase = str(data.get("phase") or "department")
         dept = as_dict(data.get("department"))
         if dept:
-            yield Plain(self.t("appointment.department", name=self.view.pick(dept.get("name"))), classes="message")
+            yield Plain(
+                self.t("appointment.department", name=self.view.pick(dept.get("name"))), classes="message"
+            )
         entities: list[Entity] = []
         if phase == "department":
             yield Plain(self.t("appointment.choose_department"), classes="message")
             for d in as_list(data.get("departments")):
                 d = as_dict(d)
-                entities.append(Entity(self.view.pick(d.get("name"), str(d.get("id", "?"))), "select_department",
-                                       {"department_id": d.get("id")}))
+                entities.append(
+                    Entity(
+                        self.view.pick(d.get("name"), str(d.get("id", "?"))),
+                        "select_department",
+                        {"department_id": d.get("id")},
+                    )
+                )
         elif phase in ("slots", "declined"):
             slots = as_list(data.get("slots"))
-            yield Plain(self.t("appointment.choose_slot" if slots else "appointment.no_slots"), classes="message")
+            yield Plain(
+                self.t("appointment.choose_slot" if slots else "appointment.no_slots"), classes="message"
+            )
             if "book" in self.view.actions:
-                entities = [Entity(slot_label(self.view, s), "book", {"slot_id": as_dict(s).get("slot_id")})
-                            for s in slots]
+                entities = [
+                    Entity(slot_label(self.view, s), "book", {"slot_id": as_dict(s).get("slot_id")})
+                    for s in slots
+                ]
         elif phase == "booked":
             booking = as_dict(data.get("booking"))
             with Horizontal(id="receipt"):

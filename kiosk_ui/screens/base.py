@@ -163,7 +163,9 @@ class KioskScreen(Screen[None]):
         grid.add_column(ratio=1, justify="left", no_wrap=True, overflow="ellipsis")
         grid.add_column(ratio=2, justify="center", no_wrap=True, overflow="ellipsis", style="bold yellow")
         grid.add_column(ratio=1, justify="right", no_wrap=True, overflow="ellipsis")
-        grid.add_row(Text(self.site_name(), style="bold"), Text(self.title_text()), Text(self.identity_text()))
+        grid.add_row(
+            Text(self.site_name(), style="bold"), Text(self.title_text()), Text(self.identity_text())
+        )
         return grid
 
     def site_name(self) -> str:
@@ -227,8 +229,12 @@ class KioskScreen(Screen[None]):
             return {"lang": "en" if self.t.language == "zh-CN" else "zh-CN"}
         return {}
 
-    def choices(self, entities: Sequence[Entity] = (), *, actions: Sequence[str] | None = None,
-                ) -> tuple[list[ChoiceButton], list[ChoiceButton]]:
+    def choices(
+        self,
+        entities: Sequence[Entity] = (),
+        *,
+        actions: Sequence[str] | None = None,
+    ) -> tuple[list[ChoiceButton], list[ChoiceButton]]:
         """Numbered buttons for ``entities`` and for the other listed actions of this screen.
 
         Returns (entity buttons, action buttons). Entities take free digits first; if entities and
@@ -236,8 +242,14 @@ class KioskScreen(Screen[None]):
         """
         listed = self.view.actions if actions is None else [a for a in actions if a in self.view.actions]
         # An action this UI has no words for (a newer appliance) cannot be offered meaningfully: skip it.
-        actions = [a for a in listed if a not in HIDDEN_ACTIONS and a not in self.ENTITY_ACTIONS
-                   and isinstance(a, str) and self.t.has(f"action.{a}")]
+        actions = [
+            a
+            for a in listed
+            if a not in HIDDEN_ACTIONS
+            and a not in self.ENTITY_ACTIONS
+            and isinstance(a, str)
+            and self.t.has(f"action.{a}")
+        ]
         floating = [a for a in actions if a not in FIXED_DIGITS]
         room = len(FREE_DIGITS) - len(floating)
         # Height, not only digits, limits a page: a button below the screen's edge cannot be seen or touched.
@@ -248,10 +260,11 @@ class KioskScreen(Screen[None]):
             per_page = max(1, min(room - 1, fits))
             pages = -(-len(entities) // per_page)
             self.page %= pages
-            shown = entities[self.page * per_page:(self.page + 1) * per_page]
+            shown = entities[self.page * per_page : (self.page + 1) * per_page]
         digits = iter(FREE_DIGITS)
-        entity_buttons = [ChoiceButton(next(digits), e.label, e.intent, dict(e.data), classes=e.classes)
-                          for e in shown]
+        entity_buttons = [
+            ChoiceButton(next(digits), e.label, e.intent, dict(e.data), classes=e.classes) for e in shown
+        ]
         action_buttons: list[ChoiceButton] = []
         if paging:
             pages_text = self.t("choice.more", page=self.page + 1, pages=pages)
@@ -261,12 +274,25 @@ class KioskScreen(Screen[None]):
             if digit is None:  # more actions than keys: the contract never lists that many
                 continue
             variant = "error" if FIXED_DIGITS.get(action) == "0" else "default"
-            action_buttons.append(ChoiceButton(digit, self.action_label(action), action, self.action_data(action),
-                                               variant=variant, classes=f"action-{action}"))
+            action_buttons.append(
+                ChoiceButton(
+                    digit,
+                    self.action_label(action),
+                    action,
+                    self.action_data(action),
+                    variant=variant,
+                    classes=f"action-{action}",
+                )
+            )
         return entity_buttons, action_buttons
 
-    def choice_area(self, entities: Sequence[Entity] = (), *, entity_class: str = "choices",
-                    actions: Sequence[str] | None = None) -> ComposeResult:
+    def choice_area(
+        self,
+        entities: Sequence[Entity] = (),
+        *,
+        entity_class: str = "choices",
+        actions: Sequence[str] | None = None,
+    ) -> ComposeResult:
         """The usual layout: entity buttons in a grid, then a row of action buttons."""
         entity_buttons, action_buttons = self.choices(entities, actions=actions)
         if entity_buttons:

@@ -21,12 +21,21 @@ class CallScreen(KioskScreen):
         data = self.view.data
         clerk = as_dict(data.get("clerk"))
         dept = as_dict(clerk.get("department"))
-        yield Plain(self.t("call.connected", name=clerk.get("name", ""),
-                            department=self.view.pick(dept.get("name"), str(dept.get("id", "")))),
-                     classes="message", id="clerk")
+        yield Plain(
+            self.t(
+                "call.connected",
+                name=clerk.get("name", ""),
+                department=self.view.pick(dept.get("name"), str(dept.get("id", ""))),
+            ),
+            classes="message",
+            id="clerk",
+        )
         requested = [as_dict(d) for d in as_list(data.get("requested_documents"))]
-        entities = [Entity(document_label(self.view, d), "capture", {"doc_id": d.get("doc_id")})
-                    for d in requested if d.get("status") != "captured" and "capture" in self.view.actions]
+        entities = [
+            Entity(document_label(self.view, d), "capture", {"doc_id": d.get("doc_id")})
+            for d in requested
+            if d.get("status") != "captured" and "capture" in self.view.actions
+        ]
         entity_buttons, action_buttons = self.choices(entities)
         with Horizontal(id="call-columns"):
             with Vertical(id="call-messages"):
@@ -35,7 +44,9 @@ class CallScreen(KioskScreen):
                 if not messages:
                     yield Plain(self.t("call.no_messages"), classes="detail")
                 for m in messages:
-                    who = self.t("call.from.clerk") if m.get("from") == "clerk" else self.t("call.from.system")
+                    who = (
+                        self.t("call.from.clerk") if m.get("from") == "clerk" else self.t("call.from.system")
+                    )
                     yield Plain(f"{who}: {m.get('text', '')}", classes="detail chat")
             with Vertical(id="call-docs"):
                 if requested:

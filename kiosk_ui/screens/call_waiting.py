@@ -20,10 +20,12 @@ class CallWaitingScreen(KioskScreen):
         if status == "queued":
             position, wait = data.get("position"), data.get("estimated_wait_s")
             if isinstance(position, int):
-                yield Plain(self.t("call_waiting.position", position=position), classes="message center",
-                             id="call-position")
+                yield Plain(
+                    self.t("call_waiting.position", position=position),
+                    classes="message center",
+                    id="call-position",
+                )
             if isinstance(wait, int | float):
                 minutes = max(1, round(wait / 60))
                 yield Plain(self.t("call_waiting.estimate", minutes=minutes), classes="message center")
         yield from self.choice_area()
-

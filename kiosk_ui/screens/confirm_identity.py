@@ -16,6 +16,9 @@ class ConfirmIdentityScreen(KioskScreen):
         identity = as_dict(self.view.session.get("identity"))
         yield Plain(self.t("confirm.question"), classes="message")
         yield Plain(str(identity.get("name", "")), classes="big-message", id="identity-name")
-        yield Plain(self.t("confirm.number", number=identity.get("id_masked", "")), classes="message center",
-                     id="identity-number")
+        yield Plain(
+            self.t("confirm.number", number=identity.get("id_masked", "")),
+            classes="message center",
+            id="identity-number",
+        )
         yield from self.choice_area()

@@ -34,13 +34,22 @@ class DocumentsScreen(KioskScreen):
     def body(self) -> ComposeResult:
         data = self.view.data
         checklist = [as_dict(d) for d in as_list(data.get("checklist"))]
-        yield Plain(self.t("documents.complete" if data.get("complete") else "documents.instructions"),
-                     classes="message", id="documents-status")
+        yield Plain(
+            self.t("documents.complete" if data.get("complete") else "documents.instructions"),
+            classes="message",
+            id="documents-status",
+        )
         entities = []
         if "capture" in self.view.actions:
-            entities = [Entity(document_label(self.view, d), "capture", {"doc_id": d.get("doc_id")},
-                               classes="doc-captured" if d.get("status") == "captured" else "doc-missing")
-                        for d in checklist]
+            entities = [
+                Entity(
+                    document_label(self.view, d),
+                    "capture",
+                    {"doc_id": d.get("doc_id")},
+                    classes="doc-captured" if d.get("status") == "captured" else "doc-missing",
+                )
+                for d in checklist
+            ]
         else:
             for d in checklist:
                 yield Plain(document_label(self.view, d), classes="detail")

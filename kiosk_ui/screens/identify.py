@@ -19,7 +19,9 @@ class IdentifyScreen(KioskScreen):
         if not self.t.has(f"identify.for.{nxt}"):
             nxt = "documents"
         if item:
-            yield Plain(self.t(f"identify.for.{nxt}", name=self.view.pick(item.get("name"))), classes="message")
+            yield Plain(
+                self.t(f"identify.for.{nxt}", name=self.view.pick(item.get("name"))), classes="message"
+            )
         else:
             yield Plain(self.t(f"identify.for.{nxt}", name=""), classes="message")
         yield Plain(self.t("identify.place_card"), classes="big-message")

@@ -36,16 +36,20 @@ class RatingScreen(KioskScreen):
         if self.score is None:
             yield Plain(self.t("rating.question"), classes="message")
             scores = [s for s in as_list(data.get("scores")) if isinstance(s, int)] or [1, 2, 3, 4, 5]
-            entities = [Entity(f"{STARS * s}  {self.t(f'rating.score.{s}')}", UI_SCORE, {"score": s})
-                        for s in scores]
+            entities = [
+                Entity(f"{STARS * s}  {self.t(f'rating.score.{s}')}", UI_SCORE, {"score": s}) for s in scores
+            ]
             yield from self.choice_area(entities)
             return
         yield Plain(self.t("rating.chosen", stars=STARS * self.score), classes="message", id="rating-chosen")
         yield Plain(self.t("rating.why"), classes="message")
         # "No reason" first: it is always on the first page, whatever the number of reasons.
         entities = [Entity(self.t("rating.no_reason"), "rate", {"score": self.score, "reason": None})]
-        entities += [Entity(self.word("rating.reason", code), "rate", {"score": self.score, "reason": code})
-                     for code in as_list(data.get("reasons")) if isinstance(code, str)]
+        entities += [
+            Entity(self.word("rating.reason", code), "rate", {"score": self.score, "reason": code})
+            for code in as_list(data.get("reasons"))
+            if isinstance(code, str)
+        ]
         # The score is chosen: the reasons get every number key; "skip" is no longer on offer.
         yield from self.choice_area(entities, actions=["language"])
 

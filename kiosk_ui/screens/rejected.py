@@ -17,6 +17,9 @@ class RejectedScreen(KioskScreen):
         clerk = as_dict(data.get("clerk"))
         yield Plain(self.view.pick(as_dict(data.get("item")).get("name")), classes="message")
         yield Plain(self.t("rejected.not_accepted"), classes="big-message")
-        yield Plain(self.t("rejected.reason", name=clerk.get("name", ""), reason=data.get("reason", "")),
-                     classes="message", id="reject-reason")
+        yield Plain(
+            self.t("rejected.reason", name=clerk.get("name", ""), reason=data.get("reason", "")),
+            classes="message",
+            id="reject-reason",
+        )
         yield from self.choice_area()

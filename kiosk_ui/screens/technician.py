@@ -27,8 +27,11 @@ def peripheral_rows(view: View) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     retained = view.state("peripherals")
     items: Any = retained.get("peripherals", retained)
-    entries = as_list(items) if isinstance(items, list) else [
-        {"name": k, **as_dict(v)} for k, v in as_dict(items).items() if isinstance(v, Mapping)]
+    entries = (
+        as_list(items)
+        if isinstance(items, list)
+        else [{"name": k, **as_dict(v)} for k, v in as_dict(items).items() if isinstance(v, Mapping)]
+    )
     for entry in entries + as_list(view.data.get("peripherals")):
         entry = as_dict(entry)
         name = entry.get("name")
@@ -74,8 +77,9 @@ class TechnicianScreen(KioskScreen):
                 result = self.word("tech.test", test.get("status", ""))
                 if test.get("detail"):
                     result += f" {test['detail']}"
-            line = self.t("tech.row", name=row["name"], health=health, reason=row.get("reason") or "",
-                          result=result).rstrip()
+            line = self.t(
+                "tech.row", name=row["name"], health=health, reason=row.get("reason") or "", result=result
+            ).rstrip()
             css = f"health-{status if known else 'unknown'}"
             rows.append((line, css))
             # Each peripheral is its own test button, labelled with its health: one line per device.
@@ -92,9 +96,11 @@ class TechnicianScreen(KioskScreen):
                     for line, css in rows:
                         yield Plain(line, classes=f"detail {css}")
             with Vertical(id="tech-status"):
-                for section, values in (("tech.device", as_dict(data.get("device"))),
-                                        ("tech.network", as_dict(data.get("network"))),
-                                        ("tech.media", self.view.state("media"))):
+                for section, values in (
+                    ("tech.device", as_dict(data.get("device"))),
+                    ("tech.network", as_dict(data.get("network"))),
+                    ("tech.media", self.view.state("media")),
+                ):
                     yield Plain(self.t(section), classes="section")
                     yield Plain("\n".join(scalar_lines(values)) or self.t("tech.unknown"), classes="detail")
         with Horizontal(classes="actions"):

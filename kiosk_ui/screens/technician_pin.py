@@ -60,7 +60,9 @@ class TechnicianPinScreen(KioskScreen):
                     yield PinKey(digit, digit, id=f"pin-{digit}", disabled=not self.accepting)
                 yield PinKey("back", self.t("pin.delete"), id="pin-back", disabled=not self.accepting)
                 yield PinKey("0", "0", id="pin-0", disabled=not self.accepting)
-                yield PinKey("ok", self.t("pin.submit"), id="pin-ok", variant="success", disabled=not self.accepting)
+                yield PinKey(
+                    "ok", self.t("pin.submit"), id="pin-ok", variant="success", disabled=not self.accepting
+                )
             with Vertical(id="pin-side"):
                 yield Button(self.t("pin.cancel"), id="pin-cancel", variant="error")
 

@@ -1,4 +1,4 @@
-""""Service briefly unavailable": the appliance said so, or it is stale, or the local bus is gone.
+""" "Service briefly unavailable": the appliance said so, or it is stale, or the local bus is gone.
 
 No choices: nothing pressed here could be delivered. The screen says the kiosk recovers by itself and,
 in small print for a technician, why.
@@ -23,7 +23,9 @@ class UnavailableScreen(KioskScreen):
         reason = self.view.reason or str(self.view.data.get("reason") or "")
         if reason:
             key = f"unavailable.reason.{reason}"
-            yield Plain(self.t(key) if self.t.has(key) else f"({reason})", classes="detail center", id="reason")
+            yield Plain(
+                self.t(key) if self.t.has(key) else f"({reason})", classes="detail center", id="reason"
+            )
 
     def signature(self, view: View) -> object:
         return (view.catalog.language, view.reason, str(view.data.get("reason") or ""))

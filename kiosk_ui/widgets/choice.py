@@ -20,14 +20,28 @@ UI_PAGE_NEXT = "ui:page_next"
 class ChoiceButton(Button):
     """A touch target with its number key. ``intent`` is sent with ``data`` when pressed."""
 
-    def __init__(self, digit: str, label: str, intent: str, data: dict[str, Any] | None = None, *,
-                 variant: str = "default", id: str | None = None, classes: str = "",
-                 disabled: bool = False) -> None:
+    def __init__(
+        self,
+        digit: str,
+        label: str,
+        intent: str,
+        data: dict[str, Any] | None = None,
+        *,
+        variant: str = "default",
+        id: str | None = None,
+        classes: str = "",
+        disabled: bool = False,
+    ) -> None:
         if len(digit) != 1 or not digit.isdigit():
             raise ValueError(f"a choice needs one digit key, got {digit!r}")
         text = Text.assemble((f" {digit} ", "bold reverse"), " ", label)
-        super().__init__(text, variant=variant, id=id, classes=f"choice {classes}".strip(),  # type: ignore[arg-type]
-                         disabled=disabled)
+        super().__init__(
+            text,
+            variant=variant,
+            id=id,
+            classes=f"choice {classes}".strip(),  # type: ignore[arg-type]
+            disabled=disabled,
+        )
         self.digit = digit
         self.choice_label = label
         self.intent = intent
