@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from appliance.errors import BadRequest, CommandError, KioskError
-from appliance.localbus import decode_json_object, dumps
-from appliance.mqtt import Message
 from appliance.outbox import Outbox
+from kiosk_core.errors import BadRequest, CommandError, KioskError
+from kiosk_core.localbus import decode_json_object, dumps
+from kiosk_core.mqtt import Message
 
 log = logging.getLogger("kiosk.commands")
 

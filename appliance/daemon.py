@@ -21,27 +21,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, logs, sysinfo
+from appliance import __version__, sysinfo
 from appliance import config as config_mod
 from appliance.commands import Accepted, CommandDispatcher
 from appliance.config import KioskConfig
 from appliance.desired import HOT, DesiredStore, changed_keys, evaluate, parse_desired
-from appliance.errors import BadRequest, CommandError, ConfigError, StorageError
 from appliance.fleet import FleetLink
 from appliance.intake import EventIntake
-from appliance.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
-from appliance.mqtt import Message
 from appliance.outbox import Outbox
-from appliance.sdnotify import Notifier
 from appliance.subsystem import BusHandler, Listener, Subsystem
-from drivers.base import CommandHandler, Health, HealthStatus
+from drivers.base import CommandHandler
+from kiosk_core import logs
+from kiosk_core.errors import BadRequest, CommandError, ConfigError, StorageError
+from kiosk_core.health import Health, HealthStatus
+from kiosk_core.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
+from kiosk_core.mqtt import Message
+from kiosk_core.sdnotify import Notifier
 
 log = logging.getLogger("kiosk.appliance")
 
 # "module:Class" of every subsystem, started in this order and stopped in reverse.
 SUBSYSTEMS = (
-    "drivers.subsystem:Peripherals",
-    "edge_media.control:MediaControl",
+    "appliance.peripherals:Peripherals",
+    "appliance.media_control:MediaControl",
     "appliance.session.service:SessionService",
 )
 SUBSYSTEM_START_TIMEOUT_S = 5.0

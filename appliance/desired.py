@@ -18,9 +18,9 @@ from typing import Any
 
 from appliance import config as config_mod
 from appliance.config import KioskConfig
-from appliance.errors import ConfigError
-from appliance.fsutil import write_atomic
-from appliance.localbus import decode_json_object
+from kiosk_core.errors import ConfigError
+from kiosk_core.fsutil import write_atomic
+from kiosk_core.localbus import decode_json_object
 
 log = logging.getLogger("kiosk.config")
 

@@ -23,12 +23,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appliance.backoff import full_jitter
 from appliance.config import KioskConfig
-from appliance.errors import LinkError
-from appliance.localbus import dumps
-from appliance.mqtt import Message, MqttConnection, Tls, Will, publish_properties
 from appliance.outbox import Outbox
+from kiosk_core.backoff import full_jitter
+from kiosk_core.errors import LinkError
+from kiosk_core.localbus import dumps
+from kiosk_core.mqtt import Message, MqttConnection, Tls, Will, publish_properties
 
 log = logging.getLogger("kiosk.fleet")
 

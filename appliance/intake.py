@@ -15,10 +15,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appliance.backoff import full_jitter
-from appliance.errors import LinkError, StorageError
-from appliance.localbus import EVENT_TOPIC, decode_json_object
-from appliance.mqtt import Message, MqttConnection
+from kiosk_core.backoff import full_jitter
+from kiosk_core.errors import LinkError, StorageError
+from kiosk_core.localbus import EVENT_TOPIC, decode_json_object
+from kiosk_core.mqtt import Message, MqttConnection
 
 log = logging.getLogger("kiosk.intake")
 

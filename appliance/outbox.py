@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import OutboxFull, StorageError
+from kiosk_core.errors import OutboxFull, StorageError
 
 log = logging.getLogger("kiosk.outbox")
 

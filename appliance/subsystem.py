@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.base import CommandHandler, Health
+from drivers.base import CommandHandler
+from kiosk_core.health import Health
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig

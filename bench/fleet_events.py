@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.mosquitto import Mosquitto  # noqa: E402
-from appliance.mqtt import MqttConnection  # noqa: E402
+from kiosk_core.mqtt import MqttConnection  # noqa: E402
+from sim.mosquitto import Mosquitto  # noqa: E402
 
 REGION = ["33", "3308", "330803", "330803100", "330803100201"]
 ROOT = "kiosk/v1/" + "/".join(REGION) + "/bench-0001"
@@ -167,7 +167,7 @@ async def main() -> None:
             counter.online.clear()
             t0 = time.perf_counter()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
+                [sys.executable, "-m", "kiosk_cli.main", "--config", str(cfg), "run"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -181,7 +181,7 @@ async def main() -> None:
 
         write_config(cfg, bus.port, central.port, work / "data")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "--config", str(cfg), "run"],
+            [sys.executable, "-m", "kiosk_cli.main", "--config", str(cfg), "run"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

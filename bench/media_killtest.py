@@ -77,7 +77,7 @@ def one_run(tmp: Path, container: str, rng: random.Random) -> tuple[float, int, 
         [
             sys.executable,
             "-m",
-            "appliance.cli",
+            "kiosk_cli.main",
             "--config",
             str(cfg),
             "media",

@@ -27,9 +27,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.config import parse  # noqa: E402
-from appliance.localbus import LocalBus, dumps  # noqa: E402
-from appliance.mosquitto import Mosquitto  # noqa: E402
 from appliance.session.service import SessionService  # noqa: E402
+from kiosk_core.localbus import LocalBus, dumps  # noqa: E402
+from sim.mosquitto import Mosquitto  # noqa: E402
 
 
 class Ctx:

@@ -38,9 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.mosquitto import Mosquitto  # noqa: E402
 from kiosk_ui.app import KioskApp  # noqa: E402
-from kiosk_ui.harness import SAMPLES, Intent, StateFeed, screen_text, wait_until  # noqa: E402
+from sim.mosquitto import Mosquitto  # noqa: E402
+from sim.ui_harness import SAMPLES, Intent, StateFeed, screen_text, wait_until  # noqa: E402
 
 SIZE = (100, 30)
 # The responder's script: intent -> next screen (a loop a villager could walk with keys 1, 1, 1, 0).
@@ -139,7 +139,7 @@ def tmux_process_start(port: int, runs: int) -> list[float]:
                     "30",
                     "-s",
                     "ui",
-                    f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {port}",
+                    f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m kiosk_cli.main ui --bus-port {port}",
                 ],
                 check=True,
             )

@@ -2,41 +2,21 @@
 
 A peripheral never raises out of ``start()`` because its device is absent: it reports ``missing``
 with an actionable reason and keeps trying with backoff. Errors it raises on purpose are
-``appliance.errors.DriverError`` subclasses; foreign exceptions are translated at its boundary.
+``kiosk_core.errors.DriverError`` subclasses; foreign exceptions are translated at its boundary.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class HealthStatus(StrEnum):
-    OK = "ok"
-    DEGRADED = "degraded"
-    MISSING = "missing"
-
-
-@dataclass(frozen=True)
-class Health:
-    status: HealthStatus
-    reason: str = ""
-    since: float = field(default_factory=time.time)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"status": str(self.status), "reason": self.reason, "since": round(self.since, 3)}
-
-
-OK = Health(HealthStatus.OK)
+from kiosk_core.health import Health
 
 # emit(type, data): record an event (durable, to the fleet, onto the local bus, to in-process listeners)
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 # A platform command handler: params (the JSON body without id/expires_at) -> reply body (status 200).
-# Raise appliance.errors.CommandError(status, message) for any other status.
+# Raise kiosk_core.errors.CommandError(status, message) for any other status.
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 

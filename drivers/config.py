@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from appliance.configbase import Strict
 from drivers.camera.config import CameraConfig, DoccamConfig
 from drivers.card_reader.config import CardReaderConfig
 from drivers.gpio.config import GpioConfig
 from drivers.switcher.config import AsciiProfile, SwitcherConfig
+from kiosk_core.config import Strict
 
 __all__ = [
     "AsciiProfile",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from appliance.errors import BadRequest
+from kiosk_core.errors import BadRequest
 
 
 def check_keys(

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoff import equal_jitter
-from appliance.errors import MediaError
-from drivers.base import Health, HealthStatus
+from kiosk_core.backoff import equal_jitter
+from kiosk_core.errors import MediaError
+from kiosk_core.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     import av

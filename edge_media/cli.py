@@ -9,11 +9,12 @@ from typing import Any
 
 
 def _load_config(args: argparse.Namespace, required: bool) -> Any:
-    from appliance import config
+    from edge_media import config
+    from kiosk_core.errors import ConfigError
 
     try:
         return config.load(args.config)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         if required:
             print(exc, file=sys.stderr)
             raise SystemExit(2) from None
@@ -27,7 +28,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args, required=True)
     # The same journald-friendly, masking format as the appliance (stills may show ID cards).
-    from appliance import logs
+    from kiosk_core import logs
 
     logs.setup(cfg.logging.level, cfg.logging.tail_lines)
     return asyncio.run(serve(cfg))
@@ -123,7 +124,7 @@ def record(
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from appliance.errors import KioskError
+    from kiosk_core.errors import KioskError
 
     names = [s for s in (args.source, args.backup) if s and not s.startswith(("lavfi:", "/dev/"))]
     cfg = _load_config(args, required=bool(names)) if (names or args.config) else None

@@ -43,8 +43,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from appliance.configbase import Strict
 from drivers.camera.config import parse_size
+from drivers.config import DriversConfig
+from kiosk_core import config
+from kiosk_core.config import SharedConfig, Strict
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ENCODERS = {"h264": ("libx264", "h264_v4l2m2m"), "h265": ("libx265", "hevc_v4l2m2m")}
@@ -201,3 +203,16 @@ class MediaConfig(Strict):
                     f"{what} = {name!r} is not a rendition; have {', '.join(sorted(self.renditions))}"
                 )
         return self
+
+
+class MediaProcessConfig(SharedConfig):
+    """What ``kiosk media run`` reads from the kiosk's file: the shared sections, the cameras of
+    ``[drivers]`` and ``[media]``. The appliance validates the rest of the file."""
+
+    drivers: DriversConfig = DriversConfig()
+    media: MediaConfig = MediaConfig()
+
+
+def load(path: str | None = None) -> MediaProcessConfig:
+    """Load the media process's view of the kiosk config; raises ``ConfigError`` with every problem."""
+    return config.load(MediaProcessConfig, path)

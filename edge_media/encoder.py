@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from appliance.errors import MediaError
 from drivers.camera.config import parse_size
 from edge_media.config import RenditionConfig
+from kiosk_core.errors import MediaError
 
 if TYPE_CHECKING:
     import av

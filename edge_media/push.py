@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from appliance.backoff import full_jitter
 from edge_media.push_bitstream import codec_family, joinable_keyframe, parameter_sets
 from edge_media.push_transport import (
     Connection,
@@ -51,6 +50,7 @@ from edge_media.push_transport import (
     Target,
     parse_target,
 )
+from kiosk_core.backoff import full_jitter
 
 __all__ = [
     "LADDER",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from appliance.errors import MediaError
+from kiosk_core.errors import MediaError
 
 
 class PushError(MediaError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.errors import MediaError
+from kiosk_core.errors import MediaError
 
 
 class RecordingError(MediaError):

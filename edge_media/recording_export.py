@@ -19,7 +19,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.fsutil import fsync_dir
 from edge_media.recording_errors import (
     IncompatibleSegments,
     RecordingDiskFull,
@@ -27,6 +26,7 @@ from edge_media.recording_errors import (
     SegmentMissing,
     SegmentUnreadable,
 )
+from kiosk_core.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from edge_media.recordings import Segment

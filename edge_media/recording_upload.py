@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoff import full_jitter
 from edge_media.recording_errors import BadUploadUrl, UploadFailed, UploadRejected
+from kiosk_core.backoff import full_jitter
 
 if TYPE_CHECKING:
     from edge_media.recordings import RecordingIndex

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.fsutil import fsync_dir
 from edge_media.recording_errors import (
     BadSegment,
     BadUploadUrl,
@@ -48,6 +47,7 @@ from edge_media.recording_errors import (
 )
 from edge_media.recording_export import ExportResult, export_segments
 from edge_media.recording_upload import UploadResult, upload
+from kiosk_core.fsutil import fsync_dir
 
 __all__ = [
     "BadSegment",

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.fsutil import fsync_dir
 from edge_media.encoder import TIME_BASE, EncodedPacket, Encoder
+from kiosk_core.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     import av

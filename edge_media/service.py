@@ -32,19 +32,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.config import KioskConfig
-from appliance.errors import BadRequest, CommandError, Conflict, KioskError
-from appliance.fsutil import write_atomic
-from appliance.localbus import STATE_PREFIX, LocalBus
-from appliance.sdnotify import Notifier
 from drivers.camera.doccam import DocumentCamera, encode_jpeg
 from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
+from edge_media.config import MediaProcessConfig
 from edge_media.pipeline import Pipeline
 from edge_media.segments import SegmentRecorder, recover_orphans
 from edge_media.sources import UnknownSource, source_from_spec
 from edge_media.watchdog import Watchdog
+from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
+from kiosk_core.fsutil import write_atomic
+from kiosk_core.localbus import STATE_PREFIX, LocalBus
+from kiosk_core.sdnotify import Notifier
 
 log = logging.getLogger("kiosk.media")
 
@@ -107,7 +107,7 @@ class PushOutput:
 
 
 class MediaService:
-    def __init__(self, cfg: KioskConfig) -> None:
+    def __init__(self, cfg: MediaProcessConfig) -> None:
         self.cfg = cfg
         self.mcfg = cfg.media
         data = Path(cfg.storage.data_dir)
@@ -226,11 +226,8 @@ class MediaService:
         self.notifier.ready(f"sources: {', '.join(self.sources) or 'none (slate)'}")
 
     async def _open_index(self) -> None:
-        try:
-            from edge_media.recordings import RecordingIndex, Retention
-        except ImportError as exc:  # recordings not installed: record without an index
-            log.warning("recording index unavailable: %s", exc)
-            return
+        from edge_media.recordings import RecordingIndex, Retention
+
         self.index = RecordingIndex(self.media_dir / "recordings.sqlite")
         rec = self.mcfg.recording
         self.retention = Retention(
@@ -482,10 +479,8 @@ class MediaService:
         url = params.get("url") or self.mcfg.push.url
         if self.push is not None:
             raise Conflict("a push is already running; push_stop first")
-        try:
-            from edge_media.push import LivePush, PushError
-        except ImportError:
-            raise CommandError(503, "live push is not available in this build") from None
+        from edge_media.push import LivePush, PushError
+
         rendition = self.mcfg.push.rendition
 
         def on_adapt(step: Any) -> None:  # called on the pipeline thread, before its next frame
@@ -591,5 +586,5 @@ class MediaService:
         return {"source": name, "fault": src.fault}
 
 
-async def serve(cfg: KioskConfig) -> int:
+async def serve(cfg: MediaProcessConfig) -> int:
     return await MediaService(cfg).run()

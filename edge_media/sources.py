@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from appliance.errors import MediaError
 from drivers.camera.config import CameraConfig
 from drivers.camera.factory import open_camera
 from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import SyntheticCamera
+from kiosk_core.errors import MediaError
 
 SIZE_IN_GRAPH = re.compile(r"(?:size|s)=(\d+)x(\d+)")
 RATE_IN_GRAPH = re.compile(r"(?:rate|r)=(\d+(?:\.\d+)?)")

@@ -1,7 +1,7 @@
 """The UI's link to the local bus: retained state in, intents out.
 
 ``BusLink.run(target)`` is meant to run as the app's exclusive named worker. It owns a
-``appliance.localbus.LocalBus`` (which reconnects by itself), subscribes to ``kiosk/local/state/#`` and
+``kiosk_core.localbus.LocalBus`` (which reconnects by itself), subscribes to ``kiosk/local/state/#`` and
 reaches the UI only through ``target.post_message``:
 
 - ``StatesChanged``: merged. Incoming states are kept in a dict (latest value per name) and flushed in
@@ -20,8 +20,8 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from appliance.localbus import INTENT_PREFIX, STATE_PREFIX, LocalBus, decode_json_object
-from appliance.mqtt import Message
+from kiosk_core.localbus import INTENT_PREFIX, STATE_PREFIX, LocalBus, decode_json_object
+from kiosk_core.mqtt import Message
 from kiosk_ui.messages import BusStatus, StatesChanged
 
 log = logging.getLogger("kiosk.ui.bus")

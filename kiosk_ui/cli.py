@@ -31,17 +31,17 @@ def bus_address(args: argparse.Namespace) -> tuple[str, int]:
     """(host, port) of the local bus: explicit flags, else the config file, else the defaults."""
     host, port = "127.0.0.1", 1883
     if getattr(args, "config", None) or (args.bus_host is None or args.bus_port is None):
-        from appliance import config
+        from kiosk_core import config
 
         path = config.resolve_path(getattr(args, "config", None))
         if getattr(args, "config", None) or path.exists():
-            cfg = config.load(path)
+            cfg = config.load(config.SharedConfig, path)
             host, port = cfg.bus.host, cfg.bus.port
     return args.bus_host or host, args.bus_port or port
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from appliance.errors import ConfigError
+    from kiosk_core.errors import ConfigError
 
     try:
         host, port = bus_address(args)

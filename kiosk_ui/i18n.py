@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import KioskError
+from kiosk_core.errors import KioskError
 
 LOCALE_DIR = Path(__file__).with_name("locales")
 DEFAULT_LANGUAGE = "zh-CN"

@@ -11,7 +11,7 @@ import segno
 from rich.style import Style
 from rich.text import Text
 
-from appliance.errors import KioskError
+from kiosk_core.errors import KioskError
 
 # (top dark, bottom dark) -> character drawn in the dark colour over the light background
 _HALF_BLOCKS = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}

@@ -45,6 +45,10 @@ cmd="${1:-demo}"; shift || true
 case "$cmd" in
   demo) exec "$venv/bin/kiosk" demo "$@" ;;
   test)
+    # Hygiene first (seconds): lint, formatting and the import direction of DESIGN.md.
+    "$venv/bin/ruff" check --quiet .
+    "$venv/bin/ruff" format --check --quiet .
+    "$venv/bin/lint-imports" --no-cache >/dev/null || { "$venv/bin/lint-imports" --no-cache; exit 1; }
     set +e
     "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
     rc=$?

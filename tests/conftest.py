@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fleet_helpers import Platform
 
-from appliance.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.mqtt import Message, MqttConnection, publish_properties
+from kiosk_core.mqtt import Message, MqttConnection, publish_properties
 
 ROOT = "kiosk/v1/33/3308/330803/330803100/330803100201/kiosk-0001"
 
@@ -133,7 +133,7 @@ class ApplianceProcess:
     def start(self) -> ApplianceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "--config", str(self.config), "run"],
+            [sys.executable, "-m", "kiosk_cli.main", "--config", str(self.config), "run"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

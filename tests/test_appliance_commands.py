@@ -94,7 +94,7 @@ async def test_a_request_without_response_topic_is_ignored_and_the_daemon_lives(
 
 
 async def test_handler_errors_become_status_codes(kiosk: Appliance, platform: Platform):
-    from appliance.errors import Conflict
+    from kiosk_core.errors import Conflict
 
     async def busy(params):
         raise Conflict("a session is in progress")

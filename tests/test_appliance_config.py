@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import config
-from appliance.errors import ConfigError
+from kiosk_core.config import MAX_CONFIG_BYTES
+from kiosk_core.errors import ConfigError
 
 SAMPLE = Path(__file__).parent.parent / "docs" / "kiosk.example.toml"
 
@@ -74,7 +75,7 @@ def test_unknown_key_lists_allowed_keys(tmp_path: Path):
     [
         (b"[device\nid=1", "TOML syntax"),
         (b"\xff\xfe[device]", "not UTF-8"),
-        (b"x" * (config.MAX_CONFIG_BYTES + 1), "at most"),
+        (b"x" * (MAX_CONFIG_BYTES + 1), "at most"),
         (b"", "device: required key is missing"),
     ],
 )
@@ -97,7 +98,7 @@ def test_missing_file_and_env_override(tmp_path: Path, monkeypatch: pytest.Monke
 def test_kiosk_config_check_prints_redacted_config_or_errors(tmp_path: Path):
     good = write(tmp_path, MINIMAL + '[fleet]\nusername = "k1"\npassword = "s3cret"\n')
     out = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "config", "check", str(good)],
+        [sys.executable, "-m", "kiosk_cli.main", "config", "check", str(good)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -107,7 +108,7 @@ def test_kiosk_config_check_prints_redacted_config_or_errors(tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace('"main"', '"boss"'))
     out = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "config", "check", str(bad)],
+        [sys.executable, "-m", "kiosk_cli.main", "config", "check", str(bad)],
         capture_output=True,
         text=True,
         timeout=60,

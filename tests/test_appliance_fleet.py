@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
 
-from appliance.backoff import full_jitter as backoff_delay
 from appliance.fleet import TokenBucket
-from appliance.mosquitto import Mosquitto
+from kiosk_core.backoff import full_jitter as backoff_delay
+from sim.mosquitto import Mosquitto
 
 
 @pytest.fixture

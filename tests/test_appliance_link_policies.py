@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.intake import RejectedEvent, parse_local_event
-from appliance.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 
 async def test_backlog_drains_capped_while_commands_are_answered_at_once(
@@ -218,7 +218,7 @@ async def test_tls_with_client_certificate(tmp_path: Path, bus_broker: Mosquitto
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)
-    from appliance.mosquitto import free_port
+    from sim.mosquitto import free_port
 
     tls_port = free_port()
     tls_broker = Mosquitto(
@@ -242,7 +242,7 @@ async def test_tls_with_client_certificate(tmp_path: Path, bus_broker: Mosquitto
         )
         app = ApplianceProcess(cfg, tmp_path / "a.log").start()
         try:
-            from appliance.mqtt import MqttConnection, Tls
+            from kiosk_core.mqtt import MqttConnection, Tls
 
             watcher = MqttConnection(
                 host="127.0.0.1",
@@ -348,7 +348,7 @@ async def test_malformed_local_events_are_recorded_and_the_daemon_lives(
     app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
     try:
         await p.wait_for(lambda: p.of("state"), what="online")
-        from appliance.mqtt import MqttConnection
+        from kiosk_core.mqtt import MqttConnection
 
         conn = MqttConnection(host="127.0.0.1", port=bus_broker.port, client_id="evil")
         await conn.connect()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sdnotify import Notifier
+from kiosk_core.sdnotify import Notifier
 
 
 class NotifySocket:
@@ -45,7 +45,7 @@ def test_ready_watchdog_status_reload_and_stopping(kiosk_config: Path, tmp_path:
     ns = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "900000"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance.cli", "--config", str(kiosk_config), "run"],
+        [sys.executable, "-m", "kiosk_cli.main", "--config", str(kiosk_config), "run"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -70,7 +70,7 @@ def test_a_config_typo_exits_78_so_systemd_does_not_loop(tmp_path: Path):
         '[device]\nid = "k1"\nname = "x"\nrole = "maim"\nregion = ["33","3308","330803","330803100","330803100201"]\n'
     )
     out = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "--config", str(bad), "run"],
+        [sys.executable, "-m", "kiosk_cli.main", "--config", str(bad), "run"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import HealthStatus
 from drivers.camera.config import DoccamConfig
 from drivers.camera.deskew import find_page
 from drivers.camera.doccam import DocumentCamera, jpeg_quality_to_qscale
 from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.synthetic import PAGE_TILT_RAD
+from kiosk_core.health import HealthStatus
 
 CFG = DoccamConfig(
     backend="synthetic",

@@ -7,7 +7,6 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from drivers.base import HealthStatus
 from drivers.camera.config import CameraConfig, DoccamConfig, parse_size
 from drivers.camera.errors import CameraMissing, CameraModeError, translate
 from drivers.camera.factory import open_camera
@@ -15,6 +14,7 @@ from drivers.camera.source import DeviceClock
 from drivers.camera.synthetic import SyntheticCamera
 from drivers.camera.v4l2 import V4l2Camera, probe
 from edge_media.selector import inspect_frame
+from kiosk_core.health import HealthStatus
 
 SMALL = "testsrc2=size=160x120:rate=30"
 

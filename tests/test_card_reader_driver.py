@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from appliance.backoff import equal_jitter as backoff_delay
-from drivers.base import HealthStatus
 from drivers.card_reader.config import CardReaderConfig
 from drivers.card_reader.driver import CardReader
 from drivers.card_reader.identity import Identity
 from drivers.card_reader.samples import SAMPLES
 from drivers.card_reader.simulator import SamEmulator, control
+from kiosk_core.backoff import equal_jitter as backoff_delay
+from kiosk_core.health import HealthStatus
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_card_reader_driver import until
 
-from drivers.base import HealthStatus
 from drivers.card_reader.config import CardReaderConfig
 from drivers.card_reader.driver import CardReader
 from drivers.card_reader.errors import CardReaderError
@@ -24,6 +23,7 @@ from drivers.card_reader.sam import SamLink
 from drivers.card_reader.samples import SAMPLES
 from drivers.card_reader.simulator import SamEmulator
 from drivers.card_reader.transport import SerialTransport
+from kiosk_core.health import HealthStatus
 
 GOOD_READ = SamResponse(
     0, 0, 0x90, encode_card_blocks(SAMPLES["zhang-san"].blocks(), with_fingerprint=False)

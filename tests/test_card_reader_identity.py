@@ -218,7 +218,7 @@ def test_photo_decoder_hook():
 
 
 def test_photo_decoder_from_config_must_load():
-    from appliance.errors import ConfigError
+    from kiosk_core.errors import ConfigError
 
     assert load_decoder("base64:b64encode")(b"x") == b"eA=="
     with pytest.raises(ConfigError, match="photo_decoder"):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.mqtt import MqttConnection
+from kiosk_core.mqtt import MqttConnection
 
-KIOSK = [sys.executable, "-m", "appliance.cli"]
+KIOSK = [sys.executable, "-m", "kiosk_cli.main"]
 TMUX = shutil.which("tmux")
 
 

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from appliance.errors import BadRequest, CommandError
-from drivers.base import HealthStatus
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.driver import Gpio, NotSimulated
 from drivers.gpio.status_led import FAULT_PATTERN, LedState
+from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.health import HealthStatus
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from appliance.errors import MediaError
 from edge_media.audio import AudioEncoder, AudioSource, CapturedAudio, device_of
 from edge_media.cli import record
 from edge_media.config import AudioConfig, MediaConfig
+from kiosk_core.errors import MediaError
 
 ROOT = Path(__file__).resolve().parent.parent
 FFPROBE = "/usr/bin/ffprobe"
@@ -30,7 +30,7 @@ SINE = "lavfi:sine=frequency=440:sample_rate=48000"
 
 def kiosk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *args],
+        [sys.executable, "-m", "kiosk_cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def kiosk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *args],
+        [sys.executable, "-m", "kiosk_cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

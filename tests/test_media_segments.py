@@ -64,7 +64,7 @@ def start_recorder(out: Path, seconds: float = 30, extra: tuple[str, ...] = ()) 
         [
             sys.executable,
             "-m",
-            "appliance.cli",
+            "kiosk_cli.main",
             "--config",
             str(cfg),
             "media",

@@ -15,11 +15,11 @@ import pytest
 
 from appliance import config as config_mod
 from appliance.commands import Accepted
-from appliance.errors import CommandError
-from appliance.localbus import EVENT_TOPIC, LocalBus
-from appliance.mosquitto import Mosquitto
-from edge_media.control import MediaControl
+from appliance.media_control import MediaControl
 from edge_media.service import STATE_TOPIC, MediaService
+from kiosk_core.errors import CommandError
+from kiosk_core.localbus import EVENT_TOPIC, LocalBus
+from sim.mosquitto import Mosquitto
 from tests.conftest import write_config
 
 MEDIA = """
@@ -358,7 +358,7 @@ async def test_kiosk_media_run_serves_and_stops_cleanly_on_sigterm(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "appliance.cli",
+        "kiosk_cli.main",
         "--config",
         str(path),
         "media",
@@ -387,8 +387,8 @@ def test_platform_command_params_are_checked_before_anything_is_forwarded() -> N
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from appliance.errors import BadRequest
-    from edge_media.control import FORWARDED, check_params
+    from appliance.media_control import FORWARDED, check_params
+    from kiosk_core.errors import BadRequest
 
     values = st.one_of(
         st.none(),

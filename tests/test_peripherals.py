@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from appliance import config as kconfig
-from appliance.errors import BadRequest, CommandError
-from appliance.localbus import LocalBus
-from appliance.mosquitto import Mosquitto
-from drivers.base import HealthStatus
-from drivers.subsystem import Peripherals
+from appliance.peripherals import Peripherals
+from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.health import HealthStatus
+from kiosk_core.localbus import LocalBus
+from sim.mosquitto import Mosquitto
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -283,7 +283,7 @@ async def test_card_reader_sim_present_read_unplug_replug(tmp_path: Path):
 async def test_kiosk_sim_cli_drives_the_running_kiosk_over_the_local_bus(
     tmp_path: Path, bus_broker: Mosquitto
 ):
-    from appliance import cli
+    from kiosk_cli import main as cli
 
     path, cfg = load(tmp_path, DRIVERS, bus_port=bus_broker.port)
     ctx = TestContext(cfg, tmp_path)
@@ -309,8 +309,8 @@ async def test_kiosk_sim_cli_drives_the_running_kiosk_over_the_local_bus(
 
 
 def test_sim_subcommands_can_be_added_by_other_parts():
-    from appliance import cli
-    from drivers import cli as drivers_cli
+    from kiosk_cli import main as cli
+    from sim import hardware_cli as drivers_cli
 
     seen: list[str] = []
 

@@ -13,9 +13,9 @@ from session_helpers import ZHANG_SAN
 from test_session_service import FakeDoccam, Ui, capture_and_keep, intents_flowing
 
 from appliance.daemon import Appliance
-from appliance.mosquitto import Mosquitto
-from appliance.mqtt import MqttConnection
-from appliance.session.county import ClerkConsole, CountyCentre, FleetRequester
+from kiosk_core.mqtt import MqttConnection
+from sim.county import ClerkConsole, CountyCentre, FleetRequester
+from sim.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,7 +212,7 @@ async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "appliance.cli",
+        "kiosk_cli.main",
         "--config",
         str(config),
         *args,

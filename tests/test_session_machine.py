@@ -20,7 +20,6 @@ from session_helpers import (
     to_documents,
 )
 
-from appliance.errors import BadRequest, Conflict
 from appliance.session.config import hash_pin
 from appliance.session.errors import IntentRejected
 from appliance.session.machine import (
@@ -32,6 +31,7 @@ from appliance.session.machine import (
     RunSelfTest,
     WipeSession,
 )
+from kiosk_core.errors import BadRequest, Conflict
 
 
 def sid(m) -> dict:

@@ -17,11 +17,11 @@ import pytest
 from session_helpers import LI_SI, ZHANG_SAN, HandClock
 
 from appliance.config import parse
-from appliance.errors import CommandError
-from appliance.localbus import LocalBus, dumps
-from appliance.mosquitto import Mosquitto
 from appliance.session.catalog import default_catalog
 from appliance.session.service import SessionService
+from kiosk_core.errors import CommandError
+from kiosk_core.localbus import LocalBus, dumps
+from sim.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 

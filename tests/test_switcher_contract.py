@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from appliance.errors import BadRequest, CommandError
-from drivers.base import HealthStatus
 from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.driver import Switcher
 from drivers.switcher.errors import (
@@ -27,6 +25,8 @@ from drivers.switcher.errors import (
 )
 from drivers.switcher.protocol import Layer
 from drivers.switcher.simulator import SwitcherSimulator
+from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.health import HealthStatus
 
 pytestmark = pytest.mark.timeout(20)
 

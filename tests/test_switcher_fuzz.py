@@ -10,12 +10,12 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.errors import CommandError
-from drivers.base import HealthStatus
 from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.driver import Switcher
 from drivers.switcher.errors import SwitcherError
 from drivers.switcher.simulator import SwitcherSimulator
+from kiosk_core.errors import CommandError
+from kiosk_core.health import HealthStatus
 from tests.test_switcher_protocols import REPLY
 
 FAST = dict(

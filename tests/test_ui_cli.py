@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 
-from appliance.errors import ConfigError
-from appliance.mosquitto import Mosquitto
+from kiosk_core.errors import ConfigError
 from kiosk_ui.cli import bus_address, register
-from kiosk_ui.harness import SAMPLES, StateFeed
+from sim.mosquitto import Mosquitto
+from sim.ui_harness import SAMPLES, StateFeed
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_a_broken_config_is_reported_not_ignored(tmp_path: Path):
     with pytest.raises(ConfigError, match="bus.port"):
         bus_address(parse([], str(bad)))
     result = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", "--config", str(bad), "ui"],
+        [sys.executable, "-m", "kiosk_cli.main", "--config", str(bad), "ui"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -68,7 +68,7 @@ async def test_kiosk_ui_runs_in_a_real_terminal_and_answers_a_number_key(
     async with StateFeed("127.0.0.1", bus_broker.port) as feed:
         await feed.publish("session", SAMPLES["catalog"])
         command = (
-            f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m appliance.cli ui --bus-port {bus_broker.port} "
+            f"cd {ROOT} && LANG=C.UTF-8 {sys.executable} -m kiosk_cli.main ui --bus-port {bus_broker.port} "
             f"--log-file {tmp_path / 'ui.log'}"
         )
         await tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "kiosk", command)

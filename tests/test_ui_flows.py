@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from appliance.mosquitto import Mosquitto
 from kiosk_ui.app import KioskApp
-from kiosk_ui.harness import SAMPLES, StateFeed, screen_text, wait_until
 from kiosk_ui.qr import decode_lines, qr_lines
 from kiosk_ui.widgets.choice import ChoiceButton
+from sim.mosquitto import Mosquitto
+from sim.ui_harness import SAMPLES, StateFeed, screen_text, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 SIZE = (100, 30)

@@ -12,13 +12,13 @@ import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.mqtt import Message
+from kiosk_core.mqtt import Message
 from kiosk_ui import router
 from kiosk_ui.bus import BusLink
-from kiosk_ui.harness import SAMPLES
 from kiosk_ui.i18n import LANGUAGES, Catalog, CatalogError
 from kiosk_ui.messages import StatesChanged
 from kiosk_ui.qr import MAX_QR_DATA, QrError, decode_lines, qr_lines
+from sim.ui_harness import SAMPLES
 
 # --- catalogs ----------------------------------------------------------------------------------------
 

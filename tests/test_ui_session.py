@@ -17,12 +17,12 @@ import pytest
 from session_helpers import ZHANG_SAN, HandClock
 from test_session_service import BusContext, FakeDoccam, kiosk_config
 
-from appliance.localbus import LocalBus
-from appliance.mosquitto import Mosquitto
 from appliance.session.service import SessionService
+from kiosk_core.localbus import LocalBus
 from kiosk_ui.app import KioskApp
-from kiosk_ui.harness import screen_text, wait_until
 from kiosk_ui.widgets.choice import ChoiceButton
+from sim.mosquitto import Mosquitto
+from sim.ui_harness import screen_text, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.mosquitto import Mosquitto
 from kiosk_ui.app import KioskApp
-from kiosk_ui.harness import SAMPLES, StateFeed, screen_text, wait_until
+from sim.mosquitto import Mosquitto
+from sim.ui_harness import SAMPLES, StateFeed, screen_text, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "ui"

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from appliance.fsutil import write_atomic
 from appliance.session.errors import CatalogInvalid
+from kiosk_core.fsutil import write_atomic
 
 MAX_CATALOG_BYTES = 1 << 20
 ID_PATTERN = r"^[a-z0-9_.-]{1,64}$"

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from appliance.configbase import Strict
+from kiosk_core.config import Strict
 
 PIN_ALGORITHM = "pbkdf2_sha256"
 PIN_ITERATIONS = 200_000

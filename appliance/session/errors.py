@@ -1,8 +1,8 @@
-"""The session's leaves of the error tree (``appliance.errors.SessionError``)."""
+"""The session's leaves of the error tree (``kiosk_core.errors.SessionError``)."""
 
 from __future__ import annotations
 
-from appliance.errors import SessionError
+from kiosk_core.errors import SessionError
 
 
 class CatalogInvalid(SessionError, ValueError):

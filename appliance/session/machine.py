@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from appliance.errors import BadRequest, Conflict
 from appliance.session.catalog import Catalog, Department, Item
 from appliance.session.config import SessionConfig, check_pin
 from appliance.session.errors import IntentRejected
+from kiosk_core.errors import BadRequest, Conflict
 
 # --- the clock ---------------------------------------------------------------------------------------
 

@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.errors import BadRequest, CommandError, Conflict, KioskError
-from appliance.fsutil import write_atomic
-from appliance.localbus import INTENT_PREFIX, decode_json_object
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
@@ -40,7 +37,11 @@ from appliance.session.machine import (
     WipeSession,
 )
 from appliance.subsystem import Context, Subsystem
-from drivers.base import CommandHandler, Health, HealthStatus
+from drivers.base import CommandHandler
+from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
+from kiosk_core.fsutil import write_atomic
+from kiosk_core.health import Health, HealthStatus
+from kiosk_core.localbus import INTENT_PREFIX, decode_json_object
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from appliance.configbase import Strict
+from kiosk_core.config import Strict
 
 SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 MAX_SIDE = 8192

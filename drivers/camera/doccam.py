@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.fsutil import write_atomic
-from drivers.base import Health, HealthStatus
 from drivers.camera.config import CameraConfig, DoccamConfig, parse_size
 from drivers.camera.deskew import Page, crop_to_page, find_page
 from drivers.camera.errors import CameraBusy, CameraError, CameraTimeout
 from drivers.camera.factory import open_camera
 from drivers.camera.source import FrameSource
+from kiosk_core.fsutil import write_atomic
+from kiosk_core.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     import av

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-from appliance.errors import DeviceMissing, DeviceTimeout, DriverError
+from kiosk_core.errors import DeviceMissing, DeviceTimeout, DriverError
 
 
 class CameraError(DriverError):

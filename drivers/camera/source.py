@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoff import equal_jitter
-from drivers.base import Health, HealthStatus
 from drivers.camera.errors import CameraError, CameraMissing, translate
+from kiosk_core.backoff import equal_jitter
+from kiosk_core.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     import av

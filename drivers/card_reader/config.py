@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from appliance.configbase import Strict
+from kiosk_core.config import Strict
 
 STANDARD_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400)
 

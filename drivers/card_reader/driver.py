@@ -30,8 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from appliance.backoff import equal_jitter
-from drivers.base import EventSink, Health, HealthStatus, Peripheral
+from drivers.base import EventSink, Peripheral
 from drivers.card_reader import errors as e
 from drivers.card_reader.config import CardReaderConfig
 from drivers.card_reader.identity import Identity, decode_address, parse_identity
@@ -40,6 +39,8 @@ from drivers.card_reader.protocol import CardBlocks
 from drivers.card_reader.sam import SamLink
 from drivers.card_reader.simulator import SamEmulator
 from drivers.card_reader.transport import SerialTransport, Transport
+from kiosk_core.backoff import equal_jitter
+from kiosk_core.health import Health, HealthStatus
 
 log = logging.getLogger("drivers.card_reader")
 

@@ -1,4 +1,4 @@
-"""Errors of the resident ID card reader, hung under ``appliance.errors.DriverError``.
+"""Errors of the resident ID card reader, hung under ``kiosk_core.errors.DriverError``.
 
 Two families:
 
@@ -12,7 +12,7 @@ card data (names, numbers): errors end up in logs and in fleet events.
 
 from __future__ import annotations
 
-from appliance.errors import DeviceMissing, DeviceTimeout, DriverError, ProtocolError
+from kiosk_core.errors import DeviceMissing, DeviceTimeout, DriverError, ProtocolError
 
 DEVICE = "card_reader"
 

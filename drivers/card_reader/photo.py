@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from appliance.errors import ConfigError
+from kiosk_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from appliance.configbase import Strict
+from kiosk_core.config import Strict
 
 BCM_PINS = range(2, 28)  # GPIO2..GPIO27 on the 40-pin header (0/1 are the HAT EEPROM bus)
 OUTPUT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

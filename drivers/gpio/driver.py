@@ -19,11 +19,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from appliance.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
-from drivers.base import CommandHandler, EventSink, Health, HealthStatus, Peripheral
+from drivers.base import CommandHandler, EventSink, Peripheral
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.status_led import LedState, StatusLed
 from drivers.params import bool_param, check_keys, choice_param
+from kiosk_core.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
+from kiosk_core.health import Health, HealthStatus
 
 log = logging.getLogger("kiosk.drivers.gpio")
 

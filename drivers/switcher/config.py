@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from appliance.configbase import Strict
+from kiosk_core.config import Strict
 
 DEFAULT_TCP_PORT = {"extron": 23, "kramer": 5000, "ascii": 4001}
 TEMPLATE_CHARS = re.compile(r"^[\x20-\x7e]+$")

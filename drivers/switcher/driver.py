@@ -14,9 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from appliance.backoff import equal_jitter
-from appliance.errors import BadRequest, CommandError, KioskError
-from drivers.base import CommandHandler, EventSink, Health, HealthStatus, Peripheral
+from drivers.base import CommandHandler, EventSink, Peripheral
 from drivers.params import bool_param, check_keys, int_param
 from drivers.switcher.ascii_profile import AsciiMatrix
 from drivers.switcher.config import SwitcherConfig
@@ -34,6 +32,9 @@ from drivers.switcher.kramer import KramerP3000
 from drivers.switcher.protocol import DeviceInfo, Layer, SwitcherProtocol, Tie, shorten
 from drivers.switcher.simulator import SwitcherSimulator
 from drivers.switcher.transport import LineTransport, SerialTransport, TcpTransport
+from kiosk_core.backoff import equal_jitter
+from kiosk_core.errors import BadRequest, CommandError, KioskError
+from kiosk_core.health import Health, HealthStatus
 
 log = logging.getLogger("kiosk.drivers.switcher")
 

@@ -1,4 +1,4 @@
-"""The switcher's branch of the error tree (``appliance.errors.DriverError``).
+"""The switcher's branch of the error tree (``kiosk_core.errors.DriverError``).
 
 Every failure a caller of ``Switcher.route()`` can see is one of these; serial, socket and timeout
 exceptions are translated in ``transport.py`` and ``driver.py`` and never escape.
@@ -6,7 +6,7 @@ exceptions are translated in ``transport.py`` and ``driver.py`` and never escape
 
 from __future__ import annotations
 
-from appliance.errors import DeviceMissing, DeviceTimeout, DriverError, ProtocolError
+from kiosk_core.errors import DeviceMissing, DeviceTimeout, DriverError, ProtocolError
 
 
 class SwitcherError(DriverError):

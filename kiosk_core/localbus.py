@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from appliance.backoff import full_jitter
-from appliance.errors import CommandError, KioskError, LinkError
-from appliance.mqtt import Message, MqttConnection, Will, publish_properties
+from kiosk_core.backoff import full_jitter
+from kiosk_core.errors import CommandError, KioskError, LinkError
+from kiosk_core.mqtt import Message, MqttConnection, Will, publish_properties
 
 log = logging.getLogger("kiosk.localbus")
 

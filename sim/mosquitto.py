@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.errors import KioskError
+from kiosk_core.errors import KioskError
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 

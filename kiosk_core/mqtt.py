@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from appliance.errors import LinkError, NotConnected, PublishFailed
+from kiosk_core.errors import LinkError, NotConnected, PublishFailed
 
 log = logging.getLogger("kiosk.mqtt")
 

@@ -13,7 +13,7 @@
 
 Both speak only the fleet contract on the central broker named by ``[fleet]`` in the config; the clerk
 commands act on the device of that same config. ``register_sim`` adds them to ``kiosk sim``; ``register``
-is the ``appliance.cli`` plug-in hook that does so through ``drivers.cli.on_sim_register``.
+is the ``kiosk_cli.main`` plug-in hook that does so through ``sim.hardware_cli.on_sim_register``.
 """
 
 from __future__ import annotations
@@ -45,13 +45,9 @@ def register_sim(sim_subparsers: Any) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """``appliance.cli`` plug-in entry: hook into ``kiosk sim`` (built by ``drivers.cli``)."""
-    try:
-        from drivers.cli import on_sim_register
-    except ImportError:  # a build without the drivers' CLI: offer ``kiosk sim`` with just these two
-        p = subparsers.add_parser("sim", help="simulated county centre and clerk")
-        register_sim(p.add_subparsers(dest="sim_command", required=True, metavar="ACTION"))
-        return
+    """``kiosk_cli.main`` plug-in entry: hook into ``kiosk sim`` (built by ``sim.hardware_cli``)."""
+    from sim.hardware_cli import on_sim_register
+
     on_sim_register(_add_commands)
 
 
@@ -91,8 +87,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _link(cfg: Any, name: str) -> Any:
-    from appliance.mqtt import Tls
-    from appliance.session.county import FleetRequester
+    from kiosk_core.mqtt import Tls
+    from sim.county import FleetRequester
 
     tls = None
     if cfg.fleet.tls is not None:
@@ -114,14 +110,14 @@ def _cmd_county(args: argparse.Namespace) -> int:
     import contextlib
 
     from appliance.config import ConfigError
-    from appliance.session.county import CountyCentre
+    from sim.county import CountyCentre
 
     try:
         cfg = _load(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from appliance import logs
+    from kiosk_core import logs
 
     logs.setup("INFO")
 
@@ -162,8 +158,8 @@ def _cmd_clerk(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from appliance.config import ConfigError
-    from appliance.errors import CommandError
-    from appliance.session.county import ClerkConsole
+    from kiosk_core.errors import CommandError
+    from sim.county import ClerkConsole
 
     try:
         cfg = _load(args)

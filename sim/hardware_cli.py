@@ -36,7 +36,7 @@ _applied: list[Hook] = []  # hooks already applied to the current one
 def add_sim_command(name: str, help: str) -> argparse.ArgumentParser:
     """Add ``kiosk sim NAME``; set its handler with ``parser.set_defaults(func=...)``."""
     if _sim_subparsers is None:
-        raise RuntimeError("drivers.cli.register() has not run yet: use on_sim_register(hook) instead")
+        raise RuntimeError("sim.hardware_cli.register() has not run yet: use on_sim_register(hook) instead")
     return _sim_subparsers.add_parser(name, help=help, description=help)
 
 
@@ -63,8 +63,8 @@ def call_service(
     import asyncio
 
     from appliance import config
-    from appliance.errors import CommandError, ConfigError
-    from appliance.localbus import LocalBus
+    from kiosk_core.errors import CommandError, ConfigError
+    from kiosk_core.localbus import LocalBus
 
     try:
         cfg = config.load(args.config)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.localbus import INTENT_PREFIX, STATE_PREFIX, LocalBus, decode_json_object, dumps
-from appliance.mqtt import Message
+from kiosk_core.localbus import INTENT_PREFIX, STATE_PREFIX, LocalBus, decode_json_object, dumps
+from kiosk_core.mqtt import Message
 
 COMMON: dict[str, Any] = {
     "v": 1,

@@ -1,7 +1,11 @@
 """The ``kiosk`` command: one entry point, a subcommand per job.
 
 Parts of the firmware add their own subcommands through a ``register(subparsers)`` function in the
-modules listed in ``PLUGINS`` (imported lazily, so ``kiosk run`` does not pay for the UI or PyAV).
+modules listed in ``PARTS``. Those modules import their heavy parts (PyAV, Textual) only inside the
+command functions, so ``kiosk run`` does not pay for them. ``--config`` is accepted before or after the
+subcommand (``kiosk --config F run`` and ``kiosk run --config F``).
+
+This module sits above every process and the simulators: it only dispatches.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 # module -> the subcommands it registers (kept here so `kiosk --help` needs no heavy import)
-PLUGINS = (
-    "drivers.cli",  # kiosk sim ...
-    "appliance.session.cli",  # kiosk sim county, kiosk sim clerk ... (hooks into drivers.cli)
+PARTS = (
+    "sim.hardware_cli",  # kiosk sim ...
+    "sim.session_cli",  # kiosk sim county, kiosk sim clerk ... (hooks into sim.hardware_cli)
     "edge_media.cli",  # kiosk media ...
     "kiosk_ui.cli",  # kiosk ui ...
-    "provisioning.cli",  # kiosk provision ..., kiosk selftest
 )
+CONFIG_HELP = "config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -29,7 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from appliance.demo import main as demo_main
+    from sim.demo import main as demo_main
 
     return demo_main(args)
 
@@ -50,7 +54,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiosk", description="Village service kiosk firmware")
-    parser.add_argument("--config", help="config file (default: $KIOSK_CONFIG or /etc/kiosk/kiosk.toml)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the appliance daemon")
@@ -68,15 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path", nargs="?", help="file to check (default: --config / $KIOSK_CONFIG / /etc/kiosk)")
     c.set_defaults(func=_cmd_config_check)
 
-    for module in PLUGINS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        mod.register(sub)
+    for module in PARTS:
+        importlib.import_module(module).register(sub)
+    _accept_config_anywhere(sub)
     return parser
+
+
+def _accept_config_anywhere(sub: argparse._SubParsersAction) -> None:
+    """Give every (nested) subcommand its own ``--config``. SUPPRESS keeps a value given before the
+    subcommand when none is given after it."""
+    for parser in set(sub.choices.values()):
+        if not any("--config" in a.option_strings for a in parser._actions):
+            parser.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_config_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

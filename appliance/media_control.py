@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.commands import Accepted
-from appliance.errors import BadRequest, CommandError
-from appliance.localbus import STATE_PREFIX
 from appliance.subsystem import Subsystem
-from drivers.base import CommandHandler, Health, HealthStatus
+from drivers.base import CommandHandler
+from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.health import Health, HealthStatus
+from kiosk_core.localbus import STATE_PREFIX
 
 STATE_TOPIC = f"{STATE_PREFIX}/media"
 STALE_AFTER_S = 10.0

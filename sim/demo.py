@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -22,18 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.mosquitto import Mosquitto
-from appliance.mqtt import MqttConnection
+from kiosk_core.mqtt import MqttConnection
+from sim.mosquitto import Mosquitto
 
 REGION = ["33", "3308", "330803", "330803100", "330803100201"]
 DEVICE_ID = "kiosk-demo-0001"
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def demo_config(port: int, data_dir: Path) -> str:
@@ -103,7 +95,7 @@ class Demo:
 
     def kiosk(self, *args: str) -> list[str]:
         script = Path(sys.executable).parent / "kiosk"
-        head = [str(script)] if script.exists() else [sys.executable, "-m", "appliance.cli"]
+        head = [str(script)] if script.exists() else [sys.executable, "-m", "kiosk_cli.main"]
         return [*head, "--config", str(self.config), *args]
 
     def spawn(self, name: str, *args: str) -> None:
@@ -121,20 +113,9 @@ class Demo:
     def start(self) -> None:
         self.broker.start()
         self.config.write_text(demo_config(self.broker.port, self.dir / "data"), encoding="utf-8")
-        from appliance import config as config_mod
-
-        try:
-            config_mod.load(self.config)
-        except config_mod.ConfigError:
-            # A build without some simulators: run the kiosk core alone rather than not at all.
-            self.config.write_text(
-                demo_config(self.broker.port, self.dir / "data").replace(DEMO_HARDWARE, "")
-            )
         self.spawn("appliance", "run")
-        if _has("edge_media.service"):
-            self.spawn("media", "media", "run")
-        if _has("appliance.session.county"):
-            self.spawn("county", "sim", "county")
+        self.spawn("media", "media", "run")
+        self.spawn("county", "sim", "county")
 
     async def wait_online(self, timeout_s: float = 15.0) -> dict:
         conn = MqttConnection(host="127.0.0.1", port=self.broker.port, client_id="demo-watch", name="demo")
@@ -193,7 +174,7 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop_on_signal)
-    headless = bool(args.headless) or not sys.stdin.isatty() or not _has("kiosk_ui.app")
+    headless = bool(args.headless) or not sys.stdin.isatty()
     demo = Demo(Path(args.workdir) if args.workdir else None, headless)
     t0 = time.monotonic()
     try:

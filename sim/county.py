@@ -34,9 +34,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.errors import CommandError, KioskError, LinkError
-from appliance.mqtt import Message, MqttConnection, Tls, publish_properties
 from appliance.session.catalog import Catalog, default_catalog
+from kiosk_core.errors import CommandError, KioskError, LinkError
+from kiosk_core.mqtt import Message, MqttConnection, Tls, publish_properties
 
 log = logging.getLogger("kiosk.county")
 

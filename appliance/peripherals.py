@@ -21,10 +21,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from appliance.errors import CommandError, Conflict, KioskError
 from appliance.subsystem import Context, Subsystem
-from drivers.base import CommandHandler, Health, HealthStatus, Peripheral
+from drivers.base import CommandHandler, Peripheral
 from drivers.params import check_keys, choice_param, int_param
+from kiosk_core.errors import CommandError, Conflict, KioskError
+from kiosk_core.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig
