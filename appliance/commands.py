@@ -27,9 +27,11 @@ from datetime import datetime
 from typing import Any
 
 from appliance.outbox import Outbox
-from kiosk_core.errors import BadRequest, CommandError, KioskError
-from kiosk_core.localbus import decode_json_object, dumps
+from kiosk_core.errors import BadRequest, CommandError
 from kiosk_core.mqtt import Message
+from kiosk_core.payload import decode_json_object, dumps
+from kiosk_core.status import error_reply
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.commands")
 
@@ -80,7 +82,7 @@ class CommandDispatcher:
         self._emit = emit
         self._handlers: dict[str, Handler] = {}
         self._running: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("commands", log)
         self.retention_s = retention_s
         self.counts = {
             "received": 0,
@@ -194,28 +196,21 @@ class CommandDispatcher:
             await self._outbox.command_begin(cid, name)
             self._running.add(cid)
         try:
-            result = await asyncio.wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
-        except CommandError as exc:
-            if exc.status >= 500:
+            try:
+                result = await asyncio.wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
+            except TimeoutError:
+                raise CommandError(500, f"timed out after {HANDLER_TIMEOUT_S:.0f}s") from None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply; the daemon keeps running
+            body_ = error_reply(exc, what=f"command {name}", log=log)
+            if body_["status"] >= 500:
                 self.counts["failed"] += 1
-            await reply(exc.status, {"error": str(exc), **exc.detail}, cid)
-        except ValueError as exc:
-            await reply(400, {"error": str(exc)}, cid)
-        except TimeoutError:
-            self.counts["failed"] += 1
-            await reply(500, {"error": f"timed out after {HANDLER_TIMEOUT_S:.0f}s"}, cid)
-        except KioskError as exc:
-            self.counts["failed"] += 1
-            await reply(500, {"error": str(exc), "code": exc.code}, cid)
-        except Exception as exc:  # noqa: BLE001 - a handler bug answers 500, the daemon keeps running
-            self.counts["failed"] += 1
-            log.exception("command %s crashed", name)
-            await reply(500, {"error": f"internal error: {type(exc).__name__}"}, cid)
+            status = body_.pop("status")
+            await reply(status, body_, cid)
         else:
             if isinstance(result, Accepted):
                 await reply(202, result.body, cid)
                 if result.then is not None:
-                    self._spawn(self._finish_later(name, cid, result.then))
+                    self._tasks.spawn(self._finish_later(name, cid, result.then))
             else:
                 await reply(
                     200,
@@ -227,22 +222,15 @@ class CommandDispatcher:
             if cid is not None:
                 self._running.discard(cid)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _finish_later(
         self, name: str, cid: str | None, then: Callable[[], Awaitable[dict[str, Any]]]
     ) -> None:
         try:
             body = await then()
             status, extra = 200, body or {}
-        except CommandError as exc:
-            status, extra = exc.status, {"error": str(exc), **exc.detail}
-        except Exception as exc:  # noqa: BLE001
-            log.exception("command %s failed after 202", name)
-            status, extra = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - the outcome is reported as command.completed
+            extra = error_reply(exc, what=f"command {name} (after 202)", log=log)
+            status = extra.pop("status")
         await self._emit("command.completed", {"id": cid, "name": name, "status": status, **extra})
 
     async def prune(self) -> int:

@@ -37,6 +37,7 @@ from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
 from kiosk_core.mqtt import Message
 from kiosk_core.sdnotify import Notifier
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.appliance")
 
@@ -72,7 +73,7 @@ class Appliance:
         self._bus_subs: list[tuple[str, BusHandler]] = []
         self.subsystems: list[Subsystem] = []
         self._subsystem_errors: dict[str, str] = {}
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks = TaskSet("appliance", log)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._cpu = sysinfo.CpuMeter()
@@ -198,11 +199,11 @@ class Appliance:
         )
         self._register_builtins()
         await self.bus.start(wait_s=2.0)
-        self._tasks.append(self.intake.start())
+        self.intake.start()
         await self._start_subsystems()
-        self._tasks.append(self.fleet.start())
-        self._tasks.append(asyncio.create_task(self._telemetry_loop(), name="telemetry"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self.fleet.start()
+        self._tasks.spawn(self._telemetry_loop(), name="telemetry")
+        self._tasks.spawn(self._housekeeping(), name="housekeeping")
         # Producers and the UI learn here that events are being taken durably again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.subscribed.wait(), 5.0)
@@ -228,7 +229,7 @@ class Appliance:
         )
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_s:
-            self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+            self._tasks.spawn(self._watchdog_loop(), name="watchdog")
         log.info("ready: %s", self._status_line())
 
     async def _start_subsystems(self) -> None:
@@ -264,8 +265,7 @@ class Appliance:
         while self.fleet.connected and self.outbox.depth and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self.fleet.stop()
-        for t in self._tasks:
-            t.cancel()
+        await self._tasks.close()
         await self.intake.stop()
         await self.bus.stop(
             final=(
@@ -611,7 +611,7 @@ class Appliance:
         assert self.notifier.watchdog_s
         interval = self.notifier.watchdog_s / 3
         while True:
-            alive = self.fleet.alive and self.intake.alive
+            alive = self.fleet.alive and self.intake.alive and self.bus.alive
             if alive:
                 try:
                     # The outbox thread must answer too: a wedged disk is a dead appliance.

@@ -16,23 +16,26 @@ replies, ``state``, ``birth`` and live telemetry never wait behind it (they bypa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.config import KioskConfig
 from appliance.outbox import Outbox
-from kiosk_core.backoff import full_jitter
 from kiosk_core.errors import LinkError
-from kiosk_core.localbus import dumps
+from kiosk_core.link import Backoff, SupervisedLink
 from kiosk_core.mqtt import Message, MqttConnection, Tls, Will, publish_properties
+from kiosk_core.payload import dumps
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.fleet")
 
 SESSION_EXPIRY_S = 86400  # the broker keeps our subscriptions and queued commands for a day offline
+# Commands and desired configs run on this many workers (a command may take up to 30 s); when all are
+# busy and the queue is full, reading stops and the broker holds the rest.
+WORKERS = 16
+QUEUE = 64
 
 
 class TokenBucket:
@@ -79,46 +82,53 @@ class FleetLink:
             f"{root}/config/desired",
             f"{root}/config/reported",
         )
-        self._conn: MqttConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.connected_since: float | None = None
-        self.connects = 0
         self.sent_events = 0
-        self.last_error = ""
         self._bucket = TokenBucket(cfg.fleet.drain_rate_per_s)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.first_online = asyncio.Event()
+        f = cfg.fleet
+        self.link = SupervisedLink(
+            "fleet",
+            self._new_connection,
+            handler=self._dispatch,
+            # Subscribed before `online` is announced: a platform that sends a command the moment it
+            # sees `online` must find the subscription in place.
+            subscriptions=lambda: [(self.t_cmd + "+", 1), (self.t_desired, 1)],
+            setup=self._online,
+            backoff=Backoff(f.reconnect_base_s, f.reconnect_cap_s, f.initial_delay_max_s),
+            connect_timeout_s=max(10.0, f.tls.handshake_timeout_s if f.tls else 10.0),
+            workers=WORKERS,
+            queue_size=QUEUE,
+            log=log,
+        )
 
     # --- public ------------------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
+        return self.link.connected
+
+    @property
+    def connects(self) -> int:
+        return self.link.connects
+
+    @property
+    def last_error(self) -> str:
+        return self.link.last_error
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name="fleet-link")
-        return self._task
+        return self.link.start()
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.link.alive
 
     def set_drain_rate(self, rate: float) -> None:
         self._bucket = TokenBucket(rate)
 
     async def stop(self, timeout_s: float = 3.0) -> None:
         """Publish ``offline`` (retained) and disconnect cleanly, so the broker sends no Will."""
-        self._stopping = True
-        conn = self._conn
-        if conn is not None and conn.connected:
-            await conn.close(publish_first=(self.t_state, self._state("offline"), True), timeout_s=timeout_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for t in list(self._tasks):
-            t.cancel()
+        await self.link.stop(final=(self.t_state, self._state("offline"), True), timeout_s=timeout_s)
 
     def _state(self, state: str) -> bytes:
         return dumps(
@@ -128,48 +138,32 @@ class FleetLink:
     async def send_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
         """Send a command reply (QoS 1). Not queued in the outbox: a lost reply is recovered by the
         platform repeating the command id, which gets the stored reply again."""
-        conn = self._conn
-        if conn is None or not conn.connected:
+        if not self.link.connected:
             log.warning("reply to %s not sent: fleet link down (the platform may repeat the command)", topic)
             return
-        try:
-            await asyncio.wait_for(
-                conn.publish(
-                    topic, payload, qos=1, properties=publish_properties(correlation_data=correlation)
-                ),
-                10,
-            )
-        except (LinkError, TimeoutError) as exc:
-            log.warning("reply to %s not acknowledged: %s", topic, exc)
+        if not await self.link.publish_acked(
+            topic, payload, properties=publish_properties(correlation_data=correlation)
+        ):
+            log.warning("reply to %s not acknowledged", topic)
 
     async def publish_retained(self, topic: str, payload: bytes) -> bool:
-        conn = self._conn
-        if conn is None or not conn.connected:
-            return False
-        try:
-            await asyncio.wait_for(conn.publish(topic, payload, qos=1, retain=True), 10)
-            return True
-        except (LinkError, TimeoutError):
-            return False
+        return await self.link.publish_acked(topic, payload, retain=True)
 
     async def rebirth(self) -> bool:
         return await self.publish_retained(self.t_birth, dumps(self._birth()))
 
     async def publish_telemetry(self, payload: bytes) -> str:
         """Live telemetry goes straight out; if the link is down it waits in the outbox (droppable)."""
-        conn = self._conn
-        if conn is not None and conn.connected:
-            try:
-                await asyncio.wait_for(conn.publish(self.t_telemetry, payload, qos=1), 10)
-                return "sent"
-            except (LinkError, TimeoutError):
-                pass
+        if self.link.connected and await self.link.publish_acked(self.t_telemetry, payload):
+            return "sent"
         await self.outbox.store_telemetry(payload)
         return "stored"
 
-    # --- connection loop ---------------------------------------------------------------------------
+    # --- connection --------------------------------------------------------------------------------
 
-    def _make_connection(self, epoch: int) -> MqttConnection:
+    async def _new_connection(self) -> MqttConnection:
+        """A new connection with a new epoch, fsynced before CONNECT so the Will names it."""
+        epoch = await self.outbox.next_epoch()
         f = self.cfg.fleet
         tls = None
         if f.tls is not None:
@@ -179,6 +173,7 @@ class FleetLink:
                 key=str(f.tls.key) if f.tls.key else None,
                 handshake_timeout_s=f.tls.handshake_timeout_s,
             )
+        log.debug("fleet: connecting with epoch %d", epoch)
         return MqttConnection(
             host=f.host,
             port=f.port,
@@ -194,58 +189,9 @@ class FleetLink:
             name="fleet",
         )
 
-    async def _run(self) -> None:
-        f = self.cfg.fleet
-        if f.initial_delay_max_s > 0:
-            delay = random.uniform(0, f.initial_delay_max_s)
-            log.info("fleet: first connection in %.1fs (spreads the fleet's reconnects)", delay)
-            await asyncio.sleep(delay)
-        attempt = 0
-        while not self._stopping:
-            epoch = await self.outbox.next_epoch()
-            conn = self._make_connection(epoch)
-            try:
-                await conn.connect(timeout_s=max(10.0, f.tls.handshake_timeout_s if f.tls else 10.0))
-            except LinkError as exc:
-                self.last_error = str(exc)
-                delay = full_jitter(attempt, f.reconnect_base_s, f.reconnect_cap_s)
-                if attempt < 3 or attempt % 10 == 0:
-                    log.warning("fleet: %s; retrying in %.1fs (attempt %d)", exc, delay, attempt + 1)
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            self._conn = conn
-            self.connects += 1
-            try:
-                await self._session(conn, epoch)
-                attempt = 0
-            except LinkError as exc:
-                self.last_error = str(exc)
-                log.warning("fleet: connection failed during setup: %s", exc)
-            finally:
-                self.connected_since = None
-                for t in list(self._tasks):
-                    t.cancel()
-                if not self._stopping:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout_s=0.5)
-                    self._conn = None
-            if self._stopping:
-                return
-            delay = full_jitter(attempt, f.reconnect_base_s, f.reconnect_cap_s)
-            attempt += 1
-            log.warning(
-                "fleet: disconnected (%s); reconnecting in %.1fs",
-                conn.closed.result() if conn.closed and conn.closed.done() else "?",
-                delay,
-            )
-            await asyncio.sleep(delay)
-
-    async def _session(self, conn: MqttConnection, epoch: int) -> None:
+    async def _online(self, conn: MqttConnection, tasks: TaskSet) -> None:
+        """Per connection, after the subscriptions: announce ``online`` and ``birth``, start draining."""
         connected_at = time.time()
-        # Subscribe first: a platform that sends a command the moment it sees `online` must find the
-        # subscription in place.
-        await conn.subscribe((self.t_cmd + "+", 1), (self.t_desired, 1))
         await conn.publish(self.t_state, self._state("online"), qos=1, retain=True)
         await conn.publish(self.t_birth, dumps(self._birth()), qos=1, retain=True)
         self.connected_since = time.monotonic()
@@ -255,34 +201,18 @@ class FleetLink:
             self.cfg.fleet.host,
             self.cfg.fleet.port,
             self.root,
-            epoch,
+            self.outbox.epoch,
             self.outbox.depth,
         )
-        drain = asyncio.create_task(self._drain(conn, connected_at), name="fleet-drain")
-        self._tasks.add(drain)
-        drain.add_done_callback(self._tasks.discard)
-        async for msg in conn.messages():
-            self._spawn(self._dispatch(msg))
-        if drain.done() and not drain.cancelled() and drain.exception() is not None:
-            log.error("fleet: drain stopped: %r", drain.exception())
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("fleet: handler failed: %r", task.exception(), exc_info=task.exception())
+        # A failure in the drain is logged and ends this connection: the link reconnects and drains
+        # afresh from the oldest unacknowledged event.
+        tasks.spawn(self._drain(conn, connected_at), name="fleet-drain")
 
     async def _dispatch(self, msg: Message) -> None:
         if msg.topic.startswith(self.t_cmd):
             await self._on_command(msg.topic[len(self.t_cmd) :], msg)
         elif msg.topic == self.t_desired:
             await self._on_desired(msg)
-        if msg.qos:
-            msg.ack()
 
     # --- outbox drain ------------------------------------------------------------------------------
 
@@ -310,7 +240,9 @@ class FleetLink:
                     try:
                         fut = conn.publish(self.t_event, ev.message(self.boot_id), qos=1)
                     except LinkError:
-                        return  # the connection dropped; the next one re-sends from the oldest
+                        if not conn.connected:
+                            return  # the connection dropped; the next one re-sends from the oldest
+                        raise  # a live connection that refuses events: the link reconnects
                     inflight[ev.seq] = fut
                     fut.add_done_callback(lambda f, s=ev.seq: on_done(s, f))
                     cursor = ev.seq

@@ -9,16 +9,16 @@ still holds it and redelivers after the restart; the producer's ``id`` makes the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kiosk_core.backoff import full_jitter
-from kiosk_core.errors import LinkError, StorageError
-from kiosk_core.localbus import EVENT_TOPIC, decode_json_object
+from kiosk_core.errors import StorageError
+from kiosk_core.link import SupervisedLink
+from kiosk_core.localbus import BACKOFF, EVENT_TOPIC
 from kiosk_core.mqtt import Message, MqttConnection
+from kiosk_core.payload import decode_json_object
 
 log = logging.getLogger("kiosk.intake")
 
@@ -27,7 +27,8 @@ MAX_TYPE = 64
 MAX_ID = 128
 SESSION_EXPIRY_S = 7 * 86400
 # Unacknowledged events the local broker may have in flight towards us: bounds the appliance's memory
-# during a burst (each is a task until its group commit) while keeping commits large enough.
+# during a burst while keeping group commits large. As many workers take them, so a whole window
+# joins one group commit; the broker never has more outstanding, so the link's queue never fills.
 RECEIVE_MAXIMUM = 256
 
 # record(type, data, producer_id) -> seq (None when the id was stored before)
@@ -69,6 +70,9 @@ def parse_local_event(payload: bytes) -> tuple[str, dict[str, Any], str | None]:
 
 
 class EventIntake:
+    """Takes ``kiosk/local/event`` durably: a ``SupervisedLink`` with a persistent session and manual
+    acknowledgements, each message acknowledged only after the outbox committed it."""
+
     def __init__(
         self,
         host: str,
@@ -81,71 +85,54 @@ class EventIntake:
         self.host, self.port, self.client_id = host, port, client_id
         self._record = record
         self._reject = reject
-        self._task: asyncio.Task[None] | None = None
-        self._conn: MqttConnection | None = None
         self.accepted = 0
         self.duplicates = 0
         self.rejected = 0
         self.subscribed = asyncio.Event()
+        self.link = SupervisedLink(
+            "intake",
+            self._new_connection,
+            handler=self._take,
+            subscriptions=lambda: [(EVENT_TOPIC, 1)],
+            setup=self._subscribed,
+            backoff=BACKOFF,
+            workers=RECEIVE_MAXIMUM,
+            queue_size=RECEIVE_MAXIMUM,
+            log=log,
+        )
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name="event-intake")
-        return self._task
+        return self.link.start()
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.link.alive
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
+        return self.link.connected
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._conn is not None:
-            await self._conn.close(timeout_s=1)
+        await self.link.stop(timeout_s=1.0)
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            conn = MqttConnection(
-                host=self.host,
-                port=self.port,
-                client_id=self.client_id,
-                keepalive_s=15,
-                clean_start=False,
-                session_expiry_s=SESSION_EXPIRY_S,
-                manual_ack=True,
-                receive_maximum=RECEIVE_MAXIMUM,
-                name="intake",
-            )
-            try:
-                await conn.connect(timeout_s=5)
-                self._conn = conn
-                await conn.subscribe((EVENT_TOPIC, 1))
-                self.subscribed.set()
-                attempt = 0
-                tasks: set[asyncio.Task[None]] = set()
-                async for msg in conn.messages():
-                    # One task per message: they join one group commit, and each is acked after it.
-                    t = asyncio.create_task(self._take(conn, msg))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-            except LinkError as exc:
-                if attempt in (0, 5) or attempt % 30 == 0:
-                    log.warning("intake: local bus %s:%d unavailable: %s", self.host, self.port, exc)
-            finally:
-                self.subscribed.clear()
-                self._conn = None
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout_s=0.5)
-            attempt += 1
-            await asyncio.sleep(full_jitter(attempt, 0.05, 2.0))
+    def _new_connection(self) -> MqttConnection:
+        self.subscribed.clear()
+        return MqttConnection(
+            host=self.host,
+            port=self.port,
+            client_id=self.client_id,
+            keepalive_s=15,
+            clean_start=False,
+            session_expiry_s=SESSION_EXPIRY_S,
+            manual_ack=True,
+            receive_maximum=RECEIVE_MAXIMUM,
+            name="intake",
+        )
 
-    async def _take(self, conn: MqttConnection, msg: Message) -> None:
+    async def _subscribed(self, conn: MqttConnection, _tasks: object) -> None:
+        self.subscribed.set()
+
+    async def _take(self, msg: Message) -> None:
         try:
             etype, data, pid = parse_local_event(msg.payload)
         except RejectedEvent as exc:
@@ -154,7 +141,7 @@ class EventIntake:
             try:
                 await self._reject(str(exc), len(msg.payload))
             except StorageError:
-                await self._drop(conn, "cannot record the rejection")
+                await self._redeliver(msg, "cannot record the rejection")
                 return
             msg.ack()
             return
@@ -163,7 +150,19 @@ class EventIntake:
         except StorageError as exc:
             # Not acknowledged: the broker keeps it. Reconnect later so it is redelivered.
             log.error("intake: cannot store event %s: %s; will retry", etype, exc)
-            await self._drop(conn, str(exc))
+            await self._redeliver(msg, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a poison message must not stall the intake
+            # Redelivering an event that crashes the recorder would block the whole window of
+            # unacknowledged events for ever: it is rejected instead, and the rejection is recorded.
+            log.error("intake: recording event %s failed; rejecting it", etype, exc_info=exc)
+            self.rejected += 1
+            try:
+                await self._reject(f"could not be recorded: {type(exc).__name__}", len(msg.payload))
+            except StorageError:
+                await self._redeliver(msg, "cannot record the rejection")
+                return
+            msg.ack()
             return
         if seq is None:
             self.duplicates += 1
@@ -171,8 +170,8 @@ class EventIntake:
             self.accepted += 1
         msg.ack()
 
-    async def _drop(self, conn: MqttConnection, why: str) -> None:
+    async def _redeliver(self, msg: Message, why: str) -> None:
+        """Leave ``msg`` unacknowledged and, after a pause, reconnect (once per connection) so the
+        broker redelivers everything unacknowledged."""
         await asyncio.sleep(1.0)
-        if conn.connected:
-            log.warning("intake: reconnecting to get unacknowledged events redelivered (%s)", why)
-            await conn.close(timeout_s=0.5)
+        self.link.drop(f"to get unacknowledged events redelivered ({why})", session=msg.session)

@@ -63,6 +63,8 @@ class Message:
     retain: bool
     mid: int
     properties: Properties | None = None
+    #: which connection of a ``SupervisedLink`` delivered it (its ``connects`` count then); 0 otherwise
+    session: int = 0
     _ack: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -266,7 +268,10 @@ class MqttConnection:
             raise NotConnected(f"{self.name}: not connected")
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        except (ValueError, TypeError) as exc:  # paho: wildcard or empty topic, payload too large
+            raise PublishFailed(f"{self.name}: cannot publish to {topic[:120]!r}: {exc}") from None
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise PublishFailed(f"{self.name}: publish to {topic} failed: {paho.error_string(info.rc)}")
         if qos == 0 or info.is_published():
@@ -286,7 +291,13 @@ class MqttConnection:
         fut: asyncio.Future[list[int]] = self._loop.create_future()
         self._subacks[mid] = fut
         self._service_write()
-        codes = await asyncio.wait_for(fut, timeout_s)
+        try:
+            codes = await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self._subacks.pop(mid, None)
+            raise LinkError(
+                f"{self.name}: no SUBACK from {self.host}:{self.port} within {timeout_s}s"
+            ) from None
         bad = [c for c in codes if c >= 0x80]
         if bad:
             raise LinkError(f"{self.name}: broker refused subscription {topics}: reason codes {bad}")

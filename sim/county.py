@@ -35,8 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.session.catalog import Catalog, default_catalog
-from kiosk_core.errors import CommandError, KioskError, LinkError
-from kiosk_core.mqtt import Message, MqttConnection, Tls, publish_properties
+from kiosk_core.errors import CommandError
+from kiosk_core.link import Backoff, SupervisedLink
+from kiosk_core.mqtt import Message, MqttConnection, Tls
+from kiosk_core.payload import decode_json_object
+from kiosk_core.requester import Requester
+from kiosk_core.status import check_reply
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.county")
 
@@ -88,8 +93,8 @@ class CallScript:
 
 
 class FleetRequester:
-    """MQTT 5 request/response towards devices, and the stream of their events, over one connection
-    that reconnects with backoff and jitter."""
+    """MQTT 5 request/response towards devices, and the stream of their events, over one
+    ``SupervisedLink`` to the central broker."""
 
     def __init__(
         self,
@@ -106,89 +111,53 @@ class FleetRequester:
         self.client_id = client_id or f"{name}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = f"platform/{self.client_id}/replies"
         self._tls, self._username, self._password = tls, username, password
-        self._conn: MqttConnection | None = None
-        self._replies: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
-        self._filters: list[tuple[str, int]] = [(self.reply_topic, 1)]
-        self._connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._filters: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
         self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(10_000)
         self._last_seq: dict[str, tuple[int, int]] = {}
+        self.link = SupervisedLink(
+            name,
+            self._new_connection,
+            handler=self._on_event,
+            subscriptions=lambda: self._filters,
+            requester=Requester(self.reply_topic),
+            backoff=Backoff(base_s=0.2, cap_s=10.0),
+            workers=1,  # events are de-duplicated and queued in arrival order
+            log=log,
+        )
 
     def subscribe_events(self, topic_filter: str = EVENT_FILTER) -> None:
         self._filters.append((topic_filter, 1))
 
     async def start(self, wait_s: float = 10.0) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.name}-link")
-        await asyncio.wait_for(self._connected.wait(), wait_s)
+        self.link.start()
+        if not await self.link.wait_connected(wait_s):
+            raise TimeoutError(f"{self.name}: central broker {self.host}:{self.port} not reachable")
+        log.info("%s: connected to %s:%d", self.name, self.host, self.port)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self.link.stop()
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            conn = MqttConnection(
-                host=self.host,
-                port=self.port,
-                client_id=self.client_id,
-                tls=self._tls,
-                username=self._username,
-                password=self._password,
-                name=self.name,
-            )
-            try:
-                await conn.connect(timeout_s=5)
-                await conn.subscribe(*self._filters)
-                self._conn, attempt = conn, 0
-                self._connected.set()
-                log.info("%s: connected to %s:%d", self.name, self.host, self.port)
-                async for msg in conn.messages():
-                    self._dispatch(msg)
-                log.warning("%s: connection to the central broker lost", self.name)
-            except LinkError as exc:
-                if attempt % 10 == 0:
-                    log.warning(
-                        "%s: central broker %s:%d unavailable: %s", self.name, self.host, self.port, exc
-                    )
-            finally:
-                self._connected.clear()
-                self._conn = None
-                for fut in self._replies.values():
-                    if not fut.done():
-                        fut.set_exception(CommandError(503, "connection to the central broker lost"))
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout_s=0.5)
-            attempt += 1
-            await asyncio.sleep(random.uniform(0.5, 1.0) * min(10.0, 0.2 * 2 ** min(attempt, 6)))
+    def _new_connection(self) -> MqttConnection:
+        return MqttConnection(
+            host=self.host,
+            port=self.port,
+            client_id=self.client_id,
+            tls=self._tls,
+            username=self._username,
+            password=self._password,
+            name=self.name,
+        )
 
-    def _dispatch(self, msg: Message) -> None:
-        if msg.topic == self.reply_topic:
-            fut = self._replies.get(msg.correlation_data or b"")
-            if fut is not None and not fut.done():
-                try:
-                    body = json.loads(msg.payload)
-                    fut.set_result(
-                        body if isinstance(body, dict) else {"status": 502, "error": "not an object"}
-                    )
-                except ValueError:
-                    fut.set_result({"status": 502, "error": "reply is not JSON"})
-            return
+    def _on_event(self, msg: Message) -> None:
         if not msg.topic.endswith("/event"):
             return
         try:
-            event = json.loads(msg.payload)
-        except ValueError:
-            log.warning("%s: unreadable event on %s", self.name, msg.topic)
+            event = decode_json_object(msg.payload, "event")
+        except ValueError as exc:
+            log.warning("%s: unreadable event on %s: %s", self.name, msg.topic, exc)
             return
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        if not isinstance(event.get("type"), str):
             return
         root = device_root(msg.topic)
         # The contract's consumer rule: de-duplicate by (device, epoch, seq); a resend is dropped.
@@ -213,45 +182,21 @@ class FleetRequester:
         command_id: str | None = None,
     ) -> dict[str, Any]:
         """Send ``cmd/{name}`` to the device under ``root``; returns the reply (any status)."""
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
-        except TimeoutError:
-            raise CommandError(503, "central broker unreachable") from None
-        conn = self._conn
-        if conn is None:
-            raise CommandError(503, "central broker unreachable")
-        corr = uuid.uuid4().bytes
         body = {"id": command_id or f"{self.client_id}-{next(self._ids)}", **(params or {})}
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[corr] = fut
-        try:
-            conn.publish(
-                f"{root}/cmd/{name}",
-                json.dumps(body, ensure_ascii=False).encode(),
-                qos=1,
-                properties=publish_properties(
-                    response_topic=self.reply_topic, correlation_data=corr, expiry_s=int(timeout_s) + 1
-                ),
-            )
-            return await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            raise CommandError(504, f"{name}: no reply from {root} within {timeout_s}s") from None
-        except KioskError as exc:
-            if isinstance(exc, CommandError):
-                raise
-            raise CommandError(503, f"{name}: {exc}") from None
-        finally:
-            self._replies.pop(corr, None)
+        assert self.link.requester is not None
+        return await self.link.requester.request(
+            self.link,
+            f"{root}/cmd/{name}",
+            json.dumps(body, ensure_ascii=False).encode(),
+            timeout_s=timeout_s,
+            what=f"{name} to {root}",
+        )
 
     async def call(
         self, root: str, name: str, params: dict[str, Any] | None = None, *, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        """Like ``command`` but raises ``CommandError`` unless the status is 200."""
-        reply = await self.command(root, name, params, timeout_s=timeout_s)
-        status = int(reply.get("status", 500))
-        if status != 200:
-            raise CommandError(status, str(reply.get("error", f"{name} failed")))
-        return reply
+        """Like ``command`` but raises ``CommandError`` unless the status is 2xx."""
+        return check_reply(await self.command(root, name, params, timeout_s=timeout_s), name)
 
 
 async def fetch_document(
@@ -342,36 +287,19 @@ class CountyCentre:
         self._sessions: dict[str, _SessionWork] = {}
         self._numbers = itertools.count(1)
         self._declined_once: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("county", log, on_error=lambda exc: self.errors.append(repr(exc)))
 
     async def start(self) -> None:
         self.link.subscribe_events()
         await self.link.start()
-        self._task = asyncio.create_task(self._consume(), name="county-events")
+        self._tasks.spawn(self._consume(), name="county-events")
 
     async def stop(self) -> None:
-        for task in [self._task, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        for task in [self._task, *self._tasks]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await self._tasks.close()
         await self.link.stop()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            self.errors.append(repr(exc))
-            log.warning("county: a clerk task failed: %r", exc)
+        return self._tasks.spawn(coro)
 
     async def _consume(self) -> None:
         while True:

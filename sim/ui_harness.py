@@ -73,10 +73,10 @@ class StateFeed:
                 self.seq += 1
                 state = {**state, "boot": self.boot, "seq": self.seq, "ts": time.time()}
             payload = dumps(state)
-        conn = self.bus._conn  # noqa: SLF001 - the feed wants the PUBACK; LocalBus.publish does not wait
-        if conn is None:
+        # The feed wants the PUBACK; LocalBus.publish does not wait for it.
+        if not self.bus.connected:
             raise AssertionError("state feed is not connected to the local bus")
-        await conn.publish(f"{STATE_PREFIX}/{name}", payload, qos=1, retain=True)
+        await self.bus.link.publish(f"{STATE_PREFIX}/{name}", payload, qos=1, retain=True)
 
     async def session(
         self, screen: str, actions: list[str] | None = None, view: dict[str, Any] | None = None, **fields: Any

@@ -277,7 +277,7 @@ async def test_the_county_survives_a_central_broker_restart(central_broker: Mosq
             reply_error = exc
         assert getattr(reply_error, "status", None) in (503, 504)
         central_broker.start()
-        await asyncio.wait_for(link._connected.wait(), 10)
+        assert await link.link.wait_connected(10), "the county reconnects to the restarted broker"
         # nobody answers for this device, but the request goes out again: the link is back
         reply_error = None
         try:

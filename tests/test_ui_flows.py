@@ -469,7 +469,7 @@ async def test_local_bus_restart_shows_unavailable_and_recovers(kiosk: Kiosk, bu
 
 async def test_unreadable_state_is_ignored_and_the_screen_stays(kiosk: Kiosk):
     await kiosk.show(SAMPLES["identify"])
-    conn = kiosk.feed.bus._conn
+    conn = kiosk.feed.bus.link.connection
     assert conn is not None
     for junk in (b"\xff\xfe not utf-8", b"[1, 2]", b'{"screen": ', b"x" * 300_000):
         await conn.publish("kiosk/local/state/session", junk, qos=1, retain=True)
