@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from drivers.base import CommandHandler
 from kiosk_core.errors import BadRequest, CommandError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import STATE_PREFIX
+from kiosk_core.payload import decode_json_object
 
 STATE_TOPIC = f"{STATE_PREFIX}/media"
 STALE_AFTER_S = 10.0
@@ -86,11 +86,9 @@ class MediaControl(Subsystem):
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         try:
-            state = json.loads(payload.decode("utf-8")) if payload else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.ctx.log.warning("media: unreadable state on %s ignored", topic)
-            return
-        if state is not None and not isinstance(state, dict):
+            state = decode_json_object(payload, f"state on {topic}") if payload else None
+        except ValueError as exc:
+            self.ctx.log.warning("media: unreadable state ignored: %s", exc)
             return
         self._state = state
         self._received_at = time.monotonic()

@@ -143,7 +143,8 @@ class SupervisedLink:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
+        """Connected and through setup (subscribed, announced): ready for use."""
+        return self._connected.is_set() and self._conn is not None and self._conn.connected
 
     @property
     def connection(self) -> MqttConnection | None:
@@ -183,7 +184,7 @@ class SupervisedLink:
         """Publish on the current connection; the future completes on PUBACK. Raises ``NotConnected``
         (a ``LinkError``) while down; the future fails with ``NotConnected`` if the link drops first."""
         conn = self._conn
-        if conn is None or not conn.connected:
+        if conn is None or not self.connected:
             raise NotConnected(f"{self.name}: not connected")
         return conn.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
@@ -259,7 +260,7 @@ class SupervisedLink:
             if self.requester is not None:
                 filters[self.requester.reply_topic] = 1
             if filters:
-                await conn.subscribe(*filters.items())
+                await conn.subscribe(*filters.items(), timeout_s=self._connect_timeout_s)
             if self._setup is not None:
                 await self._setup(conn, session_tasks)
             ready = True

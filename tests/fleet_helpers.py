@@ -53,7 +53,7 @@ class Platform:
         async for msg in self._conn.messages():
             try:
                 body = json.loads(msg.payload) if msg.payload else None
-            except ValueError:
+            except (ValueError, RecursionError):  # our own hostile commands come back too
                 body = None
             if msg.topic == self.reply_topic:
                 fut = self._replies.pop(msg.correlation_data or b"", None)
