@@ -1,0 +1,80 @@
+"""What the session machine asks its caller to do: the ``Effect`` values returned by every input.
+
+The machine performs no I/O; ``SessionService`` carries these out (record a fleet event, run the
+document camera, keep or drop stored images, wipe a session, run a self-test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Record a durable fleet event."""
+
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CaptureDocument:
+    """Ask the document camera for a picture; answer with ``capture_finished(attempt, ...)``."""
+
+    session_id: str
+    doc_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class KeepCapture:
+    """The villager accepted the pending capture of ``doc_id``: it becomes the document's image."""
+
+    session_id: str
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class DropCapture:
+    """Forget the pending (not accepted) capture of ``doc_id``."""
+
+    session_id: str
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class DropDocument:
+    """Forget the accepted image of ``doc_id`` (the item changed and no longer needs it)."""
+
+    session_id: str
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class WipeSession:
+    """Delete everything stored for the session (images, keys)."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class RunSelfTest:
+    peripheral: str
+
+
+@dataclass(frozen=True)
+class RefreshTechnician:
+    """Collect device status for the technician screen and call ``set_technician_status``."""
+
+
+Effect = (
+    Emit
+    | CaptureDocument
+    | KeepCapture
+    | DropCapture
+    | DropDocument
+    | WipeSession
+    | RunSelfTest
+    | RefreshTechnician
+)

@@ -1,0 +1,322 @@
+"""The video call with the county clerk, and the clerk's commands during it.
+
+Screens: ``call_waiting`` (requested, queued or unanswered), ``call``, and the clerk's outcome:
+``receipt`` (approved) or ``rejected``. The clerk asks for papers, writes messages, approves, rejects
+or ends through platform commands; hanging up with a clerk connected leads to the rating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import TYPE_CHECKING, Any
+
+from appliance.session.effects import DropCapture, Effect, Emit
+from appliance.session.flows import CommandHandler, IntentHandler
+from appliance.session.params import int_param, name_param, text_param
+from appliance.session.state import APPLICATION_NO, Call, Doc, Screen, Session, item_view, localized
+from kiosk_core.errors import BadRequest, Conflict
+
+if TYPE_CHECKING:
+    from appliance.session.machine import SessionMachine
+
+# --- views and offers --------------------------------------------------------------------------------
+
+
+def call_waiting_view(m: SessionMachine) -> dict[str, Any]:
+    s = m.session
+    assert s is not None
+    call = s.call or Call()
+    return {
+        "item": item_view(s.item),
+        "status": call.status,
+        "position": call.position,
+        "estimated_wait_s": call.estimated_wait_s,
+        "waited_s": round(max(0.0, m.clock.monotonic() - call.requested_at)),
+    }
+
+
+def call_waiting_offers(m: SessionMachine) -> Container[str]:
+    s = m.session
+    if s is None or s.call is None:
+        return ()
+    return {"call", "appointment", "end"} if s.call.status == "no_answer" else {"cancel_call", "end"}
+
+
+def call_view(m: SessionMachine) -> dict[str, Any]:
+    s = m.session
+    assert s is not None
+    call = s.call or Call()
+    wall, mono = m.clock.time(), m.clock.monotonic()
+    messages = [
+        {"from": msg["from"], "text": msg["text"], "ts": round(wall - (mono - msg["at"]), 3)}
+        for msg in call.messages
+    ]
+    return {
+        "item": item_view(s.item),
+        "clerk": call.clerk,
+        "messages": messages,
+        "requested_documents": [d.as_view() for d in s.checklist if d.requested_by_clerk],
+        "checklist": [d.as_view() for d in s.checklist],
+    }
+
+
+def call_offers(m: SessionMachine) -> Container[str]:
+    s = m.session
+    if s is None:
+        return ()
+    missing = any(d.requested_by_clerk and d.status == "missing" for d in s.checklist)
+    return {"capture", "end"} if missing else {"end"}
+
+
+def receipt_view(m: SessionMachine) -> dict[str, Any]:
+    s = m.session
+    assert s is not None
+    o = s.outcome or {}
+    return {
+        "item": item_view(s.item),
+        "application_no": o.get("application_no"),
+        "qr_text": o.get("qr_text"),
+        "note": o.get("note"),
+        "clerk": s.call.clerk if s.call else None,
+    }
+
+
+def rejected_view(m: SessionMachine) -> dict[str, Any]:
+    s = m.session
+    assert s is not None
+    o = s.outcome or {}
+    return {"item": item_view(s.item), "reason": o.get("reason"), "clerk": s.call.clerk if s.call else None}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def waited(m: SessionMachine, s: Session) -> int:
+    """Whole seconds since the villager asked for a clerk (0 without a call)."""
+    return round(m.clock.monotonic() - s.call.requested_at) if s.call else 0
+
+
+def need_call(m: SessionMachine, s: Session, *states: str) -> Call:
+    """The session's call if it is in one of ``states``, else 409."""
+    if s.call is None or s.call.status not in states:
+        now = s.call.status if s.call else "no call"
+        raise Conflict(f"the call is {now!r}; this needs {' or '.join(states)} (screen {m.screen.value})")
+    return s.call
+
+
+def leave_call(m: SessionMachine, s: Session, screen: Screen) -> list[Effect]:
+    """The call is over: drop a capture in progress, mark the call ended and show ``screen``."""
+    effects: list[Effect] = []
+    if s.capture is not None:
+        effects.append(DropCapture(s.id, s.capture.doc_id))
+        s.capture = None
+    if s.call is not None:
+        s.call.status = "ended"
+    m._go(screen)
+    return effects
+
+
+def hang_up_or_end(m: SessionMachine, reason: str) -> list[Effect]:
+    """The villager (or the clerk) ends: with a clerk connected this leads to the rating."""
+    s = m.session
+    assert s is not None
+    if s.clerk_connected and s.outcome is None:
+        effects = leave_call(m, s, Screen.RATING)
+        return [*effects, Emit("session.call.ended", {"session_id": s.id, "by": reason})]
+    return m._end(reason)
+
+
+# --- intents -----------------------------------------------------------------------------------------
+
+
+def request_call(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    s = m._session()
+    assert s.item is not None
+    s.call = Call(requested_at=m.clock.monotonic())
+    m._go(Screen.CALL_WAITING)
+    docs = [{"doc_id": d.doc_id, **(d.image or {})} for d in s.checklist if d.status == "captured"]
+    return [
+        Emit(
+            "session.call.requested",
+            {
+                "session_id": s.id,
+                "item_id": s.item.id,
+                "department_id": s.item.department,
+                "id_masked": s.id_masked,
+                "documents": docs,
+            },
+        )
+    ]
+
+
+def cancel_call(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    s = m._session()
+    waited_s = waited(m, s)
+    s.call = None
+    m._go(Screen.DOCUMENTS)
+    return [Emit("session.call.cancelled", {"session_id": s.id, "waited_s": waited_s})]
+
+
+def continue_to_rating(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    m._go(Screen.RATING)
+    return []
+
+
+INTENTS: dict[str, IntentHandler] = {
+    "call": request_call,
+    "cancel_call": cancel_call,
+    "continue": continue_to_rating,
+}
+
+# --- the clerk's commands ----------------------------------------------------------------------------
+
+
+def call_queued(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    position = int_param(params, "position", lo=0, hi=10_000)
+    wait = int_param(params, "estimated_wait_s", lo=0, hi=86_400)
+    call = need_call(m, s, "requesting", "queued")
+    call.status, call.position, call.estimated_wait_s = "queued", position, wait
+    return {"ok": True}, []
+
+
+def call_accepted(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    clerk = params.get("clerk")
+    if not isinstance(clerk, dict):
+        raise BadRequest("clerk: must be an object {id, name, department}")
+    clerk_id = text_param(clerk, "id", max_len=64)
+    clerk_name = text_param(clerk, "name", max_len=40)
+    dep = clerk.get("department")
+    dep_view: dict[str, Any]
+    if isinstance(dep, str):
+        known = m.catalog.department(dep)
+        dep_view = {"id": dep, "name": known.name.as_dict() if known else localized(dep)}
+    elif isinstance(dep, dict):
+        dep_id = text_param(dep, "id", max_len=64)
+        known = m.catalog.department(dep_id or "")
+        name = (
+            name_param(dep, "name")
+            if "name" in dep
+            else (known.name.as_dict() if known else localized(dep_id or ""))
+        )
+        dep_view = {"id": dep_id, "name": name}
+    else:
+        raise BadRequest("clerk.department: must be a department id or {id, name}")
+    call = need_call(m, s, "requesting", "queued")
+    now = m.clock.monotonic()
+    call.status, call.connected_at = "connected", now
+    call.clerk = {"id": clerk_id, "name": clerk_name, "department": dep_view}
+    s.clerk_connected = True
+    if m.screen is Screen.CALL_WAITING:
+        m._go(Screen.CALL)
+    elif m.screen is Screen.CARD_REMOVED:
+        s.returns_to = Screen.CALL
+    return {"ok": True}, [
+        Emit(
+            "session.call.connected",
+            {"session_id": s.id, "clerk_id": clerk_id, "waited_s": round(now - call.requested_at)},
+        )
+    ]
+
+
+def request_document(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    name = name_param(params, "name") if "name" in params else None
+    doc_id = params.get("doc_id")
+    note = text_param(params, "note", max_len=200, required=False)
+    if doc_id is not None and (not isinstance(doc_id, str) or s.doc(doc_id) is None):
+        raise BadRequest(
+            f"doc_id: {doc_id!r} is not on this session's checklist (omit it to ask for a new one)"
+        )
+    if doc_id is None and name is None:
+        raise BadRequest("name: required (or doc_id of a checklist entry)")
+    need_call(m, s, "connected")
+    if len(s.checklist) >= 40:
+        raise Conflict("this session already has 40 documents")
+    if doc_id is not None:
+        doc = s.doc(doc_id)
+        assert doc is not None
+        doc.stale = doc.image is not None
+    else:
+        s.doc_requests += 1
+        doc = Doc(f"req-{s.doc_requests}", name or {}, required=True)
+        s.checklist.append(doc)
+    doc.requested_by_clerk, doc.required, doc.note = True, True, note
+    m.notice = {"code": "clerk_requested_document", "params": {"name": doc.name}}
+    return {"doc_id": doc.doc_id}, [
+        Emit(
+            "session.document.requested",
+            {"session_id": s.id, "doc_id": doc.doc_id, "name": doc.name["zh-CN"]},
+        )
+    ]
+
+
+def message(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    text = text_param(params, "text", max_len=500)
+    call = need_call(m, s, "connected")
+    call.messages.append({"from": "clerk", "text": text, "at": m.clock.monotonic()})
+    del call.messages[: -m.config.max_messages]
+    if m.screen is Screen.CALL:
+        m.notice = {"code": "clerk_message", "params": {}}
+    return {"ok": True}, []
+
+
+def _decide(
+    m: SessionMachine, s: Session, outcome: dict[str, Any], screen: Screen, event: str, **data: Any
+) -> tuple[dict[str, Any], list[Effect]]:
+    """The clerk decided: record the outcome, close the call, show ``screen`` and emit ``event``."""
+    s.outcome = outcome
+    effects = leave_call(m, s, screen)
+    s.returns_to = None
+    m.last_activity = m.clock.monotonic()
+    item_id = s.item.id if s.item else None
+    return {"ok": True}, [*effects, Emit(event, {"session_id": s.id, **data, "item_id": item_id})]
+
+
+def approve(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    number = text_param(params, "application_no", max_len=64)
+    assert number is not None
+    if not APPLICATION_NO.match(number):
+        raise BadRequest("application_no: 1..64 characters of A-Z a-z 0-9 -")
+    qr = text_param(params, "qr_text", max_len=512, required=False)
+    note = text_param(params, "note", max_len=200, required=False)
+    need_call(m, s, "connected")
+    outcome = {
+        "approved": True,
+        "application_no": number,
+        "note": note,
+        "qr_text": qr or m.config.receipt_url_template.format(application_no=number),
+    }
+    return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number)
+
+
+def reject(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    reason = text_param(params, "reason", max_len=500)
+    need_call(m, s, "connected")
+    outcome = {"approved": False, "reason": reason}
+    return _decide(m, s, outcome, Screen.REJECTED, "session.rejected", reason=reason)
+
+
+def end(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    text_param(params, "reason", max_len=200, required=False)
+    if m.screen is Screen.RATING or s.outcome is not None:
+        # The villager is reading the receipt or rating: the clerk's end changes nothing for them.
+        return {"ok": True, "screen": m.screen.value}, []
+    effects = hang_up_or_end(m, "clerk_ended")
+    return {"ok": True, "screen": m.screen.value}, effects
+
+
+COMMANDS: dict[str, CommandHandler] = {
+    "session.call.queued": call_queued,
+    "session.call.accepted": call_accepted,
+    "session.request_document": request_document,
+    "session.message": message,
+    "session.approve": approve,
+    "session.reject": reject,
+    "session.end": end,
+}

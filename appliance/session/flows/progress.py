@@ -1,0 +1,90 @@
+"""Checking the progress of earlier applications (办件进度): the platform answers with a list.
+
+Screen: ``progress`` (loading, result or failed). The kiosk asks with ``session.progress.requested``;
+the platform answers with the ``session.progress.result`` command within ``platform_timeout_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import TYPE_CHECKING, Any
+
+from appliance.session.effects import Effect, Emit
+from appliance.session.flows import CommandHandler, IntentHandler
+from appliance.session.params import name_param, objects_param, text_param
+from appliance.session.state import Screen, Session
+from kiosk_core.errors import Conflict
+
+if TYPE_CHECKING:
+    from appliance.session.machine import SessionMachine
+
+# What the villager may do in each phase of the lookup.
+PHASES: dict[str, frozenset[str]] = {
+    "loading": frozenset({"end"}),
+    "result": frozenset({"done"}),
+    "failed": frozenset({"retry", "end"}),
+}
+
+
+def progress_view(m: SessionMachine) -> dict[str, Any]:
+    s = m.session
+    assert s is not None
+    return {"phase": s.progress_phase, "applications": s.applications}
+
+
+def progress_offers(m: SessionMachine) -> Container[str]:
+    return PHASES[m.session.progress_phase] if m.session is not None else ()
+
+
+def request(m: SessionMachine, s: Session) -> list[Effect]:
+    """Ask the platform for the villager's applications and wait on ``progress``."""
+    s.progress_phase, s.applications = "loading", []
+    s.waiting_since = m.clock.monotonic()
+    m._go(Screen.PROGRESS)
+    return [Emit("session.progress.requested", {"session_id": s.id, "id_masked": s.id_masked})]
+
+
+# --- intents -----------------------------------------------------------------------------------------
+
+
+def progress(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    s = m._session()
+    s.purpose = "progress"
+    return m._identified_next(s, "progress")
+
+
+def retry(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    return request(m, m._session())
+
+
+def done(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    s = m._session()
+    shown = Emit("session.progress.shown", {"session_id": s.id, "count": len(s.applications)})
+    return [shown, *m._end("completed")]
+
+
+INTENTS: dict[str, IntentHandler] = {"progress": progress}
+
+# --- platform commands -------------------------------------------------------------------------------
+
+
+def progress_result(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params)
+    apps = [
+        {
+            "application_no": text_param(a, "application_no", max_len=64),
+            "item_name": name_param(a, "item_name", max_len=60),
+            "status": text_param(a, "status", max_len=32),
+            "updated_at": text_param(a, "updated_at", max_len=32, required=False),
+            "note": text_param(a, "note", max_len=200, required=False),
+        }
+        for a in objects_param(params, "applications", max_len=50)
+    ]
+    if m.screen is not Screen.PROGRESS or s.progress_phase not in ("loading", "failed"):
+        raise Conflict(f"no progress lookup is waiting (screen {m.screen.value})")
+    s.applications, s.progress_phase, s.waiting_since = apps, "result", None
+    m.notice = None
+    return {"ok": True}, []
+
+
+COMMANDS: dict[str, CommandHandler] = {"session.progress.result": progress_result}
