@@ -9,9 +9,11 @@ command id is ``id``, or the Correlation Data when no ``id`` is given. The dispa
    500 "interrupted" rather than run again;
 2. answers 410 if ``expires_at`` has passed (not run), 404 for unknown names, 400 for malformed
    bodies (naming the problem);
-3. marks the id as running (durably), runs the handler with a time limit, stores the reply, sends it.
+3. validates the body against the command's ``CommandSpec`` (``kiosk_core.commands``: a pydantic
+   model; a mismatch is a 400 naming the field), marks the id as running (durably), runs the handler
+   with a time limit, stores the reply (never one whose spec says ``personal``), sends it.
 
-Handlers return a dict (200) or ``Accepted(dict)`` (202, work continues; the outcome follows as a
+Handlers get the validated parameters and return a dict (200) or ``Accepted(dict)`` (202, work continues; the outcome follows as a
 ``command.completed`` event) or raise ``CommandError`` (status + message).
 """
 
@@ -21,12 +23,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from appliance.outbox import Outbox
+from kiosk_core.commands import CommandSpec
 from kiosk_core.errors import BadRequest, CommandError
 from kiosk_core.mqtt import Message
 from kiosk_core.payload import decode_json_object, dumps
@@ -48,7 +51,6 @@ class Accepted:
     then: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Accepted]]
 Reply = Callable[[str, bytes, bytes | None], Awaitable[None]]  # (topic, payload, correlation) -> sent
 
 
@@ -80,7 +82,7 @@ class CommandDispatcher:
         self._outbox = outbox
         self._send = send
         self._emit = emit
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, CommandSpec] = {}
         self._running: set[str] = set()
         self._tasks = TaskSet("commands", log)
         self.retention_s = retention_s
@@ -93,14 +95,22 @@ class CommandDispatcher:
             "failed": 0,
         }
 
-    def register(self, name: str, handler: Handler) -> None:
-        if not NAME.match(name):
-            raise ValueError(f"bad command name {name!r}")
-        self._handlers[name] = handler
+    def register(self, spec: CommandSpec) -> None:
+        if not NAME.match(spec.name):
+            raise ValueError(f"bad command name {spec.name!r}")
+        if not isinstance(spec.personal, bool):
+            raise TypeError(f"{spec.name}: personal must be True or False")
+        if spec.name in self._handlers:
+            raise ValueError(f"command {spec.name!r} is registered twice")
+        self._handlers[spec.name] = spec
 
-    def register_all(self, handlers: Mapping[str, Handler]) -> None:
-        for name, handler in handlers.items():
-            self.register(name, handler)
+    def register_all(self, specs: Iterable[CommandSpec]) -> None:
+        for spec in specs:
+            self.register(spec)
+
+    @property
+    def specs(self) -> list[CommandSpec]:
+        return [self._handlers[name] for name in self.names]
 
     @property
     def names(self) -> list[str]:
@@ -123,7 +133,7 @@ class CommandDispatcher:
         ) -> None:
             payload = dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
             if store and cid is not None:
-                # A reply carrying personal data (a handler marked ``personal_reply``, e.g. a villager's
+                # A reply carrying personal data (its spec says ``personal``, e.g. a villager's
                 # identity or document chunk) is never written to disk: its repeat gets 410 instead.
                 kept = (
                     payload
@@ -216,7 +226,7 @@ class CommandDispatcher:
                     200,
                     result or {},
                     cid,
-                    personal=bool(getattr(self._handlers[name], "personal_reply", False)),
+                    personal=self._handlers[name].personal,
                 )
         finally:
             if cid is not None:

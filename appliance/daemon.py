@@ -19,7 +19,9 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from appliance import __version__, sysinfo
 from appliance import config as config_mod
@@ -32,6 +34,7 @@ from appliance.outbox import Outbox
 from appliance.subsystem import BusHandler, Listener, Subsystem
 from drivers.base import CommandHandler
 from kiosk_core import logs
+from kiosk_core.commands import CommandSpec, NoParams, Params
 from kiosk_core.errors import BadRequest, CommandError, ConfigError, StorageError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
@@ -51,8 +54,21 @@ SUBSYSTEM_START_TIMEOUT_S = 5.0
 # Retained on the local bus: "ready" once events are taken durably, "stopped" on a clean stop,
 # "lost" (the local Will) if the appliance dies.
 APPLIANCE_STATE = f"{STATE_PREFIX}/appliance"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_LOG_REPLY_BYTES = 200_000
+
+
+class LogLevelParams(Params):
+    level: str = Field(pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    logger: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9_.]*$")
+
+
+class CollectLogsParams(Params):
+    lines: int = Field(200, ge=1)
+
+
+class RebootParams(Params):
+    confirm: Literal[True] = Field(description='must be true: "confirm": true')
+    delay_s: float = Field(2, ge=0, le=300)
 
 
 def public(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,7 +261,7 @@ class Appliance:
                 sub: Subsystem = cls(self)
                 self.subsystems.append(sub)
                 await asyncio.wait_for(sub.start(), SUBSYSTEM_START_TIMEOUT_S)
-                self.dispatcher.register_all(sub.commands())
+                self.dispatcher.register_all(sub.commands().values())
             except Exception as exc:  # noqa: BLE001 - a broken part degrades the kiosk, it does not stop it
                 log.exception("subsystem %s failed to start; continuing degraded", spec)
                 self._subsystem_errors[spec] = f"start failed: {exc}"
@@ -414,18 +430,39 @@ class Appliance:
         await self.fleet.send_reply(topic, payload, correlation)
 
     def _register_builtins(self) -> None:
-        d = self.dispatcher
-        d.register("ping", self._cmd_ping)
-        d.register("get_status", self._cmd_status)
-        d.register("rebirth", self._cmd_rebirth)
-        d.register("set_log_level", self._cmd_log_level)
-        d.register("collect_logs", self._cmd_logs)
-        d.register("reboot", self._cmd_reboot)
+        for name, summary, params, handler in (
+            ("ping", "liveness: pong, epoch and device time", NoParams, self._cmd_ping),
+            (
+                "get_status",
+                "health, uptime, outbox depth, config version, firmware",
+                NoParams,
+                self._cmd_status,
+            ),
+            ("rebirth", "publish the retained birth again", NoParams, self._cmd_rebirth),
+            ("set_log_level", "change a logger's level until restart", LogLevelParams, self._cmd_log_level),
+            ("collect_logs", "the last lines of the (masked) log", CollectLogsParams, self._cmd_logs),
+            (
+                "reboot",
+                "reboot the device after delay_s (202, then device.reboot_requested)",
+                RebootParams,
+                self._cmd_reboot,
+            ),
+        ):
+            self.dispatcher.register(
+                CommandSpec(
+                    name=name,
+                    summary=summary,
+                    params=params,
+                    handler=handler,
+                    personal=False,
+                    process="appliance",
+                )
+            )
 
-    async def _cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _cmd_ping(self, params: NoParams) -> dict[str, Any]:
         return {"pong": True, "epoch": self.outbox.epoch, "ts": round(time.time(), 3)}
 
-    async def _cmd_status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _cmd_status(self, params: NoParams) -> dict[str, Any]:
         return {
             "health": self.health_summary(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
@@ -435,37 +472,27 @@ class Appliance:
             "firmware": __version__,
         }
 
-    async def _cmd_rebirth(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _cmd_rebirth(self, params: NoParams) -> dict[str, Any]:
         if not await self.fleet.rebirth():
             raise CommandError(500, "birth could not be published")
         return {"epoch": self.outbox.epoch}
 
-    async def _cmd_log_level(self, params: dict[str, Any]) -> dict[str, Any]:
-        level = params.get("level")
-        if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
-            raise BadRequest(f"level must be one of {', '.join(LOG_LEVELS)}, got {str(level)[:20]!r}")
-        logger = params.get("logger", "")
-        if not isinstance(logger, str) or len(logger) > 100:
-            raise BadRequest("logger must be a logger name such as 'kiosk.fleet'")
-        logging.getLogger(logger or None).setLevel(level.upper())
-        log.warning("log level of %s set to %s by the platform", logger or "root", level.upper())
-        return {"logger": logger or "root", "level": level.upper()}
+    async def _cmd_log_level(self, params: LogLevelParams) -> dict[str, Any]:
+        level, logger = params.level.upper(), params.logger
+        logging.getLogger(logger or None).setLevel(level)
+        log.warning("log level of %s set to %s by the platform", logger or "root", level)
+        return {"logger": logger or "root", "level": level}
 
-    async def _cmd_logs(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _cmd_logs(self, params: CollectLogsParams) -> dict[str, Any]:
         assert self.tail is not None
-        lines = params.get("lines", 200)
         cap = self.config.logging.tail_lines
-        if isinstance(lines, bool) or not isinstance(lines, int) or not 0 < lines <= cap:
-            raise BadRequest(f"lines must be an integer from 1 to {cap}")
-        tail, truncated = self.tail.tail(lines, MAX_LOG_REPLY_BYTES)
+        if params.lines > cap:
+            raise BadRequest(f"lines must be an integer from 1 to {cap}", field="lines")
+        tail, truncated = self.tail.tail(params.lines, MAX_LOG_REPLY_BYTES)
         return {"lines": tail, "truncated": truncated}
 
-    async def _cmd_reboot(self, params: dict[str, Any]) -> Accepted:
-        if params.get("confirm") is not True:
-            raise BadRequest('reboot requires "confirm": true')
-        delay = params.get("delay_s", 2)
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 300:
-            raise BadRequest("delay_s must be a number of seconds from 0 to 300")
+    async def _cmd_reboot(self, params: RebootParams) -> Accepted:
+        delay = params.delay_s
         await self.emit("device.reboot_requested", {"delay_s": delay})
 
         async def reboot() -> dict[str, Any]:

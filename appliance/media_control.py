@@ -14,14 +14,16 @@ import base64
 import contextlib
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from appliance.commands import Accepted
 from appliance.subsystem import Subsystem
-from drivers.base import CommandHandler
-from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.commands import CommandSpec, NoParams, Params, body_of
+from kiosk_core.errors import CommandError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import STATE_PREFIX
 from kiosk_core.payload import decode_json_object
@@ -41,36 +43,44 @@ FORWARDED: dict[str, tuple[str, float]] = {
 # Long work: the platform gets 202 at once and the result as ``command.completed`` (export) or as the
 # media process's own upload events (upload).
 LONG = ("media.record.export", "media.record.upload")
-# what each command's params may hold (name -> type); anything else is a 400
-PARAMS: dict[str, dict[str, type]] = {
-    "camera.snapshot": {"source": str},
-    "doccam.capture": {},
-    "media.push.start": {"url": str},
-    "media.push.stop": {},
-    "media.record.export": {"session_id": str},
-    "media.record.upload": {"session_id": str, "url": str},
+
+
+class SnapshotParams(Params):
+    source: str = Field("main", min_length=1, max_length=64)
+
+
+class PushStartParams(Params):
+    url: str = Field("", min_length=1, description="default: [media.push] url")
+
+
+class ExportParams(Params):
+    session_id: str = Field(min_length=1, max_length=128)
+
+
+class UploadParams(ExportParams):
+    url: str = Field(min_length=1)
+
+
+# platform command -> (summary, params model)
+PARAMS: dict[str, tuple[str, type[Params]]] = {
+    "camera.snapshot": ("a JPEG still of a camera (main, backup or a camera's name), inline", SnapshotParams),
+    "doccam.capture": ("a full-size still of the document camera, inline", NoParams),
+    "media.push.start": ("start the live push (to url, or the configured one)", PushStartParams),
+    "media.push.stop": ("stop the live push", NoParams),
+    "media.record.export": (
+        "export a session's recording as one file (202, then command.completed)",
+        ExportParams,
+    ),
+    "media.record.upload": (
+        "upload a session's recording (resumable PUT; 202, then upload events)",
+        UploadParams,
+    ),
 }
-REQUIRED = {"media.record.export": ("session_id",), "media.record.upload": ("session_id", "url")}
 # Stills the platform receives in the reply itself (base64 JPEG), then deleted from the device: a path on
 # the kiosk's disk is of no use to the platform, and a picture of a villager or their papers must not
 # stay behind. Larger stills are kept and named in the reply; the reply says which.
 INLINE_STILL_MAX = 192 * 1024
 STILL_COMMANDS = ("camera.snapshot", "doccam.capture")
-
-
-def check_params(command: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    allowed = PARAMS[command]
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key not in allowed:
-            raise BadRequest(f"{command}: unknown parameter {key!r}; allowed: {', '.join(allowed) or 'none'}")
-        if not isinstance(value, allowed[key]) or (isinstance(value, str) and not 0 < len(value) <= 1000):
-            raise BadRequest(f"{command}: {key} must be a non-empty {allowed[key].__name__} (at most 1000)")
-        out[key] = value
-    for key in REQUIRED.get(command, ()):
-        if key not in out:
-            raise BadRequest(f"{command}: {key} is required")
-    return out
 
 
 class MediaControl(Subsystem):
@@ -169,10 +179,21 @@ class MediaControl(Subsystem):
 
     # --- commands --------------------------------------------------------------------------------
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        return {command: self._forwarder(command) for command in FORWARDED}
+    def commands(self) -> Mapping[str, CommandSpec]:
+        return {
+            command: CommandSpec(
+                name=command,
+                summary=summary,
+                params=model,
+                handler=self._forwarder(command),
+                # A picture is personal data: the daemon must not keep such a reply for repeated ids.
+                personal=command in STILL_COMMANDS,
+                process="media",
+            )
+            for command, (summary, model) in PARAMS.items()
+        }
 
-    def _forwarder(self, command: str) -> CommandHandler:
+    def _forwarder(self, command: str) -> Callable[[BaseModel], Awaitable[dict[str, Any] | Accepted]]:
         method, timeout_s = FORWARDED[command]
 
         async def call(body: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +203,8 @@ class MediaControl(Subsystem):
                 reply = await asyncio.to_thread(inline_still, reply)
             return reply
 
-        async def forward(params: dict[str, Any]) -> dict[str, Any] | Accepted:
-            body = check_params(command, params)
+        async def forward(params: BaseModel) -> dict[str, Any] | Accepted:
+            body = body_of(params)
             reason = self._missing_reason()
             if reason is not None and self._state is None:
                 raise CommandError(503, reason)
@@ -195,10 +216,7 @@ class MediaControl(Subsystem):
                 return Accepted(await call(body))
             return await call(body)
 
-        if command in STILL_COMMANDS:
-            # A picture is personal data: the daemon must not keep this reply for repeated ids.
-            forward.personal_reply = True  # type: ignore[attr-defined]
-        return forward  # type: ignore[return-value]
+        return forward
 
 
 def inline_still(reply: dict[str, Any]) -> dict[str, Any]:

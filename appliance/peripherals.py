@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from appliance.subsystem import Context, Subsystem
-from drivers.base import CommandHandler, Peripheral
+from drivers.base import Peripheral
 from drivers.params import check_keys, choice_param, int_param
+from kiosk_core.commands import CommandSpec
 from kiosk_core.errors import CommandError, Conflict, KioskError
 from kiosk_core.health import Health, HealthStatus
 
@@ -125,8 +126,8 @@ class Peripherals(Subsystem):
             caps.add("sim")
         return sorted(caps)
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        merged: dict[str, CommandHandler] = {}
+    def commands(self) -> Mapping[str, CommandSpec]:
+        merged: dict[str, CommandSpec] = {}
         for device in self.devices.values():
             merged.update(device.commands())
         return merged

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.base import CommandHandler
+from kiosk_core.commands import CommandSpec
 from kiosk_core.health import Health
 
 if TYPE_CHECKING:
@@ -83,8 +84,9 @@ class Subsystem:
     def capabilities(self) -> list[str]:
         return []
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        """Platform commands by full name (``switcher.route``); the daemon does dedup, expiry, replies."""
+    def commands(self) -> Mapping[str, CommandSpec]:
+        """Platform commands by full name (``switcher.route``), each a ``CommandSpec``; the daemon does
+        validation, dedup, expiry and replies."""
         return {}
 
     def telemetry(self) -> dict[str, Any]:

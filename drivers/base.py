@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from kiosk_core.commands import CommandSpec
 from kiosk_core.health import Health
 
 # emit(type, data): record an event (durable, to the fleet, onto the local bus, to in-process listeners)
@@ -42,7 +43,7 @@ class Peripheral(ABC):
     async def stop(self) -> None:
         """Stop and release the device. Idempotent."""
 
-    def commands(self) -> Mapping[str, CommandHandler]:
+    def commands(self) -> Mapping[str, CommandSpec]:
         """Platform commands this peripheral serves, by full name (e.g. ``switcher.route``)."""
         return {}
 

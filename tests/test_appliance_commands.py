@@ -10,6 +10,19 @@ import pytest
 from fleet_helpers import ApplianceProcess, Platform
 
 from appliance.daemon import Appliance
+from kiosk_core.commands import CommandSpec, OpenParams, body_of
+
+
+def spec(name: str, handler, params=OpenParams, personal: bool = False) -> CommandSpec:
+    """A test command: the handler gets the body as a dict, like the session's commands."""
+    return CommandSpec(
+        name=name,
+        summary="test",
+        params=params,
+        handler=lambda p: handler(body_of(p)),
+        personal=personal,
+        process="appliance",
+    )
 
 
 async def test_ping_and_status(kiosk: Appliance, platform: Platform):
@@ -28,7 +41,7 @@ async def test_a_command_id_runs_once_and_gets_the_first_reply_again(kiosk: Appl
         runs.append(params)
         return {"run": len(runs)}
 
-    kiosk.dispatcher.register("test.transfer", transfer)
+    kiosk.dispatcher.register(spec("test.transfer", transfer))
     first = await platform.command("test.transfer", {"id": "t-42", "amount": 1})
     second = await platform.command("test.transfer", {"id": "t-42", "amount": 1})
     assert first == second == {"status": 200, "run": 1, "id": "t-42", "name": "test.transfer"}
@@ -86,7 +99,7 @@ async def test_a_request_without_response_topic_is_ignored_and_the_daemon_lives(
         runs.append(1)
         return {}
 
-    kiosk.dispatcher.register("test.count", count)
+    kiosk.dispatcher.register(spec("test.count", count))
     with pytest.raises(TimeoutError):
         await platform.command("test.count", {"id": "n1"}, response_topic=None, timeout_s=1)
     assert runs == []
@@ -102,8 +115,8 @@ async def test_handler_errors_become_status_codes(kiosk: Appliance, platform: Pl
     async def buggy(params):
         return 1 / 0
 
-    kiosk.dispatcher.register("test.busy", busy)
-    kiosk.dispatcher.register("test.buggy", buggy)
+    kiosk.dispatcher.register(spec("test.busy", busy))
+    kiosk.dispatcher.register(spec("test.buggy", buggy))
     assert (await platform.command("test.busy", {"id": "b1"}))["status"] == 409
     crashed = await platform.command("test.buggy", {"id": "b2"})
     assert crashed["status"] == 500 and "ZeroDivisionError" in crashed["error"]

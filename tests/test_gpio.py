@@ -139,7 +139,7 @@ async def test_gpio_set_switches_relays_and_reads_them_back(kiosk_gpio):
         ({"output": "room_light"}, "missing field 'on'"),
         ({"output": "room_light", "on": "yes"}, "on must be true or false"),
         ({"output": "room_light", "on": 1}, "on must be true or false"),
-        ({"output": ["room_light"], "on": True}, "output must be one of"),
+        ({"output": ["room_light"], "on": True}, "output must be a string"),
         ({"output": "room_light", "on": True, "pin": 4}, "unknown field(s) 'pin'"),
     ],
 )

@@ -64,7 +64,10 @@ async def test_hostile_payloads_on_every_appliance_topic_change_nothing(
     tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
 ):
     cfg = write_config(
-        tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port, data_dir=tmp_path / "d"
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "d",
     )
     platform = await Platform(central_broker.port).start()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
@@ -115,7 +118,10 @@ async def test_an_appliance_restart_after_poison_events_takes_new_events(
 ):
     """The broker redelivers what was not acknowledged: poison must have been acknowledged."""
     cfg = write_config(
-        tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=central_broker.port, data_dir=tmp_path / "d"
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "d",
     )
     platform = await Platform(central_broker.port).start()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()

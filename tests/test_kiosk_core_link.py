@@ -104,7 +104,9 @@ async def test_a_transient_error_in_the_drain_does_not_leave_events_stuck(
     tmp_path: Path, central_broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ):
     cfg = kconfig.load(
-        write_config(tmp_path / "kiosk.toml", bus_port=1, fleet_port=central_broker.port, data_dir=tmp_path / "d")
+        write_config(
+            tmp_path / "kiosk.toml", bus_port=1, fleet_port=central_broker.port, data_dir=tmp_path / "d"
+        )
     )
     box = await Outbox.open(tmp_path / "d" / "outbox.sqlite", quota_bytes=10 << 20)
     flaky = FlakyOutbox(box)

@@ -241,7 +241,7 @@ async def test_media_control_forwards_commands_and_reports_health(
             jpeg = base64.b64decode(snap["jpeg_base64"])
             assert snap["inline"] is True and jpeg[:2] == b"\xff\xd8"
             assert hashlib.sha256(jpeg).hexdigest() == snap["sha256"] and "path" not in snap
-            assert getattr(control.commands()["camera.snapshot"], "personal_reply", False)
+            assert control.commands()["camera.snapshot"].personal
             still = await control.commands()["doccam.capture"]({})
             if still["inline"]:
                 assert hashlib.sha256(base64.b64decode(still["jpeg_base64"])).hexdigest() == still["sha256"]
@@ -386,9 +386,10 @@ async def test_kiosk_media_run_serves_and_stops_cleanly_on_sigterm(
 def test_platform_command_params_are_checked_before_anything_is_forwarded() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
+    from pydantic import ValidationError
 
-    from appliance.media_control import FORWARDED, check_params
-    from kiosk_core.errors import BadRequest
+    from appliance.media_control import FORWARDED, PARAMS
+    from kiosk_core.commands import body_of
 
     values = st.one_of(
         st.none(),
@@ -409,8 +410,8 @@ def test_platform_command_params_are_checked_before_anything_is_forwarded() -> N
     )
     def run(command: str, params: dict) -> None:
         try:
-            out = check_params(command, params)
-        except BadRequest:
+            out = body_of(PARAMS[command][1].model_validate(params))
+        except ValidationError:
             return
         assert out == params and all(isinstance(v, str) and 0 < len(v) <= 1000 for v in out.values())
 

@@ -281,8 +281,8 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
 
     identity = await command(service, "session.identity.get", {"session_id": sid})
     assert identity["id_number"] == "33080319900307123X"
-    assert service.commands()["session.identity.get"].personal_reply is True
-    assert service.commands()["session.document.get"].personal_reply is True
+    assert service.commands()["session.identity.get"].personal is True
+    assert service.commands()["session.document.get"].personal is True
 
     reply = await command(service, "session.request_document", {"session_id": sid, "name": "户口簿本人页"})
     state = await ui.wait(

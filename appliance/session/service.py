@@ -38,6 +38,7 @@ from appliance.session.machine import (
 )
 from appliance.subsystem import Context, Subsystem
 from drivers.base import CommandHandler
+from kiosk_core.commands import CommandSpec, OpenParams, body_of
 from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
@@ -464,17 +465,27 @@ class SessionService(Subsystem):
 
     # --- platform commands -------------------------------------------------------------------------
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        handlers: dict[str, CommandHandler] = {
-            name: self._machine_command(name) for name in self.machine.command_names
-        }
+    # Replies of these commands carry personal data (the full identity, document bytes): the daemon's
+    # dispatcher must not keep them on disk for duplicate detection.
+    PERSONAL_REPLIES = ("session.identity.get", "session.document.get")
+
+    def commands(self) -> Mapping[str, CommandSpec]:
+        # What the session's commands may carry depends on the screen and the session, so the machine
+        # checks their fields; the spec still requires a JSON object.
+        handlers = {name: self._machine_command(name) for name in self.machine.command_names}
         handlers["session.document.get"] = self._document_get
         handlers["session.catalog.set"] = self._catalog_set
-        return handlers
-
-    # Replies of these commands carry personal data (the full identity, document bytes): the daemon's
-    # dispatcher must not keep them on disk for duplicate detection (appliance.commands, personal_reply).
-    PERSONAL_REPLIES = ("session.identity.get", "session.document.get")
+        return {
+            name: CommandSpec(
+                name=name,
+                summary=COMMAND_SUMMARIES.get(name, "see docs/session.md"),
+                params=OpenParams,
+                handler=_with_body(handler),
+                personal=name in self.PERSONAL_REPLIES,
+                process="appliance",
+            )
+            for name, handler in handlers.items()
+        }
 
     def _machine_command(self, name: str) -> CommandHandler:
         async def handler(params: dict[str, Any]) -> dict[str, Any]:
@@ -486,8 +497,6 @@ class SessionService(Subsystem):
             self._wake.set()
             return reply
 
-        handler.__name__ = name.replace(".", "_")
-        handler.personal_reply = name in self.PERSONAL_REPLIES  # type: ignore[attr-defined]
         return handler
 
     async def _document_get(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -524,8 +533,6 @@ class SessionService(Subsystem):
             "eof": offset + len(chunk) >= total,
         }
 
-    _document_get.personal_reply = True  # type: ignore[attr-defined]
-
     async def _catalog_set(self, params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise BadRequest("params must be a JSON object")
@@ -555,3 +562,29 @@ class SessionService(Subsystem):
                 )
                 self._publish()
         return {"applied": applied, "version": current.version}
+
+
+def _with_body(handler: CommandHandler) -> Any:
+    async def run(params: OpenParams) -> dict[str, Any]:
+        return await handler(body_of(params))
+
+    return run
+
+
+COMMAND_SUMMARIES = {
+    "session.status": "the running session: screen, ids, call state (no personal data)",
+    "session.identity.get": "the villager's identity as read from the card (personal)",
+    "session.document.get": "a hash-checked chunk of an accepted document image (personal)",
+    "session.catalog.set": "replace the service catalog (versioned; newer versions only)",
+    "session.call.queued": "the villager's place in the clerk queue and the estimated wait",
+    "session.call.accepted": "a clerk took the call (name, department)",
+    "session.request_document": "the clerk asks for one more document",
+    "session.message": "a message from the clerk shown on screen",
+    "session.approve": "the clerk approves: application number for the receipt",
+    "session.reject": "the clerk rejects, with a reason",
+    "session.end": "the clerk or the platform ends the session",
+    "session.progress.result": "the answer to a progress look-up",
+    "session.appointment.slots": "appointment slots offered to the villager",
+    "session.appointment.confirmed": "a booked appointment is confirmed",
+    "session.appointment.declined": "a requested slot is not available",
+}

@@ -19,14 +19,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.base import CommandHandler, EventSink, Peripheral
+from pydantic import Field
+
+from drivers.base import EventSink, Peripheral
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.status_led import LedState, StatusLed
-from drivers.params import bool_param, check_keys, choice_param
+from drivers.params import choice_param
+from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
 from kiosk_core.health import Health, HealthStatus
 
 log = logging.getLogger("kiosk.drivers.gpio")
+
+
+class GpioSetParams(Params):
+    output: str = Field(max_length=64)
+    on: bool
 
 
 class GpioError(DriverError):
@@ -275,16 +283,23 @@ class Gpio(Peripheral):
         device.on() if on else device.off()
         return bool(device.is_active)
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        return {"gpio.set": self.set_command}
+    def commands(self) -> Mapping[str, CommandSpec]:
+        spec = CommandSpec(
+            name="gpio.set",
+            summary="switch a fitted relay or the buzzer on or off; answers the level read back",
+            params=GpioSetParams,
+            handler=self.set_command,
+            personal=False,
+            process="appliance",
+        )
+        return {spec.name: spec}
 
-    async def set_command(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def set_command(self, params: GpioSetParams) -> dict[str, Any]:
         if self._health.status is HealthStatus.MISSING:
             raise CommandError(503, f"gpio.set: {self._health.reason}")
-        check_keys("gpio.set", params, required=("output", "on"))
-        output = choice_param("gpio.set", params, "output", self.outputs)
-        on = bool_param("gpio.set", params, "on")
-        return {"output": output, "on": self.set_output(output, on)}
+        # Which outputs exist is this kiosk's wiring, not the model's.
+        output = choice_param("gpio.set", {"output": params.output}, "output", self.outputs)
+        return {"output": output, "on": self.set_output(output, params.on)}
 
     # --- simulation (mock and sim backends only) ---------------------------------------------------
 

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.base import CommandHandler, EventSink, Peripheral
-from drivers.params import bool_param, check_keys, int_param
+from pydantic import Field
+
+from drivers.base import EventSink, Peripheral
 from drivers.switcher.ascii_profile import AsciiMatrix
 from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.errors import (
@@ -33,6 +34,7 @@ from drivers.switcher.protocol import DeviceInfo, Layer, SwitcherProtocol, Tie, 
 from drivers.switcher.simulator import SwitcherSimulator
 from drivers.switcher.transport import LineTransport, SerialTransport, TcpTransport
 from kiosk_core.backoff import equal_jitter
+from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, KioskError
 from kiosk_core.health import Health, HealthStatus
 
@@ -61,6 +63,13 @@ async def cancel_and_wait(task: asyncio.Task[Any], limit_s: float = 5.0) -> None
         await asyncio.wait({task}, timeout=0.2)
     if not task.done():
         log.error("%s did not stop within %.0f s", task.get_name(), limit_s)
+
+
+class RouteParams(Params):
+    input: int = Field(ge=0, le=MAX_NUMBER)
+    output: int = Field(ge=1, le=MAX_NUMBER)
+    video: bool = True
+    audio: bool = True
 
 
 class Switcher(Peripheral):
@@ -398,33 +407,35 @@ class Switcher(Peripheral):
 
     # --- platform commands -------------------------------------------------------------------------
 
-    def commands(self) -> Mapping[str, CommandHandler]:
-        return {"switcher.route": self.route_command}
+    def commands(self) -> Mapping[str, CommandSpec]:
+        spec = CommandSpec(
+            name="switcher.route",
+            summary="route an input to an output (0 unties), read back before it counts",
+            params=RouteParams,
+            handler=self.route_command,
+            personal=False,
+            process="appliance",
+        )
+        return {spec.name: spec}
 
-    async def route_command(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def route_command(self, params: RouteParams) -> dict[str, Any]:
         """``switcher.route {input, output, video?, audio?}`` with 400 for bad params, 503 when the
         switcher cannot be reached, 500 when it answers wrong."""
         name = "switcher.route"
-        check_keys(name, params, required=("input", "output"), optional=("video", "audio"))
         n_in, n_out = self.info.inputs, self.info.outputs
-        input_ = int_param(
-            name,
-            params,
-            "input",
-            0,
-            n_in or MAX_NUMBER,
-            what=f"this switcher has {n_in} inputs; 0 unties" if n_in else "0 unties",
-        )
-        output = int_param(
-            name,
-            params,
-            "output",
-            1,
-            n_out or MAX_NUMBER,
-            what=f"this switcher has {n_out} outputs" if n_out else "",
-        )
-        video = bool_param(name, params, "video", default=True)
-        audio = bool_param(name, params, "audio", default=True)
+        input_, output, video, audio = params.input, params.output, params.video, params.audio
+        # The model checks types; how many inputs and outputs there are is the fitted switcher's.
+        if n_in and input_ > n_in:
+            raise BadRequest(
+                f"{name}: input must be an integer 0-{n_in} (this switcher has {n_in} inputs; 0 unties), "
+                f"got {input_}",
+                field="input",
+            )
+        if n_out and output > n_out:
+            raise BadRequest(
+                f"{name}: output must be an integer 1-{n_out} (this switcher has {n_out} outputs), got {output}",
+                field="output",
+            )
         if not (video or audio):
             raise BadRequest(f"{name}: at least one of video and audio must be true", field="video")
         try:
