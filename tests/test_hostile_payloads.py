@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import write_config
 from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
 
 from kiosk_core.localbus import EVENT_TOPIC, LocalBus
@@ -61,16 +60,9 @@ async def _publish_all(port: int, topic: str, payloads: list[bytes], *, reply_to
 
 @pytest.mark.timeout(90)
 async def test_hostile_payloads_on_every_appliance_topic_change_nothing(
-    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+    tmp_path: Path, kiosk_config: Path, bus_broker: Mosquitto, platform: Platform
 ):
-    cfg = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=central_broker.port,
-        data_dir=tmp_path / "d",
-    )
-    platform = await Platform(central_broker.port).start()
-    app = ApplianceProcess(cfg, tmp_path / "a.log").start()
+    app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
     probe = LocalBus("127.0.0.1", bus_broker.port, name="probe")
     replies: list[dict] = []
     probe.subscribe("test/replies", lambda m: replies.append(json.loads(m.payload)))
@@ -109,35 +101,26 @@ async def test_hostile_payloads_on_every_appliance_topic_change_nothing(
     finally:
         await probe.stop()
         app.terminate()
-        await platform.stop()
 
 
 @pytest.mark.timeout(60)
 async def test_an_appliance_restart_after_poison_events_takes_new_events(
-    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+    tmp_path: Path, kiosk_config: Path, bus_broker: Mosquitto, platform: Platform
 ):
     """The broker redelivers what was not acknowledged: poison must have been acknowledged."""
-    cfg = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=central_broker.port,
-        data_dir=tmp_path / "d",
-    )
-    platform = await Platform(central_broker.port).start()
-    app = ApplianceProcess(cfg, tmp_path / "a.log").start()
+    app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)
         await _publish_all(bus_broker.port, EVENT_TOPIC, [NESTED_OBJECT] * 260)
         await produce(bus_broker.port, [{"type": "test.before_restart", "data": {}, "id": "r-1"}])
         await platform.wait_for(lambda: platform.events("test.before_restart"), timeout_s=15, what="event")
         assert app.terminate() == 0
-        app = ApplianceProcess(cfg, tmp_path / "a.log").start()
+        app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
         await wait_appliance_ready(bus_broker.port)
         await produce(bus_broker.port, [{"type": "test.after_restart", "data": {}, "id": "r-2"}])
         await platform.wait_for(lambda: platform.events("test.after_restart"), timeout_s=15, what="event")
     finally:
         app.terminate()
-        await platform.stop()
 
 
 async def test_a_handler_that_raises_is_counted_and_the_bus_goes_on(bus_broker: Mosquitto):
