@@ -28,6 +28,7 @@ from drivers.params import choice_param
 from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.drivers.gpio")
 
@@ -71,7 +72,7 @@ class Gpio(Peripheral):
         self._emit: EventSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health = Health(HealthStatus.MISSING, "not started")
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("gpio", log)
         self.button: Any = None
         self.presence: Any = None
         self.led: StatusLed | None = None
@@ -179,8 +180,7 @@ class Gpio(Peripheral):
 
     async def stop(self) -> None:
         self._close_devices()
-        for t in list(self._tasks):
-            t.cancel()
+        await self._tasks.close()
         self._health = Health(HealthStatus.MISSING, "stopped")
 
     def health(self) -> Health:
@@ -208,9 +208,7 @@ class Gpio(Peripheral):
     def _post(self, type: str, data: dict[str, Any]) -> None:
         if self._emit is None:
             return
-        task = asyncio.ensure_future(self._emit_safely(type, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._emit_safely(type, data), name=f"gpio-{type}")
 
     async def _emit_safely(self, type: str, data: dict[str, Any]) -> None:
         assert self._emit is not None

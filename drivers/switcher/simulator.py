@@ -19,16 +19,17 @@ import logging
 import os
 import tty
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from drivers.switcher.ascii_profile import AsciiMatrixDevice
 from drivers.switcher.config import AsciiProfile
 from drivers.switcher.extron import ExtronSisDevice
 from drivers.switcher.kramer import KramerP3000Device
 from drivers.switcher.protocol import DeviceEmulation, Matrix
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.sim.switcher")
 
@@ -79,7 +80,7 @@ class SwitcherSimulator:
         self._pty: tuple[int, int] | None = None
         self._pty_link: Path | None = None
         self._pty_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("switcher-sim", log)
 
     # --- the device ---------------------------------------------------------------------------------
 
@@ -287,10 +288,7 @@ class SwitcherSimulator:
 
     async def stop(self) -> None:
         await self.unplug()
-        for t in list(self._tasks):
-            t.cancel()
+        await self._tasks.close()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro)
