@@ -130,8 +130,12 @@ class DeviceSupervisor:
         serving = ok_since is not None
         if ok_since is not None and self._clock() - ok_since >= self.good_session_s:
             self.failures = 0  # a good session: the next wait starts from the base again
-        bug = not self._is_device_error(exc)
-        health = self._classify(exc, serving) if self._classify is not None else self._default_health(exc)
+        try:
+            bug = not self._is_device_error(exc)
+        except Exception:  # noqa: BLE001 - a broken predicate: treat it as a bug, and say so
+            self.log.exception("%s: could not tell whether %r is a device error", self.device, exc)
+            bug = True
+        health = self._health_of(exc, serving)
         delay = equal_jitter(self.failures, self.base_s, self.cap_s, self._rng)
         self.failures += 1
         self.total_failures += 1
@@ -169,6 +173,14 @@ class DeviceSupervisor:
 
     def close_failed(self, exc: BaseException) -> None:
         self.log.warning("%s: could not close the device: %s", self.device, exc, exc_info=exc)
+
+    def _health_of(self, exc: Exception, serving: bool) -> Health:
+        if self._classify is not None:
+            try:
+                return self._classify(exc, serving)
+            except Exception:  # noqa: BLE001 - a bug in the driver's classify must not end the supervision
+                self.log.exception("%s: could not classify %r", self.device, exc)
+        return self._default_health(exc)
 
     def _default_health(self, exc: Exception) -> Health:
         if isinstance(exc, DeviceMissing | DeviceTimeout):

@@ -118,6 +118,17 @@ def test_classify_is_told_whether_the_device_had_opened():
     assert seen == [False, True] and sup.health.reason.startswith("in use: ")
 
 
+def test_a_classify_that_fails_falls_back_to_the_default_health(caplog):
+    def classify(exc: Exception, serving: bool) -> Health:
+        raise AttributeError("classify bug")
+
+    sup = policy(classify=classify)
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    assert 0.25 <= sup.failed(unplugged()) <= 0.5
+    assert sup.health.status is HealthStatus.MISSING and "check it is plugged in" in sup.health.reason
+    assert "could not classify" in caplog.records[0].getMessage()
+
+
 def test_the_log_says_the_first_failure_then_every_nth(caplog):
     clock = Clock()
     sup = policy(log_every=3, clock=clock)
