@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from kiosk_core.backoff import equal_jitter
 from kiosk_core.errors import MediaError
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.supervisor import DeviceSupervisor, SupervisorThread, capture_session
 
 if TYPE_CHECKING:
     import av
@@ -76,27 +76,35 @@ class AudioSource:
         self._queue: collections.deque[CapturedAudio] = collections.deque(maxlen=max(1, queue_blocks))
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._supervisor = DeviceSupervisor(
+            f"microphone {spec}",
+            base_s=reopen_base_s,
+            cap_s=reopen_cap_s,
+            classify=self._classify,
+            is_device_error=_is_device_error,
+            logger=log,
+            health=Health(HealthStatus.MISSING, "not opened"),
+        )
+        session = capture_session(
+            self._supervisor,
+            self._stop,
+            self._capture,
+            self._deliver,
+            lambda: AudioError(f"microphone {spec}: the stream ended"),
+        )
+        self._runner = SupervisorThread(self._supervisor, session, name="audio-capture", stop=self._stop)
         self._listeners: list[Callable[[], None]] = []
-        self._health = Health(HealthStatus.MISSING, "not opened")
         self.blocks = 0
         self.dropped = 0
-        self.reopens = 0
 
     def open(self) -> None:
         """Start capturing in the background; a missing device shows in ``health()``, never raises."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audio-capture", daemon=True)
-        self._thread.start()
+        self._runner.start()
 
     def close(self, timeout_s: float = 3.0) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-        self._health = Health(HealthStatus.MISSING, "closed")
+        """Stop capturing and release the device. Idempotent; waits at most ``timeout_s``."""
+        self._runner.stop(timeout_s)
+        self._supervisor.reset("closed")
 
     def add_listener(self, wake: Callable[[], None]) -> None:
         self._listeners.append(wake)
@@ -112,12 +120,16 @@ class AudioSource:
         return blocks
 
     def health(self) -> Health:
-        return self._health
+        return self._supervisor.health
+
+    @property
+    def reopens(self) -> int:
+        return self._supervisor.total_failures
 
     def stats(self) -> dict[str, Any]:
         return {
             "source": self.spec,
-            "health": self._health.as_dict(),
+            "health": self.health().as_dict(),
             "blocks": self.blocks,
             "dropped": self.dropped,
             "reopens": self.reopens,
@@ -147,34 +159,25 @@ class AudioSource:
         finally:
             container.close()
 
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                for frame, t in self._capture():
-                    if self._stop.is_set():
-                        return
-                    if self._health.status != HealthStatus.OK:
-                        self._health = Health(HealthStatus.OK)
-                    attempt = 0
-                    with self._lock:
-                        if len(self._queue) == self._queue.maxlen:
-                            self.dropped += 1
-                        self._queue.append(CapturedAudio(frame, t))
-                    self.blocks += 1
-                    for wake in self._listeners:
-                        wake()
-                if self._stop.is_set():
-                    return
-                reason = f"microphone {self.spec}: the stream ended"
-            except Exception as exc:  # noqa: BLE001 - the capture thread must survive any device failure
-                reason = str(exc) if isinstance(exc, AudioError) else f"microphone {self.spec}: {exc}"
-            if self._health.reason != reason:
-                log.warning("%s", reason)
-            self._health = Health(HealthStatus.MISSING, reason)
-            attempt += 1
-            self.reopens += 1
-            self._stop.wait(equal_jitter(attempt, self.reopen_base_s, self.reopen_cap_s))
+    def _deliver(self, item: tuple[av.AudioFrame, float]) -> None:
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(CapturedAudio(*item))
+        self.blocks += 1
+        for wake in self._listeners:
+            wake()
+
+    def _classify(self, exc: Exception, serving: bool) -> Health:
+        reason = str(exc) if isinstance(exc, AudioError) else f"microphone {self.spec}: {exc}"
+        return Health(HealthStatus.MISSING, reason)
+
+
+def _is_device_error(exc: Exception) -> bool:
+    """What a microphone lets out when it fails; anything else is a bug."""
+    import av  # loaded already: _capture() opened the device through it
+
+    return isinstance(exc, AudioError | OSError | av.FFmpegError)
 
 
 class AudioEncoder:

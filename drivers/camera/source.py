@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from drivers.camera.errors import CameraError, CameraMissing, translate
-from kiosk_core.backoff import equal_jitter
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.supervisor import DeviceSupervisor, SupervisorThread, capture_session
 
 if TYPE_CHECKING:
     import av
@@ -88,15 +88,29 @@ class FrameSource(ABC):
         self.reopen_base_s, self.reopen_cap_s = reopen_base_s, reopen_cap_s
         self._queue: collections.deque[CapturedFrame] = collections.deque(maxlen=max(1, queue_frames))
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # subclasses' _capture() watches it between frames
+        self._supervisor = DeviceSupervisor(
+            f"camera {name}",
+            base_s=reopen_base_s,
+            cap_s=reopen_cap_s,
+            classify=self._classify,
+            is_device_error=_is_device_error,
+            logger=log,
+            health=Health(HealthStatus.MISSING, "not opened"),
+        )
+        session = capture_session(
+            self._supervisor,
+            self._stop,
+            self._capture,
+            lambda item: self._deliver(*item),
+            lambda: CameraMissing(f"camera {self.name}: the stream ended", device=self.name),
+        )
+        self._runner = SupervisorThread(self._supervisor, session, name=f"camera-{name}", stop=self._stop)
         self._listeners: list[Callable[[], None]] = []
-        self._health = Health(HealthStatus.MISSING, "not opened")
         self._latest: CapturedFrame | None = None
         self._seq = 0
         self.frames_in = 0
         self.dropped = 0
-        self.reopens = 0
         self._fps_window: collections.deque[float] = collections.deque(maxlen=64)
 
     @property
@@ -107,28 +121,22 @@ class FrameSource(ABC):
 
     def open(self) -> None:
         """Start capturing in the background. Returns at once; a missing device shows in ``health()``."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._runner.is_alive():
             return
-        self._stop.clear()
-        self._health = Health(HealthStatus.MISSING, "opening")
-        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
-        self._thread.start()
+        self._supervisor.reset("opening")
+        self._runner.start()
 
     def close(self, timeout_s: float = 3.0) -> None:
         """Stop capturing and release the device. Idempotent; waits at most ``timeout_s``."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-            if thread.is_alive():
-                log.warning("camera %s: capture thread did not stop within %.1fs", self.name, timeout_s)
-        self._health = Health(HealthStatus.MISSING, "closed")
+        self._runner.stop(timeout_s)
+        self._supervisor.reset("closed")
 
     @property
     def is_open(self) -> bool:
-        return self._thread is not None and not self._stop.is_set()
+        return self._runner.is_alive() and not self._stop.is_set()
 
     def __enter__(self) -> FrameSource:
         self.open()
@@ -187,7 +195,11 @@ class FrameSource(ABC):
     # --- health and telemetry --------------------------------------------------------------------
 
     def health(self) -> Health:
-        return self._health
+        return self._supervisor.health
+
+    @property
+    def reopens(self) -> int:
+        return self._supervisor.total_failures
 
     def fps_in(self) -> float:
         times = list(self._fps_window)
@@ -199,7 +211,7 @@ class FrameSource(ABC):
         return {
             "backend": self.backend,
             "model": self.model,
-            "health": self._health.as_dict(),
+            "health": self.health().as_dict(),
             "fps_in": self.fps_in(),
             "frames": self.frames_in,
             "dropped": self.dropped,
@@ -207,10 +219,6 @@ class FrameSource(ABC):
             "size": f"{self.size[0]}x{self.size[1]}",
             "framerate": self.framerate,
         }
-
-    def _set_health(self, status: HealthStatus, reason: str = "") -> None:
-        if self._health.status != status or self._health.reason != reason:
-            self._health = Health(status, reason)
 
     # --- the capture thread ----------------------------------------------------------------------
 
@@ -240,37 +248,13 @@ class FrameSource(ABC):
         for wake in self._listeners:
             wake()
 
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            gen = None
-            try:
-                gen = self._capture()
-                for frame, t_capture in gen:
-                    if self._stop.is_set():
-                        break
-                    if attempt or self._health.status != HealthStatus.OK:
-                        attempt = 0
-                        self._set_health(HealthStatus.OK)
-                    self._deliver(frame, t_capture)
-                else:
-                    if not self._stop.is_set():
-                        raise CameraMissing(f"camera {self.name}: the stream ended", device=self.name)
-            except Exception as exc:  # noqa: BLE001 - the capture thread must survive any device failure
-                err = (
-                    exc
-                    if isinstance(exc, CameraError)
-                    else translate(exc, device=self.name, what=f"camera {self.name}")
-                )
-                if self._health.reason != str(err):
-                    log.warning("%s", err)
-                self._set_health(HealthStatus.MISSING, str(err))
-            finally:
-                if gen is not None:
-                    with contextlib.suppress(Exception):
-                        gen.close()
-            if self._stop.is_set():
-                break
-            attempt += 1
-            self.reopens += 1
-            self._stop.wait(equal_jitter(attempt - 1, self.reopen_base_s, self.reopen_cap_s))
+    def _classify(self, exc: Exception, serving: bool) -> Health:
+        return Health(HealthStatus.MISSING, str(translate(exc, device=self.name, what=f"camera {self.name}")))
+
+
+def _is_device_error(exc: Exception) -> bool:
+    """What ``_capture()`` may let out when the device fails (``translate`` words it); anything else is
+    a bug."""
+    import av  # loaded already: every source decodes through PyAV
+
+    return isinstance(exc, CameraError | OSError | av.FFmpegError)

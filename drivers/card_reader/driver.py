@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,8 +38,8 @@ from drivers.card_reader.protocol import CardBlocks
 from drivers.card_reader.sam import SamLink
 from drivers.card_reader.simulator import SamEmulator
 from drivers.card_reader.transport import SerialTransport, Transport
-from kiosk_core.backoff import equal_jitter
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.supervisor import DeviceSupervisor, supervise
 
 log = logging.getLogger("drivers.card_reader")
 
@@ -66,18 +65,23 @@ class CardReader(Peripheral):
         self._owns_emulator = False
         self._transport = transport
         self._photo_decoder = load_decoder(config.photo_decoder)
-        self._health = Health(HealthStatus.MISSING, "not started")
+        self._supervisor = DeviceSupervisor(
+            "card reader",
+            base_s=config.reconnect_base_s,
+            cap_s=config.reconnect_cap_s,
+            classify=self._classify,
+            is_device_error=lambda exc: isinstance(exc, e.CardReaderError),
+            logger=log,
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._emit: EventSink | None = None
         self._link: SamLink | None = None
-        self._connected = False
         self._card_present = False
         self._card_done = False
         self._misses = 0
         self._failures = 0
         self._silent_polls = 0
-        self._rng = random.Random()
         self.sam_id: str | None = None
         #: what happened, by name: reads, errors by code, reconnects (diagnostics and tests)
         self.stats: Counter[str] = Counter()
@@ -107,7 +111,7 @@ class CardReader(Peripheral):
         return self._card_present
 
     def health(self) -> Health:
-        return self._health
+        return self._supervisor.health
 
     def inventory(self) -> dict[str, Any]:
         return super().inventory() | {
@@ -143,8 +147,11 @@ class CardReader(Peripheral):
         self._link = SamLink(
             self._transport, baudrate=self.config.baudrate, reply_timeout_s=self.config.reply_timeout_s
         )
-        self._set_health(HealthStatus.MISSING, f"connecting to the card reader on {self.port}")
-        self._task = asyncio.create_task(self._run(), name=f"{self.name}-poll")
+        self._supervisor.device = f"card reader on {self.port}"
+        self._supervisor.reset(f"connecting to the card reader on {self.port}")
+        self._task = asyncio.create_task(
+            supervise(self._supervisor, self._session, close=self._close), name=f"{self.name}-poll"
+        )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -162,10 +169,9 @@ class CardReader(Peripheral):
                 self._transport = None
             self._executor.shutdown(wait=False)
             self._executor = None
-        self._connected = False
         self._card_present = False
-        if self._health.reason != "stopped":
-            self._health = Health(HealthStatus.MISSING, "stopped")  # on purpose: not worth a warning
+        if self.health().reason != "stopped":
+            self._supervisor.reset("stopped")
             log.info("card reader on %s stopped", self.port)
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -182,66 +188,55 @@ class CardReader(Peripheral):
         except Exception:  # the sink's failure is the daemon's to report; the reader keeps reading
             log.exception("could not hand over the %s event", type)
 
-    def _set_health(self, status: HealthStatus, reason: str = "") -> None:
-        if (status, reason) == (self._health.status, self._health.reason):
-            return
-        previous = self._health.status
-        self._health = Health(status, reason)
-        if status is HealthStatus.OK:
-            if previous is not HealthStatus.OK:
-                log.info("card reader ok on %s (SAM %s)", self.port, self.sam_id or "id unknown")
-        elif status != previous:
-            log.warning("card reader %s: %s", status, reason)
-
     # --- the poll loop ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            if not self._connected:
-                try:
-                    await self._call(self._connect)
-                except e.CardReaderError as exc:
-                    await self._call(self._disconnect)
-                    # Absent or silent: missing. Answering, but with errors or corrupted frames: there but
-                    # unusable, degraded (a SAM failing its self-test, a noisy cable).
-                    absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(
-                        exc, e.TruncatedFrame
-                    )
-                    self._set_health(HealthStatus.MISSING if absent else HealthStatus.DEGRADED, exc.message)
-                    delay = equal_jitter(
-                        attempt, self.config.reconnect_base_s, self.config.reconnect_cap_s, self._rng
-                    )
-                    attempt += 1
-                    log.debug("card reader reconnect attempt %d failed; next in %.2f s", attempt, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                attempt = 0
-                self._failures = self._silent_polls = 0
-                self._set_health(HealthStatus.OK)
-            try:
-                await self._poll_once()
-            except e.ReaderMissing as exc:
-                await self._lose(exc.message)
-                continue
-            except e.NoReply as exc:
-                self._count_failure(exc)
-                self._silent_polls += 1
-                if self._silent_polls >= self.config.missing_after:
-                    await self._lose(exc.message)
-                    continue
-            except e.CardReaderError as exc:
-                self._silent_polls = 0
-                self._count_failure(exc)
-            except Exception:  # a bug must not end the reader; it is counted and shows in health
-                self.stats["internal_error"] += 1
-                if self.stats["internal_error"] == 1:  # once with the traceback; the count shows the rest
-                    log.exception("card reader poll failed unexpectedly")
-                self._set_health(HealthStatus.DEGRADED, "internal error in the card reader driver (see log)")
-            else:
-                self._failures = self._silent_polls = 0
-                self._set_health(HealthStatus.OK)
-            await asyncio.sleep(self.config.poll_interval_s)
+    async def _session(self) -> None:
+        """One connection: open the port and ask the SAM, then poll until the reader is lost (raises
+        why; a card still on it is reported removed, and announced again after the reconnect)."""
+        await self._call(self._connect)
+        self._failures = self._silent_polls = 0
+        self._supervisor.ok()
+        try:
+            while True:
+                await self._poll()
+                await asyncio.sleep(self.config.poll_interval_s)
+        except Exception:
+            self.stats["lost"] += 1
+            if self._card_present:
+                self._card_present = False
+                await self._send("card.removed", {"reader": self.name, "reason": "reader_lost"})
+            raise
+
+    async def _poll(self) -> None:
+        """One poll. Raises when the reader is lost: its port is gone, or ``missing_after`` polls in a
+        row went unanswered."""
+        try:
+            await self._poll_once()
+        except e.ReaderMissing:
+            raise
+        except e.NoReply as exc:
+            self._count_failure(exc)
+            self._silent_polls += 1
+            if self._silent_polls >= self.config.missing_after:
+                raise e.ReaderMissing(exc.message) from exc  # silent that long: as good as unplugged
+        except e.CardReaderError as exc:
+            self._silent_polls = 0
+            self._count_failure(exc)
+        else:
+            self._failures = self._silent_polls = 0
+            self._supervisor.ok()
+
+    def _classify(self, exc: Exception, serving: bool) -> Health:
+        if not isinstance(exc, e.CardReaderError):
+            self.stats["internal_error"] += 1
+            return Health(HealthStatus.DEGRADED, "internal error in the card reader driver (see log)")
+        # Absent or silent: missing. Answering, but with errors or corrupted frames: there but unusable,
+        # degraded (a SAM failing its self-test, a noisy cable).
+        absent = isinstance(exc, e.ReaderMissing | e.NoReply) and not isinstance(exc, e.TruncatedFrame)
+        return Health(HealthStatus.MISSING if absent else HealthStatus.DEGRADED, exc.message)
+
+    async def _close(self) -> None:
+        await self._call(self._disconnect)
 
     def _connect(self) -> None:
         assert self._transport is not None and self._link is not None
@@ -251,28 +246,18 @@ class CardReader(Peripheral):
             self.sam_id = self._link.sam_id()
         except e.SamStatusError:
             self.sam_id = None  # some readers do not tell: not a reason to refuse them
-        self._connected = True
         self.stats["connects"] += 1
 
     def _disconnect(self) -> None:
         if self._transport is not None:
             self._transport.close()
-        self._connected = False
-
-    async def _lose(self, reason: str) -> None:
-        await self._call(self._disconnect)
-        self.stats["lost"] += 1
-        self._set_health(HealthStatus.MISSING, reason)
-        if self._card_present:
-            self._card_present = False
-            await self._send("card.removed", {"reader": self.name, "reason": "reader_lost"})
 
     def _count_failure(self, exc: e.CardReaderError) -> None:
         self._failures += 1
         self.stats[exc.code] += 1
         log.debug("card reader poll failed: %s", exc)
         if self._failures >= self.config.degraded_after:
-            self._set_health(
+            self._supervisor.set_health(
                 HealthStatus.DEGRADED, f"{self._failures} failed polls in a row, last: {exc.message}"
             )
 

@@ -37,6 +37,7 @@ from kiosk_core.backoff import equal_jitter
 from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, KioskError
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.supervisor import DeviceSupervisor, supervise, wait_or_wake
 
 log = logging.getLogger("kiosk.drivers.switcher")
 
@@ -95,7 +96,15 @@ class Switcher(Peripheral):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._emit: EventSink | None = None
-        self._health = Health(HealthStatus.MISSING, "not started")
+        self._supervisor = DeviceSupervisor(
+            name,
+            base_s=config.backoff_s,
+            cap_s=config.reconnect_cap_s,
+            classify=self._classify,
+            is_device_error=lambda exc: isinstance(exc, SwitcherError),
+            logger=log,
+        )
+        self._lost_reason = ""  # why the connection went, for the supervisor's health
         self.info = DeviceInfo(inputs=config.inputs, outputs=config.outputs)
         self.last_route: dict[str, Any] | None = None
 
@@ -125,7 +134,10 @@ class Switcher(Peripheral):
             )
             await self.simulator.start_tcp()
         if self._task is None:
-            self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
+            self._task = asyncio.create_task(
+                supervise(self._supervisor, self._session, close=self._drop_connection, wake=self._wake),
+                name=f"{self.name}-supervisor",
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -135,20 +147,15 @@ class Switcher(Peripheral):
         if self.simulator is not None:
             await self.simulator.stop()
             self.simulator = None
-        self._health = Health(HealthStatus.MISSING, "stopped")
+        self._supervisor.reset("stopped")
 
     # --- health ------------------------------------------------------------------------------------
 
     def health(self) -> Health:
-        return self._health
+        return self._supervisor.health
 
     def _set_health(self, status: HealthStatus, reason: str) -> None:
-        if (status, reason) != (self._health.status, self._health.reason):
-            if status is not HealthStatus.OK:
-                log.warning("%s %s: %s", self.name, status, reason)
-            elif self._health.status is not HealthStatus.OK:
-                log.info("%s ok: %s", self.name, reason)
-            self._health = Health(status, reason)
+        self._supervisor.set_health(status, reason)
 
     @property
     def where(self) -> str:
@@ -164,6 +171,7 @@ class Switcher(Peripheral):
     # --- connection --------------------------------------------------------------------------------
 
     def _lost(self, why: str) -> None:
+        self._lost_reason = self._transport.missing(why).message if self._transport else why
         self._wake.set()
 
     async def _drop_connection(self) -> None:
@@ -173,6 +181,7 @@ class Switcher(Peripheral):
 
     async def _connect(self) -> None:
         await self._drop_connection()
+        self._lost_reason = ""
         transport = self._make_transport()
         self._transport = transport
         transport.on_lost = self._lost
@@ -227,7 +236,7 @@ class Switcher(Peripheral):
                 line = await transport.read_line(max(0.0, deadline - time.monotonic()))
             except SwitcherTimeout:
                 # The link stays open: a late reply is discarded by the next exchange, and a switcher
-                # that stays silent is re-opened by the idle check in _supervise.
+                # that stays silent is re-opened by the idle check in _session.
                 raise SwitcherTimeout(
                     f"no reply from the switcher at {transport.where} within "
                     f"{self.config.timeout_s:g} s to {shorten(command)}: {transport.hint}",
@@ -241,57 +250,35 @@ class Switcher(Peripheral):
             device=self.name,
         )
 
-    async def _supervise(self) -> None:
-        attempt = 0
+    async def _session(self) -> None:
+        """One connection: open and identify the switcher (unless ``route()`` just did), then check it
+        while idle. Raises when it fails or the connection drops."""
+        if self._transport is None or not self._transport.is_open:
+            async with self._lock:
+                await self._connect()
+        self._set_health(HealthStatus.OK, self._ok_reason())
         while True:
+            self._wake.clear()
             if self._transport is None or not self._transport.is_open:
-                try:
-                    async with self._lock:
-                        await self._connect()
-                    attempt = 0
-                except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any one failure
-                    if isinstance(exc, SwitcherError):
-                        # Not there or silent: missing. There but talking nonsense: degraded.
-                        missing = isinstance(exc, SwitcherMissing | SwitcherTimeout)
-                        self._set_health(
-                            HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message
-                        )
-                    else:
-                        log.exception("%s: unexpected failure while connecting", self.name)
-                        self._set_health(HealthStatus.DEGRADED, f"driver fault while connecting: {exc!r}")
-                    await self._drop_connection()
-                    attempt += 1
-                    await self._sleep_or_wake(
-                        equal_jitter(attempt, self.config.backoff_s, self.config.reconnect_cap_s)
-                    )
-                    continue
-            woke = await self._sleep_or_wake(self.config.poll_interval_s)
+                raise SwitcherMissing(self._lost_reason or f"switcher at {self.where}: connection lost")
+            woke = await wait_or_wake(self.config.poll_interval_s, self._wake)
             if woke or self._lock.locked():
                 continue
-            try:
-                async with self._lock:
-                    await self._identify()
-                self._set_health(HealthStatus.OK, self._ok_reason())
-            except SwitcherMissing as exc:
-                self._set_health(HealthStatus.MISSING, exc.message)
-                await self._drop_connection()
-            except SwitcherError as exc:
-                self._set_health(HealthStatus.DEGRADED, f"idle check failed: {exc.message}")
-                await self._drop_connection()
-            except Exception as exc:  # noqa: BLE001
-                log.exception("%s: unexpected failure in the idle check", self.name)
-                self._set_health(HealthStatus.DEGRADED, f"driver fault in the idle check: {exc!r}")
-                await self._drop_connection()
+            async with self._lock:
+                await self._identify()
+            self._set_health(HealthStatus.OK, self._ok_reason())
 
-    async def _sleep_or_wake(self, seconds: float) -> bool:
-        self._wake.clear()
-        if self._transport is not None and not self._transport.is_open:
-            return True  # it dropped while we were busy: the wake-up was already spent
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-            return True
-        except TimeoutError:
-            return False
+    def _classify(self, exc: Exception, serving: bool) -> Health:
+        if not isinstance(exc, SwitcherError):
+            where = "in the idle check" if serving else "while connecting"
+            return Health(HealthStatus.DEGRADED, f"driver fault {where}: {exc!r}")
+        if serving:  # the switcher had answered: only a vanished link makes it missing
+            if isinstance(exc, SwitcherMissing):
+                return Health(HealthStatus.MISSING, exc.message)
+            return Health(HealthStatus.DEGRADED, f"idle check failed: {exc.message}")
+        # Not there or silent: missing. There but talking nonsense: degraded.
+        missing = isinstance(exc, SwitcherMissing | SwitcherTimeout)
+        return Health(HealthStatus.MISSING if missing else HealthStatus.DEGRADED, exc.message)
 
     # --- routing -----------------------------------------------------------------------------------
 
@@ -354,6 +341,7 @@ class Switcher(Peripheral):
                 last = exc
                 self._set_health(HealthStatus.MISSING, exc.message)
                 await self._drop_connection()
+                self._lost_reason = exc.message
                 self._wake.set()
             except SwitcherError as exc:
                 last = exc
