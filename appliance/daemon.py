@@ -294,6 +294,7 @@ class Appliance:
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
+        watch_slow_callbacks(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
@@ -315,7 +316,9 @@ class Appliance:
         """SIGHUP: re-read the file (plus the stored platform overlay); keep running on errors."""
         self.notifier.reloading()
         try:
-            new = config_mod.load(self.config_path, overlay=self.desired.overlay or None)
+            new = await asyncio.to_thread(
+                config_mod.load, self.config_path, overlay=self.desired.overlay or None
+            )
         except ConfigError as exc:
             log.error("reload refused, still running the previous config:\n%s", exc)
             self.notifier.ready(self._status_line())
@@ -374,7 +377,9 @@ class Appliance:
             if version < self.desired.version:
                 log.info("config/desired v%d ignored: v%d is already applied", version, self.desired.version)
             return
-        new, errors, changed = evaluate(self.config_path, self.config, version, overlay)
+        new, errors, changed = await asyncio.to_thread(
+            evaluate, self.config_path, self.config, version, overlay
+        )
         if new is None:
             log.warning("config/desired v%d rejected:\n  %s", version, "\n  ".join(errors))
             await self._report(
@@ -396,7 +401,7 @@ class Appliance:
             "restart_required": restart,
         }
         try:
-            self.desired.save(version, overlay, report)
+            await self.desired.save(version, overlay, report)
         except OSError as exc:
             log.error("config/desired v%d could not be stored: %s", version, exc)
             await self._report(
@@ -650,6 +655,22 @@ class Appliance:
             else:
                 log.error("watchdog: a critical loop is not alive; not petting the watchdog")
             await asyncio.sleep(interval)
+
+
+def watch_slow_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    """``KIOSK_ASYNCIO_SLOW_MS``: with asyncio's debug mode on (``PYTHONASYNCIODEBUG=1``), asyncio logs
+    every callback that holds the loop longer than this ("Executing <...> took N seconds"). The fleet
+    link's budget is 50 ms; tests/test_loop_blocking.py uses this. Unset, nothing changes."""
+    value = os.environ.get("KIOSK_ASYNCIO_SLOW_MS")
+    if not value:
+        return
+    try:
+        loop.slow_callback_duration = float(value) / 1000
+    except ValueError:
+        log.warning("KIOSK_ASYNCIO_SLOW_MS=%r ignored: not a number of milliseconds", value)
+        return
+    state = "on" if loop.get_debug() else "off (set PYTHONASYNCIODEBUG=1)"
+    log.warning("asyncio debug %s: callbacks holding the loop over %s ms are logged", state, value)
 
 
 def main(config_path: str | None = None) -> int:

@@ -10,6 +10,7 @@ restart, and the report says which.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -69,10 +70,14 @@ class DesiredStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("config: stored desired config %s unreadable (%s); ignoring it", self.path, exc)
 
-    def save(self, version: int, overlay: dict[str, Any], report: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    async def save(self, version: int, overlay: dict[str, Any], report: dict[str, Any]) -> None:
+        """Store the applied overlay crash-safely, then make it the current one. The file is written in a
+        thread (temp file, fsync, rename, fsync of the directory): the event loop carries the fleet link.
+        Raises ``OSError`` and leaves the current version as it was if the file cannot be written."""
         doc = {"version": version, "config": overlay, "report": report, "stored_at": time.time()}
-        write_atomic(self.path, json.dumps(doc, ensure_ascii=False, indent=1).encode())
+        await asyncio.to_thread(
+            write_atomic, self.path, json.dumps(doc, ensure_ascii=False, indent=1).encode()
+        )
         self.version, self.overlay, self.last_report = version, overlay, report
 
 
@@ -93,7 +98,9 @@ def parse_desired(payload: bytes) -> tuple[int, dict[str, Any]]:
 def evaluate(
     base_path: Path, current: KioskConfig, version: int, overlay: dict[str, Any]
 ) -> tuple[KioskConfig | None, list[str], list[str]]:
-    """Validate an overlay. Returns (new config or None, errors, changed keys)."""
+    """Validate an overlay. Returns (new config or None, errors, changed keys).
+
+    Blocking (reads and validates the config file): the daemon runs it in a thread."""
     touched = flatten(overlay)
     errors = [
         f"{k}: may not be changed remotely"

@@ -16,6 +16,9 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 
 Events go to the appliance with ``LocalBus.publish_event`` (durable); the retained
 ``kiosk/local/state/media`` carries health and telemetry every ``state_interval_s``.
+
+The event loop carries the local bus, so disk work (stills, the recording index, creating folders,
+closing segments) and CPU work (JPEG encoding, hashing) run in worker threads.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ ROLES = ("main", "backup")
 def role_name(src: FrameSource) -> str:
     """A file-name-safe name of a source (its role, or doccam)."""
     return re.sub(r"[^a-z0-9_]", "_", src.name.lower())[:32]
+
+
+def store_still(frame: Any, path: Path, quality: int = 85) -> tuple[int, str]:
+    """Encode a frame as JPEG and write it crash-safely (blocking): (size, SHA-256 hex)."""
+    data = encode_jpeg(frame, quality)
+    write_atomic(path, data)
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _session_id(params: dict[str, Any]) -> str:
@@ -132,6 +142,7 @@ class MediaService:
         self._stopping = asyncio.Event()
         self.started_at = time.time()
         self._snapshots = 0
+        self._disk: dict[str, Any] = {}  # refreshed in a thread before each state publish
         self.notifier = Notifier()  # systemd: READY once serving, WATCHDOG while frames flow
 
     # --- events ----------------------------------------------------------------------------------
@@ -222,6 +233,7 @@ class MediaService:
         if self.mcfg.push.url:
             with contextlib.suppress(CommandError):
                 await self.rpc_push_start({})
+        self._disk = await asyncio.to_thread(self.disk_usage)
         self.publish_state()
         self.notifier.ready(f"sources: {', '.join(self.sources) or 'none (slate)'}")
 
@@ -256,7 +268,7 @@ class MediaService:
             outputs = {name: old.outputs(name) for name in old.encoders}
             await asyncio.to_thread(old.stop, 0.5)
         if self.recorder is not None:
-            self.recorder.cut()
+            await asyncio.to_thread(self.recorder.cut)  # may wait for the segment-sync thread
         self.pipeline = self._new_pipeline()
         for name, outs in outputs.items():
             for out in outs:
@@ -283,7 +295,7 @@ class MediaService:
         await asyncio.sleep(0.1)
         await self.bus.stop()
         if self.index is not None:
-            self.index.close()
+            await asyncio.to_thread(self.index.close)
 
     async def run(self) -> int:
         await self.start()
@@ -326,12 +338,6 @@ class MediaService:
                 **self.doccam.stats(),
                 "health": self.doccam.health().as_dict(),
             }
-        disk: dict[str, Any] = {}
-        if self.index is not None:
-            with contextlib.suppress(Exception):
-                disk["recordings_bytes"] = self.index.total_bytes()
-        if self.retention is not None:
-            disk["free_bytes"] = self.retention.free_bytes()
         uplink: dict[str, Any] = {"state": "off"}
         if self.push is not None:
             try:
@@ -347,10 +353,20 @@ class MediaService:
             "pipeline": pstats,
             "recording": self.recorder.stats() if self.recorder else None,
             "uplink": uplink,
-            "disk": disk,
+            "disk": self._disk,
             "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0,
             **({"audio": self.audio.stats()} if self.audio is not None else {}),
         }
+
+    def disk_usage(self) -> dict[str, Any]:
+        """Bytes recorded (the index, which a segment-sync thread may hold) and free space: blocking."""
+        disk: dict[str, Any] = {}
+        if self.index is not None:
+            with contextlib.suppress(Exception):
+                disk["recordings_bytes"] = self.index.total_bytes()
+        if self.retention is not None:
+            disk["free_bytes"] = self.retention.free_bytes()
+        return disk
 
     def publish_state(self) -> None:
         self.bus.publish(STATE_TOPIC, self.state(), retain=True)
@@ -362,6 +378,7 @@ class MediaService:
         while True:
             await asyncio.sleep(period)
             try:
+                self._disk = await asyncio.to_thread(self.disk_usage)
                 self.publish_state()
             except Exception:  # noqa: BLE001 - telemetry must not stop the process
                 log.exception("state publish failed")
@@ -389,7 +406,9 @@ class MediaService:
         rendition = self.mcfg.renditions[rec_cfg.rendition]
         if self.index is not None:
             await asyncio.to_thread(self.index.mark_active, sid)
-        self.recorder = SegmentRecorder(
+        # The constructor creates the session's folder and starts the segment-sync thread.
+        self.recorder = await asyncio.to_thread(
+            SegmentRecorder,
             self.recordings_dir / sid,
             session_id=sid,
             container=rec_cfg.container,
@@ -444,20 +463,18 @@ class MediaService:
             raise CommandError(
                 503, f"source {name} has no recent frame ({src.health().reason or 'no frames yet'})"
             )
-        data = await asyncio.to_thread(encode_jpeg, captured.frame, 85)
         now = time.time()
         self._snapshots += 1
         path = self.stills_dir / (
             time.strftime(f"snap-{role_name(src)}-%Y%m%dT%H%M%S", time.gmtime(now))
             + f".{int(now * 1000) % 1000:03d}-{self._snapshots:04d}.jpg"
         )
-        self.stills_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_atomic, path, data)
+        size, sha256 = await asyncio.to_thread(store_still, captured.frame, path)
         return {
             "source": name,
             "path": str(path),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
+            "sha256": sha256,
+            "size": size,
             "width": captured.frame.width,
             "height": captured.frame.height,
         }
@@ -526,9 +543,13 @@ class MediaService:
         sid = _session_id(params)
         index = self._need_index()
         out = self.media_dir / "exports" / f"{sid}.mp4"
-        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def export() -> Any:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return index.export(sid, out)
+
         try:
-            res = await asyncio.to_thread(index.export, sid, out)
+            res = await asyncio.to_thread(export)
         except LookupError as exc:
             raise CommandError(404, str(exc)) from None
         return {
@@ -551,7 +572,7 @@ class MediaService:
             check_upload_url(url)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        if not index.segments(sid):
+        if not await asyncio.to_thread(index.segments, sid):
             raise CommandError(404, f"no recording for session {sid}")
 
         async def run() -> None:

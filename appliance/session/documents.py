@@ -7,6 +7,9 @@ reordered or the file truncated unnoticed). A chunk read for the platform decryp
 touches. Wiping a session deletes its files and drops the key; files left behind by a crash or power cut
 cannot be decrypted by anyone and are deleted at the next start (crypto-shredding).
 
+Every method that touches the disk or encrypts is blocking: the session service calls them in worker
+threads (``appliance.session.service.off_loop``), never on the event loop that carries the fleet link.
+
 File layout of ``{root}/{session_id}/{doc_id}.bin`` (and ``.pending`` before the villager accepts it)::
 
     b"KSD1" | segment size (u32 BE) | total length (u64 BE) | sha256 of the plaintext (32 bytes)

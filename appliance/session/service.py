@@ -3,7 +3,9 @@ time, and carries out its effects (fleet events, document camera, encrypted docu
 
 Everything that touches the machine runs under one lock, so the order of fleet events is the order of
 transitions. Slow work (the document camera, sealing an image) runs outside the lock and comes back
-through it, where the machine decides whether the answer is still wanted.
+through it, where the machine decides whether the answer is still wanted. Disk work (the encrypted
+store, the session marker) never runs on the event loop, which also carries the fleet link: it runs in a
+thread while the lock is held, so effects still happen one after another in the machine's order.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
@@ -51,6 +53,21 @@ STATE_NAME = "session"
 MAX_INTENT_BYTES = 4096
 SCHEMA_VERSION = 1
 CAPTURE_TIMEOUT_S = 15.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` in a worker thread, run to its end even if the caller is cancelled meanwhile (as it would
+    have on the loop): a caller holding the session lock keeps it until the disk work is really over."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
 
 
 class SessionService(Subsystem):
@@ -157,9 +174,10 @@ class SessionService(Subsystem):
                 },
             )
         with contextlib.suppress(OSError):
-            self._active_marker.unlink()
+            await asyncio.to_thread(self._active_marker.unlink)
 
     def _mark_active(self, session_id: str | None) -> None:
+        """Write or remove the marker (blocking: temp file, fsync, rename; run it through ``off_loop``)."""
         try:
             if session_id is None:
                 with contextlib.suppress(FileNotFoundError):
@@ -168,6 +186,11 @@ class SessionService(Subsystem):
                 write_atomic(self._active_marker, json.dumps({"session_id": session_id}).encode())
         except OSError as exc:
             self.ctx.log.warning("session: cannot update %s: %s", self._active_marker, exc)
+
+    def _wipe(self, session_id: str) -> None:
+        """The session's documents and key, then its marker (blocking: run it through ``off_loop``)."""
+        self.documents.wipe(session_id)
+        self._mark_active(None)
 
     def health(self) -> Mapping[str, Health]:
         problems = []
@@ -301,21 +324,21 @@ class SessionService(Subsystem):
             try:
                 if isinstance(eff, Emit):
                     if eff.type == "session.started":
-                        self._mark_active(eff.data["session_id"])
+                        await off_loop(self._mark_active, eff.data["session_id"])
                         # Every service session is recorded for later review (回溯).
                         self._spawn(self._recording("record_start", {"session_id": eff.data["session_id"]}))
                     await self.ctx.emit(eff.type, eff.data)
                 elif isinstance(eff, CaptureDocument):
                     self._spawn(self._capture(eff))
                 elif isinstance(eff, KeepCapture):
-                    self.documents.keep(eff.session_id, eff.doc_id)
+                    await off_loop(self.documents.keep, eff.session_id, eff.doc_id)
                 elif isinstance(eff, DropCapture):
-                    self.documents.drop_pending(eff.session_id, eff.doc_id)
+                    await off_loop(self.documents.drop_pending, eff.session_id, eff.doc_id)
                 elif isinstance(eff, DropDocument):
-                    self.documents.drop(eff.session_id, eff.doc_id)
+                    await off_loop(self.documents.drop, eff.session_id, eff.doc_id)
                 elif isinstance(eff, WipeSession):
-                    self.documents.wipe(eff.session_id)
-                    self._mark_active(None)
+                    # Awaited here, so the wipe is over before the state topic says the session ended.
+                    await off_loop(self._wipe, eff.session_id)
                     self._spawn(self._recording("record_stop", {}))
                 elif isinstance(eff, RunSelfTest):
                     self._spawn(self._self_test(eff.peripheral))
@@ -374,16 +397,17 @@ class SessionService(Subsystem):
                 try:
                     if self.machine.session is None or self.machine.session.id != eff.session_id:
                         raise DocumentStoreError("session ended during the capture")
-                    self.documents.write_pending(sealed)
+                    await off_loop(self.documents.write_pending, sealed)
                 except DocumentStoreError as exc:
                     error, sealed = str(exc), None
             effects = self.machine.capture_finished(
                 eff.session_id, eff.doc_id, eff.attempt, image=sealed.meta if sealed else None, error=error
             )
             if effects is None:
-                self.documents.drop_pending(eff.session_id, eff.doc_id)
                 if self.machine.session is None or self.machine.session.id != eff.session_id:
-                    self.documents.wipe(eff.session_id)
+                    await off_loop(self.documents.wipe, eff.session_id)  # the pending file with the rest
+                else:
+                    await off_loop(self.documents.drop_pending, eff.session_id, eff.doc_id)
                 return
             await self._run(effects)
             self._publish()
@@ -515,8 +539,8 @@ class SessionService(Subsystem):
             if offset > doc.image["bytes"]:
                 raise BadRequest(f"offset: {offset} is beyond the document's {doc.image['bytes']} bytes")
             try:
-                chunk, total, digest = await asyncio.to_thread(
-                    self.documents.read, session_id, doc.doc_id, offset, length
+                chunk, total, digest, chunk_sha256, data = await asyncio.to_thread(
+                    self._read_chunk, session_id, doc.doc_id, offset, length
                 )
             except DocumentStoreError as exc:
                 raise CommandError(500, f"document {doc.doc_id}: {exc}") from None
@@ -528,10 +552,23 @@ class SessionService(Subsystem):
             "length": len(chunk),
             "total_bytes": total,
             "sha256": digest,
-            "chunk_sha256": hashlib.sha256(chunk).hexdigest(),
-            "data": base64.b64encode(chunk).decode("ascii"),
+            "chunk_sha256": chunk_sha256,
+            "data": data,
             "eof": offset + len(chunk) >= total,
         }
+
+    def _read_chunk(
+        self, session_id: str, doc_id: str, offset: int, length: int
+    ) -> tuple[bytes, int, str, str, str]:
+        """Decrypt a chunk, hash it and encode it for the reply (blocking, up to ``doc_chunk_max`` bytes)."""
+        chunk, total, digest = self.documents.read(session_id, doc_id, offset, length)
+        return (
+            chunk,
+            total,
+            digest,
+            hashlib.sha256(chunk).hexdigest(),
+            base64.b64encode(chunk).decode("ascii"),
+        )
 
     async def _catalog_set(self, params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(params, dict):
