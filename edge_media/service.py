@@ -48,10 +48,12 @@ from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.localbus import STATE_PREFIX, LocalBus
 from kiosk_core.sdnotify import Notifier
+from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.media")
 
 STATE_TOPIC = f"{STATE_PREFIX}/media"
+EVENT_QUEUE = 1000
 SESSION_ID = re.compile(r"^[\w.:-]{1,128}$")
 ROLES = ("main", "backup")
 
@@ -138,7 +140,12 @@ class MediaService:
         self.retention: Any = None
         self.watchdog: Watchdog | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("media", log)
+        # Events from capture, pipeline and recorder threads wait here for the one sender task, in
+        # order. Bounded: when 1,000 are waiting (the appliance unreachable for a long time) newer
+        # ones are dropped, counted in `events_dropped` and logged.
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(EVENT_QUEUE)
+        self.events_dropped = 0
         self._stopping = asyncio.Event()
         self.started_at = time.time()
         self._snapshots = 0
@@ -158,12 +165,23 @@ class MediaService:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._spawn, self.emit(type, data))
+                loop.call_soon_threadsafe(self._queue_event, type, data)
+
+    def _queue_event(self, type: str, data: dict[str, Any]) -> None:
+        try:
+            self._events.put_nowait((type, data))
+        except asyncio.QueueFull:
+            self.events_dropped += 1
+            if self.events_dropped in (1, 10, 100) or self.events_dropped % 1000 == 0:
+                log.warning("event queue full: dropped %s (%d dropped so far)", type, self.events_dropped)
+
+    async def _send_events(self) -> None:
+        while True:
+            type, data = await self._events.get()
+            await self.emit(type, data)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -226,6 +244,7 @@ class MediaService:
             restart=self.restart_pipeline,
             emit=self.emit,
         )
+        self._spawn(self._send_events())
         self._spawn(self.watchdog.run())
         self._spawn(self._publish_state_loop())
         if self.retention is not None:
@@ -281,8 +300,7 @@ class MediaService:
         if self.recorder is not None:
             with contextlib.suppress(CommandError):
                 await self.rpc_record_stop({})
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.close()
         if self.pipeline is not None:
             await asyncio.to_thread(self.pipeline.stop)
         for src in self.sources.values():

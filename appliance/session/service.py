@@ -45,6 +45,7 @@ from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import INTENT_PREFIX, decode_json_object
+from kiosk_core.tasks import TaskSet
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig
@@ -90,7 +91,7 @@ class SessionService(Subsystem):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("session", self.ctx.log)
         self._started = False
         self.sessions_started = 0
         self.intents_rejected = 0
@@ -132,8 +133,7 @@ class SessionService(Subsystem):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
             self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.close()
         async with self._lock:
             await self._run(self.machine.stop())
             self._publish()
@@ -357,9 +357,7 @@ class SessionService(Subsystem):
                 self.ctx.log.warning("session: media %s failed (%s): %s", method, exc.status, exc)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def _capture(self, eff: CaptureDocument) -> None:
         sealed, error, source = None, None, None
