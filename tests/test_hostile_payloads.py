@@ -47,7 +47,7 @@ def test_the_decoder_turns_every_hostile_payload_into_a_value_error():
     assert decode_json_object(ok)["a"]
 
 
-async def _publish_all(port: int, topic: str, payloads: list[bytes], *, reply_to: str | None = None) -> None:
+async def publish_all(port: int, topic: str, payloads: list[bytes], *, reply_to: str | None = None) -> None:
     conn = MqttConnection(host="127.0.0.1", port=port, client_id=f"hostile-{uuid.uuid4().hex[:6]}")
     await conn.connect()
     try:
@@ -73,11 +73,11 @@ async def test_hostile_payloads_on_every_appliance_topic_change_nothing(
 
         # More poison events than the intake's window of unacknowledged messages (256): before the
         # fix, intake stopped for good after ~256 of them, and a restart did not help.
-        await _publish_all(bus_broker.port, EVENT_TOPIC, [NESTED_LIST] * 300 + HOSTILE)
+        await publish_all(bus_broker.port, EVENT_TOPIC, [NESTED_LIST] * 300 + HOSTILE)
         for topic in ("kiosk/local/state/media", "kiosk/local/intent/select_item", "kiosk/local/intent/x"):
-            await _publish_all(bus_broker.port, topic, HOSTILE)
+            await publish_all(bus_broker.port, topic, HOSTILE)
         rpc = [p for p in HOSTILE if p]  # an empty RPC body means "no parameters"
-        await _publish_all(bus_broker.port, "kiosk/local/rpc/sim/status", rpc, reply_to="test/replies")
+        await publish_all(bus_broker.port, "kiosk/local/rpc/sim/status", rpc, reply_to="test/replies")
 
         # Command bodies: each one gets a 400 naming the problem.
         for body in HOSTILE[:-1]:  # an empty body is a valid command without parameters
@@ -111,7 +111,7 @@ async def test_an_appliance_restart_after_poison_events_takes_new_events(
     app = ApplianceProcess(kiosk_config, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)
-        await _publish_all(bus_broker.port, EVENT_TOPIC, [NESTED_OBJECT] * 260)
+        await publish_all(bus_broker.port, EVENT_TOPIC, [NESTED_OBJECT] * 260)
         await produce(bus_broker.port, [{"type": "test.before_restart", "data": {}, "id": "r-1"}])
         await platform.wait_for(lambda: platform.events("test.before_restart"), timeout_s=15, what="event")
         assert app.terminate() == 0
@@ -135,12 +135,38 @@ async def test_a_handler_that_raises_is_counted_and_the_bus_goes_on(bus_broker: 
     bus.subscribe("test/t", handler)
     await bus.start()
     try:
-        await _publish_all(bus_broker.port, "test/t", [b"boom"] * 20 + [b"ok"])
+        await publish_all(bus_broker.port, "test/t", [b"boom"] * 20 + [b"ok"])
         for _ in range(100):
             if seen:
                 break
             await asyncio.sleep(0.05)
         assert seen == [b"ok"]
         assert bus.link.failed == 20 and bus.alive
+    finally:
+        await bus.stop()
+
+
+async def test_a_burst_is_handled_by_a_fixed_number_of_tasks(bus_broker: Mosquitto):
+    """No task per message: 2,000 messages to a slow handler never raise the task count above the
+    link's workers, and every one is handled."""
+    bus = LocalBus("127.0.0.1", bus_broker.port, name="burst")
+    handled: list[bytes] = []
+
+    async def slow(msg) -> None:
+        await asyncio.sleep(0.002)
+        handled.append(msg.payload)
+
+    bus.subscribe("test/burst", slow)
+    await bus.start()
+    try:
+        baseline = len(asyncio.all_tasks())
+        peak = baseline
+        sender = asyncio.create_task(publish_all(bus_broker.port, "test/burst", [b"{}"] * 2000))
+        while len(handled) < 2000:
+            peak = max(peak, len(asyncio.all_tasks()))
+            await asyncio.sleep(0.005)
+        await sender
+        assert peak - baseline <= 3, f"tasks grew from {baseline} to {peak} during the burst"
+        assert len(handled) == 2000 and bus.link.failed == 0
     finally:
         await bus.stop()

@@ -416,3 +416,28 @@ def test_platform_command_params_are_checked_before_anything_is_forwarded() -> N
         assert out == params and all(isinstance(v, str) and 0 < len(v) <= 1000 for v in out.values())
 
     run()
+
+
+async def test_hostile_rpc_payloads_get_400_and_the_media_process_goes_on(
+    media, bus_broker: Mosquitto
+) -> None:
+    """Nested, truncated, non-UTF-8, NaN and oversized requests on every media RPC method: each is
+    answered 400, and the process still records and answers afterwards."""
+    from test_hostile_payloads import HOSTILE, publish_all
+
+    service, bench = media
+    replies: list[dict] = []
+    bench.bus.subscribe("test/media-replies", lambda m: replies.append(json.loads(m.payload)))
+    await bench.bus.wait_connected(5)
+    await asyncio.sleep(0.2)  # the subscription is in place
+    methods = ["status", "record_start", "record_stop", "snapshot", "doccam_capture", "push_start"]
+    methods += ["push_stop", "export", "upload", "sim"]
+    bodies = [b for b in HOSTILE if b]  # an empty body means "no parameters"
+    for method in methods:
+        await publish_all(
+            bus_broker.port, f"kiosk/local/rpc/media/{method}", bodies, reply_to="test/media-replies"
+        )
+    await bench.wait_for(lambda: len(replies) >= len(methods) * len(bodies), within_s=15)
+    assert {r["status"] for r in replies} == {400}, [r for r in replies if r["status"] != 400][:3]
+    assert service.recorder is None and service.push is None
+    assert (await bench.call("status"))["running"] is True

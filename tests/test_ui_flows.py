@@ -471,10 +471,18 @@ async def test_unreadable_state_is_ignored_and_the_screen_stays(kiosk: Kiosk):
     await kiosk.show(SAMPLES["identify"])
     conn = kiosk.feed.bus.link.connection
     assert conn is not None
-    for junk in (b"\xff\xfe not utf-8", b"[1, 2]", b'{"screen": ', b"x" * 300_000):
+    nested = b'{"screen":' + b"[" * 1100 + b"]" * 1100 + b"}"
+    for junk in (
+        b"\xff\xfe not utf-8",
+        b"[1, 2]",
+        b'{"screen": ',
+        b"x" * 300_000,
+        nested,
+        b'{"screen": NaN}',
+    ):
         await conn.publish("kiosk/local/state/session", junk, qos=1, retain=True)
     await kiosk.pilot.pause(0.3)
-    assert kiosk.app.screen_name == "identify" and kiosk.app.link.rejected == 4
+    assert kiosk.app.screen_name == "identify" and kiosk.app.link.rejected == 6
     await kiosk.feed.session("no_such_screen", ["end"])  # a newer appliance than this UI
     await wait_until(kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", what="unknown screen")
     assert "界面与服务程序版本不一致" in kiosk.text
