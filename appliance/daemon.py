@@ -86,7 +86,6 @@ class Appliance:
         self.notifier = Notifier()
         self.log = log
         self._listeners: list[tuple[str, Listener]] = []
-        self._bus_subs: list[tuple[str, BusHandler]] = []
         self.subsystems: list[Subsystem] = []
         self._subsystem_errors: dict[str, str] = {}
         self._tasks = TaskSet("appliance", log)

@@ -40,9 +40,6 @@ FORWARDED: dict[str, tuple[str, float]] = {
     "media.record.export": ("export", 900.0),
     "media.record.upload": ("upload", 10.0),
 }
-# Long work: the platform gets 202 at once and the result as ``command.completed`` (export) or as the
-# media process's own upload events (upload).
-LONG = ("media.record.export", "media.record.upload")
 
 
 class SnapshotParams(Params):

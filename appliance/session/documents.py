@@ -95,9 +95,6 @@ class DocumentStore:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
 
-    def has_session(self, session_id: str) -> bool:
-        return session_id in self._keys
-
     # --- writing -----------------------------------------------------------------------------------
 
     def seal_file(

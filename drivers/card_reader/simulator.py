@@ -145,9 +145,6 @@ class SamEmulator:
 
     # --- control API -----------------------------------------------------------------------------
 
-    def sample_names(self) -> list[str]:
-        return list(SAMPLES)
-
     def present_card(self, name: str) -> None:
         card = sample(name)  # KeyError naming the samples for an unknown one
         with self._lock:
