@@ -186,6 +186,7 @@ class Appliance:
             cfg.storage.data_dir / "outbox.sqlite3",
             quota_bytes=int(cfg.storage.outbox_quota_mb * 1e6),
             clock_synced=sysinfo.clock_synced,
+            boot_id=self.boot_id,
         )
         self.bus = LocalBus(
             cfg.bus.host,

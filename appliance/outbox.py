@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
     synced INTEGER NOT NULL,
     type TEXT NOT NULL,
     data TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    boot TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS seen (producer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, wall REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_wall ON seen(wall);
@@ -71,11 +72,14 @@ class StoredEvent:
     synced: bool
     type: str
     data: str  # JSON text, already validated
+    boot: str = ""  # the boot that stored it ('' for rows stored before the column existed)
 
-    def message(self, boot_id: str) -> bytes:
-        """The fleet ``event`` payload (see docs/mqtt.md)."""
+    def message(self, sender_boot: str) -> bytes:
+        """The fleet ``event`` payload (see docs/mqtt.md). ``ts.boot_id`` is the boot whose monotonic
+        clock ``ts.mono`` is: the one that stored the event (older rows: the sender's)."""
         # Formatted by hand: this runs for every event sent, and data is stored as JSON text already.
         synced = "true" if self.synced else "false"
+        boot_id = self.boot or sender_boot
         return (
             f'{{"epoch":{self.epoch},"seq":{self.seq},"ts":{{"wall":{self.wall:.3f},"mono":{self.mono:.3f},'
             f'"boot_id":"{boot_id}","time_synced":{synced}}},"type":{json.dumps(self.type)},"data":{self.data}}}'
@@ -96,8 +100,11 @@ class _Pending:
 class Outbox:
     """Durable, ordered, de-duplicated event store. Create with ``await Outbox.open(...)``."""
 
-    def __init__(self, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False) -> None:
+    def __init__(
+        self, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False, boot_id: str = ""
+    ) -> None:
         self.path = path
+        self.boot_id = boot_id
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -119,8 +126,10 @@ class Outbox:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False) -> Outbox:
-        box = cls(path, quota_bytes=quota_bytes, clock_synced=clock_synced)
+    async def open(
+        cls, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False, boot_id: str = ""
+    ) -> Outbox:
+        box = cls(path, quota_bytes=quota_bytes, clock_synced=clock_synced, boot_id=boot_id)
         box._loop = asyncio.get_running_loop()
         await box._run(box._open_sync)
         return box
@@ -134,6 +143,9 @@ class Outbox:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+            if "boot" not in columns:  # an outbox from before events remembered their boot
+                db.execute("ALTER TABLE events ADD COLUMN boot TEXT NOT NULL DEFAULT ''")
             row = db.execute("PRAGMA integrity_check(1)").fetchone()
             if row[0] != "ok":
                 raise StorageError(f"outbox {self.path} failed its integrity check: {row[0]}")
@@ -270,8 +282,8 @@ class Outbox:
                     continue
             size = len(p.data) + len(p.type) + 64
             cur = db.execute(
-                "INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
-                (epoch, p.wall, p.mono, int(p.synced), p.type, p.data, size),
+                "INSERT INTO events(epoch, wall, mono, synced, type, data, size, boot) VALUES (?,?,?,?,?,?,?,?)",
+                (epoch, p.wall, p.mono, int(p.synced), p.type, p.data, size, self.boot_id),
             )
             seq = int(cur.lastrowid or 0)
             if p.producer_id is not None:
@@ -367,8 +379,17 @@ class Outbox:
         text = json.dumps(data, separators=(",", ":"))
         size = len(text) + 64
         db.execute(
-            "INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (?,?,?,?,?,?,?)",
-            (self.epoch, time.time(), time.monotonic(), int(bool(self._clock_synced())), "gap", text, size),
+            "INSERT INTO events(epoch, wall, mono, synced, type, data, size, boot) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                self.epoch,
+                time.time(),
+                time.monotonic(),
+                int(bool(self._clock_synced())),
+                "gap",
+                text,
+                size,
+                self.boot_id,
+            ),
         )
         self.stored_bytes += size
         self.depth += 1
@@ -434,10 +455,11 @@ class Outbox:
         def get() -> list[StoredEvent]:
             assert self._db is not None
             rows = self._db.execute(
-                "SELECT seq, epoch, wall, mono, synced, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, epoch, wall, mono, synced, type, data, boot FROM events WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
-            return [StoredEvent(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+            return [StoredEvent(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
 
         return await self._run(get)
 

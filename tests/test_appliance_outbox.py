@@ -112,3 +112,34 @@ def test_acknowledged_appends_survive_kill9(tmp_path: Path):
         return len(rows)
 
     assert asyncio.run(check()) >= acked
+
+
+async def test_an_event_remembers_the_boot_that_stored_it(tmp_path: Path):
+    """ts.mono only means something with the boot it was read in: an event stored before a reboot
+    and sent after it names the boot that stored it, not the one sending it."""
+    box = await Outbox.open(tmp_path / "o.db", quota_bytes=10**9, boot_id="boot-before")
+    await box.append("test.boot", {"n": 1})
+    await box.close()
+    box = await Outbox.open(tmp_path / "o.db", quota_bytes=10**9, boot_id="boot-after")
+    await box.append("test.boot", {"n": 2})
+    before, after = await box.batch_after(0, 10)
+    assert json.loads(before.message("boot-after"))["ts"]["boot_id"] == "boot-before"
+    assert json.loads(after.message("boot-after"))["ts"]["boot_id"] == "boot-after"
+    await box.close()
+
+
+async def test_an_outbox_from_before_the_boot_column_is_migrated(tmp_path: Path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "o.db")
+    db.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, epoch INTEGER NOT NULL, wall REAL NOT NULL,"
+        " mono REAL NOT NULL, synced INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, size INTEGER NOT NULL);"
+        "INSERT INTO events(epoch, wall, mono, synced, type, data, size) VALUES (3, 1.0, 2.0, 1, 'old.event', '{}', 2);"
+    )
+    db.commit()
+    db.close()
+    box = await Outbox.open(tmp_path / "o.db", quota_bytes=10**9, boot_id="now")
+    (old,) = await box.batch_after(0, 10)
+    assert old.type == "old.event" and json.loads(old.message("now"))["ts"]["boot_id"] == "now"
+    await box.close()
