@@ -30,7 +30,7 @@ from typing import Any
 
 from appliance.outbox import Outbox
 from kiosk_core.commands import CommandSpec
-from kiosk_core.errors import BadRequest, CommandError
+from kiosk_core.errors import BadRequest, CommandError, StorageError
 from kiosk_core.mqtt import Message
 from kiosk_core.payload import decode_json_object, dumps
 from kiosk_core.status import error_reply
@@ -148,7 +148,10 @@ class CommandDispatcher:
                         }
                     )
                 )
-                await self._outbox.command_finish(cid, name, kept)
+                try:
+                    await self._outbox.command_finish(cid, name, kept)
+                except StorageError as exc:  # the reply still goes out; a repeat answers "interrupted"
+                    log.error("command %s id=%s: reply not stored: %s", name, cid, exc)
             await self._send(response_topic, payload, corr)
 
         try:
@@ -203,7 +206,13 @@ class CommandDispatcher:
             return
 
         if cid is not None:
-            await self._outbox.command_begin(cid, name)
+            try:
+                await self._outbox.command_begin(cid, name)
+            except StorageError as exc:
+                # Without a durable record of the id, running it could run it twice: refuse instead.
+                self.counts["failed"] += 1
+                await reply(503, {"error": f"not run: the device cannot record it ({exc})"}, cid, store=False)
+                return
             self._running.add(cid)
         try:
             try:

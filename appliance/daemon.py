@@ -55,6 +55,7 @@ SUBSYSTEM_START_TIMEOUT_S = 5.0
 # "lost" (the local Will) if the appliance dies.
 APPLIANCE_STATE = f"{STATE_PREFIX}/appliance"
 MAX_LOG_REPLY_BYTES = 200_000
+STORAGE_CHECK_S = 2.0
 
 
 class LogLevelParams(Params):
@@ -187,6 +188,7 @@ class Appliance:
             quota_bytes=int(cfg.storage.outbox_quota_mb * 1e6),
             clock_synced=sysinfo.clock_synced,
             boot_id=self.boot_id,
+            reserve_bytes=int(cfg.storage.reserve_mb * (1 << 20)),
         )
         self.bus = LocalBus(
             cfg.bus.host,
@@ -220,6 +222,7 @@ class Appliance:
         self.fleet.start()
         self._tasks.spawn(self._telemetry_loop(), name="telemetry")
         self._tasks.spawn(self._housekeeping(), name="housekeeping")
+        self._tasks.spawn(self._watch_storage(), name="storage")
         # Producers and the UI learn here that events are being taken durably again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.subscribed.wait(), 5.0)
@@ -530,6 +533,15 @@ class Appliance:
                 "not answering: check the mosquitto service",
             ),
         }
+        if self.outbox.full:
+            out["storage"] = Health(
+                HealthStatus.DEGRADED,
+                f"the filesystem under {self.config.storage.data_dir} is full "
+                f"({self.outbox.free_bytes() // 1024} KiB free): stored telemetry, then the oldest events "
+                "are dropped (gap events say which); free space there (old recordings, logs) to recover",
+            )
+        else:
+            out["storage"] = Health(HealthStatus.OK)
         for spec, err in self._subsystem_errors.items():
             out[spec.split(":")[1]] = Health(HealthStatus.DEGRADED, err)
         for sub in self.subsystems:
@@ -593,6 +605,7 @@ class Appliance:
             "memory": sysinfo.memory(),
             "rss_bytes": sysinfo.rss_bytes(),
             "disk": sysinfo.disk(cfg.storage.data_dir),
+            "storage": self._storage_state(),
             "soc_temp_c": sysinfo.soc_temperature_c(),
             "uptime_s": sysinfo.uptime_s(),
             "appliance_uptime_s": round(time.monotonic() - self.started_mono, 1),
@@ -630,6 +643,31 @@ class Appliance:
             except StorageError as exc:
                 log.error("telemetry not kept: %s", exc)
             await asyncio.sleep(self.config.fleet.telemetry_interval_s)
+
+    async def _watch_storage(self) -> None:
+        """Notice space coming back (the reserve is recreated, ``storage`` turns ok) within seconds."""
+        reported = False
+        while True:
+            try:
+                full = await self.outbox.check_space()
+            except StorageError as exc:
+                log.error("storage check failed: %s", exc)
+            else:
+                if full != reported:
+                    reported = full
+                    await self._note_storage(full)
+            await asyncio.sleep(STORAGE_CHECK_S)
+
+    async def _note_storage(self, full: bool) -> None:
+        with contextlib.suppress(StorageError):
+            await self.emit("storage.full" if full else "storage.recovered", self._storage_state())
+
+    def _storage_state(self) -> dict[str, Any]:
+        return {
+            "full": self.outbox.full,
+            "free_bytes": self.outbox.free_bytes(),
+            "data_dir": str(self.config.storage.data_dir),
+        }
 
     async def _housekeeping(self) -> None:
         while True:

@@ -12,6 +12,13 @@ possible on an SD card.
 Quota policy (explicit and reported): when the stored bytes exceed the quota, the oldest stored
 telemetry goes first; if events alone exceed it, the oldest events go. Every drop is recorded as a
 ``gap`` event saying what was dropped (kind, seq range, count) and why.
+
+A full filesystem (not just a full quota): SQLite needs free space even to delete rows in WAL mode, so
+the outbox keeps a **reserve file** of ``reserve_bytes`` beside the database. The first write that
+fails with "disk full" releases it, marks the outbox ``full`` and is retried; the same policy then
+makes room for new events. Every SQLite error is translated to ``StorageError`` here, never seen raw.
+``check_space()`` (called every few seconds by the daemon) recreates the reserve and clears ``full``
+once the filesystem has room again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -61,6 +69,13 @@ CREATE TABLE IF NOT EXISTS telemetry (
 # How long producers' ids are remembered for de-duplication.
 SEEN_RETENTION_S = 7 * 86400
 GROUP_COMMIT_MAX = 1000
+RESERVE_BYTES = 4 << 20
+# The reserve is recreated only with this much room to spare beyond it, so it does not flap.
+RESUME_MARGIN_BYTES = 1 << 20
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return "full" in str(exc).lower() or getattr(exc, "errno", None) == 28  # SQLITE_FULL / ENOSPC
 
 
 @dataclass(frozen=True)
@@ -101,10 +116,21 @@ class Outbox:
     """Durable, ordered, de-duplicated event store. Create with ``await Outbox.open(...)``."""
 
     def __init__(
-        self, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False, boot_id: str = ""
+        self,
+        path: Path,
+        *,
+        quota_bytes: int,
+        clock_synced: Any = lambda: False,
+        boot_id: str = "",
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         self.path = path
         self.boot_id = boot_id
+        self.reserve_path = path.with_name(path.name + ".reserve")
+        self.epoch_path = path.with_name(path.name + ".epoch")
+        self.reserve_bytes = reserve_bytes
+        #: the filesystem under the outbox ran out of space and the reserve is in use
+        self.full = False
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -127,9 +153,21 @@ class Outbox:
 
     @classmethod
     async def open(
-        cls, path: Path, *, quota_bytes: int, clock_synced: Any = lambda: False, boot_id: str = ""
+        cls,
+        path: Path,
+        *,
+        quota_bytes: int,
+        clock_synced: Any = lambda: False,
+        boot_id: str = "",
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> Outbox:
-        box = cls(path, quota_bytes=quota_bytes, clock_synced=clock_synced, boot_id=boot_id)
+        box = cls(
+            path,
+            quota_bytes=quota_bytes,
+            clock_synced=clock_synced,
+            boot_id=boot_id,
+            reserve_bytes=reserve_bytes,
+        )
         box._loop = asyncio.get_running_loop()
         await box._run(box._open_sync)
         return box
@@ -152,9 +190,15 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open the outbox {self.path}: {exc}") from exc
         self._db = db
-        self.epoch = self._meta("epoch")
+        self.epoch = max(self._meta("epoch"), self._read_epoch_file())
         self._recount()
-        db.execute("DELETE FROM seen WHERE wall < ?", (time.time() - SEEN_RETENTION_S,))
+        try:
+            db.execute("DELETE FROM seen WHERE wall < ?", (time.time() - SEEN_RETENTION_S,))
+        except sqlite3.OperationalError as exc:  # a full disk at start: the daemon must still come up
+            log.warning("outbox: old producer ids not pruned: %s", exc)
+        if not self._make_reserve():
+            self.full = True
+            log.error("outbox: no room for the space reserve under %s: storage is full", self.path.parent)
 
     def _recount(self) -> None:
         """Re-derive the cached sizes from the database (after open or a failed transaction)."""
@@ -176,7 +220,92 @@ class Outbox:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._pool, fn, *args)
+        return await self._loop.run_in_executor(self._pool, self._guarded, fn, *args)
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` on the outbox thread. A full disk releases the reserve and retries once; every
+        SQLite error leaves as ``StorageError``."""
+        for attempt in (1, 2):
+            try:
+                return fn(*args)
+            except sqlite3.Error as exc:
+                if self._db is not None and self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    self._recount()
+                if attempt == 1 and _disk_full(exc) and self._release_reserve():
+                    continue
+                raise StorageError(f"outbox {self.path.name}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # --- the space reserve -------------------------------------------------------------------------
+
+    def _make_reserve(self) -> bool:
+        """Create the reserve file if it is missing and the filesystem has room; True if it exists."""
+        if self.reserve_bytes <= 0:
+            return True
+        try:
+            if self.reserve_path.exists() and self.reserve_path.stat().st_size >= self.reserve_bytes:
+                return True
+            st = os.statvfs(self.reserve_path.parent)
+            if st.f_bavail * st.f_frsize < self.reserve_bytes + RESUME_MARGIN_BYTES:
+                return False
+            fd = os.open(self.reserve_path, os.O_CREAT | os.O_WRONLY, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        except OSError as exc:
+            log.warning("outbox: cannot create the space reserve %s: %s", self.reserve_path, exc)
+            self.reserve_path.unlink(missing_ok=True)
+            return False
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve back to the filesystem (so SQLite can delete and write); False if there
+        was none left."""
+        if not self.full:
+            log.error(
+                "outbox: the filesystem under %s is full; using the space reserve, stored telemetry and "
+                "then the oldest events will be dropped (with gap events) until space is freed",
+                self.path.parent,
+            )
+        self.full = True
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("outbox: cannot release the space reserve: %s", exc)
+            return False
+        return True
+
+    def free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    async def check_space(self) -> bool:
+        """Recreate the reserve once there is room again; returns ``full`` afterwards."""
+
+        def check() -> bool:
+            if self._db is not None:
+                try:  # give back the WAL's space now that rows may have been deleted
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
+            if self._make_reserve() and self.full:
+                self.full = False
+                log.warning("outbox: space under %s is back; the reserve is restored", self.path.parent)
+            return self.full
+
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._pool, check)
 
     def _meta(self, key: str) -> int:
         assert self._db is not None
@@ -184,16 +313,38 @@ class Outbox:
         return int(row[0]) if row else 0
 
     # --- epoch -------------------------------------------------------------------------------------
+    # The epoch lives in a small file of its own, overwritten in place (pwrite + fsync of blocks it
+    # already owns): incrementing it needs no free space, so a device on a full disk still connects
+    # with a new epoch. (Outboxes from before keep it in the meta table; the larger of the two wins.)
+
+    _EPOCH_WIDTH = 20
+
+    def _read_epoch_file(self) -> int:
+        try:
+            text = self.epoch_path.read_bytes()[: self._EPOCH_WIDTH].strip()
+            return int(text) if text else 0
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"the epoch file {self.epoch_path} is unreadable: {exc}") from exc
+
+    def _write_epoch_file(self, value: int) -> None:
+        fd = os.open(self.epoch_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, str(value).rjust(self._EPOCH_WIDTH).encode() + b"\n", 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     async def next_epoch(self) -> int:
         """Increment and durably store the connection epoch (called before every CONNECT)."""
 
         def bump() -> int:
-            assert self._db is not None
-            self._db.execute("BEGIN IMMEDIATE")
-            value = self._meta("epoch") + 1
-            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (value,))
-            self._db.execute("COMMIT")
+            value = max(self.epoch, self._read_epoch_file()) + 1
+            try:
+                self._write_epoch_file(value)
+            except OSError as exc:
+                raise StorageError(f"cannot store the epoch in {self.epoch_path}: {exc}") from exc
             return value
 
         self.epoch = await self._run(bump)
@@ -254,16 +405,19 @@ class Outbox:
     def _append_sync(self, batch: list[_Pending]) -> list[int | None]:
         assert self._db is not None
         db = self._db
-        for attempt in range(3):
+        for attempt in range(4):
             try:
                 return self._append_tx(db, batch)
             except sqlite3.OperationalError as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 self._recount()
-                if "full" not in str(exc).lower() or attempt == 2:
+                if not _disk_full(exc) or attempt == 3:
                     raise StorageError(f"outbox write failed: {exc}") from exc
-                # The disk itself is full: make room under the policy, then retry.
+                # The filesystem is full: first the reserve gives SQLite room to work, then the drop
+                # policy makes room for the new events (deleting needs that room too).
+                if self._release_reserve():
+                    continue
                 if not self._drop_oldest(db, max(self.stored_bytes // 10, 1), reason="disk full"):
                     raise OutboxFull("disk full and nothing left to drop in the outbox") from exc
         raise AssertionError("unreachable")

@@ -76,6 +76,9 @@ class StorageConfig(Strict):
     data_dir: Path = Path("/var/lib/kiosk")
     outbox_quota_mb: float = Field(256.0, gt=0, description="disk budget of the outbox before drop policy")
     command_retention_days: float = Field(7.0, ge=7.0, description="how long command ids are remembered")
+    reserve_mb: float = Field(
+        4.0, ge=0, le=1024, description="space kept free for the outbox, released when the disk fills up"
+    )
 
 
 class LoggingConfig(Strict):

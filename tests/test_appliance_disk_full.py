@@ -1,0 +1,160 @@
+"""A full filesystem under data_dir, on a real (tmpfs) filesystem the test mounts.
+
+"Fill the kiosk's data partition to the last byte. The kiosk stays online, answers commands, keeps
+taking events by the documented drop policy, says `storage` is degraded with what to do, and is back
+to normal within 10 s of the space returning."
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
+
+from sim.mosquitto import Mosquitto
+
+FS_BYTES = 24 << 20
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "data"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(fs: Path) -> Path:
+    """Take every free byte of ``fs`` (what a runaway log or a recording would do)."""
+    filler = fs / "filler"
+    st = os.statvfs(fs)
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize)
+        except OSError:
+            pass
+        try:  # whatever fallocate left: fill it block by block
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    assert os.statvfs(fs).f_bavail < 16, "the filesystem is full"
+    return filler
+
+
+async def recovers(platform: Platform, filler: Path) -> None:
+    """Free the space; the kiosk must say so within 10 s (storage.recovered)."""
+    recovered = len(platform.events("storage.recovered"))
+    filler.unlink()
+    t0 = time.monotonic()
+    await platform.wait_for(
+        lambda: len(platform.events("storage.recovered")) > recovered, timeout_s=10, what="storage.recovered"
+    )
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.timeout(120)
+async def test_a_full_data_partition_keeps_the_kiosk_online_and_it_recovers_by_itself(
+    tmp_path: Path, small_fs: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    cfg = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=small_fs,
+        telemetry_interval_s=1,
+        extra="reserve_mb = 2\n",
+    )
+    platform = await Platform(central_broker.port).start()
+    app = ApplianceProcess(cfg, tmp_path / "a.log").start()
+    filler: Path | None = None
+    try:
+        await wait_appliance_ready(bus_broker.port)
+        await platform.wait_for(lambda: platform.of("state"), what="online")
+        assert (small_fs / "outbox.sqlite3.reserve").exists()
+
+        filler = fill(small_fs)
+        # Commands are answered, events keep flowing (stored, sent, acknowledged), health says why.
+        assert (await platform.command("ping", {"id": "full-1"}))["status"] == 200
+        await produce(
+            bus_broker.port, [{"type": "test.full", "data": {"n": i}, "id": f"f{i}"} for i in range(300)]
+        )
+        await platform.wait_for(
+            lambda: len(platform.unique_events("test.full")) == 300,
+            timeout_s=30,
+            what="events on a full disk",
+        )
+        status = await platform.command("get_status", {"id": "full-2"})
+        assert status["status"] == 200 and status["health"]["storage"]["status"] == "degraded", status
+        assert "full" in status["health"]["storage"]["reason"]
+        await platform.wait_for(lambda: platform.events("storage.full"), timeout_s=10, what="storage.full")
+
+        # A central outage while the disk is full: the new connection's epoch is still stored.
+        epoch = platform.of("state")[-1]["epoch"]
+        central_broker.kill()
+        central_broker.start()
+        await platform.start()
+        await platform.wait_for(
+            lambda: any(s["state"] == "online" and s["epoch"] > epoch for s in platform.of("state")),
+            timeout_s=20,
+            what="online again with a new epoch on the full disk",
+        )
+        # And a restart of the appliance itself on the full disk comes up and answers.
+        app.kill9()
+        app = ApplianceProcess(cfg, tmp_path / "a2.log").start()
+        epoch = platform.of("state")[-1]["epoch"]
+        await platform.wait_for(
+            lambda: any(s["state"] == "online" and s["epoch"] > epoch for s in platform.of("state")),
+            timeout_s=20,
+            what="online after a restart on the full disk",
+        )
+        reply = await platform.command("ping", {"id": "full-after-restart"})
+        assert reply["status"] in (200, 503), reply  # 503 only with the reason: nothing left to record it
+        assert reply["status"] == 200 or "cannot record" in reply["error"]
+        await platform.wait_for(
+            lambda: len(platform.events("storage.full")) >= 2, timeout_s=10, what="storage.full after restart"
+        )
+
+        # Space comes back, and the disk fills up once more while events flow: each turn is reported.
+        await recovers(platform, filler)
+        filler = fill(small_fs)
+        n_full = len(platform.events("storage.full"))
+        await produce(
+            bus_broker.port, [{"type": "test.full2", "data": {"n": i}, "id": f"g{i}"} for i in range(100)]
+        )
+        await platform.wait_for(
+            lambda: len(platform.unique_events("test.full2")) == 100, timeout_s=30, what="events, full again"
+        )
+        await platform.wait_for(
+            lambda: len(platform.events("storage.full")) > n_full, timeout_s=10, what="storage.full again"
+        )
+
+        # Space returns: within 10 s the reserve is back, storage ok, and the platform is told.
+        await recovers(platform, filler)
+        filler = None
+        status = await platform.command("get_status", {"id": "full-3"})
+        assert status["health"]["storage"]["status"] == "ok"
+        assert (small_fs / "outbox.sqlite3.reserve").exists()
+        assert app.alive
+        seqs = [e["seq"] for e in platform.unique_events()]
+        assert seqs == sorted(seqs), "events stayed in order"
+    finally:
+        if filler is not None:
+            filler.unlink(missing_ok=True)
+        app.terminate()
+        await platform.stop()
