@@ -12,8 +12,7 @@ cd "$here"
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
-command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
-command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 # The tests make a throwaway CA and certificates with it (TLS with a client certificate).
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
