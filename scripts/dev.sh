@@ -2,7 +2,9 @@
 # Sets up everything the kiosk needs on a fresh Debian 12 / Raspberry Pi OS machine (as root), then
 #   scripts/dev.sh demo   runs the simulated kiosk
 #   scripts/dev.sh test   runs the whole test suite
-# Idempotent: a second run only checks what is there.
+# Idempotent: a second run only checks what is there. "Fresh" includes a `debootstrap --variant=minbase`
+# root (no python3, no ps, no git, no openssl, no CA certificates): the tests need only what a minbase
+# root has and what is installed below.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -10,16 +12,20 @@ cd "$here"
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
-command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
-command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+# The tests make a throwaway CA and certificates with it (TLS with a client certificate).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# pip and apt over HTTPS trust the system's CA store.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" </dev/null >/dev/null
   # Debian starts a system-wide mosquitto on port 1883 where systemd runs; the kiosk starts its own
   # brokers on free ports, so the system one is left as the distribution set it up.
 fi
@@ -34,7 +40,11 @@ PY
 venv="$here/.venv"
 stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # A venv left half-made (no pip: python3-venv was missing when it was created) is made again.
+  if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip --version >/dev/null 2>&1; }; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
   rm -f "$venv"/.installed-*

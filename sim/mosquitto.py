@@ -1,7 +1,9 @@
 """A mosquitto broker of our own, on a free loopback port, for `kiosk demo`, tests and benchmarks.
 
 The process gets a temporary config and directory; ``stop()`` (or leaving the ``with`` block) ends it.
-``kill()`` and ``start()`` again on the same port let tests cut the central broker and bring it back.
+``kill()`` and ``start()`` again on the same port let tests cut the central broker and bring it back;
+``save()`` before ``kill()`` makes what the broker knows by then (a platform's persistent session and
+its subscriptions) survive the restart, as a broker's periodic autosave would in the field.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class Mosquitto:
     def log_path(self) -> Path:
         return self.dir / "mosquitto.log"
 
+    @property
+    def db_path(self) -> Path:
+        return self.dir / "mosquitto.db"
+
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
@@ -121,6 +127,38 @@ class Mosquitto:
                 time.sleep(0.02)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s}s")
+
+    def save(self, timeout_s: float = 10.0) -> None:
+        """Have the running broker write its persistence database now, and wait until it has.
+
+        Everything the broker had processed before this call (sessions with their subscriptions,
+        retained messages, queued messages) is then in ``db_path`` and comes back after ``kill()`` and
+        ``start()``. mosquitto writes the database on SIGUSR1 (and every ``autosave_interval``) to a
+        new file that it renames over the old one, so a new inode means a complete, newer database.
+        mosquitto is single-threaded: a database renamed after this call began was written after
+        everything it had answered before the call.
+        """
+        if not self.persistent:
+            raise BrokerError(f"{self.name}: save() needs persistent=True")
+        if self.proc is None or self.proc.poll() is not None:
+            raise BrokerError(f"{self.name}: save() needs a running broker")
+
+        def identity() -> tuple[int, int] | None:
+            try:
+                st = self.db_path.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_ino, st.st_mtime_ns
+
+        before = identity()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while identity() in (None, before):
+            if self.proc.poll() is not None:
+                raise BrokerError(f"{self.name}: mosquitto exited with {self.proc.returncode} while saving")
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{self.name}: mosquitto did not write {self.db_path} within {timeout_s}s")
+            time.sleep(0.01)
 
     def kill(self) -> None:
         """SIGKILL: no Will is sent to anyone, nothing is saved (a crash or power cut of the broker)."""

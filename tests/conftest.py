@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_helpers import Platform
+from fleet_helpers import Platform, durable_platform
 
 from sim.mosquitto import Mosquitto
 
@@ -86,6 +86,16 @@ def kiosk_config(tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitt
 async def platform(central_broker: Mosquitto):
     """The central platform's side of the fleet contract, connected to ``central_broker``."""
     p = await Platform(central_broker.port).start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def platform_durable(central_broker: Mosquitto):
+    """Like ``platform``, with a persistent session saved by ``central_broker``, for tests that kill()
+    and start() it: the restarted broker queues the device's messages for the platform even before the
+    platform is back (``fleet_helpers.durable_platform``)."""
+    p = await durable_platform(central_broker)
     yield p
     await p.stop()
 

@@ -19,28 +19,55 @@ from pathlib import Path
 from typing import Any
 
 from kiosk_core.mqtt import Message, MqttConnection, publish_properties
+from sim.mosquitto import Mosquitto
 
 ROOT = "kiosk/v1/33/3308/330803/330803100/330803100201/kiosk-0001"
 
 
 class Platform:
-    def __init__(self, port: int, root: str = ROOT) -> None:
+    """The central platform's side of the fleet contract.
+
+    With ``session_expiry_s`` the platform holds a persistent session (clean_start=False) under
+    ``client_id``: while it is away, and after a restart of a broker that saved the session
+    (``Mosquitto.save()``), the broker queues for it whatever the device sends, so a device that
+    reconnects before the platform does loses nothing to a broker with no subscriber yet.
+    ``session_present`` says whether the broker still had the session at ``start()``.
+    """
+
+    def __init__(
+        self, port: int, root: str = ROOT, *, client_id: str | None = None, session_expiry_s: int = 0
+    ) -> None:
         self.port, self.root = port, root
+        self.client_id = client_id or f"platform-{uuid.uuid4().hex[:6]}"
+        self.session_expiry_s = session_expiry_s
+        self.session_present = False
         self.messages: list[tuple[str, dict[str, Any] | None, Message]] = []
         self._replies: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self.reply_topic = f"platform/replies/{uuid.uuid4().hex[:8]}"
+        # One reply topic per client id: a resumed session keeps receiving its replies there.
+        self.reply_topic = f"platform/replies/{self.client_id}"
         self._changed = asyncio.Event()
 
     async def start(self) -> Platform:
         self._conn = MqttConnection(
-            host="127.0.0.1", port=self.port, client_id=f"platform-{uuid.uuid4().hex[:6]}", name="platform"
+            host="127.0.0.1",
+            port=self.port,
+            client_id=self.client_id,
+            clean_start=not self.session_expiry_s,
+            session_expiry_s=self.session_expiry_s,
+            name="platform",
         )
-        await self._conn.connect()
+        self.session_present = await self._conn.connect()
         await self._conn.subscribe((f"{self.root}/#", 1), (self.reply_topic, 1))
         self._task = asyncio.create_task(self._collect())
         return self
+
+    def again(self) -> Platform:
+        """A new platform under the same client id and session settings (to resume its session)."""
+        return Platform(
+            self.port, self.root, client_id=self.client_id, session_expiry_s=self.session_expiry_s
+        )
 
     async def stop(self) -> None:
         if self._task:
@@ -120,6 +147,18 @@ class Platform:
         assert self._conn is not None
         payload = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         await self._conn.publish(f"{self.root}/{channel}", payload, qos=1, retain=retain)
+
+
+async def durable_platform(broker: Mosquitto, client_id: str = "platform-durable") -> Platform:
+    """A platform subscribed with a persistent session that ``broker`` has saved to its database.
+
+    The session survives ``broker.kill()`` and ``broker.start()``: from the moment the restarted broker
+    listens, what the device sends is queued for the platform, even if the device reconnects first.
+    Resume it with ``platform.again().start()`` (and check ``session_present``).
+    """
+    p = await Platform(broker.port, client_id=client_id, session_expiry_s=3600).start()
+    await asyncio.to_thread(broker.save)
+    return p
 
 
 class ApplianceProcess:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
+from fleet_helpers import ApplianceProcess, Platform, durable_platform, produce, wait_appliance_ready
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +31,10 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
     cfg.write_text(
         cfg.read_text().replace("initial_delay_max_s = 0", "initial_delay_max_s = 0\ndrain_rate_per_s = 400")
     )
+    # The platform has subscribed (persistent session, saved by the broker) before the outage: when the
+    # broker is back, the backlog is queued for the platform even if the kiosk reconnects first.
+    away = await durable_platform(central_broker)
+    await away.stop()
     central_broker.kill()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
@@ -40,8 +44,9 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
         )
         await asyncio.sleep(1.0)
         central_broker.start()
-        p = await Platform(central_broker.port).start()
+        p = await away.again().start()
         try:
+            assert p.session_present, "the restarted broker kept the platform's session"
             await p.wait_for(lambda: p.of("state"), timeout_s=15, what="online after outage")
             t0 = time.monotonic()
             reply = await p.command("ping", {"id": "during-backlog"})
@@ -75,6 +80,9 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(
         extra="outbox_quota_mb = 0.2\n",
     )
     # extra lands in [storage] (the last table written by write_config)
+    # Subscribed before the outage (persistent session, saved): nothing sent after it is missed.
+    away = await durable_platform(central_broker)
+    await away.stop()
     central_broker.kill()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
@@ -87,8 +95,9 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(
         )
         await asyncio.sleep(0.5)
         central_broker.start()
-        p = await Platform(central_broker.port).start()
+        p = await away.again().start()
         try:
+            assert p.session_present, "the restarted broker kept the platform's session"
             await p.wait_for(
                 lambda: p.events("test.fill") and p.events("test.fill")[-1]["data"]["n"] == 1499,
                 timeout_s=30,
@@ -120,7 +129,9 @@ async def test_telemetry_from_an_outage_arrives_after_reconnect(
         data_dir=tmp_path / "data",
         telemetry_interval_s=1,
     )
-    p = await Platform(central_broker.port).start()
+    # A persistent session, saved by the broker: the telemetry stored during the outage is queued for
+    # the platform after the restart even if the kiosk reconnects before the platform does.
+    p = await durable_platform(central_broker)
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         await p.wait_for(lambda: p.of("telemetry"), what="live telemetry")
@@ -129,7 +140,8 @@ async def test_telemetry_from_an_outage_arrives_after_reconnect(
         t_down = time.time()
         await asyncio.sleep(2.0)
         central_broker.start()
-        p = await Platform(central_broker.port).start()
+        p = await p.again().start()
+        assert p.session_present, "the restarted broker kept the platform's session"
         await p.wait_for(
             lambda: [
                 t for t in p.of("telemetry") if t["ts"]["wall"] < t_down + 2.0 and t["ts"]["wall"] > t_down
