@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from appliance.subsystem import Context, Subsystem
 from drivers.base import Peripheral
-from drivers.params import check_keys, choice_param, int_param
-from kiosk_core.commands import CommandSpec
+from kiosk_core.commands import CommandSpec, NoParams, Params, body_of, parse
 from kiosk_core.errors import CommandError, Conflict, KioskError
 from kiosk_core.health import Health, HealthStatus
 
@@ -37,7 +38,37 @@ log = logging.getLogger("kiosk.drivers")
 
 #: how often health is compared with what was last published
 HEALTH_WATCH_S = 0.5
-SIM_DEVICES = ("card_reader", "switcher")
+
+# --- the parameters of the local ``sim`` RPC service (kiosk sim ...) --------------------------------
+
+SimDevice = Literal["card_reader", "switcher"]
+
+
+class SimCardParams(Params):
+    action: Literal["present", "remove", "samples", "status"]
+    card: str | None = None  # the sample card to present (``samples`` lists them)
+
+
+class SimButtonParams(Params):
+    action: Literal["hold", "press"]
+
+
+class SimPresenceParams(Params):
+    action: Literal["cleared", "detected"] = "detected"
+
+
+class SimPlugParams(Params):
+    device: SimDevice
+
+
+class SimFaultParams(Params):
+    """``fault`` ``clear`` removes pending faults; ``code`` is the device error code a switcher
+    ``error`` fault answers."""
+
+    device: SimDevice
+    fault: str
+    count: int = Field(1, ge=1, le=1000)
+    code: str | None = Field(None, max_length=8, pattern=r"^[\x00-\x7f]*$")  # ASCII, as E22 or 006
 
 
 class Peripherals(Subsystem):
@@ -225,7 +256,7 @@ class Peripherals(Subsystem):
         return device  # type: ignore[return-value]
 
     async def _sim_status(self, params: dict[str, Any]) -> dict[str, Any]:
-        check_keys("sim.status", params)
+        parse("sim.status", NoParams, params)
         out: dict[str, Any] = {
             "devices": {n: {"backend": d.backend, **d.health().as_dict()} for n, d in self.devices.items()}
         }
@@ -249,13 +280,11 @@ class Peripherals(Subsystem):
         """``{action: present|remove|samples|status, card?}`` on the SAM emulator."""
         from drivers.card_reader.simulator import control
 
-        check_keys("sim.card", params, required=("action",), optional=("card",))
-        action = choice_param("sim.card", params, "action", ("present", "remove", "samples", "status"))
-        return await asyncio.to_thread(control, self._card_sim(), action, params)
+        p = parse("sim.card", SimCardParams, params)
+        return await asyncio.to_thread(control, self._card_sim(), p.action, body_of(p))
 
     async def _sim_button(self, params: dict[str, Any]) -> dict[str, Any]:
-        check_keys("sim.button", params, required=("action",))
-        action = choice_param("sim.button", params, "action", ("press", "hold"))
+        action = parse("sim.button", SimButtonParams, params).action
         gpio = self._device("gpio")
         try:
             if action == "press":
@@ -267,8 +296,7 @@ class Peripherals(Subsystem):
         return {"button": "help", "action": action}
 
     async def _sim_presence(self, params: dict[str, Any]) -> dict[str, Any]:
-        check_keys("sim.presence", params, optional=("action",))
-        action = choice_param("sim.presence", params, "action", ("detected", "cleared"), default="detected")
+        action = parse("sim.presence", SimPresenceParams, params).action
         gpio = self._device("gpio")
         try:
             gpio.set_presence(action == "detected")  # type: ignore[attr-defined]
@@ -278,8 +306,7 @@ class Peripherals(Subsystem):
 
     async def _plug(self, params: dict[str, Any], plugged: bool) -> dict[str, Any]:
         name = "sim.replug" if plugged else "sim.unplug"
-        check_keys(name, params, required=("device",))
-        device = choice_param(name, params, "device", SIM_DEVICES)
+        device = parse(name, SimPlugParams, params).device
         if device == "card_reader":
             sim = self._card_sim()
             await asyncio.to_thread(sim.replug if plugged else sim.unplug)
@@ -297,24 +324,19 @@ class Peripherals(Subsystem):
 
     async def _sim_fault(self, params: dict[str, Any]) -> dict[str, Any]:
         """``{device, fault, count?, code?}``; fault ``clear`` removes pending faults."""
-        check_keys("sim.fault", params, required=("device", "fault"), optional=("count", "code"))
-        device = choice_param("sim.fault", params, "device", SIM_DEVICES)
-        fault = params["fault"]
-        count = int_param("sim.fault", params, "count", 1, 1000, default=1)
-        code = params.get("code")
-        if code is not None and (not isinstance(code, str) or not code.isascii() or len(code) > 8):
-            raise ValueError("sim.fault: code must be a short ASCII device error code such as E22 or 006")
+        p = parse("sim.fault", SimFaultParams, params)
+        device, fault, count, code = p.device, p.fault, p.count, p.code
         if device == "card_reader":
             sim = self._card_sim()
             if fault == "clear":
                 await asyncio.to_thread(sim.clear_faults)
             else:
-                await asyncio.to_thread(sim.inject, str(fault), count)
+                await asyncio.to_thread(sim.inject, fault, count)
             return {"device": device, "fault": fault, "count": count}
         sim = self._switcher().simulator
         assert sim is not None
         if fault == "clear":
             sim.clear_faults()
         else:
-            sim.inject(str(fault), times=count, code=code)
+            sim.inject(fault, times=count, code=code)
         return {"device": device, "fault": fault, "count": count}

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_origin
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Tag, ValidationError
+from pydantic.fields import FieldInfo
 
 from kiosk_core.errors import BadRequest
 
@@ -33,8 +35,8 @@ class NoParams(Params):
 
 
 class OpenParams(BaseModel):
-    """For commands whose handler validates its parameters itself against live state (the service
-    session's commands: what is allowed depends on the screen). Still a JSON object."""
+    """Any JSON object, for a handler that checks its parameters itself (tests and tools; every
+    command of the firmware has a ``Params`` model). Rendered as "(checked by the handler)"."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -54,10 +56,18 @@ class CommandSpec:
 
     def parse(self, body: dict[str, Any]) -> BaseModel:
         """The validated parameters; raises ``BadRequest`` naming the first problem."""
-        try:
-            return self.params.model_validate(body)
-        except ValidationError as exc:
-            raise describe(self.name, self.params, exc) from None
+        return parse(self.name, self.params, body)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(command: str, model: type[M], body: Any) -> M:
+    """``body`` validated with ``model``, or ``BadRequest`` naming the first problem (``describe``)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise describe(command, model, exc) from None
 
 
 _EXPECTED = {
@@ -70,13 +80,13 @@ _EXPECTED = {
     "bool_parsing": "true or false",
     "string_type": "a string",
     "dict_type": "a JSON object",
+    "model_type": "a JSON object",
     "list_type": "a list",
 }
 _RANGE = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
 
 
-def _bounds(model: type[BaseModel], field: str) -> tuple[Any, Any]:
-    info = model.model_fields.get(field)
+def _bounds(info: FieldInfo | None) -> tuple[Any, Any]:
     lo = hi = None
     for m in info.metadata if info is not None else ():
         lo = getattr(m, "ge", getattr(m, "gt", lo))
@@ -84,7 +94,65 @@ def _bounds(model: type[BaseModel], field: str) -> tuple[Any, Any]:
     return lo, hi
 
 
-def _expected(model: type[BaseModel], field: str, err: Any) -> str:
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a union (``X | Y``, ``Optional``, nested unions flattened; a member keeps its
+    ``Annotated`` tags), else the annotation itself."""
+    bare = _bare(annotation)
+    if get_origin(bare) not in (Union, UnionType):
+        return (annotation,)
+    return tuple(m for a in get_args(bare) for m in _members(a))
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under ``Annotated[...]``."""
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def _model_field(model: Any, key: str) -> FieldInfo | None:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    return next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
+
+
+def _tagged(annotation: Any, tag: str) -> Any:
+    """The member of a tagged union (``Annotated[X, Tag(tag)] | ...``) that ``tag`` names, or None."""
+    for member in _members(annotation):
+        if get_origin(member) is Annotated and any(
+            isinstance(m, Tag) and m.tag == tag for m in member.__metadata__
+        ):
+            return _bare(member)
+    return None
+
+
+def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, FieldInfo | None, Any]:
+    """(the dotted path as the caller wrote it, the field's info, the model holding it) for an error's
+    ``loc``; union tags (pydantic's names for the alternative it tried) are not part of the path."""
+    path: list[str] = []
+    node: Any = model
+    info: FieldInfo | None = None
+    holder: Any = None
+    for part in loc:
+        node = _bare(node)
+        if isinstance(part, int):
+            args = [a for m in _members(node) for a in get_args(_bare(m))]
+            node, info = (args[0] if args else None), None
+            path.append(str(part))
+            continue
+        field = _model_field(node, part)
+        if field is not None:
+            holder, info, node = node, field, field.annotation
+            path.append(part)
+            continue
+        member = _tagged(node, part)
+        if member is not None:
+            node = member
+            continue
+        holder, info, node = node, None, None
+        path.append(str(part))
+    return ".".join(path), info, holder
+
+
+def _expected(info: FieldInfo | None, err: Any) -> str:
     kind = err["type"]
     if kind == "literal_error":
         return f"one of {err.get('ctx', {}).get('expected', '')}"
@@ -97,10 +165,15 @@ def _expected(model: type[BaseModel], field: str, err: Any) -> str:
         )
     if kind == "string_too_long":
         return f"a string of at most {ctx.get('max_length')} characters"
-    info = model.model_fields.get(field)
+    if kind == "string_pattern_mismatch":
+        return f"a string matching {ctx.get('pattern')}"
+    if kind in ("too_long", "too_short"):
+        most = "at most" if kind == "too_long" else "at least"
+        limit = ctx.get("max_length" if kind == "too_long" else "min_length")
+        return f"a list of {most} {limit} entries"
     is_int = info is not None and info.annotation is int
     if kind in _EXPECTED or kind in _RANGE:
-        lo, hi = _bounds(model, field)
+        lo, hi = _bounds(info)
         what = _EXPECTED.get(kind) or ("an integer" if is_int else "a number")
         if lo is not None and hi is not None:
             return f"{what} {lo}-{hi}"
@@ -109,28 +182,45 @@ def _expected(model: type[BaseModel], field: str, err: Any) -> str:
         if hi is not None:
             return f"{what} <= {hi}"
         return what
-    return err["msg"].lower()
+    msg = str(err["msg"])
+    return msg[:1].lower() + msg[1:]
+
+
+def _keys(model: Any) -> str:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return "none"
+    return ", ".join(sorted(f.alias or n for n, f in model.model_fields.items())) or "none"
 
 
 def describe(command: str, model: type[BaseModel], exc: ValidationError) -> BadRequest:
     """The first problem as a 400 a platform operator can act on:
-    ``switcher.route: input must be an integer >= 0, got 'two'``."""
+    ``switcher.route: input must be an integer >= 0, got 'two'``; a nested field is named by its path
+    (``slots.0.start``)."""
     errors = exc.errors(include_url=False)
-    extra = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
+    extra = [_locate(model, e["loc"]) for e in errors if e["type"] == "extra_forbidden" and e["loc"]]
     if extra:
-        allowed = ", ".join(sorted(model.model_fields)) or "none"
+        holder = extra[0][2]
+        paths = [path for path, _, h in extra if h is holder]
+        where = "" if holder is model else f" in {paths[0].rpartition('.')[0]}"
         return BadRequest(
-            f"{command}: unknown field(s) {', '.join(map(repr, extra))} (allowed: {allowed})", field=extra[0]
+            f"{command}: unknown field(s) {', '.join(map(repr, paths))} (allowed{where}: {_keys(holder)})",
+            field=paths[0],
         )
     err = errors[0]
     if not err["loc"]:  # the body itself: a list, a string, a number
         return BadRequest(f"{command}: params must be a JSON object, got {type(err.get('input')).__name__}")
-    field = ".".join(str(p) for p in err["loc"])
+    field, info, _ = _locate(model, err["loc"])
     if err["type"] == "missing":
         return BadRequest(f"{command}: missing field {field!r}", field=field)
-    shown = repr(err.get("input"))
-    shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    return BadRequest(f"{command}: {field} must be {_expected(model, field, err)}, got {shown}", field=field)
+    return BadRequest(
+        f"{command}: {field} must be {_expected(info, err)}, got {shown(err.get('input'))}", field=field
+    )
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message quotes it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def body_of(params: BaseModel) -> dict[str, Any]:
@@ -138,16 +228,32 @@ def body_of(params: BaseModel) -> dict[str, Any]:
     return params.model_dump(exclude_unset=True)
 
 
+def _kind(annotation: Any) -> str:
+    """A field's type for the command table: ``int``, ``"a" or "b"``, ``list of {`id`: str}``."""
+    annotation = _bare(annotation)
+    if get_origin(annotation) is Literal:
+        return " or ".join(json.dumps(v) for v in get_args(annotation))
+    members = [m for m in _members(annotation) if m is not NoneType]
+    if len(members) > 1 or members[0] is not annotation:
+        return " or ".join(_kind(m) for m in members)
+    if get_origin(annotation) in (list, tuple):
+        return f"list of {_kind(get_args(annotation)[0])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        inner = (
+            f"`{f.alias or n}`{'' if f.is_required() else '?'}: {_kind(f.annotation)}"
+            for n, f in annotation.model_fields.items()
+        )
+        return "{" + ", ".join(inner) + "}"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def _fields(model: type[BaseModel]) -> str:
     if not issubclass(model, Params):
         return "(checked by the handler)"
-    parts = []
-    for name, field in model.model_fields.items():
-        if get_origin(field.annotation) is Literal:
-            kind = " or ".join(json.dumps(v) for v in get_args(field.annotation))
-        else:
-            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        parts.append(f"`{name}`: {kind}" + ("" if field.is_required() else " (optional)"))
+    parts = [
+        f"`{f.alias or name}`: {_kind(f.annotation)}" + ("" if f.is_required() else " (optional)")
+        for name, f in model.model_fields.items()
+    ]
     return ", ".join(parts) or "none"
 
 

@@ -185,7 +185,7 @@ async def test_sim_button_and_presence_become_events(peripherals):
     assert (await ctx.wait_event("presence.detected"))["screen_woken"] is True
     await sim["presence"]({"action": "cleared"})
     await ctx.wait_event("presence.cleared")
-    with pytest.raises(BadRequest, match="action must be one of hold, press"):
+    with pytest.raises(BadRequest, match="sim.button: action must be one of 'hold' or 'press', got 'smash'"):
         await sim["button"]({"action": "smash"})
 
 
@@ -231,7 +231,9 @@ async def test_sim_switcher_faults_reach_the_wire(peripherals):
     assert (await subsystem.commands()["switcher.route"]({"input": 3, "output": 2}))["attempts"] == 2
     with pytest.raises(ValueError, match="unknown switcher fault 'gremlins'"):
         await sim["fault"]({"device": "switcher", "fault": "gremlins"})
-    with pytest.raises(BadRequest, match="device must be one of card_reader, switcher"):
+    with pytest.raises(
+        BadRequest, match="sim.fault: device must be one of 'card_reader' or 'switcher', got 'toaster'"
+    ):
         await sim["fault"]({"device": "toaster", "fault": "noise"})
     status = await sim["status"]({})
     assert status["switcher"]["plugged"] is True and status["switcher"]["ties"]["video"]["2"] == 3

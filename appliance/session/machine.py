@@ -38,8 +38,8 @@ from appliance.session.effects import (
 )
 from appliance.session.errors import IntentRejected
 from appliance.session.flows import (
-    CommandHandler,
     IntentHandler,
+    SessionCommand,
     appointment,
     call,
     card,
@@ -64,6 +64,7 @@ from appliance.session.state import (
     Technician,
     localized,
 )
+from kiosk_core.commands import parse
 from kiosk_core.errors import BadRequest, Conflict
 
 # The session's names, importable from here as before the table and the flows were split out.
@@ -139,7 +140,7 @@ _INTENTS: dict[str, IntentHandler] = _one_handler_each(
     technician.INTENTS,
 )
 _INTENT_NAMES = frozenset(_INTENTS) | {name for spec in SCREENS.values() for name in spec.handlers}
-_COMMANDS: dict[str, CommandHandler] = _one_handler_each(
+_COMMANDS: dict[str, SessionCommand] = _one_handler_each(
     visit.COMMANDS, call.COMMANDS, progress.COMMANDS, appointment.COMMANDS
 )
 
@@ -186,6 +187,11 @@ class SessionMachine:
     @property
     def command_names(self) -> list[str]:
         return sorted(_COMMANDS)
+
+    @property
+    def commands(self) -> Mapping[str, SessionCommand]:
+        """The platform commands the machine answers, each with the model its parameters must fit."""
+        return _COMMANDS
 
     @property
     def _spec(self) -> ScreenSpec:
@@ -563,26 +569,26 @@ class SessionMachine:
     # === inputs: platform commands ====================================================================
 
     def command(self, name: str, params: Any) -> tuple[dict[str, Any], list[Effect]]:
-        """Apply a platform command: returns (reply body, effects) or raises ``CommandError``."""
-        handler = _COMMANDS.get(name)
-        if handler is None:
-            raise BadRequest(f"unknown session command {name!r}")
-        if not isinstance(params, dict):
-            raise BadRequest("params must be a JSON object")
-        return handler(self, params)
+        """Apply a platform command: returns (reply body, effects) or raises ``CommandError``.
 
-    def session_for(self, params: dict[str, Any]) -> Session:
-        """The current session if ``params['session_id']`` names it, else 400/409."""
-        sid = params.get("session_id")
-        if not isinstance(sid, str) or not SESSION_ID.match(sid):
-            raise BadRequest("session_id: required, like s-0123456789abcdef")
-        if self.session is None or self.session.id != sid:
-            raise Conflict(f"session {sid} is not active on this kiosk (screen {self.screen.value})")
+        ``params`` is the JSON body, validated here with the command's model (a 400 naming the field,
+        as the dispatcher answers), or that model already validated by the dispatcher."""
+        cmd = _COMMANDS.get(name)
+        if cmd is None:
+            raise BadRequest(f"unknown session command {name!r}")
+        if not isinstance(params, cmd.params):
+            params = parse(name, cmd.params, params)
+        return cmd.handler(self, params)
+
+    def session_for(self, session_id: str) -> Session:
+        """The current session if ``session_id`` (validated by ``SessionParams``) names it, else 409."""
+        if self.session is None or self.session.id != session_id:
+            raise Conflict(f"session {session_id} is not active on this kiosk (screen {self.screen.value})")
         return self.session
 
     # === queries for the service ======================================================================
 
-    def document_meta(self, params: dict[str, Any]) -> tuple[str, Doc]:
+    def document_meta(self, params: documents.DocumentGetParams) -> tuple[str, Doc]:
         """(session id, checklist entry) for ``session.document.get``; 400/409 as the contract says."""
         return documents.document_meta(self, params)
 

@@ -15,14 +15,18 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from pydantic import Field
 
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
+from appliance.session.flows.documents import DocumentGetParams
 from appliance.session.machine import (
     SESSION_ID,
     CaptureDocument,
@@ -39,8 +43,7 @@ from appliance.session.machine import (
     WipeSession,
 )
 from appliance.subsystem import Context, Subsystem
-from drivers.base import CommandHandler
-from kiosk_core.commands import CommandSpec, OpenParams, body_of
+from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
@@ -91,7 +94,7 @@ class SessionService(Subsystem):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
-        self._tasks = TaskSet("session", self.ctx.log)
+        self._tasks = TaskSet("session", logging.getLogger("kiosk.appliance"))
         self._started = False
         self.sessions_started = 0
         self.intents_rejected = 0
@@ -492,25 +495,40 @@ class SessionService(Subsystem):
     PERSONAL_REPLIES = ("session.identity.get", "session.document.get")
 
     def commands(self) -> Mapping[str, CommandSpec]:
-        # What the session's commands may carry depends on the screen and the session, so the machine
-        # checks their fields; the spec still requires a JSON object.
-        handlers = {name: self._machine_command(name) for name in self.machine.command_names}
-        handlers["session.document.get"] = self._document_get
-        handlers["session.catalog.set"] = self._catalog_set
+        # One model per command: the dispatcher validates the body with it, and the machine's own
+        # commands hand the validated model on to ``SessionMachine.command``, which takes it as is.
+        specs = [
+            (name, cmd.summary, cmd.params, self._machine_command(name))
+            for name, cmd in self.machine.commands.items()
+        ]
+        specs += [
+            (
+                "session.document.get",
+                "a hash-checked chunk of an accepted document image (personal)",
+                DocumentGetParams,
+                self._document_get,
+            ),
+            (
+                "session.catalog.set",
+                "replace the service catalog (versioned; newer versions only)",
+                CatalogSetParams,
+                self._catalog_set,
+            ),
+        ]
         return {
             name: CommandSpec(
                 name=name,
-                summary=COMMAND_SUMMARIES.get(name, "see docs/session.md"),
-                params=OpenParams,
-                handler=_with_body(handler),
+                summary=summary,
+                params=params,
+                handler=handler,
                 personal=name in self.PERSONAL_REPLIES,
                 process="appliance",
             )
-            for name, handler in handlers.items()
+            for name, summary, params, handler in specs
         }
 
-    def _machine_command(self, name: str) -> CommandHandler:
-        async def handler(params: dict[str, Any]) -> dict[str, Any]:
+    def _machine_command(self, name: str) -> Callable[[Params], Awaitable[dict[str, Any]]]:
+        async def handler(params: Params) -> dict[str, Any]:
             async with self._lock:
                 reply, effects = self.machine.command(name, params)
                 if effects or name != "session.status":
@@ -521,16 +539,14 @@ class SessionService(Subsystem):
 
         return handler
 
-    async def _document_get(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _document_get(self, params: DocumentGetParams) -> dict[str, Any]:
         """A chunk of an accepted document image (docs/session.md §4.1)."""
-        if not isinstance(params, dict):
-            raise BadRequest("params must be a JSON object")
-        offset, length = params.get("offset", 0), params.get("length")
+        offset, length = params.offset, params.length
         limit = self.machine.config.doc_chunk_max
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise BadRequest("offset: must be an integer >= 0")
-        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= limit:
-            raise BadRequest(f"length: must be an integer 1..{limit}")
+        if length > limit:  # the configuration's limit, so not the model's
+            raise BadRequest(
+                f"session.document.get: length must be an integer 1-{limit}, got {length}", field="length"
+            )
         async with self._lock:
             session_id, doc = self.machine.document_meta(params)
             assert doc.image is not None
@@ -568,14 +584,10 @@ class SessionService(Subsystem):
             base64.b64encode(chunk).decode("ascii"),
         )
 
-    async def _catalog_set(self, params: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(params, dict):
-            raise BadRequest("params must be a JSON object")
+    async def _catalog_set(self, params: CatalogSetParams) -> dict[str, Any]:
         async with self._lock:
             try:
-                applied = await asyncio.to_thread(
-                    self.catalogs.apply, params.get("version"), params.get("catalog")
-                )
+                applied = await asyncio.to_thread(self.catalogs.apply, params.version, params.catalog)
             except CatalogInvalid as exc:
                 raise BadRequest(str(exc), problems=exc.problems) from None
             except OSError as exc:
@@ -599,27 +611,9 @@ class SessionService(Subsystem):
         return {"applied": applied, "version": current.version}
 
 
-def _with_body(handler: CommandHandler) -> Any:
-    async def run(params: OpenParams) -> dict[str, Any]:
-        return await handler(body_of(params))
+class CatalogSetParams(Params):
+    """``session.catalog.set``: the catalog itself is checked by ``CatalogStore.apply`` (docs/session.md
+    §6), which lists every problem it finds."""
 
-    return run
-
-
-COMMAND_SUMMARIES = {
-    "session.status": "the running session: screen, ids, call state (no personal data)",
-    "session.identity.get": "the villager's identity as read from the card (personal)",
-    "session.document.get": "a hash-checked chunk of an accepted document image (personal)",
-    "session.catalog.set": "replace the service catalog (versioned; newer versions only)",
-    "session.call.queued": "the villager's place in the clerk queue and the estimated wait",
-    "session.call.accepted": "a clerk took the call (name, department)",
-    "session.request_document": "the clerk asks for one more document",
-    "session.message": "a message from the clerk shown on screen",
-    "session.approve": "the clerk approves: application number for the receipt",
-    "session.reject": "the clerk rejects, with a reason",
-    "session.end": "the clerk or the platform ends the session",
-    "session.progress.result": "the answer to a progress look-up",
-    "session.appointment.slots": "appointment slots offered to the villager",
-    "session.appointment.confirmed": "a booked appointment is confirmed",
-    "session.appointment.declined": "a requested slot is not available",
-}
+    version: int = Field(ge=1)
+    catalog: dict[str, Any]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from appliance.session.catalog import Department, Item
+from appliance.session.catalog import Department, Item, LocalText
 
 
 class Screen(StrEnum):
@@ -43,7 +43,10 @@ APPLICATION_NO = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 SESSION_ID = re.compile(r"^s-[0-9a-f]{16}$")
 
 
-def localized(name: str | dict[str, str]) -> dict[str, str]:
+def localized(name: str | dict[str, str] | LocalText) -> dict[str, str]:
+    """A name in both languages; one string serves both."""
+    if isinstance(name, LocalText):
+        return name.as_dict()
     return dict(name) if isinstance(name, dict) else {"zh-CN": name, "en": name}
 
 

@@ -24,8 +24,7 @@ from pydantic import Field
 from drivers.base import EventSink, Peripheral
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.status_led import LedState, StatusLed
-from drivers.params import choice_param
-from kiosk_core.commands import CommandSpec, Params
+from kiosk_core.commands import CommandSpec, Params, shown
 from kiosk_core.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.tasks import TaskSet
@@ -296,7 +295,12 @@ class Gpio(Peripheral):
         if self._health.status is HealthStatus.MISSING:
             raise CommandError(503, f"gpio.set: {self._health.reason}")
         # Which outputs exist is this kiosk's wiring, not the model's.
-        output = choice_param("gpio.set", {"output": params.output}, "output", self.outputs)
+        output = params.output
+        if output not in self.outputs:
+            raise BadRequest(
+                f"gpio.set: output must be one of {', '.join(sorted(self.outputs))}, got {shown(output)}",
+                field="output",
+            )
         return {"output": output, "on": self.set_output(output, params.on)}
 
     # --- simulation (mock and sim backends only) ---------------------------------------------------

@@ -8,13 +8,15 @@ asks for slots and for a booking with fleet events; the platform answers with th
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from appliance.session.effects import Effect, Emit
 from appliance.session.errors import IntentRejected
-from appliance.session.flows import CommandHandler, IntentHandler, call, visit
-from appliance.session.params import objects_param, text_param
+from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call, trimmed, visit
 from appliance.session.state import Screen, Session, department_view
+from kiosk_core.commands import Params
 from kiosk_core.errors import Conflict
 
 if TYPE_CHECKING:
@@ -126,20 +128,39 @@ INTENTS: dict[str, IntentHandler] = {"appointment": appointment, "book": book}
 # --- platform commands -------------------------------------------------------------------------------
 
 
-def _parse_slots(params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "slot_id": text_param(sl, "slot_id", max_len=64),
-            "start": text_param(sl, "start", max_len=40),
-            "end": text_param(sl, "end", max_len=40),
-            "official": text_param(sl, "official", max_len=40, required=False),
-        }
-        for sl in objects_param(params, "slots", max_len=50)
-    ]
+class Slot(Params):
+    slot_id: Annotated[str, trimmed(64)]
+    start: Annotated[str, trimmed(40)]
+    end: Annotated[str, trimmed(40)]
+    official: Annotated[str, trimmed(40)] | None = None
 
 
-def _need_booking(m: SessionMachine, s: Session, params: dict[str, Any]) -> str:
-    slot_id = text_param(params, "slot_id", max_len=64)
+Slots = Annotated[list[Slot], Field(max_length=50)]
+
+
+def _offered(slots: list[Slot]) -> list[dict[str, Any]]:
+    """The slots as the screen shows them (``official`` null when not given)."""
+    return [sl.model_dump() for sl in slots]
+
+
+class SlotsParams(SessionParams):
+    department_id: Annotated[str, trimmed(64)]
+    slots: Slots
+
+
+class ConfirmedParams(SessionParams):
+    slot_id: Annotated[str, trimmed(64)]
+    booking_no: Annotated[str, trimmed(64)]
+    qr_text: Annotated[str, trimmed(512)] | None = None
+
+
+class DeclinedParams(SessionParams):
+    slot_id: Annotated[str, trimmed(64)]
+    reason: Annotated[str, trimmed(200)]
+    slots: Slots | None = None  # a fresh list instead of the offered ones without this slot
+
+
+def _need_booking(m: SessionMachine, s: Session, slot_id: str) -> str:
     if (
         m.screen is not Screen.APPOINTMENT
         or s.appointment_phase not in ("booking", "failed")
@@ -151,26 +172,24 @@ def _need_booking(m: SessionMachine, s: Session, params: dict[str, Any]) -> str:
     return slot_id
 
 
-def slots(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    dep_id = text_param(params, "department_id", max_len=64)
-    offered = _parse_slots(params)
+def slots(m: SessionMachine, params: SlotsParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    dep_id = params.department_id
     if m.screen is not Screen.APPOINTMENT or s.appointment_phase not in ("loading", "failed"):
         raise Conflict(f"no appointment request is waiting for slots (screen {m.screen.value})")
     if s.department is None or s.department.id != dep_id:
         raise Conflict(f"department_id {dep_id!r} is not the department the villager chose")
-    s.slots, s.appointment_phase, s.waiting_since = offered, "slots", None
+    s.slots, s.appointment_phase, s.waiting_since = _offered(params.slots), "slots", None
     m.notice = None
     return {"ok": True}, []
 
 
-def confirmed(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    booking_no = text_param(params, "booking_no", max_len=64)
-    qr = text_param(params, "qr_text", max_len=512, required=False)
-    slot_id = _need_booking(m, s, params)
+def confirmed(m: SessionMachine, params: ConfirmedParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    booking_no = params.booking_no
+    slot_id = _need_booking(m, s, params.slot_id)
     slot = next(sl for sl in s.slots if sl["slot_id"] == slot_id)
-    s.booking = {"booking_no": booking_no, "slot": slot, "qr_text": qr or booking_no}
+    s.booking = {"booking_no": booking_no, "slot": slot, "qr_text": params.qr_text or booking_no}
     s.appointment_phase, s.waiting_since = "booked", None
     m.notice = None
     assert s.department is not None
@@ -187,19 +206,24 @@ def confirmed(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any]
     ]
 
 
-def declined(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    reason = text_param(params, "reason", max_len=200)
-    fresh = _parse_slots(params) if "slots" in params else None
-    slot_id = _need_booking(m, s, params)
+def declined(m: SessionMachine, params: DeclinedParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    slot_id = _need_booking(m, s, params.slot_id)
+    fresh = _offered(params.slots) if params.slots is not None else None
     s.slots = fresh if fresh is not None else [sl for sl in s.slots if sl["slot_id"] != slot_id]
     s.chosen_slot, s.appointment_phase, s.waiting_since = None, "declined", None
-    m.notice = {"code": "slot_taken", "params": {"reason": reason}}
+    m.notice = {"code": "slot_taken", "params": {"reason": params.reason}}
     return {"ok": True}, []
 
 
-COMMANDS: dict[str, CommandHandler] = {
-    "session.appointment.slots": slots,
-    "session.appointment.confirmed": confirmed,
-    "session.appointment.declined": declined,
+COMMANDS: dict[str, SessionCommand] = {
+    "session.appointment.slots": SessionCommand(
+        "appointment slots offered to the villager", SlotsParams, slots
+    ),
+    "session.appointment.confirmed": SessionCommand(
+        "a booked appointment is confirmed", ConfirmedParams, confirmed
+    ),
+    "session.appointment.declined": SessionCommand(
+        "a requested slot is not available", DeclinedParams, declined
+    ),
 }

@@ -8,12 +8,21 @@ or ends through platform commands; hanging up with a clerk connected leads to th
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, StringConstraints
 
 from appliance.session.effects import DropCapture, Effect, Emit
-from appliance.session.flows import CommandHandler, IntentHandler
-from appliance.session.params import int_param, name_param, text_param
+from appliance.session.flows import (
+    IntentHandler,
+    LocalizedName,
+    SessionCommand,
+    SessionParams,
+    text_or,
+    trimmed,
+)
 from appliance.session.state import APPLICATION_NO, Call, Doc, Screen, Session, item_view, localized
+from kiosk_core.commands import Params
 from kiosk_core.errors import BadRequest, Conflict
 
 if TYPE_CHECKING:
@@ -171,42 +180,50 @@ INTENTS: dict[str, IntentHandler] = {
 # --- the clerk's commands ----------------------------------------------------------------------------
 
 
-def call_queued(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    position = int_param(params, "position", lo=0, hi=10_000)
-    wait = int_param(params, "estimated_wait_s", lo=0, hi=86_400)
+class QueuedParams(SessionParams):
+    position: int = Field(ge=0, le=10_000)
+    estimated_wait_s: int = Field(ge=0, le=86_400)
+
+
+def call_queued(m: SessionMachine, params: QueuedParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     call = need_call(m, s, "requesting", "queued")
-    call.status, call.position, call.estimated_wait_s = "queued", position, wait
+    call.status, call.position, call.estimated_wait_s = "queued", params.position, params.estimated_wait_s
     return {"ok": True}, []
 
 
-def call_accepted(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    clerk = params.get("clerk")
-    if not isinstance(clerk, dict):
-        raise BadRequest("clerk: must be an object {id, name, department}")
-    clerk_id = text_param(clerk, "id", max_len=64)
-    clerk_name = text_param(clerk, "name", max_len=40)
-    dep = clerk.get("department")
-    dep_view: dict[str, Any]
-    if isinstance(dep, str):
-        known = m.catalog.department(dep)
-        dep_view = {"id": dep, "name": known.name.as_dict() if known else localized(dep)}
-    elif isinstance(dep, dict):
-        dep_id = text_param(dep, "id", max_len=64)
-        known = m.catalog.department(dep_id or "")
-        name = (
-            name_param(dep, "name")
-            if "name" in dep
-            else (known.name.as_dict() if known else localized(dep_id or ""))
-        )
-        dep_view = {"id": dep_id, "name": name}
+class ClerkDepartment(Params):
+    id: Annotated[str, trimmed(64)]
+    name: LocalizedName | None = None
+
+
+# A department id of the catalog, or {id, name} for one the kiosk does not know.
+DepartmentRef = text_or(ClerkDepartment, "a department id or {id, name}")
+
+
+class Clerk(Params):
+    id: Annotated[str, trimmed(64)]
+    name: Annotated[str, trimmed(40)]
+    department: DepartmentRef
+
+
+class AcceptedParams(SessionParams):
+    clerk: Clerk
+
+
+def call_accepted(m: SessionMachine, params: AcceptedParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    clerk, dep = params.clerk, params.clerk.department
+    dep_id = dep if isinstance(dep, str) else dep.id
+    known = m.catalog.department(dep_id)
+    if isinstance(dep, ClerkDepartment) and dep.name is not None:
+        name = localized(dep.name)
     else:
-        raise BadRequest("clerk.department: must be a department id or {id, name}")
+        name = known.name.as_dict() if known else localized(dep_id)
     call = need_call(m, s, "requesting", "queued")
     now = m.clock.monotonic()
     call.status, call.connected_at = "connected", now
-    call.clerk = {"id": clerk_id, "name": clerk_name, "department": dep_view}
+    call.clerk = {"id": clerk.id, "name": clerk.name, "department": {"id": dep_id, "name": name}}
     s.clerk_connected = True
     if m.screen is Screen.CALL_WAITING:
         m._go(Screen.CALL)
@@ -215,22 +232,28 @@ def call_accepted(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, 
     return {"ok": True}, [
         Emit(
             "session.call.connected",
-            {"session_id": s.id, "clerk_id": clerk_id, "waited_s": round(now - call.requested_at)},
+            {"session_id": s.id, "clerk_id": clerk.id, "waited_s": round(now - call.requested_at)},
         )
     ]
 
 
-def request_document(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    name = name_param(params, "name") if "name" in params else None
-    doc_id = params.get("doc_id")
-    note = text_param(params, "note", max_len=200, required=False)
-    if doc_id is not None and (not isinstance(doc_id, str) or s.doc(doc_id) is None):
+class RequestDocumentParams(SessionParams):
+    # a new paper by name, or one of the checklist again by doc_id
+    name: LocalizedName | None = None
+    doc_id: str | None = None
+    note: Annotated[str, trimmed(200)] | None = None
+
+
+def request_document(m: SessionMachine, params: RequestDocumentParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    doc_id, note = params.doc_id, params.note
+    if doc_id is not None and s.doc(doc_id) is None:
         raise BadRequest(
-            f"doc_id: {doc_id!r} is not on this session's checklist (omit it to ask for a new one)"
+            f"doc_id: {doc_id!r} is not on this session's checklist (omit it to ask for a new one)",
+            field="doc_id",
         )
-    if doc_id is None and name is None:
-        raise BadRequest("name: required (or doc_id of a checklist entry)")
+    if doc_id is None and params.name is None:
+        raise BadRequest("name: required (or doc_id of a checklist entry)", field="name")
     need_call(m, s, "connected")
     if len(s.checklist) >= 40:
         raise Conflict("this session already has 40 documents")
@@ -239,8 +262,9 @@ def request_document(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[st
         assert doc is not None
         doc.stale = doc.image is not None
     else:
+        assert params.name is not None
         s.doc_requests += 1
-        doc = Doc(f"req-{s.doc_requests}", name or {}, required=True)
+        doc = Doc(f"req-{s.doc_requests}", localized(params.name), required=True)
         s.checklist.append(doc)
     doc.requested_by_clerk, doc.required, doc.note = True, True, note
     m.notice = {"code": "clerk_requested_document", "params": {"name": doc.name}}
@@ -252,11 +276,14 @@ def request_document(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[st
     ]
 
 
-def message(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    text = text_param(params, "text", max_len=500)
+class MessageParams(SessionParams):
+    text: Annotated[str, trimmed(500)]
+
+
+def message(m: SessionMachine, params: MessageParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     call = need_call(m, s, "connected")
-    call.messages.append({"from": "clerk", "text": text, "at": m.clock.monotonic()})
+    call.messages.append({"from": "clerk", "text": params.text, "at": m.clock.monotonic()})
     del call.messages[: -m.config.max_messages]
     if m.screen is Screen.CALL:
         m.notice = {"code": "clerk_message", "params": {}}
@@ -275,35 +302,42 @@ def _decide(
     return {"ok": True}, [*effects, Emit(event, {"session_id": s.id, **data, "item_id": item_id})]
 
 
-def approve(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    number = text_param(params, "application_no", max_len=64)
-    assert number is not None
-    if not APPLICATION_NO.match(number):
-        raise BadRequest("application_no: 1..64 characters of A-Z a-z 0-9 -")
-    qr = text_param(params, "qr_text", max_len=512, required=False)
-    note = text_param(params, "note", max_len=200, required=False)
+class ApproveParams(SessionParams):
+    application_no: Annotated[str, trimmed(64), StringConstraints(pattern=APPLICATION_NO.pattern)]
+    qr_text: Annotated[str, trimmed(512)] | None = None
+    note: Annotated[str, trimmed(200)] | None = None
+
+
+def approve(m: SessionMachine, params: ApproveParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
+    number = params.application_no
     need_call(m, s, "connected")
     outcome = {
         "approved": True,
         "application_no": number,
-        "note": note,
-        "qr_text": qr or m.config.receipt_url_template.format(application_no=number),
+        "note": params.note,
+        "qr_text": params.qr_text or m.config.receipt_url_template.format(application_no=number),
     }
     return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number)
 
 
-def reject(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    reason = text_param(params, "reason", max_len=500)
+class RejectParams(SessionParams):
+    reason: Annotated[str, trimmed(500)]
+
+
+def reject(m: SessionMachine, params: RejectParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     need_call(m, s, "connected")
-    outcome = {"approved": False, "reason": reason}
-    return _decide(m, s, outcome, Screen.REJECTED, "session.rejected", reason=reason)
+    outcome = {"approved": False, "reason": params.reason}
+    return _decide(m, s, outcome, Screen.REJECTED, "session.rejected", reason=params.reason)
 
 
-def end(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    text_param(params, "reason", max_len=200, required=False)
+class EndParams(SessionParams):
+    reason: Annotated[str, trimmed(200)] | None = None
+
+
+def end(m: SessionMachine, params: EndParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     if m.screen is Screen.RATING or s.outcome is not None:
         # The villager is reading the receipt or rating: the clerk's end changes nothing for them.
         return {"ok": True, "screen": m.screen.value}, []
@@ -311,12 +345,20 @@ def end(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list
     return {"ok": True, "screen": m.screen.value}, effects
 
 
-COMMANDS: dict[str, CommandHandler] = {
-    "session.call.queued": call_queued,
-    "session.call.accepted": call_accepted,
-    "session.request_document": request_document,
-    "session.message": message,
-    "session.approve": approve,
-    "session.reject": reject,
-    "session.end": end,
+COMMANDS: dict[str, SessionCommand] = {
+    "session.call.queued": SessionCommand(
+        "the villager's place in the clerk queue and the estimated wait", QueuedParams, call_queued
+    ),
+    "session.call.accepted": SessionCommand(
+        "a clerk took the call (name, department)", AcceptedParams, call_accepted
+    ),
+    "session.request_document": SessionCommand(
+        "the clerk asks for one more document", RequestDocumentParams, request_document
+    ),
+    "session.message": SessionCommand("a message from the clerk shown on screen", MessageParams, message),
+    "session.approve": SessionCommand(
+        "the clerk approves: application number for the receipt", ApproveParams, approve
+    ),
+    "session.reject": SessionCommand("the clerk rejects, with a reason", RejectParams, reject),
+    "session.end": SessionCommand("the clerk or the platform ends the session", EndParams, end),
 }

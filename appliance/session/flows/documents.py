@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from appliance.session.effects import CaptureDocument, DropCapture, Effect, Emit, KeepCapture
 from appliance.session.errors import IntentRejected
-from appliance.session.flows import IntentHandler, card
+from appliance.session.flows import IntentHandler, SessionParams, card
 from appliance.session.state import Capture, Doc, Screen, Session, item_view
 from kiosk_core.errors import BadRequest, Conflict
 
@@ -207,15 +209,21 @@ def capture_finished(
     return []
 
 
-def document_meta(m: SessionMachine, params: dict[str, Any]) -> tuple[str, Doc]:
+class DocumentGetParams(SessionParams):
+    """``session.document.get``: a chunk of ``doc_id`` (``length`` at most ``doc_chunk_max`` bytes, a
+    limit of the configuration the service checks)."""
+
+    doc_id: str
+    offset: int = Field(0, ge=0)
+    length: int = Field(ge=1)
+
+
+def document_meta(m: SessionMachine, params: DocumentGetParams) -> tuple[str, Doc]:
     """See ``SessionMachine.document_meta``."""
-    s = m.session_for(params)
-    doc_id = params.get("doc_id")
-    if not isinstance(doc_id, str):
-        raise BadRequest("doc_id: required string")
-    doc = s.doc(doc_id)
+    s = m.session_for(params.session_id)
+    doc = s.doc(params.doc_id)
     if doc is None:
-        raise BadRequest(f"doc_id: {doc_id!r} is not on this session's checklist")
+        raise BadRequest(f"doc_id: {params.doc_id!r} is not on this session's checklist", field="doc_id")
     if doc.image is None:
-        raise Conflict(f"document {doc_id!r} has not been captured")
+        raise Conflict(f"document {params.doc_id!r} has not been captured")
     return s.id, doc

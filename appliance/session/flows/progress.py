@@ -7,12 +7,14 @@ the platform answers with the ``session.progress.result`` command within ``platf
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from appliance.session.effects import Effect, Emit
-from appliance.session.flows import CommandHandler, IntentHandler
-from appliance.session.params import name_param, objects_param, text_param
-from appliance.session.state import Screen, Session
+from appliance.session.flows import IntentHandler, LocalizedName, SessionCommand, SessionParams, trimmed
+from appliance.session.state import Screen, Session, localized
+from kiosk_core.commands import Params
 from kiosk_core.errors import Conflict
 
 if TYPE_CHECKING:
@@ -68,23 +70,30 @@ INTENTS: dict[str, IntentHandler] = {"progress": progress}
 # --- platform commands -------------------------------------------------------------------------------
 
 
-def progress_result(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
-    apps = [
-        {
-            "application_no": text_param(a, "application_no", max_len=64),
-            "item_name": name_param(a, "item_name", max_len=60),
-            "status": text_param(a, "status", max_len=32),
-            "updated_at": text_param(a, "updated_at", max_len=32, required=False),
-            "note": text_param(a, "note", max_len=200, required=False),
-        }
-        for a in objects_param(params, "applications", max_len=50)
-    ]
+class Application(Params):
+    application_no: Annotated[str, trimmed(64)]
+    item_name: LocalizedName
+    status: Annotated[str, trimmed(32)]
+    updated_at: Annotated[str, trimmed(32)] | None = None
+    note: Annotated[str, trimmed(200)] | None = None
+
+
+class ResultParams(SessionParams):
+    applications: Annotated[list[Application], Field(max_length=50)]
+
+
+def progress_result(m: SessionMachine, params: ResultParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     if m.screen is not Screen.PROGRESS or s.progress_phase not in ("loading", "failed"):
         raise Conflict(f"no progress lookup is waiting (screen {m.screen.value})")
-    s.applications, s.progress_phase, s.waiting_since = apps, "result", None
+    s.applications = [a.model_dump() | {"item_name": localized(a.item_name)} for a in params.applications]
+    s.progress_phase, s.waiting_since = "result", None
     m.notice = None
     return {"ok": True}, []
 
 
-COMMANDS: dict[str, CommandHandler] = {"session.progress.result": progress_result}
+COMMANDS: dict[str, SessionCommand] = {
+    "session.progress.result": SessionCommand(
+        "the answer to a progress look-up", ResultParams, progress_result
+    )
+}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.session.effects import DropDocument, Effect, Emit
 from appliance.session.errors import IntentRejected
-from appliance.session.flows import CommandHandler, IntentHandler, call
+from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call
 from appliance.session.state import (
     LANGS,
     MAX_INTENT_TEXT,
@@ -23,6 +23,7 @@ from appliance.session.state import (
     department_view,
     item_view,
 )
+from kiosk_core.commands import NoParams
 from kiosk_core.errors import Conflict
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ INTENTS: dict[str, IntentHandler] = {
 # --- platform commands -------------------------------------------------------------------------------
 
 
-def status(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
+def status(m: SessionMachine, params: NoParams) -> tuple[dict[str, Any], list[Effect]]:
     s = m.session
     if s is None:
         return {
@@ -281,14 +282,18 @@ def status(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], l
     }, []
 
 
-def identity_get(m: SessionMachine, params: dict[str, Any]) -> tuple[dict[str, Any], list[Effect]]:
-    s = m.session_for(params)
+def identity_get(m: SessionMachine, params: SessionParams) -> tuple[dict[str, Any], list[Effect]]:
+    s = m.session_for(params.session_id)
     if not s.identity_confirmed or s.card_data is None:
         raise Conflict("the villager has not confirmed an identity in this session")
     return dict(s.card_data), []
 
 
-COMMANDS: dict[str, CommandHandler] = {
-    "session.status": status,
-    "session.identity.get": identity_get,
+COMMANDS: dict[str, SessionCommand] = {
+    "session.status": SessionCommand(
+        "the running session: screen, ids, call state (no personal data)", NoParams, status
+    ),
+    "session.identity.get": SessionCommand(
+        "the villager's identity as read from the card (personal)", SessionParams, identity_get
+    ),
 }
