@@ -395,13 +395,13 @@ class Appliance:
             )
             await self.emit("config.rejected", {"version": version, "errors": errors[:20]})
             return
-        restart = await self._apply(new)
-        report = {
+        # Stored before it is applied: a change that could not be stored must not be live (a restart
+        # would silently undo it, and the platform was told "failed").
+        report: dict[str, Any] = {
             "version": version,
-            "result": "pending_restart" if restart else "applied",
+            "result": "applying",
             "errors": [],
             "changed": changed,
-            "restart_required": restart,
         }
         try:
             await self.desired.save(version, overlay, report)
@@ -416,6 +416,16 @@ class Appliance:
                 }
             )
             return
+        restart = await self._apply(new)
+        report = {
+            **report,
+            "result": "pending_restart" if restart else "applied",
+            "restart_required": restart,
+        }
+        try:
+            await self.desired.save(version, overlay, report)
+        except OSError as exc:  # applied and stored already; only the stored report is older
+            log.warning("config/desired v%d: final report not stored: %s", version, exc)
         log.info(
             "config/desired v%d %s (changed: %s)", version, report["result"], ", ".join(changed) or "none"
         )

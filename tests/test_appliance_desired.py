@@ -114,3 +114,17 @@ async def test_sighup_style_reload_keeps_old_config_on_error(kiosk: Appliance, k
     kiosk_config.write_text(text + "\n[fleet.bogus]\n")
     await kiosk.reload_file()
     assert kiosk.config.fleet.telemetry_interval_s == 12, "a broken file must not replace a working config"
+
+
+async def test_a_change_that_cannot_be_stored_is_not_applied(
+    kiosk: Appliance, platform: Platform, tmp_path: Path
+):
+    """The platform is told "failed" only for a change that is not live (a restart would undo it)."""
+    blocked = tmp_path / "data" / "config-desired.json"
+    blocked.mkdir()  # the overlay's file cannot be replaced: a directory with something in it
+    (blocked / "x").write_text("in the way")
+    before = kiosk.config.logging.level
+    await platform.publish("config/desired", {"version": 7, "config": {"logging": {"level": "ERROR"}}})
+    report = (await platform.wait_for(lambda: reports(platform), what="reported"))[-1]
+    assert report["version"] == 7 and report["result"] == "failed", report
+    assert kiosk.config.logging.level == before and kiosk.desired.version < 7
