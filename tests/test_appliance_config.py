@@ -116,6 +116,18 @@ def test_kiosk_config_check_prints_redacted_config_or_errors(tmp_path: Path):
     assert out.returncode == 1 and "device.role = 'boss'" in out.stderr
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_config_may_be_named_before_or_after_the_subcommand(tmp_path: Path, where: str):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace('"main"', '"boss"'))
+    args = ["--config", str(bad), "run"] if where == "before" else ["run", "--config", str(bad)]
+    out = subprocess.run(
+        [sys.executable, "-m", "kiosk_cli.main", *args], capture_output=True, text=True, timeout=60
+    )
+    # 78 = EX_CONFIG: the file named was read (and refused), whichever side of `run` it stood
+    assert out.returncode == 78 and "device.role = 'boss'" in out.stdout + out.stderr, out
+
+
 toml_values = st.recursive(
     st.one_of(st.integers(), st.text(max_size=20), st.booleans(), st.floats(allow_nan=False)),
     lambda children: (
