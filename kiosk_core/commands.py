@@ -192,6 +192,11 @@ def _keys(model: Any) -> str:
     return ", ".join(sorted(f.alias or n for n, f in model.model_fields.items())) or "none"
 
 
+def by_name(*specs: CommandSpec) -> dict[str, CommandSpec]:
+    """What ``commands()`` returns: the specs by name."""
+    return {spec.name: spec for spec in specs}
+
+
 def describe(command: str, model: type[BaseModel], exc: ValidationError) -> BadRequest:
     """The first problem as a 400 a platform operator can act on:
     ``switcher.route: input must be an integer >= 0, got 'two'``; a nested field is named by its path

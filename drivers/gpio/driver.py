@@ -24,7 +24,7 @@ from pydantic import Field
 from drivers.base import EventSink, Peripheral
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.status_led import LedState, StatusLed
-from kiosk_core.commands import CommandSpec, Params, shown
+from kiosk_core.commands import CommandSpec, Params, by_name, shown
 from kiosk_core.errors import BadRequest, CommandError, DeviceMissing, DriverError, KioskError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.tasks import TaskSet
@@ -281,15 +281,16 @@ class Gpio(Peripheral):
         return bool(device.is_active)
 
     def commands(self) -> Mapping[str, CommandSpec]:
-        spec = CommandSpec(
-            name="gpio.set",
-            summary="switch a fitted relay or the buzzer on or off; answers the level read back",
-            params=GpioSetParams,
-            handler=self.set_command,
-            personal=False,
-            process="appliance",
+        return by_name(
+            CommandSpec(
+                name="gpio.set",
+                summary="switch a fitted relay or the buzzer on or off; answers the level read back",
+                params=GpioSetParams,
+                handler=self.set_command,
+                personal=False,
+                process="appliance",
+            )
         )
-        return {spec.name: spec}
 
     async def set_command(self, params: GpioSetParams) -> dict[str, Any]:
         if self._health.status is HealthStatus.MISSING:

@@ -34,7 +34,7 @@ from drivers.switcher.protocol import DeviceInfo, Layer, SwitcherProtocol, Tie, 
 from drivers.switcher.simulator import SwitcherSimulator
 from drivers.switcher.transport import LineTransport, SerialTransport, TcpTransport
 from kiosk_core.backoff import equal_jitter
-from kiosk_core.commands import CommandSpec, Params
+from kiosk_core.commands import CommandSpec, Params, by_name
 from kiosk_core.errors import BadRequest, CommandError, KioskError
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.supervisor import DeviceSupervisor, supervise, wait_or_wake
@@ -396,15 +396,16 @@ class Switcher(Peripheral):
     # --- platform commands -------------------------------------------------------------------------
 
     def commands(self) -> Mapping[str, CommandSpec]:
-        spec = CommandSpec(
-            name="switcher.route",
-            summary="route an input to an output (0 unties), read back before it counts",
-            params=RouteParams,
-            handler=self.route_command,
-            personal=False,
-            process="appliance",
+        return by_name(
+            CommandSpec(
+                name="switcher.route",
+                summary="route an input to an output (0 unties), read back before it counts",
+                params=RouteParams,
+                handler=self.route_command,
+                personal=False,
+                process="appliance",
+            )
         )
-        return {spec.name: spec}
 
     async def route_command(self, params: RouteParams) -> dict[str, Any]:
         """``switcher.route {input, output, video?, audio?}`` with 400 for bad params, 503 when the
