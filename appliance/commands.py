@@ -4,12 +4,17 @@ A request arrives on ``{root}/cmd/{name}`` with a Response Topic and Correlation
 JSON object (empty allowed) with optional ``id`` and ``expires_at`` (UNIX seconds or ISO 8601). The
 command id is ``id``, or the Correlation Data when no ``id`` is given. The dispatcher:
 
-1. answers a repeated id with the first reply again (stored durably, kept >= 7 days) and never runs
+1. runs nothing whose Response Topic is not a safe place for a reply (``response_topic_refusal``:
+   under a configured platform reply prefix, no wildcard, no NUL, never the devices' own topics);
+   such a request is logged and counted as ``refused`` and gets no reply;
+2. claims the id in memory before anything else can interleave, so a repeat arriving while the
+   first is still being handled gets 202 "already running" and never runs it a second time;
+   answers a repeated id with the first reply again (stored durably, kept >= 7 days) and never runs
    it twice, even across restarts; a command that was running when the appliance died is answered
    500 "interrupted" rather than run again;
-2. answers 410 if ``expires_at`` has passed (not run), 404 for unknown names, 400 for malformed
-   bodies (naming the problem);
-3. validates the body against the command's ``CommandSpec`` (``kiosk_core.commands``: a pydantic
+3. answers 410 if ``expires_at`` has passed (not run), 404 for unknown names, 400 for malformed
+   bodies (naming the problem), 400 for an ``expires_at`` that is not a finite time;
+4. validates the body against the command's ``CommandSpec`` (``kiosk_core.commands``: a pydantic
    model; a mismatch is a 400 naming the field), marks the id as running (durably), runs the handler
    with a time limit, stores the reply (never one whose spec says ``personal``), sends it.
 
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from appliance.config import DEVICE_TREE, REPLY_TREE
 from appliance.outbox import Outbox
 from kiosk_core.commands import CommandSpec
 from kiosk_core.errors import BadRequest, CommandError, StorageError
@@ -54,11 +61,45 @@ class Accepted:
 Reply = Callable[[str, bytes, bytes | None], Awaitable[None]]  # (topic, payload, correlation) -> sent
 
 
+def _under(levels: list[str], prefix: str) -> bool:
+    want = prefix.split("/")
+    return len(levels) >= len(want) and all(
+        (w == "+" and level != "") or w == level for w, level in zip(want, levels, strict=False)
+    )
+
+
+def response_topic_refusal(topic: str, prefixes: Sequence[str]) -> str | None:
+    """Why a request's Response Topic is no place to publish its reply, or None when it is.
+
+    A reply is published with the device's credentials, so a Response Topic is an order to publish
+    there: it must lie under one of the platform's reply ``prefixes`` (``fleet.reply_prefixes``; ``+``
+    in a prefix stands for one level), contain no wildcard and no NUL, and never be under the devices'
+    own topics (``kiosk/v1/...``: another device's ``cmd/``, this device's ``state``) except the reply
+    tree ``kiosk/v1/replies/``."""
+    if "\x00" in topic:
+        return "it contains NUL"
+    if "+" in topic or "#" in topic:
+        return "it contains an MQTT wildcard (+ or #)"
+    levels = topic.split("/")
+    if _under(levels, DEVICE_TREE) and not _under(levels, REPLY_TREE):
+        return f"it is under the devices' own topics ({DEVICE_TREE}/), outside {REPLY_TREE}/"
+    if not any(_under(levels, prefix) for prefix in prefixes):
+        return f"it is not under a platform reply prefix (fleet.reply_prefixes: {', '.join(prefixes)})"
+    return None
+
+
 def parse_expiry(value: Any) -> float:
+    """``expires_at`` as UNIX seconds; raises ``BadRequest`` unless it is a finite time."""
     if isinstance(value, bool):
         raise BadRequest("expires_at must be UNIX seconds or an ISO 8601 time, not a boolean")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise BadRequest("expires_at must be a finite number of UNIX seconds")
+        return seconds
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -77,12 +118,15 @@ class CommandDispatcher:
         send: Reply,
         emit: Callable[[str, dict[str, Any]], Awaitable[None]],
         *,
+        reply_prefixes: Sequence[str],
         retention_s: float = 7 * 86400,
     ) -> None:
         self._outbox = outbox
         self._send = send
         self._emit = emit
+        self.reply_prefixes = tuple(reply_prefixes)
         self._handlers: dict[str, CommandSpec] = {}
+        # Ids being handled now (claimed before the first await of handle(), released at its end).
         self._running: set[str] = set()
         self._tasks = TaskSet("commands", log)
         self.retention_s = retention_s
@@ -93,6 +137,7 @@ class CommandDispatcher:
             "malformed": 0,
             "unknown": 0,
             "failed": 0,
+            "refused": 0,
         }
 
     def register(self, spec: CommandSpec) -> None:
@@ -127,25 +172,42 @@ class CommandDispatcher:
                 "command %s without a Response Topic ignored (MQTT 5 request/response required)", name[:64]
             )
             return
+        refusal = response_topic_refusal(response_topic, self.reply_prefixes)
+        if refusal is not None:
+            # Not run and not answered: there is nowhere safe to send the answer.
+            self.counts["refused"] += 1
+            log.warning(
+                "command %s refused, not run and not answered: Response Topic %r: %s",
+                name[:64],
+                response_topic[:200],
+                refusal,
+            )
+            return
 
         async def reply(
             status: int, body: dict[str, Any], cid: str | None, store: bool = True, personal: bool = False
         ) -> None:
-            payload = dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
+            def encode(status: int, body: dict[str, Any]) -> bytes:
+                return dumps({"status": status, **body, **({"id": cid} if cid else {}), "name": name})
+
+            try:
+                payload = encode(status, body)
+            except ValueError as exc:  # a handler answered NaN: say so rather than leave it running
+                self.counts["failed"] += 1
+                log.error("command %s: its reply could not be encoded: %s", name, exc)
+                payload = encode(500, {"error": f"the reply could not be encoded: {exc}"})
             if store and cid is not None:
                 # A reply carrying personal data (its spec says ``personal``, e.g. a villager's
                 # identity or document chunk) is never written to disk: its repeat gets 410 instead.
                 kept = (
                     payload
                     if not personal
-                    else dumps(
+                    else encode(
+                        410,
                         {
-                            "status": 410,
                             "error": "the first reply carried personal data and was not kept; "
-                            "send the request again with a new id",
-                            **({"id": cid} if cid else {}),
-                            "name": name,
-                        }
+                            "send the request again with a new id"
+                        },
                     )
                 )
                 try:
@@ -166,8 +228,17 @@ class CommandDispatcher:
             await reply(400, {"error": f"id must be a string of 1-{MAX_ID} characters"}, None, store=False)
             return
         cid = raw_id or (("corr:" + corr.hex()[: MAX_ID - 5]) if corr else None)
-
-        if cid is not None:
+        if cid is None:
+            await self._run(name, body, reply, None)
+            return
+        # Claimed here, before the first await: a repeat dispatched on another worker meanwhile finds
+        # the claim, whether or not the durable "running" mark below is written yet.
+        if cid in self._running:
+            self.counts["duplicates"] += 1
+            await reply(202, {"detail": "already running"}, cid, store=False)
+            return
+        self._running.add(cid)
+        try:
             seen = await self._outbox.command_lookup(cid)
             if seen is not None:
                 self.counts["duplicates"] += 1
@@ -175,9 +246,8 @@ class CommandDispatcher:
                 if state == "done" and stored is not None:
                     log.info("command %s id=%s seen before: resending the first reply", name, cid)
                     await self._send(response_topic, stored, corr)
-                elif cid in self._running:
-                    await reply(202, {"detail": "already running"}, cid, store=False)
                 else:
+                    # Marked running durably, but not claimed by this process: the appliance died.
                     await reply(
                         500,
                         {
@@ -187,7 +257,17 @@ class CommandDispatcher:
                         cid,
                     )
                 return
+            await self._run(name, body, reply, cid)
+        finally:
+            self._running.discard(cid)
 
+    async def _run(
+        self,
+        name: str,
+        body: dict[str, Any],
+        reply: Callable[..., Awaitable[None]],
+        cid: str | None,
+    ) -> None:
         if not NAME.match(name) or name not in self._handlers:
             self.counts["unknown"] += 1
             await reply(404, {"error": f"unknown command {name[:64]!r}", "commands": self.names}, cid)
@@ -213,7 +293,6 @@ class CommandDispatcher:
                 self.counts["failed"] += 1
                 await reply(503, {"error": f"not run: the device cannot record it ({exc})"}, cid, store=False)
                 return
-            self._running.add(cid)
         try:
             try:
                 result = await asyncio.wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
@@ -237,9 +316,6 @@ class CommandDispatcher:
                     cid,
                     personal=self._handlers[name].personal,
                 )
-        finally:
-            if cid is not None:
-                self._running.discard(cid)
 
     async def _finish_later(
         self, name: str, cid: str | None, then: Callable[[], Awaitable[dict[str, Any]]]

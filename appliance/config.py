@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from appliance.session.config import SessionConfig
 from drivers.config import DriversConfig
@@ -42,6 +42,35 @@ class TlsConfig(Strict):
     handshake_timeout_s: float = Field(10.0, gt=0, le=120)
 
 
+# The devices' own topics (kiosk_core.config.topic_root) and the one tree under them that may hold
+# replies to platform requests.
+DEVICE_TREE = "kiosk/v1"
+REPLY_TREE = "kiosk/v1/replies"
+# Where the platform's requesters listen: the test platform (platform/replies/<id>), the county
+# centre (platform/<client id>/replies) and operators behind the generated broker ACL
+# (kiosk/v1/replies/<operator>/...). docs/mqtt.md "Response Topics".
+DEFAULT_REPLY_PREFIXES = ("platform/replies", "platform/+/replies", REPLY_TREE)
+
+
+def reply_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a reply prefix, or None. A prefix is MQTT topic levels; ``+`` stands
+    for exactly one level."""
+    levels = prefix.split("/")
+    if not 0 < len(prefix) <= 200:
+        return "must be 1-200 characters"
+    if "#" in prefix or "\x00" in prefix:
+        return "may not contain # or NUL (a prefix already covers every level below it)"
+    if not all(levels):
+        return "may not have empty levels (no leading, trailing or double /)"
+    if any("+" in level and level != "+" for level in levels):
+        return "+ may only stand for a whole level (platform/+/replies)"
+    if levels[0] == "+" or levels[0].startswith("$"):
+        return "must start with a fixed level (not + and not a $ system topic)"
+    if levels[0] == "kiosk" and levels[:3] != REPLY_TREE.split("/"):
+        return f"kiosk/ holds the devices' own topics; only {REPLY_TREE}/... may hold replies"
+    return None
+
+
 class FleetConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -57,6 +86,21 @@ class FleetConfig(Strict):
     )
     drain_rate_per_s: float = Field(2000.0, gt=0, description="cap on backlog publishing after an outage")
     max_inflight: int = Field(256, ge=1, le=65535)
+    reply_prefixes: tuple[str, ...] = Field(
+        DEFAULT_REPLY_PREFIXES,
+        min_length=1,
+        max_length=32,
+        description="a command runs only if its Response Topic lies under one of these (+ = one level)",
+    )
+
+    @field_validator("reply_prefixes")
+    @classmethod
+    def _reply_prefixes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in v:
+            problem = reply_prefix_problem(prefix)
+            if problem:
+                raise ValueError(f"reply prefix {prefix[:80]!r} {problem}")
+        return v
 
 
 class KioskConfig(Strict):

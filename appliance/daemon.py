@@ -39,6 +39,7 @@ from kiosk_core.errors import BadRequest, CommandError, ConfigError, StorageErro
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
 from kiosk_core.mqtt import Message
+from kiosk_core.payload import finite
 from kiosk_core.sdnotify import Notifier
 from kiosk_core.tasks import TaskSet
 
@@ -73,8 +74,19 @@ class RebootParams(Params):
 
 
 def public(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Keys starting with ``_`` are for in-process listeners only (e.g. a full identity)."""
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    """What of an event may leave the appliance. Keys starting with ``_`` are for in-process listeners
+    only (e.g. a full identity); in the rest every resident ID number, in keys and values at any
+    depth and inside text, is masked (``3308**********123X``)."""
+    return logs.mask_id_numbers_in({k: v for k, v in data.items() if not k.startswith("_")})
+
+
+def outgoing(type: str, data: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """The one path of every event into the outbox and onto the local feed, the appliance's own and
+    the producers': (type, data, JSON text) masked by ``public``, non-finite numbers as null (logged)."""
+    pub, where = finite(public(data))
+    if where:
+        log.warning("event %s: non-finite number(s) sent as null: %s", type, ", ".join(where[:5]))
+    return logs.mask_id_numbers(type), pub, dumps(pub).decode()
 
 
 class Appliance:
@@ -96,25 +108,30 @@ class Appliance:
         self._last_status = ""
         self.tail: logs.TailHandler | None = None
         self.rejected_local = 0
+        self._nonfinite: list[str] = []
 
     # --- Context -----------------------------------------------------------------------------------
 
     async def emit(self, type: str, data: dict[str, Any], *, durable: bool = True) -> None:
-        pub = public(data)
-        seq = await self.outbox.append(type, pub) if durable else None
-        self.bus.publish(f"{FEED_PREFIX}/{type}", {"type": type, "seq": seq, "data": pub}, qos=0)
+        out_type, pub, text = outgoing(type, data)
+        seq = await self.outbox.append(out_type, text) if durable else None
+        self.bus.publish(f"{FEED_PREFIX}/{out_type}", {"type": out_type, "seq": seq, "data": pub}, qos=0)
         await self._notify_listeners(type, data)
 
     async def _record_local(self, type: str, data: dict[str, Any], producer_id: str | None) -> int | None:
         # Not re-published on the feed: local producers' events are already visible on kiosk/local/event.
-        seq = await self.outbox.append(type, public(data), producer_id=producer_id)
+        out_type, _, text = outgoing(type, data)
+        seq = await self.outbox.append(out_type, text, producer_id=producer_id)
         if seq is not None:
             await self._notify_listeners(type, data)
         return seq
 
     async def _reject_local(self, reason: str, size: int) -> None:
         self.rejected_local += 1
-        await self.outbox.append("bus.event_rejected", {"reason": reason[:300], "bytes": size})
+        # The reason may quote the producer's payload: masked before it is cut to size.
+        data = {"reason": logs.mask_id_numbers(reason)[:300], "bytes": size}
+        etype, _, text = outgoing("bus.event_rejected", data)
+        await self.outbox.append(etype, text)
 
     async def _notify_listeners(self, type: str, data: dict[str, Any]) -> None:
         for prefix, listener in list(self._listeners):
@@ -198,7 +215,11 @@ class Appliance:
             will=(APPLIANCE_STATE, {"state": "lost", "boot_id": self.boot_id}),
         )
         self.dispatcher = CommandDispatcher(
-            self.outbox, self._send_reply, self.emit, retention_s=cfg.storage.command_retention_days * 86400
+            self.outbox,
+            self._send_reply,
+            self.emit,
+            reply_prefixes=cfg.fleet.reply_prefixes,
+            retention_s=cfg.storage.command_retention_days * 86400,
         )
         self.fleet = FleetLink(
             cfg,
@@ -371,6 +392,7 @@ class Appliance:
                 {
                     "version": None,
                     "result": "rejected",
+                    "reason": "malformed",
                     "errors": [str(exc)],
                     "running_version": self.desired.version,
                 }
@@ -380,20 +402,27 @@ class Appliance:
             if version < self.desired.version:
                 log.info("config/desired v%d ignored: v%d is already applied", version, self.desired.version)
             return
-        new, errors, changed = await asyncio.to_thread(
-            evaluate, self.config_path, self.config, version, overlay
-        )
+        verdict = await asyncio.to_thread(evaluate, self.config_path, self.config, version, overlay)
+        new, errors, changed = verdict.config, verdict.errors, verdict.changed
         if new is None:
-            log.warning("config/desired v%d rejected:\n  %s", version, "\n  ".join(errors))
+            log.warning(
+                "config/desired v%d rejected (%s):\n  %s", version, verdict.reason, "\n  ".join(errors)
+            )
+            locked = {"keys": verdict.keys} if verdict.keys else {}
             await self._report(
                 {
                     "version": version,
                     "result": "rejected",
+                    "reason": verdict.reason,
+                    **locked,
                     "errors": errors,
                     "running_version": self.desired.version,
                 }
             )
-            await self.emit("config.rejected", {"version": version, "errors": errors[:20]})
+            await self.emit(
+                "config.rejected",
+                {"version": version, "reason": verdict.reason, **locked, "errors": errors[:20]},
+            )
             return
         # Stored before it is applied: a change that could not be stored must not be live (a restart
         # would silently undo it, and the platform was told "failed").
@@ -607,7 +636,7 @@ class Appliance:
                 extra = sub.telemetry()
                 if extra:
                     subs[sub.name] = extra
-        return {
+        sample = {
             "ts": sysinfo.now_ts(),
             "epoch": self.outbox.epoch,
             "cpu_percent": self._cpu.percent(),
@@ -635,6 +664,13 @@ class Appliance:
             "peripherals": self.health_summary(),
             **({"subsystems": subs} if subs else {}),
         }
+        # A sensor or a subsystem's measurement may be NaN; JSON has none: null, logged when it changes.
+        sample, where = finite(sample)
+        if where != self._nonfinite:
+            self._nonfinite = where
+            if where:
+                log.warning("telemetry: non-finite value(s) sent as null: %s", ", ".join(where[:5]))
+        return sample
 
     async def _telemetry_loop(self) -> None:
         # The first sample waits briefly for the link (a boot-time sample then goes out live); after

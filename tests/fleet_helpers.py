@@ -129,19 +129,33 @@ class Platform:
         expiry_s: int | None = None,
         response_topic: str | None = "default",
     ) -> dict[str, Any]:
-        assert self._conn is not None
         corr = correlation or uuid.uuid4().bytes
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[corr] = fut
-        payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
         rt = self.reply_topic if response_topic == "default" else response_topic
+        await self.request(name, body, response_topic=rt, correlation=corr, expiry_s=expiry_s)
+        return await asyncio.wait_for(fut, timeout_s)
+
+    async def request(
+        self,
+        name: str,
+        body: dict[str, Any] | bytes | None = None,
+        *,
+        response_topic: str | None,
+        correlation: bytes,
+        expiry_s: int | None = None,
+    ) -> None:
+        """Publish a request (PUBACK awaited) without waiting for any reply."""
+        assert self._conn is not None
+        payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
         await self._conn.publish(
             f"{self.root}/cmd/{name}",
             payload,
             qos=1,
-            properties=publish_properties(response_topic=rt, correlation_data=corr, expiry_s=expiry_s),
+            properties=publish_properties(
+                response_topic=response_topic, correlation_data=correlation, expiry_s=expiry_s
+            ),
         )
-        return await asyncio.wait_for(fut, timeout_s)
 
     async def publish(self, channel: str, obj: Any, *, retain: bool = False) -> None:
         assert self._conn is not None

@@ -1,16 +1,25 @@
-"""Platform commands: status codes, at-most-once by id (also across restarts), hostile requests."""
+"""Platform commands: status codes, at-most-once by id (also across restarts and back to back), hostile
+requests, and Response Topics that are no place for a reply."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from fleet_helpers import ApplianceProcess, Platform
+from fleet_helpers import ROOT, ApplianceProcess, Platform
 
+from appliance import config as config_mod
+from appliance.commands import response_topic_refusal
+from appliance.config import DEFAULT_REPLY_PREFIXES
 from appliance.daemon import Appliance
 from kiosk_core.commands import CommandSpec, OpenParams, body_of
+from kiosk_core.errors import ConfigError
+from kiosk_core.mqtt import Message, MqttConnection
+from sim.mosquitto import Mosquitto
 
 
 def spec(name: str, handler, params=OpenParams, personal: bool = False) -> CommandSpec:
@@ -62,6 +71,9 @@ async def test_a_command_id_runs_once_and_gets_the_first_reply_again(kiosk: Appl
         (b'{"id": "' + b"x" * 300 + b'"}', "id must be a string"),
         (b'{"expires_at": "tomorrow"}', "ISO 8601"),
         (b'{"expires_at": true}', "not a boolean"),
+        (b'{"expires_at": 1e400}', "out of range"),
+        (b'{"expires_at": 1' + b"0" * 400 + b"}", "finite"),
+        (b'{"expires_at": NaN}', "not JSON"),
         (b'{"lines": -1}', "lines must be"),
         (b'{"lines": "all"}', "lines must be"),
         (b"x" * 300_000, "at most"),
@@ -177,3 +189,188 @@ async def test_command_ids_are_remembered_across_restarts(
         assert len(platform.of("birth")) == births, "the repeated rebirth must not run again"
     finally:
         second.terminate()
+
+
+# --- at most once, also back to back -----------------------------------------------------------------
+
+
+async def test_two_requests_with_the_same_id_back_to_back_run_once(kiosk: Appliance, platform: Platform):
+    """Send every id twice at once (two Correlation Data, one id): each id runs exactly once. Before the
+    id was claimed in memory, both lookups found nothing and both requests ran."""
+    runs: list[str] = []
+
+    async def transfer(params):
+        runs.append(params["n"])
+        return {"run": len(runs)}
+
+    kiosk.dispatcher.register(spec("test.transfer", transfer))
+    pairs = [
+        asyncio.gather(
+            platform.command("test.transfer", {"id": f"pay-{n}", "n": n}),
+            platform.command("test.transfer", {"id": f"pay-{n}", "n": n}),
+        )
+        for n in range(20)
+    ]
+    replies = await asyncio.gather(*pairs)
+    assert sorted(runs) == list(range(20)), "every id ran exactly once"
+    for first, second in replies:
+        statuses = sorted([first["status"], second["status"]])
+        # The repeat is either answered "already running" (not run) or, once done, with the first reply.
+        assert statuses in ([200, 200], [200, 202]), (first, second)
+        if statuses == [200, 200]:
+            assert first == second
+        else:
+            assert {**first, **second}["detail"] == "already running"
+    assert kiosk.dispatcher.counts["duplicates"] == 20
+    # Afterwards every repeat gets the stored first reply.
+    again = await platform.command("test.transfer", {"id": "pay-3", "n": 3})
+    assert again["status"] == 200 and runs.count(3) == 1
+
+
+async def test_a_reply_that_is_not_json_becomes_a_500(kiosk: Appliance, platform: Platform):
+    async def sensor(params):
+        return {"temperature_c": float("nan")}
+
+    kiosk.dispatcher.register(spec("test.sensor", sensor))
+    reply = await platform.command("test.sensor", {"id": "s-1"})
+    assert reply["status"] == 500 and "temperature_c = nan" in reply["error"]
+    assert await platform.command("test.sensor", {"id": "s-1"}) == reply, "stored like any other reply"
+
+
+# --- Response Topics ------------------------------------------------------------------------------
+
+OTHER_DEVICE = "kiosk/v1/33/3308/330803/330803100/330803100202/kiosk-0002"
+NOT_FOR_REPLIES = [
+    f"{ROOT}/state",  # would overwrite the device's own presence
+    f"{ROOT}/config/reported",
+    f"{OTHER_DEVICE}/cmd/reboot",  # a command to another device, with this device's credentials
+    f"{OTHER_DEVICE}/state",
+    "kiosk/v1/33/3308/330803/+/+/+/cmd/reboot",
+    "a/#",
+    "+/x",
+    "platform/replies-evil/1",  # looks like the prefix, is not under it
+    "operators/ops-1",
+    "kiosk/local/event",
+]
+
+
+async def watch(port: int, filters: list[str]) -> tuple[MqttConnection, list[Message]]:
+    conn = MqttConnection(host="127.0.0.1", port=port, client_id=f"watch-{uuid.uuid4().hex[:6]}")
+    await conn.connect()
+    await conn.subscribe(*[(f, 1) for f in filters])
+    seen: list[Message] = []
+
+    async def collect() -> None:
+        async for msg in conn.messages():
+            seen.append(msg)
+
+    asyncio.get_running_loop().create_task(collect())
+    return conn, seen
+
+
+async def test_a_response_topic_outside_the_platform_reply_prefixes_is_refused_unanswered(
+    kiosk: Appliance, platform: Platform, central_broker: Mosquitto
+):
+    """Send a command whose Response Topic is the kiosk's own state, another kiosk's cmd/ topic
+    or a wildcard: it does not run, it is counted as refused, and nothing is published there."""
+    runs: list[str] = []
+
+    async def count(params):
+        runs.append(params["topic"])
+        return {"ok": True}
+
+    kiosk.dispatcher.register(spec("test.count", count))
+    watcher, seen = await watch(
+        central_broker.port,
+        ["a/#", "+/x", f"{ROOT}/state", f"{ROOT}/config/#", f"{OTHER_DEVICE}/#", "platform/#", "operators/#"]
+        + ["kiosk/local/#", "kiosk/v1/replies/#"],
+    )
+    try:
+        await asyncio.sleep(0.2)  # the retained state arrives and is not a reply
+        ours: set[bytes] = set()
+        for topic in NOT_FOR_REPLIES:
+            corr = uuid.uuid4().bytes
+            ours.add(corr)
+            await platform.request("test.count", {"topic": topic}, response_topic=topic, correlation=corr)
+        await platform.wait_for(
+            lambda: kiosk.dispatcher.counts["refused"] == len(NOT_FOR_REPLIES), what="every request refused"
+        )
+        # Valid reply topics still work: the platform's, the county centre's shape and the ACL's tree.
+        for topic in (platform.reply_topic, "platform/county-7/replies", "kiosk/v1/replies/ops-1/c42"):
+            corr = uuid.uuid4().bytes
+            await platform.request("test.count", {"topic": topic}, response_topic=topic, correlation=corr)
+            await platform.wait_for(
+                lambda corr=corr: [m for m in seen if m.correlation_data == corr],
+                what=f"the reply on {topic}",
+            )
+        await platform.wait_for(lambda: len(runs) == 3, what="the three valid requests ran")
+        await asyncio.sleep(0.3)
+        assert runs == [platform.reply_topic, "platform/county-7/replies", "kiosk/v1/replies/ops-1/c42"]
+        stray = [(m.topic, m.payload[:80]) for m in seen if m.correlation_data in ours]
+        assert stray == [], "nothing is published on a refused Response Topic"
+        assert not [m for m in seen if b"test.count" in m.payload and m.topic in NOT_FOR_REPLIES]
+        assert kiosk.dispatcher.counts["refused"] == len(NOT_FOR_REPLIES)
+        telemetry = await kiosk.telemetry()
+        assert telemetry["commands"]["refused"] == len(NOT_FOR_REPLIES)
+        assert kiosk.fleet.connected and (await platform.command("ping"))["status"] == 200
+    finally:
+        await watcher.close()
+
+
+@pytest.mark.parametrize(
+    "topic, fragment",
+    [
+        ("platform/replies/a\x00b", "NUL"),
+        ("platform/replies/+", "wildcard"),
+        ("platform/replies/#", "wildcard"),
+        (f"{ROOT}/event", "devices' own topics"),
+        ("kiosk/v1", "devices' own topics"),
+        ("kiosk/v1/repliesx/1", "devices' own topics"),
+        ("platform", "not under a platform reply prefix"),
+        ("platform//replies", "not under a platform reply prefix"),
+        ("$SYS/broker/x", "not under a platform reply prefix"),
+        ("Platform/replies/1", "not under a platform reply prefix"),
+    ],
+)
+def test_response_topic_rules(topic: str, fragment: str):
+    refusal = response_topic_refusal(topic, DEFAULT_REPLY_PREFIXES)
+    assert refusal is not None and fragment in refusal
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["platform/replies/x", "platform/replies", "platform/c-1/replies", "platform/c-1/replies/a/b"]
+    + ["kiosk/v1/replies/county-330803/ops-1", "kiosk/v1/replies"],
+)
+def test_reply_topics_under_the_default_prefixes_are_fine(topic: str):
+    assert response_topic_refusal(topic, DEFAULT_REPLY_PREFIXES) is None
+
+
+@pytest.mark.parametrize(
+    "prefix, fragment",
+    [
+        ("kiosk/v1/+", "devices' own topics"),
+        ("kiosk", "devices' own topics"),
+        ("kiosk/v1/33", "devices' own topics"),
+        ("platform/#", "may not contain #"),
+        ("+/replies", "fixed level"),
+        ("$SYS", "fixed level"),
+        ("platform/re+", "whole level"),
+        ("/platform/replies", "empty levels"),
+        ("platform/replies/", "empty levels"),
+        ("", "1-200 characters"),
+    ],
+)
+def test_a_reply_prefix_that_would_reach_device_topics_is_a_config_error(
+    tmp_path: Path, prefix: str, fragment: str
+):
+    path = tmp_path / "kiosk.toml"
+    path.write_text(
+        '[device]\nid = "k"\nname = "n"\nregion = ["33", "3308", "330803", "330803100", "330803100201"]\n'
+        f"[fleet]\nreply_prefixes = [{json.dumps(prefix)}]\n"
+        f'[storage]\ndata_dir = "{tmp_path}"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    assert "fleet.reply_prefixes" in str(info.value) and fragment in str(info.value)

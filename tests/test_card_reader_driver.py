@@ -99,16 +99,19 @@ async def test_present_the_sample_resident_card_then_remove_it(reader, emulator)
     emulator.present_card("zhang-san")
     assert (await events.next("card.inserted"))["reader"] == "card_reader"
     read = await events.next("card.read")
-    assert read["nation"] == "汉" and read["name"] == "张三" and read["sex"] == "男"
     assert read["id_number_masked"] == "3308**********1235"
     assert read["valid"] is True and read["problems"] == []
     assert read["photo"] == "not decoded"
     assert read["card_type"] == "resident" and read["validity"]["to"] == "2040-03-15"
     assert read["attempts"] == 1 and read["read_ms"] < 1500
-    # the full identity only under _private, for in-process listeners
+    # What the event carries to the fleet says what card it was, not who the villager is.
     public = {k: v for k, v in read.items() if not k.startswith("_")}
-    assert ZHANG_SAN not in json.dumps(public, ensure_ascii=False)
+    text = json.dumps(public, ensure_ascii=False)
+    assert ZHANG_SAN not in text and "张三" not in text and "1990" not in text
+    assert not {"name", "sex", "birth", "nation", "nation_code", "address", "issuer"} & set(public)
+    # the full identity only under _private, for in-process listeners
     private = read["_private"]
+    assert private["nation"] == "汉" and private["name"] == "张三" and private["sex"] == "男"
     assert private["id_number"] == ZHANG_SAN and len(private["photo_wlt"]) == 1024
     assert isinstance(private["identity"], Identity) and private["identity"].valid
 
@@ -350,7 +353,9 @@ async def test_fingerprint_and_additional_address_options(emulator):
     try:
         emulator.present_card("wang-fang")
         read = await events.next("card.read")
-        assert read["additional_address"] == "浙江省衢州市衢江区新村5号"
+        # An address (also the additional one) is personal: in-process only.
+        assert "additional_address" not in read
+        assert read["_private"]["additional_address"] == "浙江省衢州市衢江区新村5号"
         assert read["_private"]["fingerprint"] == b""
         emulator.remove_card()
         await events.next("card.removed")

@@ -31,6 +31,7 @@ HOSTILE = [
     b'{"type": "test.x", "da',  # truncated
     b'\xff\xfe{"type": "test.x"}',  # not UTF-8
     b'{"type": "test.x", "data": {"v": NaN}}',
+    b'{"type": "test.x", "data": {"v": 1e400}}',  # valid syntax, but no double holds it: Infinity
     b'{"type": "test.x", "data": {"v": "' + b"x" * 300_000 + b'"}}',  # oversized
     b"[]",
     b"",

@@ -3,9 +3,10 @@
 One asyncio task owns the reader. It polls "find card" every ``poll_interval_s`` and emits:
 
 * ``card.inserted`` ``{reader}`` when a card appears;
-* ``card.read``: the identity with the ID number masked, ``valid`` and ``problems``; the full identity
-  (unmasked number, photo bytes, the ``Identity`` object) only under ``_private``, a key the daemon
-  strips before anything is stored or published, so it reaches in-process listeners only;
+* ``card.read``: the card type, the masked number, ``validity``, ``valid`` and ``problems``
+  (``FLEET_FIELDS``); the identity itself (name, sex, birth, nation, address, issuer, the unmasked
+  number, photo bytes, the ``Identity`` object) only under ``_private``, a key the daemon strips before
+  anything is stored or published, so it reaches in-process listeners only;
 * ``card.removed`` ``{reader, reason}`` after ``removal_misses`` "no card" answers, or when the reader
   is lost with a card on it;
 * ``card.error`` ``{reader, code, message, attempts}`` when a presented card cannot be read.
@@ -46,6 +47,21 @@ log = logging.getLogger("drivers.card_reader")
 T = TypeVar("T")
 
 MODEL = "SAM serial ID card reader (身份证阅读机具)"
+# What of a card a card.read event carries (it is stored and sent to the platform): the kind of card,
+# the masked numbers, and whether it passed validation. Everything else of Identity.as_public() is
+# personal and only in _private. An allow-list: a field added to the identity later stays private.
+FLEET_FIELDS = frozenset(
+    {
+        "card_type",
+        "card_title",
+        "id_number_masked",
+        "pass_number_masked",
+        "validity",
+        "valid",
+        "problems",
+        "photo",
+    }
+)
 
 
 class CardReader(Peripheral):
@@ -344,6 +360,14 @@ class CardReader(Peripheral):
                 identity.id_number_masked,
                 "; ".join(identity.problems),
             )
-        data = identity.as_public() | {"reader": self.name, "read_ms": elapsed_ms, "attempts": attempts}
-        data["_private"] = identity.as_private() | {"identity": identity}
+        # The event leaves the device: what card, masked number, whether it is valid. Who the villager
+        # is (name, sex, birth, nation, address, issuer, ...) goes under _private to the session only.
+        fields = identity.as_public()
+        data = {k: v for k, v in fields.items() if k in FLEET_FIELDS}
+        data |= {"reader": self.name, "read_ms": elapsed_ms, "attempts": attempts}
+        data["_private"] = (
+            {k: v for k, v in fields.items() if k not in FLEET_FIELDS}
+            | identity.as_private()
+            | {"identity": identity}
+        )
         await self._send("card.read", data)

@@ -26,6 +26,11 @@ from typing import Any
 from drivers.card_reader.errors import CardDataError
 from drivers.card_reader.protocol import TEXT_SIZE
 
+# GB 11643 / ISO 7064 MOD 11-2 and the masked form: one copy, shared with log and event masking
+# (check_digit is re-exported for the samples the simulator encodes).
+from kiosk_core.logs import check_digit as check_digit
+from kiosk_core.logs import has_valid_check_digit, mask_id_number
+
 MARKER_OFFSET = 248
 NO_EXPIRY = "长期"
 
@@ -185,35 +190,6 @@ NATIONS: dict[str, str] = {
     "97": "其他",
     "98": "外国血统中国籍人士",
 }
-
-# --- GB 11643 / ISO 7064 MOD 11-2 --------------------------------------------------------------------
-
-_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
-
-
-def check_digit(first17: str) -> str:
-    """The 18th character of a citizen identity number (GB 11643-1999, ISO 7064 MOD 11-2)."""
-    if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
-        raise ValueError("the check digit needs exactly 17 ASCII digits")
-    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
-    value = (12 - total % 11) % 11
-    return "X" if value == 10 else str(value)
-
-
-def has_valid_check_digit(number: str) -> bool:
-    return (
-        len(number) == 18
-        and number[:17].isascii()
-        and number[:17].isdigit()
-        and number[17] == check_digit(number[:17])
-    )
-
-
-def mask_id_number(number: str) -> str:
-    """``330803199003071234`` -> ``3308**********1234``: the only form of a number fit for logs."""
-    if len(number) <= 8:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 8) + number[-4:]
 
 
 def parse_card_date(text: str) -> dt.date | None:
