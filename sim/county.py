@@ -105,11 +105,13 @@ class FleetRequester:
         tls: Tls | None = None,
         username: str | None = None,
         password: str | None = None,
+        reply_topic: str | None = None,
         name: str = "county",
     ) -> None:
         self.host, self.port, self.name = host, port, name
         self.client_id = client_id or f"{name}-{uuid.uuid4().hex[:8]}"
-        self.reply_topic = f"platform/{self.client_id}/replies"
+        # Behind the fleet ACL the reply topic lies under the operator's reply prefix (docs/mqtt.md).
+        self.reply_topic = reply_topic or f"platform/{self.client_id}/replies"
         self._tls, self._username, self._password = tls, username, password
         self._filters: list[tuple[str, int]] = []
         self._ids = itertools.count(1)

@@ -4,6 +4,9 @@ The process gets a temporary config and directory; ``stop()`` (or leaving the ``
 ``kill()`` and ``start()`` again on the same port let tests cut the central broker and bring it back;
 ``save()`` before ``kill()`` makes what the broker knows by then (a platform's persistent session and
 its subscriptions) survive the restart, as a broker's periodic autosave would in the field.
+``config=`` runs a configuration of one's own instead of the open test listener (e.g. what
+``kiosk fleet acl`` generates, with its listener on ``port``); logging, persistence and the limits are
+still added after it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Mosquitto:
         persistent: bool = True,
         workdir: str | Path | None = None,
         extra_config: str = "",
+        config: str | None = None,
         name: str = "broker",
     ) -> None:
         self.port = port or free_port()
@@ -58,6 +62,7 @@ class Mosquitto:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
         self.extra_config = extra_config
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,9 +78,9 @@ class Mosquitto:
         return self.dir / "mosquitto.db"
 
     def _write_config(self) -> None:
+        # Without a config of the caller's: one open listener on loopback.
+        listener = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"] if self.config is None else []
         lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
             # The appliance keeps a persistent session on the local bus: while it restarts, the broker
             # must hold every QoS 1 event for it, not the default 1000.
             "max_queued_messages 1000000",
@@ -97,7 +102,8 @@ class Mosquitto:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         else:
             lines += ["persistence false"]
-        text = "\n".join(lines) + "\n" + self.extra_config
+        own = self.config.rstrip("\n") + "\n" if self.config else ""
+        text = own + "\n".join(listener + lines) + "\n" + self.extra_config
         self.config_path.write_text(text)
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
