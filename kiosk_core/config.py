@@ -57,14 +57,21 @@ class DeviceConfig(Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for level, code, digits, parent in zip(
-            REGION_LEVELS, v, REGION_DIGITS, ("",) + tuple(v), strict=False
-        ):
-            if not (code.isascii() and code.isdigit() and len(code) == digits):
-                raise ValueError(f"{level} code {code!r} must be {digits} digits")
-            if not code.startswith(parent):
-                raise ValueError(f"{level} code {code!r} must start with its parent's code {parent!r}")
+        for index, (code, parent) in enumerate(zip(v, ("",) + tuple(v), strict=False)):
+            problem = region_code_problem(index, code, parent)
+            if problem:
+                raise ValueError(problem)
         return v
+
+
+def region_code_problem(index: int, code: str, parent: str) -> str | None:
+    """What is wrong with the region code of level ``index`` (0 = province) under ``parent``, if anything."""
+    level, digits = REGION_LEVELS[index], REGION_DIGITS[index]
+    if not (code.isascii() and code.isdigit() and len(code) == digits):
+        return f"{level} code {code[:40]!r} must be {digits} digits"
+    if not code.startswith(parent):
+        return f"{level} code {code!r} must start with its parent's code {parent!r}"
+    return None
 
 
 class BusConfig(Strict):

@@ -34,7 +34,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 
-from kiosk_core.config import DEVICE_ID, REGION_DIGITS, REGION_LEVELS
+from kiosk_core.config import DEVICE_ID, REGION_LEVELS, region_code_problem
 from kiosk_core.errors import ConfigError
 
 HEADER = ("kind", "id", *REGION_LEVELS, "password")
@@ -179,14 +179,14 @@ def _region(kind: str, codes: list[str], line: int, problems: _Problems) -> tupl
         problems.add(line, "an operator needs at least its province code (nobody reads all of kiosk/v1/#)", 3)
     parent = ""
     for index in range(given):
-        code, level, digits = codes[index], REGION_LEVELS[index], REGION_DIGITS[index]
-        column = 3 + index
-        if code == "":
-            problems.add(line, f"{level} code is empty but a lower level is given", column)
-        elif not (code.isascii() and code.isdigit() and len(code) == digits):
-            problems.add(line, f"{level} code {code[:40]!r} must be {digits} digits", column)
-        elif not code.startswith(parent):
-            problems.add(line, f"{level} code {code!r} must start with its parent's code {parent!r}", column)
+        code, column = codes[index], 3 + index
+        problem = (
+            f"{REGION_LEVELS[index]} code is empty but a lower level is given"
+            if code == ""
+            else region_code_problem(index, code, parent)
+        )
+        if problem:
+            problems.add(line, problem, column)
         parent = code
     return tuple(codes[:given])
 
