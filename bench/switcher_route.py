@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.base import HealthStatus  # noqa: E402
 from drivers.switcher.config import SwitcherConfig  # noqa: E402
 from drivers.switcher.driver import Switcher  # noqa: E402
 from drivers.switcher.simulator import SwitcherSimulator  # noqa: E402
+from kiosk_core.health import HealthStatus  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
