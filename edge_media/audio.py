@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiosk_core.errors import MediaError
 from kiosk_core.health import Health, HealthStatus
-from kiosk_core.supervisor import DeviceSupervisor, SupervisorThread, capture_session
+from kiosk_core.supervisor import capture_thread
 
 if TYPE_CHECKING:
     import av
@@ -76,23 +76,20 @@ class AudioSource:
         self._queue: collections.deque[CapturedAudio] = collections.deque(maxlen=max(1, queue_blocks))
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._supervisor = DeviceSupervisor(
+        self._runner = capture_thread(
             f"microphone {spec}",
+            thread="audio-capture",
+            stop=self._stop,
+            capture=self._capture,
+            deliver=self._deliver,
+            ended=lambda: AudioError(f"microphone {spec}: the stream ended"),
             base_s=reopen_base_s,
             cap_s=reopen_cap_s,
             classify=self._classify,
             is_device_error=_is_device_error,
             logger=log,
-            health=Health(HealthStatus.MISSING, "not opened"),
         )
-        session = capture_session(
-            self._supervisor,
-            self._stop,
-            self._capture,
-            self._deliver,
-            lambda: AudioError(f"microphone {spec}: the stream ended"),
-        )
-        self._runner = SupervisorThread(self._supervisor, session, name="audio-capture", stop=self._stop)
+        self._supervisor = self._runner.policy
         self._listeners: list[Callable[[], None]] = []
         self.blocks = 0
         self.dropped = 0

@@ -342,3 +342,32 @@ def capture_session(
             raise ended()
 
     return session
+
+
+def capture_thread(
+    device: str,
+    *,
+    thread: str,
+    stop: threading.Event,
+    capture: Callable[[], Iterator[T]],
+    deliver: Callable[[T], None],
+    ended: Callable[[], Exception],
+    base_s: float,
+    cap_s: float,
+    classify: Classify | None = None,
+    is_device_error: Callable[[Exception], bool] = default_is_device_error,
+    logger: logging.Logger | None = None,
+) -> SupervisorThread:
+    """The supervised capture thread of a device read through a generator (camera, microphone):
+    its policy (``.policy``) starts ``missing`` ("not opened"), its session is ``capture_session``."""
+    policy = DeviceSupervisor(
+        device,
+        base_s=base_s,
+        cap_s=cap_s,
+        classify=classify,
+        is_device_error=is_device_error,
+        logger=logger,
+        health=Health(HealthStatus.MISSING, "not opened"),
+    )
+    session = capture_session(policy, stop, capture, deliver, ended)
+    return SupervisorThread(policy, session, name=thread, stop=stop)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.camera.errors import CameraError, CameraMissing, translate
 from kiosk_core.health import Health, HealthStatus
-from kiosk_core.supervisor import DeviceSupervisor, SupervisorThread, capture_session
+from kiosk_core.supervisor import capture_thread
 
 if TYPE_CHECKING:
     import av
@@ -89,23 +89,20 @@ class FrameSource(ABC):
         self._queue: collections.deque[CapturedFrame] = collections.deque(maxlen=max(1, queue_frames))
         self._cond = threading.Condition()
         self._stop = threading.Event()  # subclasses' _capture() watches it between frames
-        self._supervisor = DeviceSupervisor(
+        self._runner = capture_thread(
             f"camera {name}",
+            thread=f"camera-{name}",
+            stop=self._stop,
+            capture=self._capture,
+            deliver=lambda item: self._deliver(*item),
+            ended=lambda: CameraMissing(f"camera {self.name}: the stream ended", device=self.name),
             base_s=reopen_base_s,
             cap_s=reopen_cap_s,
             classify=self._classify,
             is_device_error=_is_device_error,
             logger=log,
-            health=Health(HealthStatus.MISSING, "not opened"),
         )
-        session = capture_session(
-            self._supervisor,
-            self._stop,
-            self._capture,
-            lambda item: self._deliver(*item),
-            lambda: CameraMissing(f"camera {self.name}: the stream ended", device=self.name),
-        )
-        self._runner = SupervisorThread(self._supervisor, session, name=f"camera-{name}", stop=self._stop)
+        self._supervisor = self._runner.policy
         self._listeners: list[Callable[[], None]] = []
         self._latest: CapturedFrame | None = None
         self._seq = 0
