@@ -96,6 +96,7 @@ class SupervisedLink:
         self._workers: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
         self._stopping = False
+        self._closes = TaskSet(f"{name}-closes", self.log)  # connections being closed on purpose
         # counters (telemetry and tests)
         self.connects = 0
         self.handled = 0
@@ -126,6 +127,7 @@ class SupervisedLink:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._closes.close()
         self._task, self._workers = None, []
         if self._conn is not None:
             await self._conn.close(timeout_s=0.5)
@@ -168,7 +170,7 @@ class SupervisedLink:
         if conn is None or not conn.connected or (session is not None and session != self.connects):
             return
         self.log.warning("%s: reconnecting: %s", self.name, why)
-        asyncio.get_running_loop().create_task(conn.close(timeout_s=0.5))
+        self._closes.spawn(conn.close(timeout_s=0.5), name=f"{self.name}-drop")
 
     # --- operations --------------------------------------------------------------------------------
 
@@ -291,7 +293,7 @@ class SupervisedLink:
         self.last_error = f"a connection task failed: {exc!r}"
         conn = self._conn
         if conn is not None:
-            asyncio.get_running_loop().create_task(conn.close(timeout_s=0.5))
+            self._closes.spawn(conn.close(timeout_s=0.5), name=f"{self.name}-close")
 
     async def _read(self, conn: MqttConnection, session: int) -> None:
         async for msg in conn.messages():
