@@ -39,21 +39,39 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+RESERVE = 2 << 20  # reserve_mb = 2 in the test's config
+SLACK = 256 << 10  # what the block-by-block top-up may take at most
+
+
 def fill(fs: Path) -> Path:
-    """Take every free byte of ``fs`` (what a runaway log or a recording would do)."""
+    """Take every free byte of ``fs`` (what a runaway log or a recording would do).
+
+    The top-up after fallocate is bounded well below the kiosk's reserve: if the kiosk releases its
+    reserve while we fill (a write of its own hit the full disk first), the filler must not swallow
+    that released space too, or the kiosk is left with nothing and rightly answers 503."""
     filler = fs / "filler"
-    st = os.statvfs(fs)
     with open(filler, "wb", buffering=0) as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize)
-        except OSError:
-            pass
+        size = 0
+        for _ in range(20):  # the kiosk writes meanwhile: a fallocate asking a byte too much gets nothing
+            st = os.statvfs(fs)
+            free = st.f_bavail * st.f_frsize
+            if free <= SLACK:
+                break
+            try:
+                os.posix_fallocate(f.fileno(), size, free)
+            except OSError:
+                continue
+            size += free
+            break  # once: space the kiosk frees after this (its reserve) is the kiosk's
+        f.seek(size)
+        topped = 0
         try:  # whatever fallocate left: fill it block by block
-            while True:
-                f.write(b"\0" * 65536)
+            while topped < SLACK:
+                topped += f.write(b"\0" * 65536)
         except OSError:
             pass
-    assert os.statvfs(fs).f_bavail < 16, "the filesystem is full"
+    st = os.statvfs(fs)
+    assert st.f_bavail * st.f_frsize <= RESERVE + SLACK, "the filesystem is full but for the kiosk's reserve"
     return filler
 
 
