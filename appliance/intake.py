@@ -1,9 +1,19 @@
 """Events from producers on the device (UI, media, tools), taken from the local bus durably.
 
 The appliance holds a persistent MQTT session on the local broker (clean start off, a week of session
-expiry) and acknowledges each ``kiosk/local/event`` message only after the outbox committed it. So an
-event the local broker accepted is never lost: if the appliance dies before the commit, the broker
-still holds it and redelivers after the restart; the producer's ``id`` makes the redelivery a no-op.
+expiry) and acknowledges each ``kiosk/local/event`` message only after the outbox committed it: if the
+appliance dies before the commit, the broker still holds the event and redelivers it after the
+restart; the producer's ``id`` makes the redelivery a no-op.
+
+The local broker's PUBACK to the producer is not the end of the story: mosquitto writes its
+persistence file only every ``autosave_interval``, so a power cut loses what it had acknowledged but
+not yet delivered. The end-to-end acknowledgement is the **stored reply**: an event published with an
+MQTT 5 Response Topic (under ``kiosk/local/reply/``) and Correlation Data is answered on that topic
+after the commit (``{"status": 200, "seq": N}``, or ``{"status": 200, "duplicate": true}`` when its id
+was stored before), with 400 when it is unusable and 503 while storage is failing. The reply is sent
+before the PUBACK to the broker, so an appliance that dies between the two gets the event again and
+answers the redelivery. ``LocalBus.publish_event`` waits for that reply and re-publishes with the
+same id until it comes.
 """
 
 from __future__ import annotations
@@ -14,11 +24,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kiosk_core.errors import StorageError
+from kiosk_core.errors import LinkError, StorageError
 from kiosk_core.link import SupervisedLink
-from kiosk_core.localbus import BACKOFF, EVENT_TOPIC
-from kiosk_core.mqtt import Message, MqttConnection
-from kiosk_core.payload import decode_json_object
+from kiosk_core.localbus import BACKOFF, EVENT_TOPIC, REPLY_PREFIX
+from kiosk_core.mqtt import Message, MqttConnection, ignore_outcome, publish_properties
+from kiosk_core.payload import decode_json_object, dumps
 
 log = logging.getLogger("kiosk.intake")
 
@@ -136,39 +146,58 @@ class EventIntake:
         try:
             etype, data, pid = parse_local_event(msg.payload)
         except RejectedEvent as exc:
-            self.rejected += 1
-            log.warning("intake: rejected a local event (%d bytes): %s", len(msg.payload), exc)
-            try:
-                await self._reject(str(exc), len(msg.payload))
-            except StorageError:
-                await self._redeliver(msg, "cannot record the rejection")
-                return
-            msg.ack()
+            await self._refuse(msg, str(exc), 400)
             return
         try:
             seq = await self._record(etype, data, pid)
         except StorageError as exc:
-            # Not acknowledged: the broker keeps it. Reconnect later so it is redelivered.
+            # Not acknowledged: the broker keeps it. Reconnect later so it is redelivered. The
+            # producer hears why its event is not stored yet and goes on waiting.
             log.error("intake: cannot store event %s: %s; will retry", etype, exc)
+            self._answer(msg, {"status": 503, "error": f"not stored yet: {exc}"})
             await self._redeliver(msg, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a poison message must not stall the intake
             # Redelivering an event that crashes the recorder would block the whole window of
             # unacknowledged events for ever: it is rejected instead, and the rejection is recorded.
             log.error("intake: recording event %s failed; rejecting it", etype, exc_info=exc)
-            self.rejected += 1
-            try:
-                await self._reject(f"could not be recorded: {type(exc).__name__}", len(msg.payload))
-            except StorageError:
-                await self._redeliver(msg, "cannot record the rejection")
-                return
-            msg.ack()
+            await self._refuse(msg, f"could not be recorded: {type(exc).__name__}", 500)
             return
         if seq is None:
             self.duplicates += 1
+            self._answer(msg, {"status": 200, "duplicate": True})
         else:
             self.accepted += 1
+            self._answer(msg, {"status": 200, "seq": seq})
         msg.ack()
+
+    async def _refuse(self, msg: Message, reason: str, status: int) -> None:
+        """Record the refusal (``bus.event_rejected``), tell the producer, acknowledge the message."""
+        self.rejected += 1
+        log.warning("intake: rejected a local event (%d bytes): %s", len(msg.payload), reason)
+        try:
+            await self._reject(reason, len(msg.payload))
+        except StorageError:
+            self._answer(msg, {"status": 503, "error": "not stored yet: cannot record the rejection"})
+            await self._redeliver(msg, "cannot record the rejection")
+            return
+        self._answer(msg, {"status": status, "error": reason[:300]})
+        msg.ack()
+
+    def _answer(self, msg: Message, reply: dict[str, object]) -> None:
+        """Send the stored reply, if the producer asked for one on a local reply topic."""
+        topic = msg.response_topic
+        if not topic or not topic.startswith(REPLY_PREFIX + "/") or "+" in topic or "#" in topic:
+            return
+        try:
+            self.link.publish(
+                topic,
+                dumps(reply),
+                qos=1,
+                properties=publish_properties(correlation_data=msg.correlation_data),
+            ).add_done_callback(ignore_outcome)
+        except LinkError:
+            pass  # the connection is gone; the event is redelivered and answered then
 
     async def _redeliver(self, msg: Message, why: str) -> None:
         """Leave ``msg`` unacknowledged and, after a pause, reconnect (once per connection) so the

@@ -14,7 +14,8 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
 | ``sim`` | ``action`` (unplug, replug, freeze, black, drop, stall, clear), ``source`` | ``{source, fault}`` |
 
-Events go to the appliance with ``LocalBus.publish_event`` (durable); the retained
+Events go to the appliance in order with ``LocalBus.publish_event``, each retried until the appliance
+answers that it is stored; the retained
 ``kiosk/local/state/media`` carries health and telemetry every ``state_interval_s``.
 
 The event loop carries the local bus, so disk work (stills, the recording index, creating folders,
@@ -155,10 +156,8 @@ class MediaService:
     # --- events ----------------------------------------------------------------------------------
 
     async def emit(self, type: str, data: dict[str, Any]) -> None:
-        try:
-            await self.bus.publish_event(type, data, timeout_s=30)
-        except (TimeoutError, KioskError) as exc:
-            log.warning("event %s not handed over: %s", type, exc)
+        """Queue an event for the appliance (in order; handed over by ``_send_events``)."""
+        self._queue_event(type, data)
 
     def emit_threadsafe(self, type: str, data: dict[str, Any]) -> None:
         """For capture, pipeline and recorder threads."""
@@ -176,9 +175,22 @@ class MediaService:
                 log.warning("event queue full: dropped %s (%d dropped so far)", type, self.events_dropped)
 
     async def _send_events(self) -> None:
+        """Hand queued events to the appliance one at a time, each until it is stored (the
+        appliance's stored reply); a long wait is logged every 30 s, the event kept and retried."""
+        n = 0
         while True:
             type, data = await self._events.get()
-            await self.emit(type, data)
+            n += 1
+            event_id = f"{self.bus.client_id}-{n}"
+            while True:
+                try:
+                    await self.bus.publish_event(type, data, id=event_id, timeout_s=30)
+                    break
+                except TimeoutError as exc:
+                    log.warning("event %s not stored yet, still trying: %s", type, exc)
+                except KioskError as exc:
+                    log.warning("event %s refused by the appliance: %s", type, exc)
+                    break
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)

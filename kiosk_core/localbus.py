@@ -22,17 +22,18 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from kiosk_core.errors import LinkError
+from kiosk_core.errors import CommandError, LinkError
 from kiosk_core.link import Backoff, SupervisedLink
-from kiosk_core.mqtt import Message, MqttConnection, Will, publish_properties
+from kiosk_core.mqtt import Message, MqttConnection, Will, ignore_outcome, publish_properties
 from kiosk_core.payload import MAX_PAYLOAD, decode_json_object, dumps
 from kiosk_core.requester import Requester
 from kiosk_core.status import check_reply, error_reply
 from kiosk_core.tasks import TaskSet
 
-__all__ = ["MAX_PAYLOAD", "LocalBus", "decode_json_object", "dumps", "topic_matches"]
+__all__ = ["MAX_PAYLOAD", "LocalBus", "StoredEvent", "decode_json_object", "dumps", "topic_matches"]
 
 log = logging.getLogger("kiosk.localbus")
 
@@ -44,6 +45,10 @@ INTENT_PREFIX = f"{PREFIX}/intent"
 RPC_PREFIX = f"{PREFIX}/rpc"
 REPLY_PREFIX = f"{PREFIX}/reply"
 
+# publish_event: how long to wait for the appliance's stored answer before re-publishing (doubling).
+STORED_WAIT_FIRST_S = 5.0
+STORED_WAIT_MAX_S = 60.0
+
 # Loopback broker: reconnect quickly, capped at 2 s.
 BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
 # Messages are handled by this many workers; when they are all busy and the queue is full, reading
@@ -53,6 +58,16 @@ QUEUE = 64
 
 Handler = Callable[[Message], Awaitable[None] | None]
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """What ``publish_event`` returns: the event's id, and its outbox seq (``None`` when the appliance
+    had stored this ``(producer, id)`` before, ``duplicate``)."""
+
+    id: str
+    seq: int | None
+    duplicate: bool = False
 
 
 def topic_matches(filter_: str, topic: str) -> bool:
@@ -70,8 +85,8 @@ class LocalBus:
     survive broker restarts.
 
     ``publish()`` while disconnected keeps only the latest retained value per topic (re-sent on
-    reconnect) and drops other messages; use ``publish_event()`` for anything that must arrive (it
-    waits for the broker's PUBACK, retrying across reconnects). Handlers run on the link's bounded
+    reconnect) and drops other messages; use ``publish_event()`` for an event that must arrive (it
+    returns once the appliance has stored it, re-publishing until then). Handlers run on the link's bounded
     workers; one that raises is logged and counted (``link.failed``), never ends the client.
     """
 
@@ -148,7 +163,7 @@ class LocalBus:
 
     async def _republish(self, conn: MqttConnection, _tasks: TaskSet) -> None:
         for topic, payload in self._retained.items():
-            conn.publish(topic, payload, qos=1, retain=True).add_done_callback(_quiet)
+            conn.publish(topic, payload, qos=1, retain=True).add_done_callback(ignore_outcome)
         log.info("%s: connected to local bus %s:%d", self.name, self.host, self.port)
 
     # --- pub/sub -----------------------------------------------------------------------------------
@@ -163,32 +178,69 @@ class LocalBus:
         if retain:
             self._retained[topic] = payload
         try:
-            self.link.publish(topic, payload, qos=qos, retain=retain).add_done_callback(_quiet)
+            self.link.publish(topic, payload, qos=qos, retain=retain).add_done_callback(ignore_outcome)
         except LinkError:
             if not retain:
                 log.debug("%s: local bus down, dropped message to %s", self.name, topic)
 
     async def publish_event(
-        self, type: str, data: dict[str, Any], *, id: str | None = None, timeout_s: float | None = None
-    ) -> str:
-        """Hand an event to the appliance; returns its id once the local broker has it (PUBACK).
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        id: str | None = None,
+        producer: str | None = None,
+        timeout_s: float | None = None,
+    ) -> StoredEvent:
+        """Hand an event to the appliance; returns once the appliance has **stored** it.
 
-        Retries across reconnects with the same id, so the appliance stores it exactly once.
+        The event is published with a Response Topic and answered by the appliance after its outbox
+        commit (the local broker's PUBACK alone would not survive a power cut). Without an answer it is
+        re-published with the same ``(producer, id)`` — at once after a reconnect, otherwise after
+        5 s doubling to 60 s — so the appliance stores it exactly once. Raises ``CommandError`` with
+        the appliance's status when it refuses the event (400) and ``TimeoutError`` when it is not
+        stored within ``timeout_s`` (``None``: keep trying); an event not confirmed in time may still
+        be stored later, never twice.
         """
         event_id = id or f"{self.client_id}-{next(self._ids)}"
-        payload = dumps({"type": type, "data": data, "id": event_id})
-
-        async def attempt() -> None:
-            while True:
-                await self.link.wait_connected()
-                try:
-                    await self.link.publish(EVENT_TOPIC, payload, qos=1)
-                    return
-                except LinkError:
-                    await asyncio.sleep(0.1)
-
-        await asyncio.wait_for(attempt(), timeout_s)
-        return event_id
+        payload = dumps({"type": type, "data": data, "id": event_id, "producer": producer or self.name})
+        assert self.link.requester is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        wait_s, why = STORED_WAIT_FIRST_S, "no answer from the appliance"
+        while True:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"event {type} ({event_id}) not confirmed stored: {why}")
+            try:
+                reply = await self.link.requester.request(
+                    self.link,
+                    EVENT_TOPIC,
+                    payload,
+                    timeout_s=wait_s if left is None else min(wait_s, left),
+                    what="the appliance (is kiosk-appliance running?)",
+                    expires=False,
+                )
+            except CommandError as exc:  # 503: the local bus dropped (re-publish at once); 504: silence
+                why = str(exc)
+                if exc.status == 504:
+                    wait_s = min(wait_s * 2, STORED_WAIT_MAX_S)
+                else:
+                    await asyncio.sleep(0.05)
+                continue
+            status = reply.get("status")
+            if status == 200:
+                seq = reply.get("seq")
+                return StoredEvent(
+                    event_id, seq if isinstance(seq, int) else None, reply.get("duplicate") is True
+                )
+            if status == 503:  # the appliance has it but cannot store it yet; it retries by itself
+                why = str(reply.get("error", "storage unavailable"))
+                await asyncio.sleep(wait_s if left is None else min(wait_s, max(left, 0)))
+                continue
+            raise CommandError(
+                status if isinstance(status, int) else 502, str(reply.get("error", "event refused"))
+            )
 
     # --- RPC ---------------------------------------------------------------------------------------
 
@@ -249,10 +301,4 @@ class LocalBus:
                     dumps(reply),
                     qos=1,
                     properties=publish_properties(correlation_data=msg.correlation_data),
-                ).add_done_callback(_quiet)
-
-
-def _quiet(fut: asyncio.Future[Any]) -> None:
-    """Retrieve a fire-and-forget publish's outcome so asyncio does not warn about it."""
-    if not fut.cancelled():
-        fut.exception()
+                ).add_done_callback(ignore_outcome)

@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -102,6 +103,12 @@ def publish_properties(
     if expiry_s is not None:
         props.MessageExpiryInterval = int(expiry_s)
     return props
+
+
+def ignore_outcome(fut: asyncio.Future[Any]) -> None:
+    """Done-callback for a fire-and-forget publish: retrieve its outcome so asyncio does not warn."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class MqttConnection:

@@ -49,10 +49,19 @@ class Requester:
                 fut.set_exception(CommandError(503, reason))
 
     async def request(
-        self, link: SupervisedLink, topic: str, payload: bytes, *, timeout_s: float, what: str
+        self,
+        link: SupervisedLink,
+        topic: str,
+        payload: bytes,
+        *,
+        timeout_s: float,
+        what: str,
+        expires: bool = True,
     ) -> dict[str, Any]:
         """Publish a request and return the reply body, whatever its status.
 
+        The request carries a Message Expiry of ``timeout_s`` (rounded up) unless ``expires`` is false
+        (a request that must still be acted on after the caller stopped waiting, like a local event).
         Raises ``CommandError`` 503 when the link is down (for ``timeout_s``) or drops, 504 when no reply
         arrives within ``timeout_s``.
         """
@@ -69,7 +78,9 @@ class Requester:
                 payload,
                 qos=1,
                 properties=publish_properties(
-                    response_topic=self.reply_topic, correlation_data=corr, expiry_s=int(timeout_s) + 1
+                    response_topic=self.reply_topic,
+                    correlation_data=corr,
+                    expiry_s=int(timeout_s) + 1 if expires else None,
                 ),
             )
             return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))

@@ -54,13 +54,17 @@ class Mosquitto:
         extra_config: str = "",
         config: str | None = None,
         name: str = "broker",
+        autosave_s: int = 1,
     ) -> None:
+        """``autosave_s``: how often a persistent broker writes its database (the device's local
+        broker uses 10, as ``provisioning/mosquitto-local.conf``; a power cut loses what came since)."""
         self.port = port or free_port()
         self.name = name
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"kiosk-{name}-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
+        self.autosave_s = autosave_s
         self.extra_config = extra_config
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
@@ -99,7 +103,11 @@ class Mosquitto:
             # and could not read certificates or state in our private temporary directory.
             lines.append("user root")
         if self.persistent:
-            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
+            lines += [
+                "persistence true",
+                f"persistence_location {self.dir}/",
+                f"autosave_interval {self.autosave_s}",
+            ]
         else:
             lines += ["persistence false"]
         own = self.config.rstrip("\n") + "\n" if self.config else ""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kiosk_core.localbus import LocalBus
 from kiosk_core.mqtt import Message, MqttConnection, publish_properties
 from sim.mosquitto import Mosquitto
 
@@ -223,6 +224,23 @@ async def produce(port: int, events: list[dict[str, Any]], client_id: str = "pro
         await asyncio.gather(*futs)
     finally:
         await conn.close()
+
+
+async def produce_stored(port: int, events: list[dict[str, Any]], name: str = "producer") -> None:
+    """Hand local events to the appliance and wait until it answers that each one is stored
+    (``LocalBus.publish_event``), up to 256 at a time."""
+    bus = LocalBus("127.0.0.1", port, name=name)
+    await bus.start()
+    gate = asyncio.Semaphore(256)
+
+    async def one(e: dict[str, Any]) -> None:
+        async with gate:
+            await bus.publish_event(e["type"], e.get("data", {}), id=e.get("id"), timeout_s=60)
+
+    try:
+        await asyncio.gather(*(one(e) for e in events))
+    finally:
+        await bus.stop()
 
 
 async def wait_appliance_ready(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import threading
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from fleet_helpers import ApplianceProcess, Platform, durable_platform, produce, wait_appliance_ready
+from fleet_helpers import (
+    ApplianceProcess,
+    Platform,
+    durable_platform,
+    produce,
+    produce_stored,
+    wait_appliance_ready,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +76,21 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
         app.terminate()
 
 
+async def stored_telemetry(db_path: Path, at_least: int, timeout_s: float = 15.0) -> None:
+    """Wait until the appliance's outbox holds ``at_least`` telemetry samples (read beside it: WAL)."""
+    import sqlite3
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
+            count = db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+        if count >= at_least:
+            return
+        assert loop.time() < deadline, f"only {count} telemetry samples stored after {timeout_s}s"
+        await asyncio.sleep(0.1)
+
+
 async def test_full_quota_drops_oldest_and_reports_a_gap(
     tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
 ):
@@ -87,9 +110,11 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)
-        await asyncio.sleep(2.0)  # some telemetry is stored offline
+        await stored_telemetry(tmp_path / "data" / "outbox.sqlite3", at_least=2)  # kept while offline
         pad = "x" * 400
-        await produce(
+        # Stored (not only acknowledged by the local broker) before the platform is back: the drops
+        # happen while the stored telemetry is still there to go first.
+        await produce_stored(
             bus_broker.port,
             [{"type": "test.fill", "data": {"n": i, "pad": pad}, "id": f"f{i}"} for i in range(1500)],
         )
@@ -108,7 +133,7 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(
             dropped_events = sum(g["events_dropped"] for g in gaps)
             kept = {e["data"]["n"] for e in p.unique_events("test.fill")}
             assert dropped_events > 0 and len(kept) < 1500
-            assert any(g["telemetry_dropped"] for g in gaps), "telemetry goes first"
+            assert any(g["telemetry_dropped"] for g in gaps), f"telemetry goes first: {gaps}"
             assert sorted(kept) == list(range(1500 - len(kept), 1500)), (
                 "the oldest are dropped, the newest kept"
             )

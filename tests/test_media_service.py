@@ -19,6 +19,8 @@ from appliance.media_control import MediaControl
 from edge_media.service import STATE_TOPIC, MediaService
 from kiosk_core.errors import CommandError
 from kiosk_core.localbus import EVENT_TOPIC, LocalBus
+from kiosk_core.mqtt import Message, publish_properties
+from kiosk_core.payload import dumps
 from sim.mosquitto import Mosquitto
 from tests.conftest import write_config
 
@@ -57,8 +59,16 @@ class Bench:
         self.bus = LocalBus("127.0.0.1", port, name="bench")
         self.events: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {}
-        self.bus.subscribe(EVENT_TOPIC, lambda m: self.events.append(json.loads(m.payload)))
+        self.bus.subscribe(EVENT_TOPIC, self._stored)
         self.bus.subscribe(STATE_TOPIC, lambda m: self.state.update(json.loads(m.payload)))
+
+    def _stored(self, msg: Message) -> None:
+        """Take the event as the appliance's intake would and answer that it is stored."""
+        self.events.append(json.loads(msg.payload))
+        if msg.response_topic:
+            reply = dumps({"status": 200, "seq": len(self.events)})
+            props = publish_properties(correlation_data=msg.correlation_data)
+            self.bus.link.publish(msg.response_topic, reply, qos=1, properties=props)
 
     async def call(self, method: str, params: dict | None = None, timeout_s: float = 15) -> dict[str, Any]:
         return await self.bus.call("media", method, params or {}, timeout_s=timeout_s)
