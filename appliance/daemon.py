@@ -699,14 +699,19 @@ class Appliance:
             except StorageError as exc:
                 log.error("storage check failed: %s", exc)
             else:
-                if full != reported:
+                if full != reported and await self._note_storage(full):
                     reported = full
-                    await self._note_storage(full)
             await asyncio.sleep(STORAGE_CHECK_S)
 
-    async def _note_storage(self, full: bool) -> None:
-        with contextlib.suppress(StorageError):
+    async def _note_storage(self, full: bool) -> bool:
+        """Record ``storage.full``/``storage.recovered``; False when it could not be stored (the
+        watcher tries again at its next check)."""
+        try:
             await self.emit("storage.full" if full else "storage.recovered", self._storage_state())
+        except StorageError as exc:
+            log.warning("storage: %s not recorded yet: %s", "full" if full else "recovered", exc)
+            return False
+        return True
 
     def _storage_state(self) -> dict[str, Any]:
         return {

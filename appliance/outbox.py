@@ -24,6 +24,7 @@ once the filesystem has room again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -69,9 +70,23 @@ CREATE TABLE IF NOT EXISTS telemetry (
 # How long producers' ids are remembered for de-duplication.
 SEEN_RETENTION_S = 7 * 86400
 GROUP_COMMIT_MAX = 1000
+GROUP_COMMIT_FULL = 64
 RESERVE_BYTES = 4 << 20
 # The reserve is recreated only with this much room to spare beyond it, so it does not flap.
 RESUME_MARGIN_BYTES = 1 << 20
+# How much of its file the WAL keeps after a checkpoint (see the journal_size_limit pragma).
+WAL_KEEP_BYTES = 4 << 20
+# Below this much free space the outbox behaves as on a full disk before a write fails (watermark).
+LOW_WATER_BYTES = 512 << 10
+# On a full disk the outbox grows by at most this share of the space it can count on (the reserve it
+# released, or what is left under the low-water mark); beyond that new rows replace the oldest (SQLite
+# reuses the freed pages), so the rest stays free for the WAL, and deleting always has room.
+FULL_GROWTH_SHARE = 0.25
+# ... but it always keeps room for the newest few events (a little growth the reserve easily covers).
+FULL_MIN_CAP_BYTES = 64 << 10
+# On a full disk producer ids older than this are forgotten (their table must not grow either); a
+# producer re-sends only within minutes, while it waits for its stored reply.
+FULL_SEEN_RETENTION_S = 3600
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -129,8 +144,11 @@ class Outbox:
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.epoch_path = path.with_name(path.name + ".epoch")
         self.reserve_bytes = reserve_bytes
-        #: the filesystem under the outbox ran out of space and the reserve is in use
+        #: the filesystem under the outbox ran out of space (or is below the low-water mark)
         self.full = False
+        #: while ``full``: the bytes the outbox may hold (it must not grow), else None
+        self.full_cap: int | None = None
+        self._seen_pruned = 0.0
         self.quota_bytes = quota_bytes
         self._clock_synced = clock_synced
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -180,6 +198,10 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
+            # The WAL keeps (and reuses) up to this much of its file after a checkpoint instead of
+            # being cut to nothing: writing after a checkpoint then needs no new space, which matters
+            # most when the disk is full.
+            db.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
             db.executescript(SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
             if "boot" not in columns:  # an outbox from before events remembered their boot
@@ -197,8 +219,8 @@ class Outbox:
         except sqlite3.OperationalError as exc:  # a full disk at start: the daemon must still come up
             log.warning("outbox: old producer ids not pruned: %s", exc)
         if not self._make_reserve():
-            self.full = True
-            log.error("outbox: no room for the space reserve under %s: storage is full", self.path.parent)
+            log.error("outbox: no room for the space reserve under %s", self.path.parent)
+            self._enter_full("full at start")
 
     def _recount(self) -> None:
         """Re-derive the cached sizes from the database (after open or a failed transaction)."""
@@ -229,12 +251,16 @@ class Outbox:
             try:
                 return fn(*args)
             except sqlite3.Error as exc:
-                if self._db is not None and self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                    self._recount()
+                if self._db is not None:
+                    if self._db.in_transaction:
+                        try:
+                            self._db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    # Always: SQLite may already have rolled back by itself (SQLITE_FULL at COMMIT),
+                    # and the cached counts still hold what the failed transaction had changed.
+                    with contextlib.suppress(sqlite3.Error):
+                        self._recount()
                 if attempt == 1 and _disk_full(exc) and self._release_reserve():
                     continue
                 raise StorageError(f"outbox {self.path.name}: {exc}") from exc
@@ -264,16 +290,57 @@ class Outbox:
             self.reserve_path.unlink(missing_ok=True)
             return False
 
+    def _enter_full(self, why: str, room: int = 0) -> None:
+        """From now on the outbox does not grow: new rows replace the oldest (the drop policy)."""
+        if not self.full:
+            log.error(
+                "outbox: the filesystem under %s is %s; stored telemetry and then the oldest events "
+                "are dropped (with gap events) to make room for new ones until space is freed "
+                "(%d KiB free, the outbox holds %d KiB)",
+                self.path.parent,
+                why,
+                self.free_bytes() >> 10,
+                self.stored_bytes >> 10,
+            )
+        self.full = True
+        if self.full_cap is None:
+            # Pages the database file already owns but does not use take new rows without growing it.
+            self.full_cap = max(
+                FULL_MIN_CAP_BYTES,
+                self.stored_bytes + self._free_pages_bytes() // 2 + int(room * FULL_GROWTH_SHARE),
+            )
+
+    def _rewind_wal_if_full(self) -> None:
+        """On a full disk, checkpoint after every commit: the next transaction then writes the WAL
+        from its start again, into space the file already has, instead of growing it."""
+        if self.full and self._db is not None:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.debug("outbox: checkpoint on a full disk failed: %s", exc)
+
+    def _free_pages_bytes(self) -> int:
+        if self._db is None:
+            return 0
+        try:
+            pages = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            return int(pages) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    def _leave_full(self) -> None:
+        self.full = False
+        self.full_cap = None
+
+    @property
+    def cap_bytes(self) -> int:
+        """What the outbox may hold now: the quota, or less while the disk is full."""
+        return self.quota_bytes if self.full_cap is None else min(self.quota_bytes, self.full_cap)
+
     def _release_reserve(self) -> bool:
         """Give the reserve back to the filesystem (so SQLite can delete and write); False if there
         was none left."""
-        if not self.full:
-            log.error(
-                "outbox: the filesystem under %s is full; using the space reserve, stored telemetry and "
-                "then the oldest events will be dropped (with gap events) until space is freed",
-                self.path.parent,
-            )
-        self.full = True
+        self._enter_full("full; using the space reserve", room=self.reserve_bytes)
         try:
             self.reserve_path.unlink()
         except FileNotFoundError:
@@ -295,13 +362,22 @@ class Outbox:
 
         def check() -> bool:
             if self._db is not None:
-                try:  # give back the WAL's space now that rows may have been deleted
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Rewinds the WAL (kept up to WAL_KEEP_BYTES) so the next writes reuse its space.
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     pass
-            if self._make_reserve() and self.full:
-                self.full = False
-                log.warning("outbox: space under %s is back; the reserve is restored", self.path.parent)
+            reserve = self._make_reserve()
+            free = self.free_bytes()
+            if not self.full and free < LOW_WATER_BYTES:
+                self._enter_full(f"below {LOW_WATER_BYTES >> 10} KiB free", room=free)
+            elif self.full and reserve and free >= RESUME_MARGIN_BYTES:
+                self._leave_full()
+                log.warning(
+                    "outbox: space under %s is back (%d KiB free); the reserve is restored",
+                    self.path.parent,
+                    free >> 10,
+                )
             return self.full
 
         assert self._loop is not None
@@ -386,7 +462,9 @@ class Outbox:
     async def flush(self) -> None:
         async with self._flush_lock:
             while self._pending:
-                batch, self._pending = self._pending[:GROUP_COMMIT_MAX], self._pending[GROUP_COMMIT_MAX:]
+                # On a full disk smaller transactions: each must fit in the WAL space already there.
+                n = GROUP_COMMIT_FULL if self.full else GROUP_COMMIT_MAX
+                batch, self._pending = self._pending[:n], self._pending[n:]
                 try:
                     seqs = await self._run(self._append_sync, batch)
                 except Exception as exc:  # noqa: BLE001 - each producer gets the typed error
@@ -407,7 +485,9 @@ class Outbox:
         db = self._db
         for attempt in range(4):
             try:
-                return self._append_tx(db, batch)
+                out = self._append_tx(db, batch)
+                self._rewind_wal_if_full()
+                return out
             except sqlite3.OperationalError as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -448,17 +528,28 @@ class Outbox:
             out.append(seq)
         self.stored_bytes += added
         self.depth += sum(1 for s in out if s is not None)
-        if self.stored_bytes > self.quota_bytes:
-            self._drop_oldest(db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True)
+        self._keep_within_cap(db)
         db.execute("COMMIT")
         return out
+
+    def _keep_within_cap(self, db: sqlite3.Connection) -> None:
+        """In a transaction: drop by the policy until the outbox is within its quota, or on a full
+        disk within what it held when the disk filled up."""
+        cap = self.cap_bytes
+        if self.stored_bytes > cap:
+            reason = "outbox quota" if cap == self.quota_bytes else "disk full"
+            self._drop_oldest(db, self.stored_bytes - cap, reason=reason, in_tx=True)
+        if self.full and time.monotonic() - self._seen_pruned > 60:
+            self._seen_pruned = time.monotonic()
+            db.execute("DELETE FROM seen WHERE wall < ?", (time.time() - FULL_SEEN_RETENTION_S,))
 
     def _drop_oldest(self, db: sqlite3.Connection, need: int, *, reason: str, in_tx: bool = False) -> bool:
         """Free at least ``need`` bytes: telemetry first, then the oldest events; record a gap event."""
         if not in_tx:
             db.execute("BEGIN IMMEDIATE")
-        # Drop at least 5% of the quota at once, so a full outbox does not write a gap event per event.
-        need = max(need, self.quota_bytes // 20)
+        # Drop at least 5% of what it may hold at once, so a full outbox does not write a gap event per
+        # event.
+        need = max(need, self.cap_bytes // 20)
         freed = 0
         t_dropped = 0
         dropped_any = False
@@ -563,11 +654,9 @@ class Outbox:
             )
             self.stored_bytes += size
             self.telemetry_depth += 1
-            if self.stored_bytes > self.quota_bytes:
-                self._drop_oldest(
-                    self._db, self.stored_bytes - self.quota_bytes, reason="outbox quota", in_tx=True
-                )
+            self._keep_within_cap(self._db)
             self._db.execute("COMMIT")
+            self._rewind_wal_if_full()
 
         await self._run(put)
         self.changed.set()

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
+from fleet_helpers import (
+    ApplianceProcess,
+    Platform,
+    durable_platform,
+    produce,
+    produce_stored,
+    wait_appliance_ready,
+)
 
 from sim.mosquitto import Mosquitto
 
@@ -44,29 +51,30 @@ SLACK = 256 << 10  # what the block-by-block top-up may take at most
 
 
 def fill(fs: Path) -> Path:
-    """Take every free byte of ``fs`` (what a runaway log or a recording would do).
+    """Take every free byte of ``fs``, as a runaway log or recording would: it keeps taking what comes
+    free (the kiosk's own checkpoints give space back too) until nothing is left.
 
-    The top-up after fallocate is bounded well below the kiosk's reserve: if the kiosk releases its
-    reserve while we fill (a write of its own hit the full disk first), the filler must not swallow
-    that released space too, or the kiosk is left with nothing and rightly answers 503."""
+    It stops taking once the kiosk has released its reserve: that space is the kiosk's, and a filler
+    swallowing it too would leave the kiosk nothing (it would then rightly answer 503); the top-up
+    after the last fallocate is bounded well below the reserve for the same reason."""
     filler = fs / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        size = 0
-        for _ in range(20):  # the kiosk writes meanwhile: a fallocate asking a byte too much gets nothing
+    reserve = fs / "outbox.sqlite3.reserve"
+    had_reserve = reserve.exists()
+    with open(filler, "ab", buffering=0) as f:
+        for _ in range(50):
+            if had_reserve and not reserve.exists():
+                break
             st = os.statvfs(fs)
             free = st.f_bavail * st.f_frsize
             if free <= SLACK:
                 break
-            try:
-                os.posix_fallocate(f.fileno(), size, free)
+            try:  # the kiosk writes meanwhile: a fallocate asking a byte too much gets nothing
+                os.posix_fallocate(f.fileno(), os.fstat(f.fileno()).st_size, free)
             except OSError:
                 continue
-            size += free
-            break  # once: space the kiosk frees after this (its reserve) is the kiosk's
-        f.seek(size)
         topped = 0
         try:  # whatever fallocate left: fill it block by block
-            while topped < SLACK:
+            while topped < SLACK and not (had_reserve and not reserve.exists()):
                 topped += f.write(b"\0" * 65536)
         except OSError:
             pass
@@ -176,3 +184,64 @@ async def test_a_full_data_partition_keeps_the_kiosk_online_and_it_recovers_by_i
             filler.unlink(missing_ok=True)
         app.terminate()
         await platform.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_a_disk_that_stays_full_while_the_platform_is_away_keeps_the_newest_events(
+    tmp_path: Path, small_fs: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    """Full disk and no platform: more events arrive than the reserve could ever hold. The outbox must
+    not grow into the space its reserve gave back: new events replace the oldest by the drop policy,
+    every producer still gets its stored reply, and the drops are reported as gaps."""
+    cfg = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=small_fs,
+        telemetry_interval_s=1,
+        extra="reserve_mb = 2\n",
+    )
+    away = await durable_platform(central_broker)
+    await away.stop()
+    central_broker.kill()
+    app = ApplianceProcess(cfg, tmp_path / "a.log").start()
+    filler: Path | None = None
+    try:
+        await wait_appliance_ready(bus_broker.port)
+        filler = fill(small_fs)
+        n, pad = 3000, "x" * 1000  # 3 MB of events against a 2 MB reserve
+        await produce_stored(
+            bus_broker.port,
+            [{"type": "test.stuck", "data": {"n": i, "pad": pad}, "id": f"s{i}"} for i in range(n)],
+        )
+        assert app.alive
+        central_broker.start()
+        platform = await away.again().start()
+        try:
+            await platform.wait_for(
+                lambda: any(e["data"]["n"] == n - 1 for e in platform.events("test.stuck")),
+                timeout_s=60,
+                what="the newest event",
+            )
+            # (storage.full itself is one of the oldest events by now: dropped like them, and the
+            # gaps say why.) Health says it, and what to do.
+            status = await platform.command("get_status", {"id": "stuck-0"})
+            assert status["health"]["storage"]["status"] == "degraded", status
+            kept = sorted(e["data"]["n"] for e in platform.unique_events("test.stuck"))
+            assert kept == list(range(n - len(kept), n)), "the oldest are dropped, the newest kept"
+            assert len(kept) < n
+            # Each delivered gap counts the drops it records, earlier gaps dropped later folded in.
+            gaps = [e["data"] for e in platform.unique_events("gap")]
+            assert any(g["reason"] == "disk full" for g in gaps), gaps
+            assert sum(g["events_dropped"] for g in gaps) >= n - len(kept), "every drop is accounted for"
+            assert (await platform.command("ping", {"id": "stuck-1"}))["status"] == 200
+            await recovers(platform, filler)
+            filler = None
+            status = await platform.command("get_status", {"id": "stuck-2"})
+            assert status["health"]["storage"]["status"] == "ok"
+        finally:
+            await platform.stop()
+    finally:
+        if filler is not None:
+            filler.unlink(missing_ok=True)
+        app.terminate()
