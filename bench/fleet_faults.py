@@ -657,6 +657,7 @@ async def run_kills(sc: Scenario, res: Result) -> None:
     producer = sc.producer(args.rate)
     t0 = time.monotonic()
     stream = asyncio.create_task(producer.stream())
+    back: list[float] = []  # restart -> the platform sees "online" with a new epoch
     try:
         for k in range(args.kills):
             threshold = (k + 1) * args.events // (args.kills + 1)
@@ -684,12 +685,21 @@ async def run_kills(sc: Scenario, res: Result) -> None:
                 await asyncio.sleep(args.down_seconds)
                 sc.bus.start()
                 sc.appliance.start()
+            t_restart = time.monotonic()
             res.faults += 1
             res.fault_times.append(t_fault)
             await sc.platform.wait_online(epoch, timeout_s=60)
+            back.append(time.monotonic() - t_restart)
         await stream
     finally:
         stream.cancel()
+    if back:
+        res.recovery_s = max(back)
+        res.notes.append(
+            "restart -> online with a new epoch: "
+            + ", ".join(f"{b:.2f}" for b in back)
+            + " s (recovery = max)"
+        )
     last = await settle(sc.platform, producer)
     # Until the last event arrived (not the settle wait for events that never came).
     res.wall_s = max(last, producer.t_end) - t0
