@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -390,7 +391,7 @@ class Result:
     epochs: int = 0
     outbox_depth_after: int | None = None
     refused: int = 0
-    lost_per_fault: list[int] = field(default_factory=list)
+    lost_per_fault: list[int] = field(default_factory=list)  # [k]: acknowledged after fault k
     fault_times: list[float] = field(default_factory=list)  # monotonic, for the attribution of losses
     notes: list[str] = field(default_factory=list)
 
@@ -445,17 +446,24 @@ def analyse(res: Result, platform: PlatformConsumer, producer: Producer) -> None
             f"acknowledged but not delivered: {len(undelivered)}: n = {ranges(sorted(undelivered))}"
         )
         if res.fault_times:
-            # An event acknowledged before fault k and never delivered is put down to fault k. The
+            # Bucket k: acknowledged after fault k and before fault k+1 (0: before the first). The
             # producer task notes the time when it resumes, which may be just after a kill whose
             # broker had acknowledged before dying: ATTRIBUTION_GRACE_S of slack.
             per = [0] * (len(res.fault_times) + 1)
             for n in undelivered:
                 per[sum(1 for t in res.fault_times if t < producer.acked_at[n] - ATTRIBUTION_GRACE_S)] += 1
-            res.lost_per_fault = per[:-1]
+            res.lost_per_fault = per
             res.notes.append(
-                "not delivered, by the first fault after the acknowledgement: "
-                + ", ".join(f"#{k + 1}: {c}" for k, c in enumerate(per[:-1]) if c)
-                + (f"; after the last fault: {per[-1]}" if per[-1] else "")
+                "not delivered, by when they were acknowledged: "
+                + ", ".join(
+                    (
+                        f"{c} before fault 1"
+                        if k == 0
+                        else f"{c} after fault {k}" + (f" (before {k + 1})" if k < len(per) - 1 else "")
+                    )
+                    for k, c in enumerate(per)
+                    if c
+                )
             )
 
 
@@ -527,7 +535,7 @@ def mount_tmpfs(path: Path) -> None:
         ["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(path)], capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise SystemExit(f"disk-full needs root to mount a tmpfs: {done.stderr.strip()}")
+        raise RuntimeError(f"disk-full needs root to mount a tmpfs: {done.stderr.strip()}")
 
 
 def free_bytes(fs: Path) -> int:
@@ -727,10 +735,19 @@ async def run_disk_full(sc: Scenario, res: Result) -> None:
             await asyncio.sleep(0.5)
             free_seen.append(free_bytes(sc.data))
         full_seen = [t for t, e in sc.platform.events if e["type"] == "storage.full"][n_full:]
+        rec_seen = [t for t, e in sc.platform.events if e["type"] == "storage.recovered" and t > t_fill]
         res.notes.append(
             f"filled to {free_seen[0] // 1024} KiB free, {max(free_seen) // 1024} KiB at most while full "
-            f"(the kiosk's released reserve); storage.full seen "
+            f"(the kiosk's released reserve and its own WAL); storage.full seen "
             + (f"{full_seen[0] - t_fill:.1f} s after filling" if full_seen else "never")
+            + f", {len(full_seen)} storage.full and {len(rec_seen)} storage.recovered while full"
+        )
+        # What the device said about its storage while the disk stayed full (one sample a second).
+        said = [x.get("storage", {}).get("full") for t, x in sc.platform.telemetry if t > t_fill + 1]
+        flips = sum(1 for a, b in zip(said, said[1:], strict=False) if a != b)
+        res.notes.append(
+            f"telemetry while full: {said.count(True)} samples full, {said.count(False)} not full, "
+            f"{flips} changes"
         )
         n_rec = sum(1 for _, e in sc.platform.events if e["type"] == "storage.recovered")
         n_tel = len(sc.platform.telemetry)
@@ -757,7 +774,11 @@ async def run_disk_full(sc: Scenario, res: Result) -> None:
                 f"telemetry storage ok {t_ok - t_free:.2f} s, next event delivered {res.recovery_s:.2f} s"  # type: ignore[operator]
             )
         else:
-            res.notes.append("not recovered within 60 s of freeing the space")
+            ok = [t for t, x in sc.platform.telemetry[n_tel:] if telemetry_ok(x)]
+            res.notes.append(
+                "no storage.recovered within 60 s of freeing the space"
+                + (f" (telemetry said storage ok {ok[0] - t_free:.2f} s after freeing)" if ok else "")
+            )
         await stream
     finally:
         stream.cancel()
@@ -869,6 +890,8 @@ async def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = ap.parse_args()
+    # The producer's and the platform's reconnect notices are expected here; errors still show.
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
 
     # SIGTERM ends the run like Ctrl-C: the finally blocks end every child and unmount.
     task = asyncio.current_task()
