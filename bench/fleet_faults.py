@@ -24,6 +24,9 @@ Scenarios:
 - ``power-cut``: the appliance and the local broker SIGKILLed together, both restarted (a stand-in
   for a power cut: the page cache survives, so fsync ordering is not tested, only what each process
   had acknowledged).
+
+  In the kill scenarios, recovery = the longest time from a restart until the platform sees
+  ``online`` with a new epoch.
 - ``disk-full``: ``data_dir`` on a small tmpfs the bench mounts; filled to 0 bytes free while events
   flow (the kiosk then releases its own reserve, as documented), kept full ``--full-seconds``, then
   freed. Recovery = seconds from freeing until the platform has seen ``storage.recovered``, a
