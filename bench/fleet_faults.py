@@ -619,21 +619,22 @@ class Scenario:
         await self.producer_bus.start()
 
     async def close(self) -> None:
+        # The processes and the mount first, synchronously: a second Ctrl-C cannot interrupt them.
         if self.filler is not None:
             with contextlib.suppress(OSError):
                 self.filler.unlink()
-        if self.producer_bus is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.producer_bus.stop(), 5)
         if self.appliance is not None:
             self.appliance.stop()
-        if self.platform is not None:
-            await self.platform.stop()
         self.bus.stop()
         self.central.stop()
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.data)], check=False)
             self.mounted = False
+        if self.producer_bus is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer_bus.stop(), 5)
+        if self.platform is not None:
+            await self.platform.stop()
 
     def producer(self, rate: float | None) -> Producer:
         assert self.producer_bus is not None
@@ -896,10 +897,11 @@ async def main() -> int:
     # The producer's and the platform's reconnect notices are expected here; errors still show.
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
 
-    # SIGTERM ends the run like Ctrl-C: the finally blocks end every child and unmount.
+    # SIGTERM and Ctrl-C end the run: the finally blocks end every child and unmount.
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
 
     work = Path(tempfile.mkdtemp(prefix="kiosk-faults-"))
     t0 = time.monotonic()
@@ -927,6 +929,8 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         sys.exit(asyncio.run(main()))
-    sys.exit(130)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: every process the bench started is ended, every mount unmounted", file=sys.stderr)
+        sys.exit(130)
