@@ -625,6 +625,9 @@ class Appliance:
             "commands": self.dispatcher.names,
             "config_version": self.desired.version,
             "time_synced": sysinfo.clock_synced(),
+            # Presence does not rest on the Will alone: a consumer counts the device lost when its
+            # newest telemetry is older than PRESENCE_INTERVALS times this (docs/mqtt.md).
+            "telemetry_interval_s": cfg.fleet.telemetry_interval_s,
             "ts": round(time.time(), 3),
         }
 

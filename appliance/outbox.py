@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
 SEEN_RETENTION_S = 7 * 86400
 GROUP_COMMIT_MAX = 1000
 GROUP_COMMIT_FULL = 64
+# A gap event lists at most this many seq ranges (older gaps folded into it bring theirs).
+MAX_GAP_RANGES = 64
 RESERVE_BYTES = 4 << 20
 # The reserve is recreated only with this much room to spare beyond it, so it does not flap.
 RESUME_MARGIN_BYTES = 1 << 20
@@ -87,6 +89,30 @@ FULL_MIN_CAP_BYTES = 64 << 10
 # On a full disk producer ids older than this are forgotten (their table must not grow either); a
 # producer re-sends only within minutes, while it waits for its stored reply.
 FULL_SEEN_RETENTION_S = 3600
+
+
+def _gap_ranges(gap: dict[str, Any]) -> list[list[int]]:
+    """The seq ranges an (older) gap event accounts for."""
+    if isinstance(gap.get("ranges"), list):
+        return [[int(a), int(b)] for a, b in gap["ranges"]]
+    if gap.get("kind") == "event":
+        return [[int(gap["from_seq"]), int(gap["to_seq"])]]
+    return []
+
+
+def merge_ranges(ranges: list[list[int]], limit: int = MAX_GAP_RANGES) -> list[list[int]]:
+    """Sorted, overlapping and adjacent ranges merged; beyond ``limit`` the closest neighbours are
+    joined (a consumer that received a seq inside a range knows it was delivered, not dropped)."""
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    while len(out) > limit:
+        i = min(range(len(out) - 1), key=lambda k: out[k + 1][0] - out[k][1])
+        out[i : i + 2] = [[out[i][0], out[i + 1][1]]]
+    return out
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -571,6 +597,7 @@ class Outbox:
             # record of earlier drops is never itself lost.
             seqs: list[int] = []
             earlier = {"telemetry": 0, "event": 0}
+            ranges: list[list[int]] = []  # the seq ranges of the gap events folded in
             for seq, size, etype, data in db.execute("SELECT seq, size, type, data FROM events ORDER BY seq"):
                 if freed >= need:
                     break
@@ -581,6 +608,7 @@ class Outbox:
                         old = json.loads(data)
                         earlier["telemetry"] += int(old.get("telemetry_dropped", 0))
                         earlier["event"] += int(old.get("events_dropped", 0))
+                        ranges += _gap_ranges(old)
                     except (ValueError, TypeError, AttributeError):
                         pass
             if seqs:
@@ -594,6 +622,8 @@ class Outbox:
                     "to_seq": seqs[-1],
                     "count": len(seqs),
                     "reason": reason,
+                    # every seq range this gap and the gaps folded into it account for
+                    "ranges": merge_ranges([*ranges, [seqs[0], seqs[-1]]]),
                 }
                 if any(earlier.values()):
                     gap["earlier_gaps"] = earlier

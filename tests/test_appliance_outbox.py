@@ -60,6 +60,16 @@ async def test_quota_drops_telemetry_first_then_oldest_events_with_gap_events(tm
     # (a dropped gap event counts as a dropped event itself, and its own counts move to the new gap)
     assert sum(g["events_dropped"] for g in gaps) == box.dropped_events
     assert any(g["kind"] == "event" and g.get("earlier_gaps") for g in gaps), "earlier gaps were folded"
+    # Reconciliation by seq: every seq that is gone lies in a range of a surviving gap event, and
+    # every range is ordered and disjoint (folded gaps keep their ranges).
+    kept = {e.seq for e in events}
+    covered = {s for g in gaps if g["kind"] == "event" for a, b in g["ranges"] for s in range(a, b + 1)}
+    assert set(range(1, max(kept) + 1)) - kept <= covered
+    assert not covered & kept
+    for g in gaps:
+        if g["kind"] == "event":
+            rs = g["ranges"]
+            assert all(a <= b for a, b in rs) and all(rs[i][1] < rs[i + 1][0] for i in range(len(rs) - 1))
     survivors = [json.loads(e.data)["i"] for e in events if e.type == "flood"]
     assert survivors == sorted(survivors) and survivors[-1] == 99, "the newest events are kept"
     seqs = [e.seq for e in events]
@@ -143,3 +153,14 @@ async def test_an_outbox_from_before_the_boot_column_is_migrated(tmp_path: Path)
     (old,) = await box.batch_after(0, 10)
     assert old.type == "old.event" and json.loads(old.message("now"))["ts"]["boot_id"] == "now"
     await box.close()
+
+
+def test_gap_ranges_merge_and_stay_bounded():
+    from appliance.outbox import merge_ranges
+
+    assert merge_ranges([[5, 9], [1, 3], [4, 4], [20, 30], [25, 26]]) == [[1, 9], [20, 30]]
+    many = [[i * 10, i * 10 + 1] for i in range(100)]
+    merged = merge_ranges(many, limit=8)
+    assert len(merged) == 8 and merged[0][0] == 0 and merged[-1][1] == 991
+    covered = {s for a, b in merged for s in range(a, b + 1)}
+    assert all(s in covered for a, b in many for s in range(a, b + 1)), "joining never loses a seq"
