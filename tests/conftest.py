@@ -110,3 +110,11 @@ async def kiosk(kiosk_config: Path, platform: Platform):
     await asyncio.wait_for(app.fleet.first_online.wait(), 10)
     yield app
     await app.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many fleet messages the run checked against docs/schema/fleet.schema.json."""
+    from fleet_schema import VALIDATED, summary
+
+    if VALIDATED:
+        terminalreporter.write_line(summary())
