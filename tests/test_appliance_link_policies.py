@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 from fleet_helpers import ApplianceProcess, Platform, durable_platform, produce, wait_appliance_ready
+from fleet_schema import SCHEMA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,6 +268,7 @@ async def test_tls_with_client_certificate(tmp_path: Path, bus_broker: Mosquitto
             async with asyncio.timeout(15):
                 async for msg in watcher.messages():
                     if msg.topic.endswith("/state") and b'"online"' in msg.payload:
+                        assert SCHEMA.problems("state", msg.payload) == []
                         break
             await watcher.close()
         finally:
