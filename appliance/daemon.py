@@ -30,6 +30,7 @@ from appliance.config import KioskConfig
 from appliance.desired import HOT, DesiredStore, changed_keys, evaluate, parse_desired
 from appliance.fleet import FleetLink
 from appliance.intake import EventIntake
+from appliance.messages import Birth, ConfigReported, Telemetry, conform
 from appliance.outbox import Outbox
 from appliance.subsystem import BusHandler, Listener, Subsystem
 from drivers.base import CommandHandler
@@ -465,8 +466,8 @@ class Appliance:
         await self.fleet.rebirth()
 
     async def _report(self, report: dict[str, Any]) -> None:
-        report = {**report, "ts": round(time.time(), 3)}
-        await self.fleet.publish_retained(self.fleet.t_reported, dumps(report))
+        reported = conform(ConfigReported, {**report, "ts": round(time.time(), 3)})
+        await self.fleet.publish_retained(self.fleet.t_reported, dumps(reported))
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -610,7 +611,7 @@ class Appliance:
         for sub in self.subsystems:
             with contextlib.suppress(Exception):
                 caps += sub.capabilities()
-        return {
+        birth = {
             "epoch": self.outbox.epoch,
             "boot_id": self.boot_id,
             "firmware": __version__,
@@ -630,6 +631,7 @@ class Appliance:
             "telemetry_interval_s": cfg.fleet.telemetry_interval_s,
             "ts": round(time.time(), 3),
         }
+        return conform(Birth, birth)
 
     async def telemetry(self) -> dict[str, Any]:
         cfg = self.config
@@ -673,7 +675,7 @@ class Appliance:
             self._nonfinite = where
             if where:
                 log.warning("telemetry: non-finite value(s) sent as null: %s", ", ".join(where[:5]))
-        return sample
+        return conform(Telemetry, sample)
 
     async def _telemetry_loop(self) -> None:
         # The first sample waits briefly for the link (a boot-time sample then goes out live); after

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.config import KioskConfig
+from appliance.messages import State, conform
 from appliance.outbox import Outbox
 from kiosk_core.errors import LinkError
 from kiosk_core.link import Backoff, SupervisedLink
@@ -132,7 +133,15 @@ class FleetLink:
 
     def _state(self, state: str) -> bytes:
         return dumps(
-            {"state": state, "epoch": self.outbox.epoch, "ts": round(time.time(), 3), "boot_id": self.boot_id}
+            conform(
+                State,
+                {
+                    "state": state,
+                    "epoch": self.outbox.epoch,
+                    "ts": round(time.time(), 3),
+                    "boot_id": self.boot_id,
+                },
+            )
         )
 
     async def send_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:

@@ -12,6 +12,21 @@ from fleet_helpers import Platform, durable_platform
 from sim.mosquitto import Mosquitto
 
 
+@pytest.fixture(autouse=True)
+def _messages_fit_their_models(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A message the daemon in this test's process put on the wire although it does not fit its model
+    (``appliance.messages.conform`` logs it and sends it anyway, so a kiosk stays online) fails the
+    test, also when no ``Platform`` was there to see it."""
+    yield
+    misfits = [
+        r.getMessage()
+        for phase in ("setup", "call")
+        for r in caplog.get_records(phase)
+        if r.name == "kiosk.messages"
+    ]
+    assert not misfits, "\n".join(misfits[:5])
+
+
 @pytest.fixture
 def bus_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """The device's local mosquitto."""
@@ -110,3 +125,11 @@ async def kiosk(kiosk_config: Path, platform: Platform):
     await asyncio.wait_for(app.fleet.first_online.wait(), 10)
     yield app
     await app.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many fleet messages the run checked against docs/schema/fleet.schema.json."""
+    from fleet_schema import VALIDATED, summary
+
+    if VALIDATED:
+        terminalreporter.write_line(summary())

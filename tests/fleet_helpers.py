@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fleet_schema import DEVICE_CHANNELS, SCHEMA
+
 from kiosk_core.localbus import LocalBus
 from kiosk_core.mqtt import Message, MqttConnection, publish_properties
 from sim.mosquitto import Mosquitto
@@ -33,6 +35,10 @@ class Platform:
     (``Mosquitto.save()``), the broker queues for it whatever the device sends, so a device that
     reconnects before the platform does loses nothing to a broker with no subscriber yet.
     ``session_present`` says whether the broker still had the session at ``start()``.
+
+    Everything the device sends (``state``, ``birth``, ``telemetry``, ``event``, ``config/reported``,
+    replies) is validated against docs/schema/fleet.schema.json, and so is every request that was
+    answered 200; ``stop()`` fails the test when one did not fit (``schema_errors``).
     """
 
     def __init__(
@@ -49,6 +55,14 @@ class Platform:
         # One reply topic per client id: a resumed session keeps receiving its replies there.
         self.reply_topic = f"platform/replies/{self.client_id}"
         self._changed = asyncio.Event()
+        self.schema_errors: list[str] = []
+        # What this platform published itself (a forged stale state, say) is not the device's to answer for.
+        self._own: set[tuple[str, bytes]] = set()
+
+    def check(self, channel: str, payload: bytes) -> None:
+        """Validate ``payload`` against the schema of ``channel``; a misfit fails the test at ``stop()``."""
+        for problem in SCHEMA.problems(channel, payload):
+            self.schema_errors.append(f"{problem} in {bytes(payload[:300])!r}")
 
     async def start(self) -> Platform:
         self._conn = MqttConnection(
@@ -75,6 +89,8 @@ class Platform:
             self._task.cancel()
         if self._conn:
             await self._conn.close()
+        errors, self.schema_errors = self.schema_errors, []
+        assert not errors, "messages off docs/schema/fleet.schema.json:\n" + "\n".join(errors[:20])
 
     async def _collect(self) -> None:
         assert self._conn is not None
@@ -84,11 +100,17 @@ class Platform:
             except (ValueError, RecursionError):  # our own hostile commands come back too
                 body = None
             if msg.topic == self.reply_topic:
+                self.check(
+                    SCHEMA.reply_channel(body.get("name") if isinstance(body, dict) else None), msg.payload
+                )
                 fut = self._replies.pop(msg.correlation_data or b"", None)
                 if fut and not fut.done():
                     fut.set_result(body)
                 continue
-            self.messages.append((msg.topic[len(self.root) + 1 :], body, msg))
+            channel = msg.topic[len(self.root) + 1 :]
+            if channel in DEVICE_CHANNELS and msg.payload and (channel, msg.payload) not in self._own:
+                self.check(channel, msg.payload)
+            self.messages.append((channel, body, msg))
             self._changed.set()
 
     def of(self, channel: str) -> list[dict[str, Any]]:
@@ -135,7 +157,11 @@ class Platform:
         self._replies[corr] = fut
         rt = self.reply_topic if response_topic == "default" else response_topic
         await self.request(name, body, response_topic=rt, correlation=corr, expiry_s=expiry_s)
-        return await asyncio.wait_for(fut, timeout_s)
+        reply = await asyncio.wait_for(fut, timeout_s)
+        # Tests send hostile requests on purpose: only a request the device ran and answered 200 must fit.
+        if isinstance(reply, dict) and reply.get("status") == 200 and f"cmd/{name}" in SCHEMA.channels:
+            self.check(f"cmd/{name}", body if isinstance(body, bytes) else json.dumps(body or {}).encode())
+        return reply
 
     async def request(
         self,
@@ -161,6 +187,7 @@ class Platform:
     async def publish(self, channel: str, obj: Any, *, retain: bool = False) -> None:
         assert self._conn is not None
         payload = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        self._own.add((channel, payload))
         await self._conn.publish(f"{self.root}/{channel}", payload, qos=1, retain=retain)
 
 

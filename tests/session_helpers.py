@@ -9,19 +9,34 @@ from appliance.session.config import SessionConfig
 from appliance.session.machine import CaptureDocument, Effect, Emit, SessionMachine
 
 SESSION_ID = "s-0123456789abcdef"
-ZHANG_SAN = {
-    "name": "张三",
-    "id_number_masked": "3308**********123X",
+# Shaped like the card reader's card.read: what may leave the device at the top, who the villager is
+# only under _private (the daemon strips it before anything is stored or sent).
+_CARD = {
+    "card_type": "resident",
+    "card_title": "居民身份证",
+    "validity": {"from": "2020-03-15", "to": "2040-03-15"},
     "valid": True,
-    "sex": "男",
-    "nation": "汉",
-    "_private": {"id_number": "33080319900307123X", "photo_wlt": b"\x00" * 8},
+    "problems": [],
+    "photo": "not decoded",
+    "reader": "card_reader",
+    "read_ms": 118,
+    "attempts": 1,
+}
+ZHANG_SAN = {
+    **_CARD,
+    "id_number_masked": "3308**********123X",
+    "_private": {
+        "name": "张三",
+        "sex": "男",
+        "nation": "汉",
+        "id_number": "33080319900307123X",
+        "photo_wlt": b"\x00" * 8,
+    },
 }
 LI_SI = {
-    "name": "李四",
+    **_CARD,
     "id_number_masked": "3308**********5678",
-    "valid": True,
-    "_private": {"id_number": "330803198501015678"},
+    "_private": {"name": "李四", "id_number": "330803198501015678"},
 }
 
 

@@ -20,6 +20,7 @@ from fleet_helpers import (
     produce_stored,
     wait_appliance_ready,
 )
+from fleet_schema import SCHEMA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -292,6 +293,7 @@ async def test_tls_with_client_certificate(tmp_path: Path, bus_broker: Mosquitto
             async with asyncio.timeout(15):
                 async for msg in watcher.messages():
                     if msg.topic.endswith("/state") and b'"online"' in msg.payload:
+                        assert SCHEMA.problems("state", msg.payload) == []
                         break
             await watcher.close()
         finally:

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fleet_schema import SCHEMA
 
 from kiosk_core.mqtt import MqttConnection
 
@@ -81,11 +82,12 @@ class Screen:
         return bool(m)
 
 
-async def watch_events(port: int, seen: list[dict]) -> None:
+async def watch_events(port: int, seen: list[dict], off_schema: list[str]) -> None:
     conn = MqttConnection(host="127.0.0.1", port=port, client_id="e2e-platform", name="e2e")
     await conn.connect()
     await conn.subscribe(("kiosk/v1/+/+/+/+/+/+/event", 1))
     async for msg in conn.messages():
+        off_schema += SCHEMA.problems("event", msg.payload)
         seen.append(json.loads(msg.payload))
 
 
@@ -100,6 +102,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
     screen.tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
     screen.tmux("resize-window", "-t", session, "-x", "100", "-y", "30", check=False)
     seen: list[dict] = []
+    off_schema: list[str] = []
     watcher: asyncio.Task | None = None
     log: list[str] = []
     try:
@@ -107,7 +110,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
         while not (work / "kiosk.toml").exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         port = tomllib.loads((work / "kiosk.toml").read_text())["bus"]["port"]
-        watcher = asyncio.create_task(watch_events(port, seen))
+        watcher = asyncio.create_task(watch_events(port, seen, off_schema))
 
         def types() -> set[str]:
             return {e["type"] for e in seen}
@@ -192,6 +195,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
         while not any(recordings.glob("*.mp4")) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert any(recordings.glob("*.mp4")), f"the session {session_id} was recorded"
+        assert not off_schema, "events off docs/schema/fleet.schema.json:\n" + "\n".join(off_schema[:20])
     finally:
         if watcher:
             watcher.cancel()

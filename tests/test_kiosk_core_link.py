@@ -115,7 +115,21 @@ async def test_a_transient_error_in_the_drain_does_not_leave_events_stuck(
     async def nothing(*_args) -> None:
         return None
 
-    fleet = FleetLink(cfg, flaky, boot_id="b", birth=dict, on_command=nothing, on_desired=nothing)  # type: ignore[arg-type]
+    def birth() -> dict:  # the smallest birth the contract allows (the platform validates it)
+        return {
+            "epoch": box.epoch,
+            "boot_id": "b",
+            "firmware": "test",
+            "device": {"id": cfg.device.id, "name": "", "role": "main", "region": list(cfg.device.region)},
+            "drivers": [],
+            "capabilities": [],
+            "commands": [],
+            "config_version": 0,
+            "time_synced": False,
+            "ts": 0.0,
+        }
+
+    fleet = FleetLink(cfg, flaky, boot_id="b", birth=birth, on_command=nothing, on_desired=nothing)  # type: ignore[arg-type]
     try:
         for i in range(20):
             await box.append("test.drain", {"n": i})

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fleet_schema import SCHEMA
 from session_helpers import ZHANG_SAN
 from test_session_service import FakeDoccam, Ui, capture_and_keep, intents_flowing
 
@@ -23,11 +24,13 @@ ROOT = "kiosk/v1/33/3308/330803/330803100/330803100201/kiosk-0001"
 
 
 class Wire:
-    """Everything published under the device's topics on the central broker, as the platform sees it."""
+    """Everything published under the device's topics on the central broker, as the platform sees it.
+    Events and replies are validated against docs/schema/fleet.schema.json; ``stop()`` fails on a misfit."""
 
     def __init__(self, port: int) -> None:
         self.conn = MqttConnection(host="127.0.0.1", port=port, client_id="test-wire", name="wire")
         self.messages: list[tuple[str, bytes]] = []
+        self.off_schema: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Wire:
@@ -39,11 +42,23 @@ class Wire:
     async def _collect(self) -> None:
         async for msg in self.conn.messages():
             self.messages.append((msg.topic, msg.payload))
+            self.off_schema += SCHEMA.problems(self._channel(msg.topic, msg.payload), msg.payload)
+
+    @staticmethod
+    def _channel(topic: str, payload: bytes) -> str:
+        if topic.endswith("/event"):
+            return "event"
+        try:  # a reply under platform/: its schema is its command's
+            name = json.loads(payload).get("name")
+        except (ValueError, AttributeError):
+            name = None
+        return SCHEMA.reply_channel(name)
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
         await self.conn.close()
+        assert not self.off_schema, "off docs/schema/fleet.schema.json:\n" + "\n".join(self.off_schema[:20])
 
     def events(self) -> list[dict]:
         return [json.loads(p) for t, p in self.messages if t.endswith("/event")]
@@ -66,7 +81,7 @@ async def kiosk(kiosk_config: Path, bus_broker: Mosquitto, central_broker: Mosqu
 
 
 async def start_application(app: Appliance, ui: Ui, item: str = "shebao.pension_certification") -> None:
-    await app.emit("presence.detected", {})
+    await app.emit("presence.detected", {"screen_woken": False, "relay": None})
     await ui.screen("catalog")
     ui.send("select_department", {"department_id": item.split(".")[0]})
     await ui.wait(lambda s: s["view"].get("department"), "department chosen")
@@ -161,7 +176,9 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
         assert again["status"] == 410 and "id_number" not in again
 
         # the same villager comes back to check progress: the county lists the new application
-        await app.emit("presence.detected", {})  # the ended screen wakes into a new session
+        await app.emit(
+            "presence.detected", {"screen_woken": False, "relay": None}
+        )  # the ended screen wakes into a new session
         await ui.screen("catalog")
         ui.send("progress")
         await ui.screen("identify")
@@ -180,7 +197,7 @@ async def test_appointment_slots_and_a_declined_booking(kiosk, central_broker: M
     county = CountyCentre(FleetRequester("127.0.0.1", central_broker.port), step_s=0.05)
     await county.start()
     try:
-        await app.emit("presence.detected", {})
+        await app.emit("presence.detected", {"screen_woken": False, "relay": None})
         await ui.screen("catalog")
         ui.send("appointment")
         await ui.screen("appointment", phase="department")

@@ -221,7 +221,7 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
     state = await ui.screen("attract")
     assert state["v"] == 1 and state["heartbeat_s"] == 5 and state["actions"] == ["wake", "language"]
 
-    await ctx.emit("presence.detected", {})
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
     await ui.screen("catalog")
     ui.send("select_department", {"department_id": "minzheng", "ref": "t1"})
     state = await ui.wait(lambda s: s["view"]["department"] is not None, "items of 民政")
@@ -333,7 +333,7 @@ async def test_a_villager_completes_an_application_and_nothing_personal_remains(
 
 async def test_idle_timeout_shows_the_countdown_then_wipes_memory_and_disk(rig, tmp_path: Path):
     ctx, service, ui, doccam, clock = rig
-    await ctx.emit("presence.detected", {})
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
     ui.send("progress")
     await ui.screen("identify")
     ui.send("back")
@@ -384,7 +384,7 @@ async def test_hostile_intents_are_ignored_and_the_session_carries_on(rig):
 
 async def test_the_camera_failing_shows_a_notice_and_a_retry(rig):
     ctx, service, ui, doccam, clock = rig
-    await ctx.emit("presence.detected", {})
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
     ui.send("select_department", {"department_id": "shebao"})
     ui.send("select_item", {"item_id": "shebao.pension_certification"})
     await ui.screen("identify")
@@ -406,7 +406,7 @@ async def test_the_camera_failing_shows_a_notice_and_a_retry(rig):
 
 async def test_card_removed_and_clerk_commands_in_the_wrong_state(rig):
     ctx, service, ui, doccam, clock = rig
-    await ctx.emit("presence.detected", {})
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
     ui.send("select_department", {"department_id": "shebao"})
     ui.send("select_item", {"item_id": "shebao.pension_certification"})
     await ui.screen("identify")
@@ -523,7 +523,7 @@ async def test_stop_publishes_unavailable_and_start_wipes_leftovers(tmp_path: Pa
             },
         )
         assert service.health()["session"].status == "degraded"  # the factory PIN is still set
-        await ctx.emit("presence.detected", {})
+        await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
         await ui.screen("catalog")
         marker = json.loads((tmp_path / "data" / "session" / "active.json").read_text())
         assert marker == {"session_id": ui.state["session_id"]}
