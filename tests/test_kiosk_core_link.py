@@ -126,6 +126,7 @@ async def test_a_transient_error_in_the_drain_does_not_leave_events_stuck(
             "commands": [],
             "config_version": 0,
             "time_synced": False,
+            "telemetry_interval_s": 30,
             "ts": 0.0,
         }
 
