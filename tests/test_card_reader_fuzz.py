@@ -158,6 +158,9 @@ def test_the_driver_survives_hostile_replies_then_reads_a_good_card(replies):
                     port=emulator.port,
                     poll_interval_s=0.01,
                     reply_timeout_s=0.05,
+                    read_timeout_s=0.05,
+                    fingerprint_read_timeout_s=0.05,
+                    address_timeout_s=0.05,
                     reconnect_base_s=0.02,
                     reconnect_cap_s=0.05,
                 )

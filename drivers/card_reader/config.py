@@ -58,8 +58,15 @@ class CardReaderConfig(Strict):
     baudrate: int = 115200
     #: how often the reader is asked whether a card is present
     poll_interval_s: float = Field(default=0.3, gt=0, le=5)
-    #: how long the SAM may take to start answering a command (the wire time of the reply is added)
+    #: how long the SAM may take to answer a short command (SAM status/id, find, select); public drivers
+    #: wait 0.1-0.3 s, this keeps a margin for slow SAM modules. The reply's wire time is added.
     reply_timeout_s: float = Field(default=1.0, gt=0, le=10)
+    #: the same for reading text + photo (30 01): public drivers wait 2 s
+    read_timeout_s: float = Field(default=2.0, gt=0, le=20)
+    #: the same for reading text + photo + fingerprint (30 10): public drivers wait 3 s
+    fingerprint_read_timeout_s: float = Field(default=3.0, gt=0, le=20)
+    #: the same for the additional address (30 03): public drivers wait 1.5 s
+    address_timeout_s: float = Field(default=1.5, gt=0, le=20)
     #: find + select + read attempts for one presented card before ``card.error``
     read_attempts: int = Field(default=3, ge=1, le=10)
     #: consecutive "no card" answers before ``card.removed`` (debounces a card lifted for a moment)
@@ -78,6 +85,15 @@ class CardReaderConfig(Strict):
     #: WLT photo decoder "module:function"; default: an installed vendor plug-in, else none
     photo_decoder: str | None = None
     sim: CardReaderSimConfig = CardReaderSimConfig()
+
+    def reply_timeouts(self) -> dict[str, float]:
+        """Per-command SAM time, by ``SamLink`` budget name (``short``, ``read``, ``fingerprint``, ``address``)."""
+        return {
+            "short": self.reply_timeout_s,
+            "read": self.read_timeout_s,
+            "fingerprint": self.fingerprint_read_timeout_s,
+            "address": self.address_timeout_s,
+        }
 
     @model_validator(mode="after")
     def _check(self) -> CardReaderConfig:

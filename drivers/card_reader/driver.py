@@ -161,7 +161,7 @@ class CardReader(Peripheral):
             )
             self._transport = SerialTransport(port, self.config.baudrate)
         self._link = SamLink(
-            self._transport, baudrate=self.config.baudrate, reply_timeout_s=self.config.reply_timeout_s
+            self._transport, baudrate=self.config.baudrate, timeouts=self.config.reply_timeouts()
         )
         self._supervisor.device = f"card reader on {self.port}"
         self._supervisor.reset(f"connecting to the card reader on {self.port}")
