@@ -19,6 +19,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # pip and apt over HTTPS trust the system's CA store.
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# pyusb's backend for USB card readers (backend = "usb"); Raspberry Pi OS ships it, minbase does not.
+compgen -G "/usr/lib/*/libusb-1.0.so.0" >/dev/null || compgen -G "/lib/*/libusb-1.0.so.0" >/dev/null || need_apt+=(libusb-1.0-0)
 # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

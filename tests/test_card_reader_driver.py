@@ -30,6 +30,9 @@ ZHANG_SAN = SAMPLES["zhang-san"].fields["id_number"]  # 330803199003071235
 FAST = {
     "poll_interval_s": 0.03,
     "reply_timeout_s": 0.3,
+    "read_timeout_s": 0.3,
+    "fingerprint_read_timeout_s": 0.3,
+    "address_timeout_s": 0.3,
     "reconnect_base_s": 0.05,
     "reconnect_cap_s": 0.3,
     "missing_after": 3,

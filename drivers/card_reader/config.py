@@ -2,9 +2,19 @@
 
 ```toml
 [drivers.card_reader]
-backend = "serial"          # serial | sim
+backend = "serial"          # serial | sim | usb
 port = "/dev/ttyUSB0"
 baudrate = 115200
+```
+
+A reader that is not a serial port (SAM frames over USB bulk endpoints)::
+
+```toml
+[drivers.card_reader]
+backend = "usb"
+[drivers.card_reader.usb]
+vendor_id = 0x0400
+product_id = 0xc35a
 ```
 
 Every field has a default, so ``[drivers.card_reader]`` alone is a working serial reader on
@@ -52,14 +62,34 @@ class CardReaderSimConfig(Strict):
         return self
 
 
+class CardReaderUsbConfig(Strict):
+    """A reader that speaks SAM frames over USB bulk endpoints (``backend = "usb"``), found by its ids
+    as ``lsusb`` shows them (``ID 0400:c35a``; TOML takes ``0x0400``)."""
+
+    vendor_id: int = Field(ge=0, le=0xFFFF)
+    product_id: int = Field(ge=0, le=0xFFFF)
+    #: the interface holding the SAM endpoints
+    interface: int = Field(default=0, ge=0, le=255)
+    #: endpoint addresses; default: the interface's first IN (0x8N) and OUT bulk/interrupt endpoints
+    endpoint_in: int | None = Field(default=None, ge=0x81, le=0x8F)
+    endpoint_out: int | None = Field(default=None, ge=0x01, le=0x0F)
+
+
 class CardReaderConfig(Strict):
-    backend: Literal["serial", "sim"] = "serial"
+    backend: Literal["serial", "sim", "usb"] = "serial"
     port: str = "/dev/ttyUSB0"
     baudrate: int = 115200
     #: how often the reader is asked whether a card is present
     poll_interval_s: float = Field(default=0.3, gt=0, le=5)
-    #: how long the SAM may take to start answering a command (the wire time of the reply is added)
+    #: how long the SAM may take to answer a short command (SAM status/id, find, select); public drivers
+    #: wait 0.1-0.3 s, this keeps a margin for slow SAM modules. The reply's wire time is added.
     reply_timeout_s: float = Field(default=1.0, gt=0, le=10)
+    #: the same for reading text + photo (30 01): public drivers wait 2 s
+    read_timeout_s: float = Field(default=2.0, gt=0, le=20)
+    #: the same for reading text + photo + fingerprint (30 10): public drivers wait 3 s
+    fingerprint_read_timeout_s: float = Field(default=3.0, gt=0, le=20)
+    #: the same for the additional address (30 03): public drivers wait 1.5 s
+    address_timeout_s: float = Field(default=1.5, gt=0, le=20)
     #: find + select + read attempts for one presented card before ``card.error``
     read_attempts: int = Field(default=3, ge=1, le=10)
     #: consecutive "no card" answers before ``card.removed`` (debounces a card lifted for a moment)
@@ -78,6 +108,17 @@ class CardReaderConfig(Strict):
     #: WLT photo decoder "module:function"; default: an installed vendor plug-in, else none
     photo_decoder: str | None = None
     sim: CardReaderSimConfig = CardReaderSimConfig()
+    #: the USB reader's ids and endpoints (``backend = "usb"``)
+    usb: CardReaderUsbConfig | None = None
+
+    def reply_timeouts(self) -> dict[str, float]:
+        """Per-command SAM time, by ``SamLink`` budget name (``short``, ``read``, ``fingerprint``, ``address``)."""
+        return {
+            "short": self.reply_timeout_s,
+            "read": self.read_timeout_s,
+            "fingerprint": self.fingerprint_read_timeout_s,
+            "address": self.address_timeout_s,
+        }
 
     @model_validator(mode="after")
     def _check(self) -> CardReaderConfig:
@@ -88,6 +129,11 @@ class CardReaderConfig(Strict):
             )
         if self.reconnect_cap_s < self.reconnect_base_s:
             raise ValueError("reconnect_cap_s must be at least reconnect_base_s")
+        if self.backend == "usb" and self.usb is None:
+            raise ValueError(
+                'backend = "usb" needs [drivers.card_reader.usb] with vendor_id and product_id '
+                "(lsusb shows them as ID vvvv:pppp)"
+            )
         if self.backend == "serial" and not self.port:
             raise ValueError("port is empty: set the reader's serial device, e.g. /dev/ttyUSB0")
         return self

@@ -38,7 +38,7 @@ from drivers.card_reader.photo import decode_photo, load_decoder
 from drivers.card_reader.protocol import CardBlocks
 from drivers.card_reader.sam import SamLink
 from drivers.card_reader.simulator import SamEmulator
-from drivers.card_reader.transport import SerialTransport, Transport
+from drivers.card_reader.transport import SerialTransport, Transport, UsbTransport
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.supervisor import DeviceSupervisor, supervise
 
@@ -46,7 +46,7 @@ log = logging.getLogger("drivers.card_reader")
 
 T = TypeVar("T")
 
-MODEL = "SAM serial ID card reader (身份证阅读机具)"
+MODEL = "SAM ID card reader (身份证阅读机具), serial or USB bulk"
 # What of a card a card.read event carries (it is stored and sent to the platform): the kind of card,
 # the masked numbers, and whether it passed validation. Everything else of Identity.as_public() is
 # personal and only in _private. An allow-list: a field added to the identity later stays private.
@@ -110,6 +110,8 @@ class CardReader(Peripheral):
             return self._transport.port
         if self._emulator is not None:
             return self._emulator.port
+        if self.config.backend == "usb" and self.config.usb is not None:
+            return f"usb:{self.config.usb.vendor_id:04x}:{self.config.usb.product_id:04x}"
         return self.config.port
 
     @property
@@ -155,13 +157,23 @@ class CardReader(Peripheral):
             )
             self._owns_emulator = True
             await self._call(self._emulator.start)
+        if self._transport is None and self.config.backend == "usb":
+            usb = self.config.usb
+            assert usb is not None  # the config requires it for this backend
+            self._transport = UsbTransport(
+                usb.vendor_id,
+                usb.product_id,
+                interface=usb.interface,
+                endpoint_in=usb.endpoint_in,
+                endpoint_out=usb.endpoint_out,
+            )
         if self._transport is None:
             port = (
                 self._emulator.port if self.config.backend == "sim" and self._emulator else self.config.port
             )
             self._transport = SerialTransport(port, self.config.baudrate)
         self._link = SamLink(
-            self._transport, baudrate=self.config.baudrate, reply_timeout_s=self.config.reply_timeout_s
+            self._transport, baudrate=self.config.baudrate, timeouts=self.config.reply_timeouts()
         )
         self._supervisor.device = f"card reader on {self.port}"
         self._supervisor.reset(f"connecting to the card reader on {self.port}")

@@ -174,3 +174,11 @@ class NoSuchContent(SamStatusError):
 class CommunicationFault(SamStatusError):
     code = "card_reader.communication"
     sw3 = 0xFF
+
+
+class UsbUnavailable(CardReaderError):
+    """USB readers cannot be used on this system as configured: pyusb or libusb-1.0 is missing, or the
+    configured interface has no usable endpoints. Not a cable problem: health is degraded, not missing."""
+
+    code = "card_reader.usb_unavailable"
+    transient = False

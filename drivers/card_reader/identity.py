@@ -113,19 +113,25 @@ LAYOUTS: dict[CardType, tuple[Field, ...]] = {
         Field("card_version", 236, 4),
         Field("authority_code", 240, 8),
     ),
+    # tagIDCardInfor2023 (Johann356/readinfo PCSCGetData.h): 158-187 is reserved; the English name's
+    # characters 36-46 follow the validity at 220, then the country code, the marker at 248 and the
+    # link to the holder's earlier 15-character number.
     CardType.FOREIGN_2023: (
         Field("name", 0, 30),
         Field("sex", 30, 2),
-        Field("issue_count", 32, 4),
+        Field("issue_count", 32, 4),  # 换证次数
         Field("birth", 36, 16),
-        Field("name_en", 52, 70),
+        Field("name_en", 52, 70),  # characters 1-35
         Field("id_number", 122, 36),
-        Field("name_en_more", 158, 30),
         Field("valid_from", 188, 16),
         Field("valid_to", 204, 16),
-        Field("nationality", 220, 6),
+        Field("name_en_more", 220, 22),  # characters 36-46
+        Field("nationality", 242, 6),
+        Field("previous_number_link", 250, 6),
     ),
 }
+#: bytes of the text block no layout field may use: the card type marker
+MARKER_BYTES = range(MARKER_OFFSET, MARKER_OFFSET + 2)
 
 SEXES = {"0": "未知", "1": "男", "2": "女", "9": "未说明"}
 
@@ -227,6 +233,8 @@ class Identity:
     issue_count: str = ""
     card_version: str = ""
     authority_code: str = ""
+    #: 2023 foreign card: the field that links to the holder's earlier 15-character card number
+    previous_number_link: str = ""
     additional_address: str = ""
     problems: tuple[str, ...] = ()
     photo_wlt: bytes = field(default=b"", repr=False)
@@ -279,7 +287,7 @@ class Identity:
         if self.card_type is CardType.FOREIGN_2017:
             out |= {"card_version": self.card_version, "authority_code": self.authority_code}
         if self.card_type is CardType.FOREIGN_2023:
-            out["issue_count"] = self.issue_count
+            out |= {"issue_count": self.issue_count, "previous_number_link": self.previous_number_link}
         if self.additional_address:
             out["additional_address"] = self.additional_address
         return out
@@ -316,6 +324,7 @@ def decode_fields(block: bytes) -> tuple[CardType, dict[str, str], bool]:
     """(card type, raw field strings stripped of padding, whether every character decoded)."""
     card_type = card_type_of(block)
     values: dict[str, str] = {}
+    raw_text: dict[str, str] = {}
     clean = True
     for f in LAYOUTS[card_type]:
         raw = block[f.offset : f.offset + f.size]
@@ -325,6 +334,11 @@ def decode_fields(block: bytes) -> tuple[CardType, dict[str, str], bool]:
             text = raw.decode("utf-16-le", errors="replace")
             clean = False
         values[f.name] = text.strip(" \x00")
+        raw_text[f.name] = text
+    if "name_en_more" in values:
+        # One name in two fields: join before stripping, or a space at character 35 is lost.
+        values["name_en"] = (raw_text["name_en"] + raw_text.pop("name_en_more")).strip(" \x00")
+        del values["name_en_more"]
     return card_type, values, clean
 
 
@@ -332,6 +346,12 @@ def encode_text_block(card_type: CardType, values: Mapping[str, str]) -> bytes:
     """The 256-byte block a card of this type stores (used by the simulator and the fixtures)."""
     block = bytearray(" ".encode("utf-16-le") * (TEXT_SIZE // 2))
     known = {f.name: f for f in LAYOUTS[card_type]}
+    values = dict(values)
+    if "name_en_more" in known and "name_en_more" not in values:
+        # The 2023 card stores a long English name in two fields (characters 1-35 and 36-46).
+        first = known["name_en"].size // 2
+        name_en = values.get("name_en", "")
+        values["name_en"], values["name_en_more"] = name_en[:first], name_en[first:]
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"fields {sorted(unknown)} are not in the {card_type.value} layout")
@@ -357,7 +377,7 @@ _ID15_FOREIGN = re.compile(r"^[A-Z]{3}[0-9]{12}$")
 
 
 def _check_citizen_style_number(
-    card_type: CardType, number: str, birth_raw: str, sex: str, problems: list[str]
+    card_type: CardType, number: str, birth_raw: str, sex: str, problems: list[str], nationality: str = ""
 ) -> None:
     # Problems never quote the number: they go into public events.
     if not _ID18.match(number):
@@ -373,8 +393,35 @@ def _check_citizen_style_number(
         problems.append("a resident ID number starts with a province code 1-8")
     if card_type is CardType.HMT_PERMIT and number[:6] not in ("810000", "820000", "830000"):
         problems.append("a Hong Kong/Macao/Taiwan permit number starts with 810000, 820000 or 830000")
-    if card_type is CardType.FOREIGN_2023 and number[0] != "9":
+    if card_type is CardType.FOREIGN_2023:
+        _check_foreign_2023_number(number, nationality, problems)
+
+
+#: GB/T 2260 province-level codes (the first two digits of a resident number's region code)
+PROVINCE_CODES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65".split()
+)
+_NATIONALITY = re.compile(r"^(?:[A-Z]{3}|[0-9]{3})$")
+
+
+def _check_foreign_2023_number(number: str, nationality: str, problems: list[str]) -> None:
+    """The 2023 card's 18 characters: ``9``, the accepting province (2), the holder's nationality as
+    an ISO 3166-1 numeric code (3), the birth date (8), a sequence (3) and the MOD 11-2 check (the
+    date and check are tested by the caller, as for a resident number)."""
+    if number[0] != "9":
         problems.append("a 2023 foreign permanent resident number starts with 9")
+    if number[1:3] not in PROVINCE_CODES:
+        problems.append(
+            "the 2023 foreign permanent resident number's province code is not a GB/T 2260 province"
+        )
+    if number[3:6] == "000":
+        problems.append(
+            "the 2023 foreign permanent resident number's nationality code is not an ISO 3166-1 numeric code"
+        )
+    if not _NATIONALITY.match(nationality):
+        problems.append("nationality is not a 3-letter or 3-digit country code")
+    elif nationality.isdigit() and nationality != number[3:6]:
+        problems.append("the number's nationality code differs from the card's nationality")
 
 
 def parse_identity(block: bytes, *, today: dt.date | None = None) -> Identity:
@@ -409,7 +456,9 @@ def parse_identity(block: bytes, *, today: dt.date | None = None) -> Identity:
         elif number[:3] != v.get("nationality", ""):
             problems.append("the number's country letters differ from the nationality")
     else:
-        _check_citizen_style_number(card_type, number, v.get("birth", ""), sex_code, problems)
+        _check_citizen_style_number(
+            card_type, number, v.get("birth", ""), sex_code, problems, v.get("nationality", "")
+        )
 
     valid_from = parse_card_date(v.get("valid_from", ""))
     if valid_from is None:
@@ -426,7 +475,7 @@ def parse_identity(block: bytes, *, today: dt.date | None = None) -> Identity:
             problems.append("'valid to' is not after 'valid from'")
         elif valid_to < today:
             problems.append(f"the card expired on {valid_to.isoformat()}")
-    if card_type is CardType.HMT_PERMIT and not (v.get("issue_count", "").isdigit()):
+    if card_type in (CardType.HMT_PERMIT, CardType.FOREIGN_2023) and not v.get("issue_count", "").isdigit():
         problems.append("issue count is not a number")
 
     return Identity(
@@ -442,11 +491,12 @@ def parse_identity(block: bytes, *, today: dt.date | None = None) -> Identity:
         nation=nation,
         address=v.get("address", ""),
         issuer=v.get("issuer", ""),
-        name_en=(v.get("name_en", "") + v.get("name_en_more", "")).strip(),
+        name_en=v.get("name_en", ""),
         nationality=v.get("nationality", ""),
         pass_number=v.get("pass_number", ""),
         issue_count=v.get("issue_count", ""),
         card_version=v.get("card_version", ""),
         authority_code=v.get("authority_code", ""),
+        previous_number_link=v.get("previous_number_link", ""),
         problems=tuple(problems),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from drivers.card_reader import errors as e
 from drivers.card_reader.protocol import (
@@ -52,16 +52,46 @@ _FIND_ANSWERS = (SW3_CARD_FOUND, 0x80)
 _READS = (Command.READ_TEXT_PHOTO, Command.READ_TEXT_PHOTO_FINGERPRINT)
 
 
+#: The SAM's own time per command, before the reply's wire time is added. Public SAM drivers wait
+#: 2 s for a text + photo read, 3 s for one with fingerprints and 1.5 s for the additional address
+#: (YinanSoft ``com/YinanSoft/CardReaders/SerialReader.java``: ReadCardBase, ReadCardFinger,
+#: ReadCardNewAddress); they give find/select 0.1 s and the SAM id 0.3 s, where 1 s is kept here.
+DEFAULT_REPLY_TIMEOUTS = {"short": 1.0, "read": 2.0, "fingerprint": 3.0, "address": 1.5}
+_BUDGET_OF = {
+    Command.READ_TEXT_PHOTO: "read",
+    Command.READ_TEXT_PHOTO_FINGERPRINT: "fingerprint",
+    Command.READ_ADDITIONAL_ADDRESS: "address",
+}
+
+
 def wire_time(nbytes: int, baudrate: int) -> float:
     """Seconds to move ``nbytes`` over an 8N1 UART (10 bits per byte)."""
     return nbytes * 10 / baudrate
 
 
 class SamLink:
-    def __init__(self, transport: Transport, *, baudrate: int = 115200, reply_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        baudrate: int = 115200,
+        reply_timeout_s: float | None = None,
+        timeouts: Mapping[str, float] | None = None,
+    ) -> None:
+        """``timeouts`` sets the SAM's time per budget (``DEFAULT_REPLY_TIMEOUTS`` names them);
+        ``reply_timeout_s`` alone sets every budget to one value (tests, benches)."""
         self.transport = transport
         self.baudrate = baudrate
-        self.reply_timeout_s = reply_timeout_s
+        self.timeouts = dict(DEFAULT_REPLY_TIMEOUTS)
+        if reply_timeout_s is not None:
+            self.timeouts = dict.fromkeys(self.timeouts, reply_timeout_s)
+        if timeouts:
+            unknown = set(timeouts) - set(DEFAULT_REPLY_TIMEOUTS)
+            if unknown:
+                raise ValueError(
+                    f"unknown reply budgets {sorted(unknown)}; known: {', '.join(DEFAULT_REPLY_TIMEOUTS)}"
+                )
+            self.timeouts |= timeouts
         self._decoder = FrameDecoder(min_len=MIN_RESPONSE_LEN)
         #: what went wrong on the wire so far, by error code (for health and diagnostics)
         self.stats: Counter[str] = Counter()
@@ -70,10 +100,15 @@ class SamLink:
     def port(self) -> str:
         return self.transport.port
 
-    def _deadline(self, command: Command) -> float:
+    def budget(self, command: Command) -> float:
+        """Seconds ``transact(command)`` waits for the whole reply: the SAM's time for the command plus
+        1.5x the wire time of its longest reply (a USB-serial adapter delivers in bursts), so a slower
+        baud rate never eats into the SAM's own time."""
         size = _REPLY_SIZE.get(command, _SHORT_REPLY)
-        # 1.5x the wire time: a USB-serial adapter delivers in bursts, not byte by byte.
-        return time.monotonic() + self.reply_timeout_s + 1.5 * wire_time(size, self.baudrate)
+        return self.timeouts[_BUDGET_OF.get(command, "short")] + 1.5 * wire_time(size, self.baudrate)
+
+    def _deadline(self, command: Command) -> float:
+        return time.monotonic() + self.budget(command)
 
     def _next_body(self) -> tuple[bytes | None, e.FrameError | None]:
         """The next good frame body already buffered, and the last bad frame seen on the way."""

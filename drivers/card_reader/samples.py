@@ -135,18 +135,21 @@ SAMPLES: dict[str, SampleCard] = {
         ),
         SampleCard(
             "foreigner-2023",
-            "foreign permanent resident card, 2023 layout ('Y')",
+            "foreign permanent resident card, 2023 layout ('Y'), English name longer than 35 characters",
             CardType.FOREIGN_2023,
             {
                 "name": "玛丽亚",
                 "sex": "2",
                 "issue_count": "01",
                 "birth": "19920630",
-                "name_en": "GARCIA, MARIA",
+                # 42 characters: the card keeps 1-35 at bytes 52-121 and 36-46 at 220-241
+                "name_en": "GARCIA LOPEZ, MARIA DE LAS MERCEDES ISABEL",
+                # 9, Zhejiang (33), Spain (ISO 3166-1 numeric 724), birth date, sequence 002 (even: female)
                 "id_number": _with_check("93372419920630002"),
                 "valid_from": "20240105",
                 "valid_to": "20340105",
                 "nationality": "ESP",
+                "previous_number_link": "ESP",
             },
         ),
         SampleCard(

@@ -63,6 +63,14 @@ TARGETS: dict[str, tuple[Command, ...]] = {
     "sam": (Command.RESET_SAM, Command.SAM_STATUS, Command.SAM_ID),
 }
 DEFAULT_SAM_ID = "05.01-20241001-0000330803-0012345678"
+#: commands that make the SAM talk to the card over RF (``sam_latency_s`` each)
+_RF_COMMANDS = (
+    Command.FIND_CARD,
+    Command.SELECT_CARD,
+    Command.READ_TEXT_PHOTO,
+    Command.READ_TEXT_PHOTO_FINGERPRINT,
+    Command.READ_ADDITIONAL_ADDRESS,
+)
 _CONTROL_TIMEOUT_S = 3.0
 
 
@@ -291,15 +299,9 @@ class SamEmulator:
                 self._reply(master, self._answer(command), command)
             return
 
-    def _answer(self, command: Command | None) -> bytes:
+    def _answer(self, command: Command | None, *, wait: bool = True) -> bytes:
         self.requests[command.label if command else "unknown"] += 1
-        if command in (
-            Command.FIND_CARD,
-            Command.SELECT_CARD,
-            Command.READ_TEXT_PHOTO,
-            Command.READ_TEXT_PHOTO_FINGERPRINT,
-            Command.READ_ADDITIONAL_ADDRESS,
-        ):
+        if wait and command in _RF_COMMANDS:
             self._sleep(self.sam_latency_s)
         with self._lock:
             card, selected = self._card, self._selected
@@ -348,40 +350,49 @@ class SamEmulator:
         return None
 
     def _reply(self, master: int, frame: bytes, command: Command | None) -> None:
+        data, delay = self._outgoing(frame, command)
+        if data is None:
+            return
+        if delay and not self._sleep(delay):
+            return
+        self._send(master, data)
+
+    def _outgoing(
+        self, frame: bytes, command: Command | None, *, check_line: bool = True
+    ) -> tuple[bytes | None, float]:
+        """What goes back for ``frame``, after the faults waiting for ``command``: (bytes or None for
+        silence, seconds to wait before sending). Shared by the pty and the USB device."""
         with self._lock:
             raw = self._raw_replies.popleft() if self._raw_replies else None
             fault = self._take_fault(command) if raw is None else None
         if raw is not None:
             self.faults_applied["raw"] += 1
-            self._send(master, raw)
-            return
-        if fault is None and not self._line_speed_ok():
+            return raw, 0.0
+        if fault is None and check_line and not self._line_speed_ok():
             # A UART at the wrong speed receives and sends garbage of about the right length.
             self.faults_applied["baudrate_mismatch"] += 1
             fault = "garble"
         if fault is None:
-            self._send(master, frame)
-            return
+            return frame, 0.0
         self.faults_applied[fault] += 1
         log.debug("SAM emulator: injecting %s", fault)
         match fault:
             case "noise":
                 # Line garbage, including a broken preamble, before a good reply.
                 noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randint(4, 40)))
-                self._send(master, noise + b"\xaa\xaa\x96" + frame)
+                return noise + b"\xaa\xaa\x96" + frame, 0.0
             case "bad_checksum":
-                self._send(master, frame[:-1] + bytes([frame[-1] ^ 0x5A]))
+                return frame[:-1] + bytes([frame[-1] ^ 0x5A]), 0.0
             case "truncated":
-                self._send(master, frame[: max(1, len(frame) // 2)])
+                return frame[: max(1, len(frame) // 2)], 0.0
             case "slow":
-                if self._sleep(self.slow_reply_s):
-                    self._send(master, frame)
+                return frame, self.slow_reply_s
             case "silence":
-                pass
+                return None, 0.0
             case "read_failed":
-                self._send(master, SamResponse(0, 0, 0x41).encode())
-            case "garble":
-                self._send(master, bytes(self._rng.randrange(256) for _ in frame).replace(b"\xaa", b"\x55"))
+                return SamResponse(0, 0, 0x41).encode(), 0.0
+            case _:  # "garble"
+                return bytes(self._rng.randrange(256) for _ in frame).replace(b"\xaa", b"\x55"), 0.0
 
     def _line_speed_ok(self) -> bool:
         """Whether the host opened the port at our baud rate: termios settings belong to the tty, so the
@@ -420,6 +431,182 @@ class SamEmulator:
                     time.sleep(wait)
         except OSError as exc:
             log.debug("SAM emulator: reply not delivered (%s)", exc)
+
+
+# --- the same reader on USB bulk endpoints ------------------------------------------------------------
+
+USB_SIM_VENDOR_ID = 0x0400
+USB_SIM_PRODUCT_ID = 0xC35A
+_ENODEV, _ETIMEDOUT = 19, 110
+
+
+class _Endpoint:
+    def __init__(self, address: int, attributes: int, packet: int) -> None:
+        self.bEndpointAddress = address
+        self.bmAttributes = attributes
+        self.wMaxPacketSize = packet
+
+
+class _Configuration:
+    """``dev.get_active_configuration()``: ``config[(interface, alternate)]`` iterates the endpoints."""
+
+    def __init__(self, endpoints: list[_Endpoint]) -> None:
+        self._endpoints = endpoints
+
+    def __getitem__(self, key: tuple[int, int]) -> list[_Endpoint]:
+        if key != (0, 0):
+            raise KeyError(key)
+        return self._endpoints
+
+
+class SamUsbDevice:
+    """A SAM reader in USB bulk mode, with pyusb's ``Device`` interface: ``write(ep, data, timeout)``
+    takes request frames, ``read(ep, size, timeout)`` returns the reply at most one packet at a time and
+    raises pyusb's own ``USBTimeoutError`` when nothing is there, ``USBError`` (ENODEV) once unplugged.
+
+    Cards, faults (``inject``), raw replies and SAM latency are those of the ``SamEmulator`` it wraps
+    (not started: no pty). ``api()`` is the ``UsbApi`` that finds it, for ``UsbTransport(api=...)``.
+    Bulk endpoints 0x81 (IN) and 0x02 (OUT), 64-byte packets, as a full-speed device has.
+    """
+
+    def __init__(
+        self,
+        emulator: SamEmulator | None = None,
+        *,
+        vendor_id: int = USB_SIM_VENDOR_ID,
+        product_id: int = USB_SIM_PRODUCT_ID,
+        packet: int = 64,
+        endpoints: list[tuple[int, int]] | None = None,
+        kernel_driver: bool = True,
+    ) -> None:
+        self.emulator = emulator or SamEmulator(pace=False)
+        self.idVendor = vendor_id
+        self.idProduct = product_id
+        self.packet = packet
+        spec = endpoints if endpoints is not None else [(0x81, 0x02), (0x02, 0x02)]
+        self._config = _Configuration([_Endpoint(a, t, packet) for a, t in spec])
+        self._lock = threading.Lock()
+        self._decoder = FrameDecoder()
+        self._out: deque[tuple[float, bytes]] = deque()  # (when it may be read, bytes)
+        self._plugged = True
+        self.kernel_driver_active = kernel_driver
+        self.configured = False
+        self.claimed: set[int] = set()
+        self.disposed = 0
+        #: transfers seen, for tests: ("write"|"read", endpoint, byte count)
+        self.transfers: list[tuple[str, int, int]] = []
+
+    # --- pyusb's Device ----------------------------------------------------------------------------
+
+    def _check_plugged(self) -> None:
+        if not self._plugged:
+            import usb.core
+
+            raise usb.core.USBError("No such device (it may have been disconnected)", -4, _ENODEV)
+
+    def is_kernel_driver_active(self, interface: int) -> bool:
+        self._check_plugged()
+        return self.kernel_driver_active
+
+    def detach_kernel_driver(self, interface: int) -> None:
+        self._check_plugged()
+        self.kernel_driver_active = False
+
+    def set_configuration(self, configuration: int | None = None) -> None:
+        self._check_plugged()
+        self.configured = True
+
+    def get_active_configuration(self) -> _Configuration:
+        self._check_plugged()
+        if not self.configured:
+            import usb.core
+
+            raise usb.core.USBError("Configuration not set", None, None)
+        return self._config
+
+    def write(self, endpoint: int, data: bytes, timeout: int | None = None) -> int:
+        self._check_plugged()
+        self.transfers.append(("write", endpoint, len(data)))
+        self._decoder.feed(bytes(data))
+        emu = self.emulator
+        while True:
+            try:
+                bodies = list(self._decoder.frames())
+            except e.BadChecksum:
+                self._queue(SamResponse(0, 0, 0x10).encode(), 0.0)
+                continue
+            except e.FrameError:
+                self._queue(SamResponse(0, 0, 0x11).encode(), 0.0)
+                continue
+            for body in bodies:
+                try:
+                    command = parse_request(body).command
+                except e.FrameError:
+                    command = None
+                frame = emu._answer(command, wait=False)
+                latency = emu.sam_latency_s if command in _RF_COMMANDS else 0.0
+                data_out, delay = emu._outgoing(frame, command, check_line=False)
+                if data_out is not None:
+                    self._queue(data_out, latency + delay)
+            return len(data)
+
+    def read(self, endpoint: int, size_or_buffer: int, timeout: int | None = None) -> bytes:
+        import usb.core
+
+        self._check_plugged()
+        deadline = time.monotonic() + (timeout or 1000) / 1000
+        size = min(int(size_or_buffer), self.packet)
+        while True:
+            with self._lock:
+                if self._out and self._out[0][0] <= time.monotonic():
+                    when, data = self._out.popleft()
+                    chunk, rest = data[:size], data[size:]
+                    if rest:
+                        self._out.appendleft((when, rest))
+                    self.transfers.append(("read", endpoint, len(chunk)))
+                    return chunk
+            if time.monotonic() >= deadline:
+                raise usb.core.USBTimeoutError("Operation timed out", -7, _ETIMEDOUT)
+            time.sleep(0.001)
+            self._check_plugged()
+
+    def _queue(self, data: bytes, delay: float) -> None:
+        with self._lock:
+            self._out.append((time.monotonic() + delay, data))
+
+    # --- the bench: unplug, replug, and the adapter that finds the device --------------------------
+
+    def unplug(self) -> None:
+        with self._lock:
+            self._plugged = False
+            self._out.clear()
+        self._decoder.reset()
+
+    def replug(self) -> None:
+        with self._lock:
+            self._plugged = True
+            self.configured = False
+            self.claimed.clear()
+            self.kernel_driver_active = True
+
+    def api(self) -> Any:
+        """The ``UsbApi`` a ``UsbTransport`` uses to find this device (None while unplugged)."""
+        from drivers.card_reader.transport import UsbApi
+
+        def find(*, idVendor: int, idProduct: int) -> SamUsbDevice | None:  # noqa: N803 - pyusb's names
+            if self._plugged and (idVendor, idProduct) == (self.idVendor, self.idProduct):
+                return self
+            return None
+
+        def claim(dev: SamUsbDevice, interface: int) -> None:
+            dev._check_plugged()
+            dev.claimed.add(interface)
+
+        def dispose(dev: SamUsbDevice) -> None:
+            dev.claimed.clear()
+            dev.disposed += 1
+
+        return UsbApi(find, claim, dispose)
 
 
 def control(emulator: SamEmulator, action: str, params: dict[str, Any]) -> dict[str, Any]:
