@@ -92,7 +92,7 @@ UNSOLICITED = re.compile(
     # the banner's clock line, both forms: "Sat, 21 Nov 2026 08:00:00", "Fri, Feb 13, 2009, 23:31:30"
     r"|[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} [\d:]+|[A-Z][a-z]{2}, [A-Z][a-z]{2} \d{1,2}, \d{4}, [\d:]+"
     r"|Reconfig|Qik|Login (?:Administrator|User)|Vrb[0-3]"
-    r"|(?:Sig|Vmt|Amt|Exe|Spr|Rpr|Frz|Vol|Aud)\b.*"
+    r"|(?:Sig|Vmt|Amt|Exe|Spr|Rpr|Frz|Vol|Aud)(?![A-Za-z]).*"
     # notices keyed by a port: hot plug "HplgO02" / "HplgO02*1", HDCP, screen saver, "02Vmt1" mutes
     r"|(?:Hplg[IO]|HdcpI|HdcpO|SsavS)[\d* ]*|\d{1,3} ?(?:Vmt|Amt|HdcpO)[\d* ]*"
     r"|In\d{1,3} +(?:All|Vid|Aud|RGB))$",
