@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.driver import Switcher
 from drivers.switcher.errors import SwitcherError
+from drivers.switcher.protocol import Layer
 from drivers.switcher.simulator import SwitcherSimulator
 from kiosk_core.errors import CommandError
 from kiosk_core.health import HealthStatus
@@ -90,3 +91,132 @@ def test_switcher_route_command_answers_any_params_with_a_status(params):
             await switcher.stop()
 
     asyncio.run(scenario())
+
+
+# --- the firmware variants' reply forms (see tests/test_switcher_variants.py for their references) ----
+
+VARIANT_FIRMWARE = {
+    "kramer": [(), ("no-ok",), ("av",), ("no-addr",), ("route",), ("route", "no-ok", "no-addr")],
+    "extron": [(), ("vrb0", "no-cv"), ("vrb1", "no-cv"), ("vrb2", "no-cv"), ("date2",)],
+}
+# Kramer P3000: no OK, AV in audio-follows-video mode, no address, #ROUTE, the start message, the long
+# error form; Extron SIS: tagged reads, notices, the comma banner clock, Vrb, E18.
+VARIANT_REPLIES = [
+    b"~01@VID 2>4",
+    b"~01@AV 1>2 OK",
+    b"~01@AV 1>2",
+    b"~VID 1>2 OK",
+    b"~AUD 3>2",
+    b"~01@ROUTE 1,2,3",
+    b"~01@ROUTE 2,2,3 OK",
+    b"~01@VID 9>1 ERR 003",
+    b"~VID ERR 002",
+    b"Kramer Electronics LTD., VS-84UT, Version 1.05",
+    b"Out2 In1 Vid",
+    b"Out02 In07 Aud",
+    b"HplgO02",
+    b"HplgO02*1",
+    b"02Vmt1",
+    b"Vmt02*1",
+    b"Fri, Feb 13, 2009, 23:31:30",
+    b"Vrb3",
+    b"E18",
+    b"E10",
+]
+
+
+@st.composite
+def variant_reply(draw):
+    base = bytearray(draw(st.sampled_from(VARIANT_REPLIES)))
+    for _ in range(draw(st.integers(0, 3))):
+        if not base:
+            break
+        pos = draw(st.integers(0, len(base) - 1))
+        if draw(st.booleans()):
+            base[pos] = draw(st.sampled_from(b"0123456789~@>, *OKERRVIDAUDOutIn\xff\x00"))
+        else:
+            del base[pos]
+    return bytes(base)
+
+
+@st.composite
+def variant_rig(draw):
+    protocol = draw(st.sampled_from(sorted(VARIANT_FIRMWARE)))
+    return protocol, draw(st.sampled_from(VARIANT_FIRMWARE[protocol]))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rig=variant_rig(),
+    replies=st.lists(variant_reply().map(lambda b: b + b"\r\n"), min_size=1, max_size=5),
+    input_=st.integers(0, 8),
+    output=st.integers(1, 4),
+)
+def test_variant_reply_forms_end_typed_and_the_read_loop_keeps_going(rig, replies, input_, output):
+    protocol, firmware = rig
+
+    async def scenario() -> None:
+        sim = SwitcherSimulator(protocol, firmware=list(firmware))
+        host, port = await sim.start_tcp()
+        cfg = SwitcherConfig(
+            backend="tcp",
+            protocol=protocol,
+            host=host,
+            port=port,
+            **{**FAST, "timeout_s": 0.15, "retries": 3},
+        )
+        switcher = Switcher(cfg)
+        try:
+            await switcher.start(_noop)
+            for _ in range(400):
+                if switcher.health().status is HealthStatus.OK:
+                    break
+                await asyncio.sleep(0.005)
+            for raw in replies:
+                sim.inject("raw", raw=raw)
+            try:
+                result = await switcher.route(input_, output)
+            except SwitcherError as exc:
+                assert exc.message and exc.code.startswith("switcher.")
+            else:
+                assert result["input"] == input_ and result["output"] == output
+            # Whatever came, the link and its reader are still alive: the next route just works.
+            sim.clear_faults()
+            assert (await switcher.route(1, 1))["input"] == 1
+            assert sim.matrix.read(1, Layer.VIDEO) == 1
+        finally:
+            await switcher.stop()
+            await sim.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rig=variant_rig(),
+    routes=st.lists(st.tuples(st.integers(0, 8), st.integers(1, 4)), min_size=1, max_size=4),
+)
+def test_notices_between_every_command_and_answer_never_cost_an_attempt(rig, routes):
+    protocol, firmware = rig
+
+    async def scenario() -> None:
+        sim = SwitcherSimulator(protocol, firmware=list(firmware))
+        host, port = await sim.start_tcp()
+        cfg = SwitcherConfig(
+            backend="tcp", protocol=protocol, host=host, port=port, **{**FAST, "timeout_s": 0.3}
+        )
+        switcher = Switcher(cfg)
+        try:
+            await switcher.start(_noop)
+            for _ in range(400):
+                if switcher.health().status is HealthStatus.OK:
+                    break
+                await asyncio.sleep(0.005)
+            sim.inject("notice", times=None)
+            for input_, output in routes:
+                assert (await switcher.route(input_, output))["attempts"] == 1
+        finally:
+            await switcher.stop()
+            await sim.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

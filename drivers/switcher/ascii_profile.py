@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from drivers.switcher.config import AsciiProfile
+from drivers.switcher.config import AsciiProfile, non_numeric_groups
 from drivers.switcher.errors import SwitcherGarbage, SwitcherRejected
 from drivers.switcher.protocol import (
     DeviceEmulation,
@@ -23,6 +23,43 @@ from drivers.switcher.protocol import (
     pad,
     shorten,
 )
+from kiosk_core.errors import ConfigError
+
+CONFIG_SOURCE = "[drivers.switcher.ascii]"
+
+
+def check_profile(profile: AsciiProfile) -> None:
+    """Raise ``ConfigError`` naming the key for a profile that skipped validation (``model_construct``)
+    or was edited after it: a bad regex, or a number group that can match something else."""
+    problems = []
+    for key in ("route_reply", "query_reply", "error_reply"):
+        pattern = getattr(profile, key)
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            problems.append(f"{key}: not a valid regular expression: {exc}")
+            continue
+        if key != "error_reply" and (bad := non_numeric_groups(pattern)):
+            problems.append(f"{key}: group(s) {', '.join(bad)} must match digits only (as \\d+)")
+    if not problems and "input" not in re.compile(profile.query_reply).groupindex:
+        problems.append("query_reply: needs a named group (?P<input>\\d+) for the input number")
+    if problems:
+        raise ConfigError(CONFIG_SOURCE, problems)
+
+
+def number(groups: dict[str, str | None], key: str, line: bytes, setting: str) -> int | None:
+    """Group ``key`` of a matched reply as a number (None when the group did not take part); a value
+    that is not one is ``SwitcherGarbage`` saying which reply and which setting, never a ``ValueError``."""
+    value = groups.get(key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SwitcherGarbage(
+            f"reply {shorten(line)}: group {key!r} of {setting} is {value!r}, not a number "
+            f"(check [drivers.switcher.ascii] {setting})"
+        ) from None
 
 
 def fill(template: str, *, x: int | None = None, y: int | None = None, digits: int = 1) -> str:
@@ -47,6 +84,7 @@ class AsciiMatrix(SwitcherProtocol):
 
     def __init__(self, profile: AsciiProfile | None = None, digits: int = 1) -> None:
         self.profile = profile or AsciiProfile()
+        check_profile(self.profile)
         self.digits = digits
         self._route_rx = re.compile(self.profile.route_reply)
         self._query_rx = re.compile(self.profile.query_reply)
@@ -92,7 +130,8 @@ class AsciiMatrix(SwitcherProtocol):
             )
         groups = m.groupdict()
         for key, want in (("input", tie.input), ("output", tie.output)):
-            if groups.get(key) is not None and int(groups[key]) != want:
+            got = number(groups, key, line, "route_reply")
+            if got is not None and got != want:
                 return False  # an acknowledgement of some other tie (front panel): keep waiting
         return True
 
@@ -113,9 +152,15 @@ class AsciiMatrix(SwitcherProtocol):
                 f"reply {shorten(line)} does not match query_reply {self.profile.query_reply!r}"
             )
         groups = m.groupdict()
-        if groups.get("output") is not None and int(groups["output"]) != output:
+        got_output = number(groups, "output", line, "query_reply")
+        if got_output is not None and got_output != output:
             return None
-        return int(groups["input"])
+        got = number(groups, "input", line, "query_reply")
+        if got is None:
+            raise SwitcherGarbage(
+                f"reply {shorten(line)} matches query_reply but its group 'input' took no part in the match"
+            )
+        return got
 
 
 class AsciiMatrixDevice(DeviceEmulation):

@@ -131,6 +131,7 @@ class Switcher(Peripheral):
                 digits=self.config.digits,
                 profile=self.config.ascii,
                 model=self.config.model or None,
+                firmware=self.config.sim_firmware,
             )
             await self.simulator.start_tcp()
         if self._task is None:
@@ -164,7 +165,11 @@ class Switcher(Peripheral):
     def inventory(self) -> dict[str, Any]:
         inv = super().inventory()
         inv.update(
-            protocol=self.protocol.name, inputs=self.info.inputs, outputs=self.info.outputs, where=self.where
+            protocol=self.protocol.name,
+            inputs=self.info.inputs,
+            outputs=self.info.outputs,
+            where=self.where,
+            dialect=self.protocol.dialect,
         )
         return inv
 
@@ -205,7 +210,29 @@ class Switcher(Peripheral):
             inputs=self.config.inputs or info.inputs,
             outputs=self.config.outputs or info.outputs,
         )
+        await self._learn()
         self._set_health(HealthStatus.OK, self._ok_reason())
+
+    async def _learn(self) -> None:
+        """Run the protocol's setup steps (set the verbose mode, find out which route commands the unit
+        takes). A step the unit refuses or does not answer is not a fault: the next one of its topic is
+        tried, and the protocol keeps its defaults when none is answered. A dropped link still raises."""
+        self.protocol.forget()
+        learned: set[str] = set()
+        for step in self.protocol.setup_steps():
+            if step.topic in learned:
+                continue
+            try:
+                value = await self._exchange(step.command, step.parse)
+            except (SwitcherRejected, SwitcherTimeout, SwitcherGarbage) as exc:
+                log.info(
+                    "%s: %s not taken (%s): %s", self.name, shorten(step.command), step.topic, exc.message
+                )
+                continue
+            self.protocol.learn(step.topic, value)
+            learned.add(step.topic)
+        if learned:
+            log.info("%s: learned %s", self.name, self.protocol.dialect)
 
     def _ok_reason(self) -> str:
         size = f" ({self.info.inputs}x{self.info.outputs})" if self.info.inputs and self.info.outputs else ""
@@ -306,6 +333,7 @@ class Switcher(Peripheral):
         tie = Tie(input, output, Layer.of(video=video, audio=audio))
         self._check_range(tie)
         last: SwitcherError | None = None
+        relearned = False
         for attempt in range(1, self.config.retries + 1):
             if attempt > 1:
                 await asyncio.sleep(
@@ -315,21 +343,18 @@ class Switcher(Peripheral):
                 async with self._lock:
                     if self._transport is None or not self._transport.is_open:
                         await self._connect()
-                    await self._exchange(
-                        self.protocol.route_command(tie),
-                        lambda line: self.protocol.parse_route_reply(line, tie),
-                    )
-                    for plane in tie.layer.planes:
-                        got = await self._exchange(
-                            self.protocol.query_command(output, plane),
-                            lambda line, p=plane: self.protocol.parse_query_reply(line, output, p),
-                        )
-                        if got != input:
-                            raise RouteNotVerified(
-                                f"switcher at {self.where} acknowledged input {input} -> output {output} but "
-                                f"reads back input {got} on the {plane} layer",
-                                device=self.name,
-                            )
+                    try:
+                        await self._tie_and_verify(tie)
+                    except SwitcherRejected as exc:
+                        # "Not a command of mine" to a route that worked at connect: the unit was
+                        # swapped or re-flashed behind a serial cable that never dropped. Learn it
+                        # again, once per route, and try at once.
+                        if not exc.unsupported or relearned:
+                            raise
+                        relearned = True
+                        log.warning("%s: %s; learning the switcher's commands again", self.name, exc.message)
+                        await self._learn()
+                        await self._tie_and_verify(tie)
             except SwitcherRejected as exc:
                 last = exc
                 if not exc.retryable:
@@ -371,6 +396,26 @@ class Switcher(Peripheral):
             self._set_health(HealthStatus.DEGRADED, f"route {input}->{output} failed: {last.message}")
         await self._note_failure(tie, last, self.config.retries)
         raise last
+
+    async def _tie_and_verify(self, tie: Tie) -> None:
+        """Send the tie (one command per layer where the dialect needs it), then read back every layer
+        it changed. Call with the lock held."""
+        for part in self.protocol.route_ties(tie):
+            await self._exchange(
+                self.protocol.route_command(part),
+                lambda line, part=part: self.protocol.parse_route_reply(line, part),
+            )
+        for plane in tie.layer.planes:
+            got = await self._exchange(
+                self.protocol.query_command(tie.output, plane),
+                lambda line, p=plane: self.protocol.parse_query_reply(line, tie.output, p),
+            )
+            if got != tie.input:
+                raise RouteNotVerified(
+                    f"switcher at {self.where} acknowledged input {tie.input} -> output {tie.output} but "
+                    f"reads back input {got} on the {plane} layer",
+                    device=self.name,
+                )
 
     async def _note_failure(self, tie: Tie, exc: SwitcherError, attempts: int) -> None:
         await self._send_event(

@@ -37,7 +37,8 @@ class SwitcherRejected(SwitcherError):
     """The switcher answered with one of its own error codes (``E13``, ``ERR 003``...).
 
     ``device_code`` is the code as the switcher sent it; ``retryable`` says whether trying again can
-    help (busy, timeout) or not (bad input number, unknown command).
+    help (busy, timeout) or not (bad input number, unknown command); ``unsupported`` says the unit does
+    not take that command at all (``E10``, ``ERR 002``), so the driver may learn its dialect again.
     """
 
     code = "switcher.rejected"
@@ -49,12 +50,14 @@ class SwitcherRejected(SwitcherError):
         device_code: str,
         retryable: bool = False,
         bad_parameter: bool = False,
+        unsupported: bool = False,
         device: str = "",
     ) -> None:
         super().__init__(message, device=device)
         self.device_code = device_code
         self.retryable = retryable
         self.bad_parameter = bad_parameter
+        self.unsupported = unsupported
 
 
 class RouteNotVerified(SwitcherError):

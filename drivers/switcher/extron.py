@@ -12,7 +12,14 @@ error                                                 ``E01`` ... ``E28``
 
 Numbers are zero-padded to the model's width: 2 digits on most models (``Out02``), 3 on the large
 frames (``Out002``), none on small switchers. The switcher also talks unprompted: a copyright banner
-on connect or power-on, and a tie line whenever someone presses the front panel.
+on connect or power-on (its clock line as ``Sat, 21 Nov 2026 08:00:00`` or, on other firmware,
+``Fri, Feb 13, 2009, 23:31:30``), a tie line whenever someone presses the front panel, and in verbose
+modes 1 and 3 notices such as ``HplgO02`` (hot plug on output 2), ``02Vmt1`` / ``Vmt02*1`` (video mute),
+``Reconfig``, ``Sig 1 0 1 1``.
+
+Verbose mode (``W3CV`` sets 3, answered ``Vrb3``) is set at connect. In modes 2 and 3 the switcher
+answers a read in the tagged form (``2%`` -> ``Out02 In01 Vid``); both forms are read, so a unit that
+refuses the command (``E10`` on old firmware) or is switched to another mode still works.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from drivers.switcher.protocol import (
     DeviceInfo,
     Layer,
     Matrix,
+    SetupStep,
     SwitcherProtocol,
     Tie,
     decode_line,
@@ -54,6 +62,7 @@ SIS_ERRORS: dict[str, SisError] = {
     "E13": SisError("invalid value (out of range)", bad_parameter=True),
     "E14": SisError("command not valid for this configuration"),
     "E17": SisError("timeout or command invalid for the signal type", retryable=True),
+    "E18": SisError("system timed out", retryable=True),
     "E21": SisError("invalid room number", bad_parameter=True),
     "E22": SisError("busy", retryable=True),
     "E24": SisError("privilege violation (log in with the administrator password)"),
@@ -67,15 +76,26 @@ LAYER_CHAR = {Layer.ALL: "!", Layer.VIDEO: "%", Layer.AUDIO: "$"}
 LAYER_WORD = {Layer.ALL: "All", Layer.VIDEO: "Vid", Layer.AUDIO: "Aud"}
 WORD_LAYER = {"All": Layer.ALL, "Vid": Layer.VIDEO, "RGB": Layer.VIDEO, "Aud": Layer.AUDIO}
 
+#: the code that means "this unit does not take that command"
+UNSUPPORTED = {"E10"}
+VERBOSE_COMMAND = b"W3CV\r"
+
 TIE_REPLY = re.compile(r"^Out(\d{1,3}) +In(\d{1,3}) +(All|Vid|Aud|RGB)$")
+VERBOSE_REPLY = re.compile(r"^Vrb([0-3])$")
 # Just the number: "In05 All" is the unsolicited "input 5 to all outputs", not a read-back.
 READ_REPLY = re.compile(r"^(\d{1,3})$")
 INFO_REPLY = re.compile(r"^V(\d{1,3})X(\d{1,3})(?: +A(\d{1,3})X(\d{1,3}))?")
 ERROR_REPLY = re.compile(r"^E(\d{2})$")
 # Messages the switcher sends on its own; never an answer to what we asked.
 UNSOLICITED = re.compile(
-    r"^(?:\(c\) ?Copyright.*|[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} [\d:]+|Reconfig|Qik|"
-    r"(?:Sig|Vmt|Amt|Exe|Spr|Rpr|Frz|Vol|Aud)\b.*|In\d{1,3} +(?:All|Vid|Aud|RGB))$",
+    r"^(?:\(c\) ?Copyright.*"
+    # the banner's clock line, both forms: "Sat, 21 Nov 2026 08:00:00", "Fri, Feb 13, 2009, 23:31:30"
+    r"|[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} [\d:]+|[A-Z][a-z]{2}, [A-Z][a-z]{2} \d{1,2}, \d{4}, [\d:]+"
+    r"|Reconfig|Qik|Login (?:Administrator|User)|Vrb[0-3]"
+    r"|(?:Sig|Vmt|Amt|Exe|Spr|Rpr|Frz|Vol|Aud)(?![A-Za-z]).*"
+    # notices keyed by a port: hot plug "HplgO02" / "HplgO02*1", HDCP, screen saver, "02Vmt1" mutes
+    r"|(?:Hplg[IO]|HdcpI|HdcpO|SsavS)[\d* ]*|\d{1,3} ?(?:Vmt|Amt|HdcpO)[\d* ]*"
+    r"|In\d{1,3} +(?:All|Vid|Aud|RGB))$",
     re.IGNORECASE,
 )
 
@@ -92,6 +112,7 @@ def rejected(code: str) -> SwitcherRejected:
         device_code=code,
         retryable=err.retryable,
         bad_parameter=err.bad_parameter,
+        unsupported=code in UNSUPPORTED,
     )
 
 
@@ -101,9 +122,34 @@ class ExtronSis(SwitcherProtocol):
 
     def __init__(self, digits: int = 2) -> None:
         self.digits = digits
+        #: the verbose mode the unit confirmed at connect (None: it did not say)
+        self.verbose: int | None = None
 
     def identify_command(self) -> bytes:
         return b"I"
+
+    def setup_steps(self) -> list[SetupStep]:
+        return [SetupStep("verbose", VERBOSE_COMMAND, self.parse_verbose_reply)]
+
+    def parse_verbose_reply(self, line: bytes) -> str | None:
+        text = decode_line(line)
+        self._common(text)
+        if m := VERBOSE_REPLY.match(text):
+            return m.group(1)
+        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+            return None
+        raise SwitcherGarbage(f"expected the verbose mode reply (Vrb3), got {shorten(line)}")
+
+    def learn(self, topic: str, value: str) -> None:
+        if topic == "verbose":
+            self.verbose = int(value)
+
+    def forget(self) -> None:
+        self.verbose = None
+
+    @property
+    def dialect(self) -> dict[str, str]:
+        return {"verbose": "unknown" if self.verbose is None else str(self.verbose)}
 
     def _common(self, text: str) -> None:
         """Raise for error codes and password prompts; return for unsolicited lines."""
@@ -155,26 +201,59 @@ class ExtronSis(SwitcherProtocol):
         m = READ_REPLY.match(text)
         if m:
             return int(m.group(1))
-        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+        if m := TIE_REPLY.match(text):
+            # Verbose modes 2 and 3 tag the answer ("Out02 In01 Vid"). A front-panel tie of the same
+            # output and layer reads the same and states the same fact: which input it shows now. An
+            # "All" line is a tie report, never the answer to a one-layer read: skipped.
+            if int(m.group(1)) == output and WORD_LAYER[m.group(3)] is layer:
+                return int(m.group(2))
+            return None
+        if not text or UNSOLICITED.match(text):
             return None
         raise SwitcherGarbage(f"expected an input number for output {output}, got {shorten(line)}")
 
 
 class ExtronSisDevice(DeviceEmulation):
-    """An Extron matrix answering SIS, for the simulator."""
+    """An Extron matrix answering SIS, for the simulator.
+
+    Firmware variants: ``verbose`` is the mode a connection starts in (0-3; ``W3CV`` changes it unless
+    ``takes_cv=False``, old firmware that answers ``E10``); ``clock="comma"`` sends the banner's clock
+    line as ``Fri, Feb 13, 2009, 23:31:30``. In modes 2 and 3 reads answer tagged, in 1 and 3 the device
+    sends ``notice()`` lines.
+    """
 
     COMMAND_END = b"!%$&"
+    NOTICES = (b"HplgO02\r\n", b"02Vmt1\r\n")
 
-    def __init__(self, matrix: Matrix, *, digits: int = 2, model: str = "DXP 84 HDMI") -> None:
+    def __init__(
+        self,
+        matrix: Matrix,
+        *,
+        digits: int = 2,
+        model: str = "DXP 84 HDMI",
+        verbose: int = 0,
+        takes_cv: bool = True,
+        clock: str = "rfc",
+    ) -> None:
         super().__init__(matrix)
         self.digits = digits
         self.model = model
+        self.verbose = verbose
+        self.takes_cv = takes_cv
+        self.clock = clock
+        self._notices = 0
 
     def banner(self) -> bytes:
+        date = "Fri, Feb 13, 2009, 23:31:30" if self.clock == "comma" else "Sat, 21 Nov 2026 08:00:00"
         return (
-            f"(c) Copyright 2024, Extron Electronics, {self.model}, V1.05, 60-1494-01\r\n"
-            "Sat, 21 Nov 2026 08:00:00\r\n"
+            f"(c) Copyright 2024, Extron Electronics, {self.model}, V1.05, 60-1494-01\r\n{date}\r\n"
         ).encode()
+
+    def notice(self) -> bytes:
+        if self.verbose not in (1, 3):
+            return b""
+        self._notices += 1
+        return self.NOTICES[self._notices % len(self.NOTICES)]
 
     def _take_command(self) -> bytes | None:
         last = self._buf[-1:]
@@ -186,8 +265,9 @@ class ExtronSisDevice(DeviceEmulation):
             cmd = bytes(self._buf)
             self._buf.clear()
             return cmd
-        if last in (b"\r", b"\n"):
-            # SIS needs no terminator; a bare line end is ignored, one after junk ends the junk.
+        if last in (b"\r", b"\n", b"|"):
+            # SIS needs no terminator; a bare line end is ignored, one after junk ends the junk. Esc/W
+            # commands end in CR or "|".
             cmd = bytes(self._buf[:-1])
             self._buf.clear()
             return cmd or None
@@ -213,7 +293,19 @@ class ExtronSisDevice(DeviceEmulation):
             if not self.matrix.has_output(o):
                 return self.error_reply("E12"), None
             layer = Layer.AUDIO if m.group(2) == "$" else Layer.VIDEO
-            return f"{pad(self.matrix.read(o, layer), d)}\r\n".encode(), None
+            i = self.matrix.read(o, layer)
+            if self.verbose in (2, 3):  # tagged responses: a view answers like the set command
+                return f"Out{pad(o, d)} In{pad(i, d)} {LAYER_WORD[layer]}\r\n".encode(), None
+            return f"{pad(i, d)}\r\n".encode(), None
+        if m := re.fullmatch(r"(?:W|\x1b)([0-3]?)CV", text, re.IGNORECASE):
+            if not self.takes_cv:
+                return self.error_reply("E10"), None
+            if m.group(1):
+                self.verbose = int(m.group(1))
+                return f"Vrb{self.verbose}\r\n".encode(), None
+            return (
+                f"Vrb{self.verbose}" if self.verbose in (2, 3) else f"{self.verbose}"
+            ).encode() + b"\r\n", None
         upper = text.upper()
         if upper == "I":
             n_in, n_out = self.matrix.inputs, self.matrix.outputs

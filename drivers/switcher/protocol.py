@@ -11,6 +11,7 @@ hardware.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -83,6 +84,21 @@ class Matrix:
         return self.ties[layer].get(output, 0)
 
 
+@dataclass(frozen=True)
+class SetupStep:
+    """A command the driver sends after identify, to set how the switcher talks (Extron ``W3CV``) or to
+    learn which commands it takes (Kramer ``#VID?`` or ``#ROUTE?``).
+
+    ``parse`` returns the value the reply proves (handed to ``SwitcherProtocol.learn(topic, value)``),
+    None for an unsolicited line to skip, and raises ``SwitcherRejected`` when the unit refuses the
+    command. Steps of a topic are tried in order until one is answered; a refused step is not a fault.
+    """
+
+    topic: str
+    command: bytes
+    parse: Callable[[bytes], str | None]
+
+
 def decode_line(line: bytes) -> str:
     """A reply line as text; raise ``SwitcherGarbage`` for bytes no switcher of ours sends."""
     if len(line) > MAX_LINE:
@@ -122,6 +138,28 @@ class SwitcherProtocol(ABC):
     def parse_identify(self, line: bytes) -> DeviceInfo | None:
         """The answer to ``identify_command``; None for an unsolicited line to skip."""
 
+    def setup_steps(self) -> list[SetupStep]:
+        """Commands to run after identify on every connect (none by default)."""
+        return []
+
+    def learn(self, topic: str, value: str) -> None:
+        """Adopt what a ``SetupStep`` proved (``topic`` and ``value`` as its ``parse`` returned)."""
+        return None  # a protocol with no setup steps learns nothing
+
+    def forget(self) -> None:
+        """Back to the defaults before a new connection learns the unit again."""
+        return None
+
+    @property
+    def dialect(self) -> dict[str, str]:
+        """What was learned about this unit, for inventory and messages (empty: the defaults)."""
+        return {}
+
+    def route_ties(self, tie: Tie) -> list[Tie]:
+        """The ties to send, one command and acknowledgement each, to make ``tie`` (most dialects move
+        video and audio in one command; Kramer ``#ROUTE`` needs one per layer)."""
+        return [tie]
+
     @abstractmethod
     def route_command(self, tie: Tie) -> bytes: ...
 
@@ -150,6 +188,11 @@ class DeviceEmulation(ABC):
 
     def banner(self) -> bytes:
         """What the device sends when a host connects (empty for most)."""
+        return b""
+
+    def notice(self) -> bytes:
+        """An unsolicited line the device sends on its own (hot plug, mute, start message); empty when
+        this device or its current mode sends none."""
         return b""
 
     def feed(self, data: bytes) -> list[tuple[bytes, Tie | None]]:

@@ -3,10 +3,23 @@
 It answers with the device side of the protocol modules (the same bytes as the hardware) and can be
 told to misbehave: ``garbage`` (a corrupted reply), ``silence`` (no reply), ``error`` (the protocol's
 error code), ``drop`` (close the connection), ``ignore`` (acknowledge a tie without making it, so only
-the read-back catches it), ``slow`` (reply late) and ``raw`` (answer given bytes, for fuzzing). It can
-also be unplugged and plugged back.
+the read-back catches it), ``slow`` (reply late), ``raw`` (answer given bytes, for fuzzing) and
+``notice`` (send an unsolicited notice line before the reply). It can also be unplugged and plugged back.
 
-    sim = SwitcherSimulator("extron")
+It plays firmware variants (``firmware=[...]``, or ``inject(NAME)`` at run time, which ``kiosk sim fault
+switcher NAME`` reaches; ``clear_faults()`` goes back to the firmware it was built with):
+
+========  =======  =====================================================================
+kramer    no-ok    set commands answered without " OK" (``~01@VID 2>4``, VS-1616DN-EM)
+kramer    av       audio-follows-video mode: ``#VID``/``#AUD`` move both, answer ``~01@AV``
+kramer    no-addr  replies without the ``NN@`` address (``~VID 2>4 OK``)
+kramer    route    ``#ROUTE`` only; ``#VID``/``#AUD``/``#AV`` answer ``ERR 002``
+extron    vrb0-3   the verbose mode a connection starts in (2 and 3 tag read answers)
+extron    no-cv    old firmware: ``W3CV`` answers ``E10``, the mode stays as it started
+extron    date2    the banner's clock line as ``Fri, Feb 13, 2009, 23:31:30``
+========  =======  =====================================================================
+
+    sim = SwitcherSimulator("extron", firmware=["vrb2", "no-cv"])
     host, port = await sim.start_tcp()
     sim.inject("garbage", times=1)
 """
@@ -18,6 +31,7 @@ import contextlib
 import logging
 import os
 import tty
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -25,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drivers.switcher.ascii_profile import AsciiMatrixDevice
-from drivers.switcher.config import AsciiProfile
+from drivers.switcher.config import SIM_FIRMWARE, AsciiProfile
 from drivers.switcher.extron import ExtronSisDevice
 from drivers.switcher.kramer import KramerP3000Device
 from drivers.switcher.protocol import DeviceEmulation, Matrix
@@ -33,8 +47,8 @@ from kiosk_core.tasks import TaskSet
 
 log = logging.getLogger("kiosk.sim.switcher")
 
-FaultKind = Literal["garbage", "silence", "error", "drop", "ignore", "slow", "raw"]
-FAULT_KINDS: tuple[str, ...] = ("garbage", "silence", "error", "drop", "ignore", "slow", "raw")
+FaultKind = Literal["garbage", "silence", "error", "drop", "ignore", "slow", "raw", "notice"]
+FAULT_KINDS: tuple[str, ...] = ("garbage", "silence", "error", "drop", "ignore", "slow", "raw", "notice")
 # Line noise as a UART or a bad crimp produces it: high bytes, a stray control character.
 GARBAGE = b"\xfe\x13Ou\xf0#\x7f\x00\r\n"
 
@@ -62,10 +76,17 @@ class SwitcherSimulator:
         digits: int | None = None,
         profile: AsciiProfile | None = None,
         model: str | None = None,
+        firmware: list[str] | tuple[str, ...] = (),
     ) -> None:
         if protocol not in ("extron", "kramer", "ascii"):
             raise ValueError(f"unknown switcher protocol {protocol!r}: extron, kramer or ascii")
         self.protocol = protocol
+        for name in firmware:
+            self._check_firmware(name)
+        self._built_firmware = tuple(firmware)
+        #: the firmware variants now played (see the module docstring)
+        self.firmware: set[str] = set(firmware)
+        self._live: weakref.WeakSet[DeviceEmulation] = weakref.WeakSet()
         self.matrix = Matrix(inputs, outputs)
         self.digits = digits
         self.profile = profile
@@ -84,15 +105,51 @@ class SwitcherSimulator:
 
     # --- the device ---------------------------------------------------------------------------------
 
+    def _check_firmware(self, name: str) -> None:
+        if name not in SIM_FIRMWARE[self.protocol]:
+            raise ValueError(
+                f"unknown {self.protocol} firmware variant {name!r}: "
+                f"one of {', '.join(SIM_FIRMWARE[self.protocol]) or '(none)'}"
+            )
+
     def emulation(self) -> DeviceEmulation:
         """A fresh device side (each connection has its own input buffer, like a real port)."""
+        emu: DeviceEmulation
         if self.protocol == "extron":
-            return ExtronSisDevice(
+            emu = ExtronSisDevice(
                 self.matrix, digits=self.digits or 2, **({"model": self.model} if self.model else {})
             )
-        if self.protocol == "kramer":
-            return KramerP3000Device(self.matrix, **({"model": self.model} if self.model else {}))
-        return AsciiMatrixDevice(self.matrix, self.profile)
+        elif self.protocol == "kramer":
+            emu = KramerP3000Device(self.matrix, **({"model": self.model} if self.model else {}))
+        else:
+            emu = AsciiMatrixDevice(self.matrix, self.profile)
+        self._apply_firmware(emu, fresh=True)
+        self._live.add(emu)
+        return emu
+
+    def _apply_firmware(self, emu: DeviceEmulation, *, fresh: bool) -> None:
+        fw = self.firmware
+        if isinstance(emu, KramerP3000Device):
+            emu.ok, emu.address = "no-ok" not in fw, "no-addr" not in fw
+            emu.afv, emu.route_only = "av" in fw, "route" in fw
+        elif isinstance(emu, ExtronSisDevice):
+            emu.takes_cv = "no-cv" not in fw
+            emu.clock = "comma" if "date2" in fw else "rfc"
+            modes = [int(name[3]) for name in ("vrb0", "vrb1", "vrb2", "vrb3") if name in fw]
+            if modes:
+                emu.verbose = modes[-1]
+            elif fresh:
+                emu.verbose = 0
+
+    def set_firmware(self, name: str) -> None:
+        """Play firmware variant ``name`` from now on, on live connections too (a ``vrbN`` replaces
+        the other verbose modes)."""
+        self._check_firmware(name)
+        if name.startswith("vrb"):
+            self.firmware -= {"vrb0", "vrb1", "vrb2", "vrb3"}
+        self.firmware.add(name)
+        for emu in list(self._live):
+            self._apply_firmware(emu, fresh=False)
 
     def inject(
         self,
@@ -102,9 +159,16 @@ class SwitcherSimulator:
         code: str | None = None,
         delay_s: float = 2.0,
         raw: bytes = b"",
-    ) -> Fault:
+    ) -> Fault | None:
+        if kind in SIM_FIRMWARE[self.protocol]:
+            self.set_firmware(kind)
+            return None  # nothing pending: the variant stays until clear_faults()
         if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown switcher fault {kind!r}: one of {', '.join(FAULT_KINDS)}")
+            variants = SIM_FIRMWARE[self.protocol]
+            raise ValueError(
+                f"unknown switcher fault {kind!r}: one of {', '.join(FAULT_KINDS)}"
+                + (f" or a firmware variant: {', '.join(variants)}" if variants else "")
+            )
         if times is not None and not 1 <= times <= 1000:
             raise ValueError("times must be 1-1000 (or None: until cleared)")
         fault = Fault(kind, times, code, delay_s, bytes(raw))  # type: ignore[arg-type]
@@ -112,7 +176,11 @@ class SwitcherSimulator:
         return fault
 
     def clear_faults(self) -> None:
+        """Drop pending faults and go back to the firmware the simulator was built with."""
         self.faults.clear()
+        self.firmware = set(self._built_firmware)
+        for emu in list(self._live):
+            self._apply_firmware(emu, fresh=False)
 
     def _take_fault(self) -> Fault | None:
         if not self.faults:
@@ -141,6 +209,8 @@ class SwitcherSimulator:
             if kind == "raw":
                 await write(fault.raw)  # type: ignore[union-attr]
                 continue
+            if kind == "notice":  # the unit reports something on its own just before it answers
+                await write(emu.notice())
             if kind == "slow":
                 await asyncio.sleep(fault.delay_s)  # type: ignore[union-attr]
             if tie is not None and kind != "ignore":
