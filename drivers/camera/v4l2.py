@@ -10,11 +10,13 @@ convert them to the wall clock through FFmpeg's time filter, which an NTP step t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from drivers.camera.config import CameraConfig, parse_size
+from drivers.camera.discovery import stable_path
 from drivers.camera.errors import CameraError, translate
 from drivers.camera.source import FrameSource, KernelClock
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 FORMAT = "v4l2"  # matches the demuxer "video4linux2,v4l2" (av_find_input_format accepts either name)
 READ_TIMEOUT_S = 2.0
+log = logging.getLogger("kiosk.camera")
 
 
 # libavdevice/v4l2.c, option "ts": default (kernel stamps as they are) | abs | mono2abs. Pinned: the
@@ -67,6 +70,14 @@ class V4l2Camera(FrameSource):
 
     @classmethod
     def from_config(cls, name: str, cfg: CameraConfig, **kwargs: object) -> V4l2Camera:
+        better = stable_path(cfg.device)
+        if better is not None:
+            log.warning(
+                "camera %s: %s can change at the next reboot or re-plug; configure device = %r",
+                name,
+                cfg.device,
+                better,
+            )
         return cls(
             name,
             cfg.device,
