@@ -15,7 +15,7 @@ holdoff_s = 5               # main healthy this long -> back to main
 
 [media.renditions.main]
 codec = "h264"              # h264 | h265
-encoder = "libx264"         # libx264 | libx265 | h264_v4l2m2m | hevc_v4l2m2m
+encoder = "auto"            # auto (Pi 4: h264_v4l2m2m, else software) | libx264 | libx265 | h264_v4l2m2m
 bitrate_kbps = 2000
 size = "1280x720"
 fps = 30
@@ -88,7 +88,11 @@ class FailoverConfig(Strict):
 
 class RenditionConfig(Strict):
     codec: Literal["h264", "h265"] = "h264"
-    encoder: str = Field("", description="libx264 | libx265 | h264_v4l2m2m | hevc_v4l2m2m; empty = software")
+    encoder: str = Field(
+        "",
+        description="auto | libx264 | libx265 | h264_v4l2m2m | hevc_v4l2m2m; empty = software; auto = the "
+        "board's hardware H.264 encoder if it has one (Pi 4), else software (drivers/camera/hw_encoder.py)",
+    )
     bitrate_kbps: int = Field(2000, ge=50, le=50_000)
     size: str = "1280x720"
     fps: float = Field(30.0, gt=0, le=120)
@@ -109,15 +113,20 @@ class RenditionConfig(Strict):
 
     @model_validator(mode="after")
     def _encoder(self) -> RenditionConfig:
-        if self.encoder and self.encoder not in ENCODERS[self.codec]:
+        if self.encoder and self.encoder != "auto" and self.encoder not in ENCODERS[self.codec]:
             raise ValueError(
-                f"encoder {self.encoder!r} does not make {self.codec}; use one of "
+                f"encoder {self.encoder!r} does not make {self.codec}; use auto or one of "
                 f"{', '.join(ENCODERS[self.codec])}"
             )
         return self
 
     @property
     def encoder_name(self) -> str:
+        if self.encoder == "auto":
+            # What the board reports: Pi 4 -> h264_v4l2m2m; Pi 5, x86 and any H.265 -> software.
+            from drivers.camera.hw_encoder import choose_encoder
+
+            return choose_encoder(self.codec)
         return self.encoder or ENCODERS[self.codec][0]
 
 

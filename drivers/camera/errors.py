@@ -58,3 +58,9 @@ def translate(exc: BaseException, *, device: str, what: str) -> CameraError:
             f"{what}: {device} refused the mode: {text} (see `kiosk media probe {device}`)", device=device
         )
     return CameraError(f"{what}: {device}: {type(exc).__name__}: {text}", device=device)
+
+
+class CameraOptionError(CameraError, ValueError):
+    """An ``options`` entry the backend does not know, or a value it cannot take."""
+
+    code = "camera.option"

@@ -61,6 +61,57 @@ class DeviceClock:
         return t
 
 
+class KernelClock:
+    """Maps kernel frame timestamps (seconds) onto ``time.monotonic()``, keeping the capture latency.
+
+    V4L2 buffers are stamped by the kernel, nearly always on ``CLOCK_MONOTONIC``
+    (``V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC``; the clock ``time.monotonic()`` reads on Linux). FFmpeg's
+    v4l2 demuxer passes them on untouched with its default ``ts`` mode; ``ts=abs``/``mono2abs`` turn
+    them into wall-clock time through a smoothing filter. picamera2's ``SensorTimestamp`` is the same
+    kind of kernel stamp. The first frame decides which clock the stamps are on, the way FFmpeg's
+    ``init_convert_timestamp`` does (libavdevice/v4l2.c: within 10 s behind to 1 s ahead of "now"):
+
+    - ``monotonic``: used as they are;
+    - ``wall``: moved onto the monotonic clock by the current wall-minus-monotonic offset;
+    - ``unknown`` (a device counter, a clock from another boot): ``DeviceClock`` anchors them at the
+      first frame's arrival, so the stream keeps its cadence but the latency before it is not known.
+
+    A stamp that later falls outside ``[now - max_lag_s, now]`` (a stepped wall clock, a replugged
+    device) is handed to the ``DeviceClock`` for that frame instead. Times never exceed ``now``.
+    """
+
+    WINDOW_BEHIND_S = 10.0
+    WINDOW_AHEAD_S = 1.0
+
+    def __init__(self, max_lag_s: float = 1.0) -> None:
+        self.max_lag_s = max_lag_s
+        self.kind: str | None = None  # "monotonic" | "wall" | "unknown", decided by the first frame
+        self.fallback = DeviceClock(max_lag_s)
+        self.fallbacks = 0  # frames whose stamp was implausible
+
+    @classmethod
+    def classify(cls, stamp_s: float, now_mono: float, now_wall: float) -> str:
+        def near(now: float) -> bool:
+            return now - cls.WINDOW_BEHIND_S <= stamp_s <= now + cls.WINDOW_AHEAD_S
+
+        if near(now_mono):
+            return "monotonic"
+        if near(now_wall):
+            return "wall"
+        return "unknown"
+
+    def to_monotonic(self, stamp_s: float, now_mono: float, now_wall: float) -> float:
+        if self.kind is None:
+            self.kind = self.classify(stamp_s, now_mono, now_wall)
+        if self.kind == "unknown":
+            return min(self.fallback.to_monotonic(stamp_s, now_mono), now_mono)
+        t = stamp_s if self.kind == "monotonic" else stamp_s - (now_wall - now_mono)
+        if now_mono - self.max_lag_s <= t <= now_mono + 0.005:
+            return min(t, now_mono)
+        self.fallbacks += 1
+        return min(self.fallback.to_monotonic(stamp_s, now_mono), now_mono)
+
+
 class FrameSource(ABC):
     """A camera, seen as a stream of ``CapturedFrame``. Subclasses implement ``_capture()``."""
 
