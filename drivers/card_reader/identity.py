@@ -387,7 +387,13 @@ def _check_citizen_style_number(
         problems.append("ID number check digit does not match (GB 11643, ISO 7064 MOD 11-2)")
     if number[6:14] != birth_raw:
         problems.append("birth date in the ID number differs from the card's birth date")
-    if sex in ("1", "2") and int(number[16]) % 2 != (1 if sex == "1" else 0):
+    # Odd = male holds for resident numbers (GB 11643) and the permits built on them; for the 2023
+    # foreign card no public source confirms it, and a wrong "invalid" would turn a real card away.
+    if (
+        sex in ("1", "2")
+        and card_type is not CardType.FOREIGN_2023
+        and int(number[16]) % 2 != (1 if sex == "1" else 0)
+    ):
         problems.append("sex digit of the ID number differs from the card's sex")
     if card_type is CardType.RESIDENT and number[0] not in "12345678":
         problems.append("a resident ID number starts with a province code 1-8")
