@@ -43,7 +43,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.camera.config import parse_size
+from drivers.camera.config import check_device, parse_size
 from drivers.config import DriversConfig
 from kiosk_core import config
 from kiosk_core.config import SharedConfig, Strict
@@ -54,8 +54,11 @@ ENCODERS = {"h264": ("libx264", "h264_v4l2m2m"), "h265": ("libx265", "hevc_v4l2m
 
 def check_spec(v: str) -> str:
     """A source SPEC: a camera name, a device path or ``lavfi:<filtergraph>``."""
-    if v == "" or NAME.match(v) or re.match(r"^/dev/[A-Za-z0-9_./-]{1,120}$", v):
+    if v == "" or NAME.match(v):
         return v
+    if v.startswith("/dev/"):
+        # the camera driver's own rule: udev's persistent names (by-id, by-path), never "..".
+        return check_device(v, "/dev/video0")
     if v.startswith("lavfi:") and 6 < len(v) <= 500 and all(32 <= ord(c) < 127 for c in v):
         return v
     raise ValueError(

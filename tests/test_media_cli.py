@@ -92,3 +92,29 @@ def test_probe_of_a_missing_device_fails_with_advice() -> None:
 def test_media_help_lists_the_actions() -> None:
     done = kiosk("media", "--help")
     assert done.returncode == 0 and all(a in done.stdout for a in ("run", "record", "probe"))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "/dev/video0",
+        "/dev/v4l/by-id/usb-046d_HD_Pro_Webcam_C920_8A3F1B2C-video-index0",
+        "/dev/v4l/by-path/pci-0000:00:14.0-usb-0:1.2:1.0-video-index0",
+        "room_main",
+        "lavfi:testsrc2=size=320x240:rate=30",
+    ],
+)
+def test_a_media_source_may_be_a_persistent_udev_name(spec: str) -> None:
+    from edge_media.config import check_spec
+
+    assert check_spec(spec) == spec
+
+
+@pytest.mark.parametrize(
+    "spec", ["/dev/../etc/shadow", "/dev/video0 -f x", "/dev//video0", "Room", "rtsp://x"]
+)
+def test_a_media_source_that_is_no_camera_is_refused(spec: str) -> None:
+    from edge_media.config import check_spec
+
+    with pytest.raises(ValueError):
+        check_spec(spec)
