@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_helpers import Platform, durable_platform
+from fleet_helpers import ApplianceProcess, Platform, durable_platform
 
 from sim.mosquitto import Mosquitto
 
@@ -95,6 +95,15 @@ def kiosk_config(tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitt
         fleet_port=central_broker.port,
         data_dir=tmp_path / "data",
     )
+
+
+@pytest.fixture
+def appliance(kiosk_config: Path, tmp_path: Path):
+    """``kiosk run`` as a child process on ``kiosk_config`` (SIGKILLed at the end if still running)."""
+    proc = ApplianceProcess(kiosk_config, tmp_path / "appliance.log").start()
+    yield proc
+    if proc.alive:
+        proc.kill9()
 
 
 @pytest.fixture

@@ -203,6 +203,16 @@ async def durable_platform(broker: Mosquitto, client_id: str = "platform-durable
     return p
 
 
+async def platform_away(broker: Mosquitto) -> Platform:
+    """A durable platform that subscribed (its session saved by ``broker``) and left, then the
+    central broker killed: the device works offline; ``away.again().start()`` after
+    ``broker.start()`` gets everything sent meanwhile."""
+    away = await durable_platform(broker)
+    await away.stop()
+    broker.kill()
+    return away
+
+
 class ApplianceProcess:
     """``kiosk run`` as a child process, logs in ``log_path``."""
 

@@ -18,7 +18,7 @@ from conftest import write_config
 from fleet_helpers import (
     ApplianceProcess,
     Platform,
-    durable_platform,
+    platform_away,
     produce,
     produce_stored,
     wait_appliance_ready,
@@ -47,6 +47,20 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 RESERVE = 2 << 20  # reserve_mb = 2 in the test's config
+
+
+def small_fs_config(tmp_path: Path, fs: Path, bus: Mosquitto, central: Mosquitto) -> Path:
+    """The kiosk's config with its data_dir on ``fs``, a 2 MB reserve and telemetry every second."""
+    return write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus.port,
+        fleet_port=central.port,
+        data_dir=fs,
+        telemetry_interval_s=1,
+        extra="reserve_mb = 2\n",
+    )
+
+
 SLACK = 256 << 10  # what the block-by-block top-up may take at most
 
 
@@ -98,14 +112,7 @@ async def recovers(platform: Platform, filler: Path) -> None:
 async def test_a_full_data_partition_keeps_the_kiosk_online_and_it_recovers_by_itself(
     tmp_path: Path, small_fs: Path, bus_broker: Mosquitto, central_broker: Mosquitto
 ):
-    cfg = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=central_broker.port,
-        data_dir=small_fs,
-        telemetry_interval_s=1,
-        extra="reserve_mb = 2\n",
-    )
+    cfg = small_fs_config(tmp_path, small_fs, bus_broker, central_broker)
     platform = await Platform(central_broker.port).start()
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     filler: Path | None = None
@@ -193,17 +200,8 @@ async def test_a_disk_that_stays_full_while_the_platform_is_away_keeps_the_newes
     """Full disk and no platform: more events arrive than the reserve could ever hold. The outbox must
     not grow into the space its reserve gave back: new events replace the oldest by the drop policy,
     every producer still gets its stored reply, and the drops are reported as gaps."""
-    cfg = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=central_broker.port,
-        data_dir=small_fs,
-        telemetry_interval_s=1,
-        extra="reserve_mb = 2\n",
-    )
-    away = await durable_platform(central_broker)
-    await away.stop()
-    central_broker.kill()
+    cfg = small_fs_config(tmp_path, small_fs, bus_broker, central_broker)
+    away = await platform_away(central_broker)
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     filler: Path | None = None
     try:

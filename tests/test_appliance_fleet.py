@@ -5,20 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from fleet_helpers import ApplianceProcess, Platform, produce, wait_appliance_ready
 
 from appliance.fleet import TokenBucket
 from kiosk_core.backoff import full_jitter as backoff_delay
 from sim.mosquitto import Mosquitto
-
-
-@pytest.fixture
-def appliance(kiosk_config: Path, tmp_path: Path):
-    proc = ApplianceProcess(kiosk_config, tmp_path / "appliance.log").start()
-    yield proc
-    if proc.alive:
-        proc.kill9()
 
 
 def states(p: Platform) -> list[tuple[str, int]]:

@@ -16,6 +16,7 @@ from fleet_helpers import (
     ApplianceProcess,
     Platform,
     durable_platform,
+    platform_away,
     produce,
     produce_stored,
     wait_appliance_ready,
@@ -42,9 +43,7 @@ async def test_backlog_drains_capped_while_commands_are_answered_at_once(
     )
     # The platform has subscribed (persistent session, saved by the broker) before the outage: when the
     # broker is back, the backlog is queued for the platform even if the kiosk reconnects first.
-    away = await durable_platform(central_broker)
-    await away.stop()
-    central_broker.kill()
+    away = await platform_away(central_broker)
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)
@@ -105,9 +104,7 @@ async def test_full_quota_drops_oldest_and_reports_a_gap(
     )
     # extra lands in [storage] (the last table written by write_config)
     # Subscribed before the outage (persistent session, saved): nothing sent after it is missed.
-    away = await durable_platform(central_broker)
-    await away.stop()
-    central_broker.kill()
+    away = await platform_away(central_broker)
     app = ApplianceProcess(cfg, tmp_path / "a.log").start()
     try:
         await wait_appliance_ready(bus_broker.port)

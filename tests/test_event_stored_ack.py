@@ -21,14 +21,6 @@ from kiosk_core.payload import dumps
 from sim.mosquitto import Mosquitto
 
 
-@pytest.fixture
-def appliance(kiosk_config: Path, tmp_path: Path):
-    proc = ApplianceProcess(kiosk_config, tmp_path / "appliance.log").start()
-    yield proc
-    if proc.alive:
-        proc.kill9()
-
-
 async def kiosk_cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
