@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from switcher_helpers import listen
 
-from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.driver import Switcher
 from drivers.switcher.errors import (
     RouteNotVerified,
@@ -56,21 +56,7 @@ class Rig:
 async def rig(request, tmp_path: Path):
     protocol, link = request.param
     sim = SwitcherSimulator(protocol, inputs=8, outputs=4)
-    common = dict(
-        protocol=protocol,
-        timeout_s=0.25,
-        connect_timeout_s=1.0,
-        retries=3,
-        backoff_s=0.05,
-        reconnect_cap_s=0.2,
-        poll_interval_s=0.3,
-    )
-    if link == "tcp":
-        host, port = await sim.start_tcp()
-        cfg = SwitcherConfig(backend="tcp", host=host, port=port, **common)
-    else:
-        path = await sim.start_pty(tmp_path / "ttySWITCH")
-        cfg = SwitcherConfig(backend="serial", port=path, baudrate=9600, **common)
+    cfg = await listen(sim, protocol, link, tmp_path, timeout_s=0.25, poll_interval_s=0.3)
     events: list[tuple[str, dict]] = []
 
     async def emit(type: str, data: dict) -> None:

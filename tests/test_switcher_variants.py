@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from switcher_helpers import listen
 
 from drivers.switcher.ascii_profile import AsciiMatrix
 from drivers.switcher.config import AsciiProfile, SwitcherConfig
@@ -256,21 +257,7 @@ VARIANTS = [
 
 async def start_rig(protocol: str, firmware: tuple[str, ...], link: str, tmp_path: Path):
     sim = SwitcherSimulator(protocol, inputs=8, outputs=4, firmware=list(firmware))
-    common = dict(
-        protocol=protocol,
-        timeout_s=0.3,
-        connect_timeout_s=1.0,
-        retries=3,
-        backoff_s=0.05,
-        reconnect_cap_s=0.2,
-        poll_interval_s=30,
-    )
-    if link == "tcp":
-        host, port = await sim.start_tcp()
-        cfg = SwitcherConfig(backend="tcp", host=host, port=port, **common)
-    else:
-        path = await sim.start_pty(tmp_path / "ttySWITCH")
-        cfg = SwitcherConfig(backend="serial", port=path, baudrate=9600, **common)
+    cfg = await listen(sim, protocol, link, tmp_path, timeout_s=0.3, poll_interval_s=30)
 
     async def emit(type: str, data: dict) -> None:
         return None
