@@ -222,6 +222,17 @@ class _Remux:
             and self.prev_in_end - interval / 2 <= first <= self.prev_in_end + JOIN_GAP_S
         ):
             offset = self.offset  # one recording run: keep its timestamps, frames and samples join exactly
+            if first - self.prev_in_end > interval and self.prev_wall_end is not None:
+                # a pause of the writer (no room, an I/O error): kept as a still frame, and said
+                self.holes.append(
+                    {
+                        "why": "not recorded",
+                        "at_s": round(float(self.prev_in_end + offset), 3),
+                        "from_ts": round(self.prev_wall_end, 3),
+                        "to_ts": round(self.prev_wall_end + float(first - self.prev_in_end), 3),
+                        "seconds": round(float(first - self.prev_in_end), 3),
+                    }
+                )
         else:
             offset = self.video_end - first  # a new timeline: right after the previous frame
             if self.prev_wall_end is not None and seg.start_ts - self.prev_wall_end > float(interval) * 1.5:
