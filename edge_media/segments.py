@@ -111,6 +111,7 @@ class _OpenSegment:
         self.t0 = t0  # the first keyframe's pts in seconds (the pipeline's timeline)
         self.t_end = t0  # end of the last video frame on that timeline
         self.cut_t: float | None = None  # when draining: audio stamped before this still goes here
+        self.failed = False  # a write or the close failed: the file may be torn
         self.generation = encoder.generation
         if container_kind == "fmp4":
             # delay_moov + frag_discont: the movie header goes out with the first fragment and every
@@ -252,6 +253,7 @@ class SegmentRecorder:
                 seg.mux(ep, t, self.frame_interval)
                 self.packets += 1
             except Exception as exc:  # noqa: BLE001 - av/OS errors (ENOSPC, EIO) must not stop the pipeline
+                seg.failed = True
                 self._failed(f"cannot write {seg.path.name}: {exc}", kind=_kind(exc), exc=exc)
                 self._finish(seg)
 
@@ -281,6 +283,7 @@ class SegmentRecorder:
             seg.mux_audio(ea)
             self.audio_packets += 1
         except Exception as exc:  # noqa: BLE001 - as for video: an event and a retry, never a crash
+            seg.failed = True
             self._failed(f"cannot write audio to {seg.path.name}: {exc}", kind=_kind(exc), exc=exc)
             self._finish(seg)
 
@@ -429,11 +432,13 @@ class SegmentRecorder:
         try:
             seg.container.close()
         except Exception as exc:  # noqa: BLE001 - the fragments on disk stay playable
+            seg.failed = True
             log.warning("closing %s: %s", seg.path.name, exc)
         try:
             # A write that failed (ENOSPC) leaves a torn last fragment: cut the file back to its last
-            # whole fragment so what is indexed decodes to its end.
-            repaired = repair_segment(seg.path)
+            # whole fragment so what is indexed decodes to its end. A clean close only has its
+            # structure checked (decoding every segment would cost a Pi a core's fifth).
+            repaired = repair_segment(seg.path, decode=seg.failed)
             if repaired.status != "ok":
                 if repaired.status == "empty":
                     seg.path.unlink(missing_ok=True)  # no frame made it to disk: nothing to index
@@ -450,7 +455,7 @@ class SegmentRecorder:
         except OSError as exc:
             self._failed(f"cannot finish {seg.path.name}: {exc}", kind=_kind(exc), exc=exc)
             return
-        if repaired.truncated_bytes:
+        if repaired.truncated_bytes and repaired.duration_s:
             end = seg.start_wall + repaired.duration_s
             self.emit(
                 "media.record.repaired",
@@ -624,14 +629,25 @@ def _first_bad_packet(path: Path) -> tuple[int | None, int, float | None, str]:
     return None, frames, last - first + 1 / rate, ""
 
 
-def repair_segment(path: Path, *, fix: bool = True) -> Repair:
+def repair_segment(path: Path, *, fix: bool = True, decode: bool = True) -> Repair:
     """Check that a segment decodes to its end; with ``fix``, cut a torn or zero-filled tail back to
-    the last whole fragment (fMP4) or TS packet that decodes. Never raises for bad media."""
+    the last whole fragment (fMP4) or TS packet that decodes. ``decode=False`` checks the structure
+    only (cheap: box or packet headers; ``duration_s`` is then 0). Never raises for bad media."""
     path = Path(path)
     size = path.stat().st_size
     layout = _ts_layout if path.suffix == ".ts" else _mp4_layout
     good, fragments, junk = layout(path)
     keep = good
+    if not decode:
+        if keep < size and fix:
+            os.truncate(path, keep)
+        if keep == 0 or (path.suffix != ".ts" and not fragments):
+            return Repair(
+                "broken" if junk else "empty", 0.0, size - keep, "no whole fragment" if junk else ""
+            )
+        if keep < size and not fix:
+            return Repair("broken", 0.0, size - keep, "torn or zero-filled tail")
+        return Repair("ok", 0.0, size - keep)
     for _attempt in range(8):
         if keep < size and fix:
             os.truncate(path, keep)
