@@ -78,6 +78,10 @@ log = logging.getLogger("kiosk.media.recordings")
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
+# What the recorder leaves free under the watermark (or a quarter of the watermark, if less): room for the index's rows and WAL, the closing
+# of the open segment and the events about it (a 2 Mbit/s segment of 10 s is 2.5 MiB).
+RESERVE_BYTES = 32 * 1024 * 1024
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # what the appliance's session ids look like
 
@@ -98,6 +102,14 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_by_session ON segments (session_id, start_ts);
 CREATE INDEX IF NOT EXISTS segments_by_age ON segments (start_ts);
+CREATE TABLE IF NOT EXISTS broken_segments (
+    path TEXT PRIMARY KEY,
+    session_id TEXT,
+    start_ts REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    found_at REAL NOT NULL
+);
 """
 
 
@@ -229,6 +241,45 @@ class RecordingIndex:
             )
         return seg
 
+    def add_broken(
+        self, session_id: str | None, path: Path, start_ts: float, bytes: int, reason: str
+    ) -> None:
+        """Book a segment that could not be repaired (kept on disk as ``*.broken``): exports of its
+        session name it under ``missing``."""
+        _check_session_id(session_id, allow_none=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO broken_segments (path, session_id, start_ts, bytes, reason, found_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    str(Path(os.path.abspath(path))),
+                    session_id,
+                    float(start_ts),
+                    int(bytes),
+                    reason,
+                    self._clock(),
+                ),
+            )
+
+    def broken(self, session_id: str | None) -> list[dict[str, Any]]:
+        """The quarantined segments of a session: ``{file, start_ts, bytes, reason}``, oldest first."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT path, start_ts, bytes, reason FROM broken_segments WHERE session_id IS ? "
+                "ORDER BY start_ts",
+                (session_id,),
+            ).fetchall()
+        return [{"file": Path(r[0]).name, "start_ts": r[1], "bytes": r[2], "reason": r[3]} for r in rows]
+
+    def close_active_sessions(self) -> list[str]:
+        """Close every session still ``active`` (a crash left them so); returns their ids."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM sessions WHERE state='active' ORDER BY id")]
+            db.execute(
+                "UPDATE sessions SET state='closed', closed_at=? WHERE state='active'", (self._clock(),)
+            )
+        return ids
+
     def mark_active(self, session_id: str) -> None:
         _check_session_id(session_id, allow_none=False)
         with self._tx() as db:
@@ -312,8 +363,21 @@ class RecordingIndex:
 
     # --- export --------------------------------------------------------------------------------
 
-    def export(self, session_id: str, out_path: Path) -> ExportResult:
+    def export(
+        self,
+        session_id: str,
+        out_path: Path,
+        *,
+        directory: Path | None = None,
+        recording: list[Path] | tuple[Path, ...] = (),
+    ) -> ExportResult:
         """One playable MP4 of the whole session (remuxed, not re-encoded), written atomically.
+
+        ``directory`` (the session's segment folder) lets the export find closed segments the index
+        has not taken yet (a full disk refused the row): each is checked to decode to its end and
+        included (``ExportResult.unindexed``) or named in ``missing``. ``recording`` are files still
+        being written (named in ``missing`` as ``recording``). Quarantined segments and holes in the
+        timeline are in ``missing`` too; ``complete`` is True when nothing is.
 
         Blocking (hashes and copies every segment): call it through ``asyncio.to_thread``.
         Raises ``UnknownSession``, ``EmptySession``, ``SegmentMissing``, ``SegmentCorrupt`` (checked
@@ -321,9 +385,41 @@ class RecordingIndex:
         or ``RecordingDiskFull``; on any error no file is left at ``out_path`` or beside it.
         """
         segs = self.segments(session_id)
-        if not segs:
+        missing: list[dict[str, Any]] = [{**b, "why": "broken"} for b in self.broken(session_id)]
+        unindexed: list[Segment] = []
+        if directory is not None and Path(directory).is_dir():
+            from edge_media.segments import file_sha256, parse_stamp, repair_segment
+
+            indexed = {str(s.path) for s in segs}
+            busy = {str(Path(os.path.abspath(p))) for p in recording}
+            for path in sorted(Path(directory).iterdir()):
+                start = parse_stamp(path.name)
+                full = str(Path(os.path.abspath(path)))
+                if start is None or full in indexed or not path.is_file():
+                    continue
+                if full in busy:
+                    missing.append({"file": path.name, "start_ts": start, "why": "recording"})
+                    continue
+                check = repair_segment(path, fix=False)
+                if check.status != "ok":
+                    missing.append(
+                        {"file": path.name, "start_ts": start, "why": check.detail or check.status}
+                    )
+                    continue
+                size = path.stat().st_size
+                unindexed.append(
+                    Segment(session_id, Path(full), start, start + check.duration_s, file_sha256(path), size)
+                )
+        if not segs and not unindexed:
             raise EmptySession(session_id)
-        return export_segments(session_id, segs, Path(out_path))
+        every = sorted([*segs, *unindexed], key=lambda s: (s.start_ts, str(s.path)))
+        return export_segments(
+            session_id,
+            every,
+            Path(out_path),
+            missing=missing,
+            unindexed=[s.path.name for s in unindexed],
+        )
 
     def close(self) -> None:
         """Close the database. Idempotent."""
@@ -358,9 +454,13 @@ class Retention:
         emit: EventSink,
         disk_usage: Callable[[Path], Any] = shutil.disk_usage,
         clock: Callable[[], float] = time.time,
+        reserve_bytes: int | None = None,
     ) -> None:
         if max_age_s <= 0 or min_free_bytes < 0:
             raise ValueError("max_age_s must be > 0 and min_free_bytes >= 0")
+        # The floor under the margin: RESERVE_BYTES, or a quarter of a small watermark.
+        default = min(RESERVE_BYTES, min_free_bytes // 4)
+        self.reserve_bytes = min(min_free_bytes, default if reserve_bytes is None else reserve_bytes)
         self.index = index
         self.root = Path(root)
         self.max_age_s = max_age_s
@@ -386,8 +486,11 @@ class Retention:
     def has_room(self, bytes_needed: int) -> bool:
         """May the writer start writing ``bytes_needed`` more bytes? Thread-safe, never raises.
 
-        True while writing would leave at least half the watermark free. Dipping under the
-        watermark wakes the sweeper at once instead of at its next interval.
+        The watermark (``min_free_bytes``) is where retention starts deleting closed sessions; the
+        writer may go on recording into that margin (a session in progress is never purged, so the
+        margin is what lets it finish) and stops only where writing would leave less than
+        ``reserve_bytes`` free: the floor kept for the index, closing segments and the events.
+        Dipping under the watermark wakes the sweeper at once instead of at its next interval.
         """
         free = self.free_bytes()
         if free is None:
@@ -395,7 +498,7 @@ class Retention:
         after = free - max(0, int(bytes_needed))
         if after < self.min_free_bytes:
             self._kick()
-        return after >= self.min_free_bytes // 2
+        return after >= self.reserve_bytes
 
     async def disk_full(self, where: str, error: BaseException | None = None) -> None:
         """Report an ENOSPC the caller met (``media.recording.disk_full``) and sweep now."""
@@ -406,6 +509,7 @@ class Retention:
                 "error": str(error) if error else None,
                 "free_bytes": self.free_bytes(),
                 "min_free_bytes": self.min_free_bytes,
+                "reserve_bytes": self.reserve_bytes,
             },
         )
         self._kick()

@@ -10,7 +10,7 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | ``snapshot`` | ``source`` (main, backup, doccam) | ``{path, sha256, size, width, height}`` |
 | ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` |
 | ``push_start`` / ``push_stop`` | ``url`` (optional: ``[media.push] url``) | push stats |
-| ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s}`` |
+| ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s, complete, missing, unindexed}`` |
 | ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
 | ``sim`` | ``action`` (unplug, replug, freeze, black, drop, stall, clear), ``source`` | ``{source, fault}`` |
 
@@ -42,6 +42,7 @@ from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
 from edge_media.config import MediaProcessConfig
 from edge_media.pipeline import Pipeline
+from edge_media.recording_errors import RecordingDiskFull
 from edge_media.segments import SegmentRecorder, recover_orphans
 from edge_media.sources import UnknownSource, source_from_spec
 from edge_media.watchdog import Watchdog
@@ -55,6 +56,7 @@ log = logging.getLogger("kiosk.media")
 
 STATE_TOPIC = f"{STATE_PREFIX}/media"
 EVENT_QUEUE = 1000
+RECORD_STOP_AUDIO_GRACE_S = 0.5  # the last segment waits this long for its audio (AAC lags the picture)
 SESSION_ID = re.compile(r"^[\w.:-]{1,128}$")
 ROLES = ("main", "backup")
 
@@ -288,6 +290,13 @@ class MediaService:
         except Exception:  # noqa: BLE001 - recovery must never keep the cameras off
             log.exception("recovering unindexed segments failed")
 
+    def _disk_full_threadsafe(self, where: str, error: BaseException | None) -> None:
+        """The recorder met a full disk: ``media.recording.disk_full`` and a sweep, on the loop."""
+        loop, retention = self._loop, self.retention
+        if loop is not None and retention is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(retention.disk_full(where, error), loop)
+
     def _active_sessions(self) -> set[str]:
         rec = self.recorder
         return {rec.session_id} if rec is not None and rec.session_id else set()
@@ -448,6 +457,7 @@ class MediaService:
             index=self.index,
             has_room=self.retention.has_room if self.retention else None,
             emit=self.emit_threadsafe,
+            on_disk_full=self._disk_full_threadsafe,
         )
         assert self.pipeline is not None
         self.pipeline.attach(rec_cfg.rendition, self.recorder)
@@ -458,10 +468,11 @@ class MediaService:
         rec = self.recorder
         if rec is None:
             raise Conflict("nothing is being recorded")
+        self.recorder = None
+        # Closed while still attached: the last segment takes the audio stamped before its last frame.
+        closed = await asyncio.to_thread(rec.close, audio_grace_s=RECORD_STOP_AUDIO_GRACE_S)
         if self.pipeline is not None:
             self.pipeline.detach(rec)
-        self.recorder = None
-        closed = await asyncio.to_thread(rec.close)
         if self.index is not None and rec.session_id:
             await asyncio.to_thread(self.index.mark_closed, rec.session_id)
         body = {
@@ -469,6 +480,7 @@ class MediaService:
             "segments": len(closed),
             "bytes": sum(c.bytes for c in closed),
             "errors": rec.errors,
+            "unindexed": [c.path.name for c in rec.unindexed],  # on disk, the index refused them (full)
         }
         await self.emit("media.record.stopped", body)
         return body
@@ -574,14 +586,21 @@ class MediaService:
         index = self._need_index()
         out = self.media_dir / "exports" / f"{sid}.mp4"
 
+        rec = self.recorder
+        busy = [rec.current_path] if rec is not None and rec.session_id == sid and rec.current_path else []
+
         def export() -> Any:
             out.parent.mkdir(parents=True, exist_ok=True)
-            return index.export(sid, out)
+            return index.export(sid, out, directory=self.recordings_dir / sid, recording=busy)
 
         try:
             res = await asyncio.to_thread(export)
         except LookupError as exc:
             raise CommandError(404, str(exc)) from None
+        except RecordingDiskFull as exc:
+            if self.retention is not None:
+                await self.retention.disk_full("export", exc)
+            raise CommandError(507, str(exc)) from None
         return {
             "session_id": sid,
             "path": str(res.path),
@@ -589,6 +608,9 @@ class MediaService:
             "sha256": res.sha256,
             "segments": res.segments,
             "duration_s": round(res.duration_s, 3),
+            "complete": res.complete,  # False: `missing` says exactly what the file lacks
+            "missing": res.missing,
+            "unindexed": res.unindexed,
         }
 
     async def rpc_upload(self, params: dict[str, Any]) -> dict[str, Any]:

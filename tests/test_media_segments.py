@@ -36,7 +36,9 @@ def ffprobe_ok(path: Path) -> float:
             "error",
             "-count_packets",
             "-show_entries",
-            "format=duration:stream=nb_read_packets",
+            "stream=nb_read_packets:packet=pts_time,duration_time",
+            "-select_streams",
+            "v:0",
             "-of",
             "json",
             str(path),
@@ -49,7 +51,11 @@ def ffprobe_ok(path: Path) -> float:
     info = json.loads(out.stdout)
     if int(info["streams"][0].get("nb_read_packets", 0)) == 0:
         return 0.0  # killed before the segment's first fragment: no video in it
-    return float(info["format"]["duration"])
+    # Segments keep the pipeline's timestamps (the first frame may be at t > 0): the span is what plays.
+    times = [
+        (float(p["pts_time"]), float(p.get("duration_time", 0))) for p in info["packets"] if "pts_time" in p
+    ]
+    return max(t + d for t, d in times) - min(t for t, _ in times)
 
 
 def start_recorder(out: Path, seconds: float = 30, extra: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -124,15 +130,22 @@ def test_orphans_of_a_killed_recorder_are_indexed_at_the_next_start(tmp_path: Pa
     finally:
         proc.kill()
         proc.wait(10)
-    (root / "session-42" / "20260101T000000.000Z-00099.mp4").write_bytes(b"")  # cut before its first fragment
+    empty = root / "session-42" / "20260101T000000.000Z-00099.mp4"
+    empty.write_bytes(b"")  # cut before its first fragment: nothing in it was ever video
+    zeros = root / "session-42" / "20260101T000001.000Z-00098.mp4"
+    zeros.write_bytes(b"\0" * 65536)  # a power cut: the size reached the disk, the data did not
     index = RecordingIndex(tmp_path / "index.sqlite")
+    index.mark_active("session-42")  # the crash left the session open
     events: list[tuple[str, dict]] = []
     found = recover_orphans(root, index, emit=lambda t, d: events.append((t, d)))
     assert found and all(s.session_id == "session-42" for s in found)
     indexed = index.segments("session-42")
     assert {s.path for s in indexed} == {s.path for s in found}
     assert all(s.end_ts > s.start_ts for s in indexed)
+    assert not empty.exists() and not zeros.exists() and zeros.with_name(zeros.name + ".broken").exists()
     assert any(d.get("kind") == "unplayable" for _, d in events)
+    assert [b["file"] for b in index.broken("session-42")] == [zeros.name + ".broken"]
+    assert index.active_sessions() == set()  # closed on recovery
     assert recover_orphans(root, index) == []  # idempotent
     index.close()
 
