@@ -4,6 +4,8 @@
 thread owns the connection (see ``push_transport`` for the URL schemes), reconnects with full-jitter
 backoff from ``backoff_base_s`` (250 ms) doubling to ``backoff_cap_s`` (30 s), and reports
 ``media.push.connected`` / ``media.push.lost``. Nothing the network does can block or fail ``send``.
+For tcp:// the wait between attempts is cut short: the sender connects every ``probe_interval_s``
+(250 ms) and the first connection the ingest accepts becomes the stream's (``_wait_or_probe``).
 
 Queue policy when full: the oldest GOP goes (the head packet and everything up to the next
 keyframe), because packets after a missing reference are undecodable anyway. If the queue holds no

@@ -9,7 +9,8 @@
 | ``srt://``       | MPEG-TS   | FFmpeg's SRT protocol, only if the FFmpeg build has libsrt       |
 
 The PyAV 18 wheel's FFmpeg is built without libsrt (its protocol list has no ``srt``), so on this
-build ``srt://`` is refused up front with ``PushUnsupported``; the Debian ffmpeg CLI has it and can
+build ``srt://`` is refused up front with ``PushUnsupported`` (and by ``kiosk config check``, through
+``build_problem``); the Debian ffmpeg CLI has it and can
 still be the receiver. MPEG-TS over ``tcp://`` is the fallback we test and recommend: it carries H.264
 and H.265, and since we own the socket a dead or stalled receiver is noticed within the write
 timeout and ``stop()`` is immediate. FFmpeg-owned connections (RTMP in particular) cannot be
