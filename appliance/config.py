@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from appliance.session.config import SessionConfig
 from drivers.config import DriversConfig
-from edge_media.config import MediaConfig
+from edge_media.config import MediaConfig, build_problems
 from kiosk_core import config as core
 from kiosk_core.config import (
     BusConfig,
@@ -32,7 +32,17 @@ from kiosk_core.config import (
 )
 from kiosk_core.errors import ConfigError
 
-__all__ = ["ConfigError", "KioskConfig", "load", "merge", "parse", "read_toml", "redacted", "resolve_path"]
+__all__ = [
+    "ConfigError",
+    "KioskConfig",
+    "check",
+    "load",
+    "merge",
+    "parse",
+    "read_toml",
+    "redacted",
+    "resolve_path",
+]
 
 
 class TlsConfig(Strict):
@@ -125,3 +135,15 @@ def parse(data: dict[str, Any], source: str = "<config>") -> KioskConfig:
 def load(path: str | os.PathLike[str] | None = None, overlay: dict[str, Any] | None = None) -> KioskConfig:
     """Read, merge the optional overlay, validate. Raises ``ConfigError`` listing every problem."""
     return core.load(KioskConfig, path, overlay)
+
+
+def check(path: str | os.PathLike[str] | None = None) -> KioskConfig:
+    """``load`` plus what only this machine can answer: can its FFmpeg build do what ``[media]``
+    asks (``edge_media.config.build_problems``)? ``kiosk config check`` uses it; the daemon's own
+    loads do not (they would import PyAV into the appliance)."""
+    p = resolve_path(path)
+    cfg = load(p)
+    problems = build_problems(cfg.media)
+    if problems:
+        raise ConfigError(str(p), problems)
+    return cfg

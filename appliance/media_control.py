@@ -123,15 +123,19 @@ class MediaControl(Subsystem):
         reason = self._missing_reason()
         if reason is not None:
             return {"media": Health(HealthStatus.MISSING, reason)}
-        out = {"media": Health(HealthStatus.OK)}
+        own = (self._state or {}).get("health") or {}  # degraded: a configured push or encoder cannot run
+        out = {"media": Health(self._status(own.get("status", "ok")), str(own.get("reason", "")))}
         for name, info in self._devices().items():
             h = info.get("health") or {}
-            try:
-                status = HealthStatus(h.get("status", "missing"))
-            except ValueError:
-                status = HealthStatus.MISSING
-            out[name] = Health(status, str(h.get("reason", "")))
+            out[name] = Health(self._status(h.get("status", "missing")), str(h.get("reason", "")))
         return out
+
+    @staticmethod
+    def _status(value: object) -> HealthStatus:
+        try:
+            return HealthStatus(value)
+        except ValueError:
+            return HealthStatus.MISSING
 
     def inventory(self) -> list[dict[str, Any]]:
         health = self.health()

@@ -46,9 +46,11 @@ def record(
 ) -> dict[str, Any]:
     """Record ``seconds`` through the same pipeline as the service; returns a summary."""
     import time
+    from dataclasses import asdict
     from pathlib import Path
 
     from edge_media.config import MediaConfig
+    from edge_media.encoder import resolve_renditions
     from edge_media.pipeline import Pipeline
     from edge_media.segments import SegmentRecorder
     from edge_media.sources import source_from_spec
@@ -58,6 +60,20 @@ def record(
         mcfg = mcfg.model_copy(
             update={"audio": type(mcfg.audio)(**{**mcfg.audio.model_dump(), "source": audio_spec})}
         )
+    rec_cfg = mcfg.recording
+    events: list[dict[str, Any]] = []
+
+    def emit(type_: str, data: dict[str, Any]) -> None:
+        events.append({"type": type_, **data})
+        print(json.dumps({"event": type_, **data}, ensure_ascii=False), flush=True)
+
+    # Before any camera opens: an encoder this machine lacks is one clear error (EncoderUnavailable),
+    # or its encoder_fallback, announced like the service does.
+    mcfg, choices = resolve_renditions(mcfg, [rec_cfg.rendition])
+    for choice in choices:
+        if choice.fell_back:
+            emit("media.encoder.fallback", asdict(choice))
+    rendition = mcfg.renditions[rec_cfg.rendition]
     audio = None
     if mcfg.audio.source:
         from edge_media.audio import AudioSource
@@ -67,13 +83,7 @@ def record(
     sources = {"main": source_from_spec("main", main_spec, cameras)}
     if backup_spec:
         sources["backup"] = source_from_spec("backup", backup_spec, cameras)
-    rec_cfg = mcfg.recording
     rendition = mcfg.renditions[rec_cfg.rendition]
-    events: list[dict[str, Any]] = []
-
-    def emit(type_: str, data: dict[str, Any]) -> None:
-        events.append({"type": type_, **data})
-        print(json.dumps({"event": type_, **data}, ensure_ascii=False), flush=True)
 
     recorder = SegmentRecorder(
         Path(out_dir),

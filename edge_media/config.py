@@ -16,6 +16,7 @@ holdoff_s = 5               # main healthy this long -> back to main
 [media.renditions.main]
 codec = "h264"              # h264 | h265
 encoder = "auto"            # auto (Pi 4: h264_v4l2m2m, else software) | libx264 | libx265 | h264_v4l2m2m
+encoder_fallback = ""       # "" | libx264 | libx265: used when the encoder cannot be opened here
 bitrate_kbps = 2000
 size = "1280x720"
 fps = 30
@@ -28,7 +29,7 @@ max_age_days = 30
 min_free_mb = 1024
 
 [media.push]
-url = ""                    # srt://host:port?streamid=..., rtsp://..., rtmp://...
+url = ""                    # srt://host:port?streamid=..., rtsp://..., rtmp://... (H.264 only)
 
 [media.audio]
 source = ""                 # "" = no audio; alsa:hw:1,0 | alsa:default | lavfi:sine=frequency=440
@@ -41,10 +42,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.camera.config import check_device, parse_size
 from drivers.config import DriversConfig
+from edge_media.push_transport import redact_url
 from kiosk_core import config
 from kiosk_core.config import SharedConfig, Strict
 
@@ -107,6 +110,11 @@ class RenditionConfig(Strict):
         description="x264/x265 tune; zerolatency: no B-frames, no lookahead (low latency)",
     )
     threads: int = Field(0, ge=0, le=16, description="encoder threads, 0 = automatic")
+    encoder_fallback: Literal["", "libx264", "libx265"] = Field(
+        "",
+        description="software encoder to use when `encoder` cannot be opened on this machine (e.g. "
+        "h264_v4l2m2m without its /dev/video11); empty = no fallback, the encoder error stands",
+    )
 
     @field_validator("size")
     @classmethod
@@ -120,6 +128,11 @@ class RenditionConfig(Strict):
             raise ValueError(
                 f"encoder {self.encoder!r} does not make {self.codec}; use auto or one of "
                 f"{', '.join(ENCODERS[self.codec])}"
+            )
+        if self.encoder_fallback and self.encoder_fallback != ENCODERS[self.codec][0]:
+            raise ValueError(
+                f"encoder_fallback {self.encoder_fallback!r} does not make {self.codec}; use "
+                f"{ENCODERS[self.codec][0]!r} or leave it empty"
             )
         return self
 
@@ -214,7 +227,42 @@ class MediaConfig(Strict):
                 raise ValueError(
                     f"{what} = {name!r} is not a rendition; have {', '.join(sorted(self.renditions))}"
                 )
+        scheme = self.push.url.split("://", 1)[0].lower()
+        if scheme in ("rtmp", "rtmps") and self.renditions[self.push.rendition].codec == "h265":
+            # FFmpeg >= 6.1 writes H.265 in FLV as "enhanced RTMP" (a FourCC codec id); the ingests
+            # kiosks meet (Debian's ffmpeg 5.1, nginx-rtmp) cannot decode it, so the push would
+            # "work" and show nothing. Refused rather than warned: nobody reads a warning on a kiosk.
+            raise _located(
+                ("push", "url"),
+                redact_url(self.push.url),
+                f"push.rendition {self.push.rendition!r} is H.265, and H.265 over RTMP is 'enhanced "
+                "RTMP', which common ingests (Debian's ffmpeg 5.1, nginx-rtmp) cannot decode; push "
+                "H.265 to tcp:// (MPEG-TS), rtsp:// or srt://, or push an h264 rendition",
+            )
         return self
+
+
+def _located(loc: tuple[str, ...], value: str, message: str) -> ValidationError:
+    """A model-level check reported at the key it is about (``media.push.url``), not at ``media``."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(
+        "MediaConfig", [InitErrorDetails(type=error, loc=loc, input=value)]
+    )
+
+
+def build_problems(media: MediaConfig) -> list[str]:
+    """What this machine's FFmpeg build cannot do of ``media``, as located config problems
+    (``media.push.url = ...: ...``). Imports PyAV, so the appliance calls it from ``kiosk config
+    check`` only, not on every load; the media process reports the same at start."""
+    from edge_media.push_transport import build_problem
+
+    problems = []
+    url = media.push.url
+    if url:
+        problem = build_problem(url.split("://", 1)[0].lower())
+        if problem:
+            problems.append(f"media.push.url = {redact_url(url)!r}: {problem}")
+    return problems
 
 
 class MediaProcessConfig(SharedConfig):

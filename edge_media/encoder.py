@@ -14,12 +14,13 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from drivers.camera.config import parse_size
-from edge_media.config import RenditionConfig
+from edge_media.config import ENCODERS, MediaConfig, RenditionConfig
 from kiosk_core.errors import MediaError
 
 if TYPE_CHECKING:
@@ -32,6 +33,84 @@ _GENERATIONS = itertools.count(1)
 
 class EncoderError(MediaError):
     code = "media.encoder"
+
+
+class EncoderUnavailable(EncoderError):
+    """The configured encoder cannot be opened on this machine (and no ``encoder_fallback`` could)."""
+
+    code = "media.encoder.unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderChoice:
+    """What a rendition encodes with after ``resolve_renditions``: ``using`` differs from ``wanted``
+    only when ``wanted`` could not be opened (``error`` says why) and ``encoder_fallback`` could."""
+
+    rendition: str
+    wanted: str
+    using: str
+    error: str = ""
+
+    @property
+    def fell_back(self) -> bool:
+        return self.using != self.wanted
+
+
+def _why_unavailable(encoder: str, error: str) -> str:
+    if "v4l2m2m" not in encoder:
+        return error
+    from drivers.camera.hw_encoder import read_board
+
+    board = read_board()
+    if board.h264_m2m:
+        return f"{error} (the V4L2 encoder device exists but refused these settings)"
+    return (
+        f"{error}: this machine ({board.model or 'no device-tree model'}) has no V4L2 memory-to-memory "
+        "encoder device (a Pi 4's bcm2835-codec-encode, /dev/video11)"
+    )
+
+
+def resolve_renditions(
+    media: MediaConfig, names: Iterable[str] | None = None
+) -> tuple[MediaConfig, list[EncoderChoice]]:
+    """Open each rendition's encoder once, as the pipeline will (same size, rate and options); one that
+    fails is replaced by its ``encoder_fallback`` when that opens. Returns the config to build the
+    pipeline with and a choice per rendition. Raises ``EncoderUnavailable`` naming the rendition,
+    the encoder and why, with the way out. Blocking (tens of ms per encoder)."""
+    renditions = dict(media.renditions)
+    choices = []
+    for name in names if names is not None else list(renditions):
+        cfg = renditions[name]
+        wanted = cfg.encoder_name
+        try:
+            _probe(name, cfg)
+            choices.append(EncoderChoice(name, wanted, wanted))
+            continue
+        except EncoderError as exc:
+            error = _why_unavailable(wanted, str(exc).split(": ", 2)[-1])
+        if not cfg.encoder_fallback:
+            raise EncoderUnavailable(
+                f"rendition {name}: encoder {wanted} is unavailable: {error}; set "
+                f'[media.renditions.{name}] encoder = "auto" or a software encoder, or '
+                f'encoder_fallback = "{ENCODERS[cfg.codec][0]}"'
+            )
+        fallback = cfg.model_copy(update={"encoder": cfg.encoder_fallback})
+        try:
+            _probe(name, fallback)
+        except EncoderError as exc:
+            raise EncoderUnavailable(
+                f"rendition {name}: encoder {wanted} is unavailable ({error}) and so is its "
+                f"fallback {cfg.encoder_fallback}: {exc}"
+            ) from None
+        renditions[name] = fallback
+        choices.append(EncoderChoice(name, wanted, cfg.encoder_fallback, error))
+    return media.model_copy(update={"renditions": renditions}), choices
+
+
+def _probe(name: str, cfg: RenditionConfig) -> None:
+    enc = Encoder(name, cfg, origin=0.0)
+    enc._open()
+    enc.close()
 
 
 @dataclass(slots=True)

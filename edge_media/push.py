@@ -4,6 +4,8 @@
 thread owns the connection (see ``push_transport`` for the URL schemes), reconnects with full-jitter
 backoff from ``backoff_base_s`` (250 ms) doubling to ``backoff_cap_s`` (30 s), and reports
 ``media.push.connected`` / ``media.push.lost``. Nothing the network does can block or fail ``send``.
+For tcp:// the wait between attempts is cut short: the sender connects every ``probe_interval_s``
+(250 ms) and the first connection the ingest accepts becomes the stream's (``_wait_or_probe``).
 
 Queue policy when full: the oldest GOP goes (the head packet and everything up to the next
 keyframe), because packets after a missing reference are undecodable anyway. If the queue holds no
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +52,7 @@ from edge_media.push_transport import (
     QueuedPacket,
     Target,
     parse_target,
+    probe_tcp,
 )
 from kiosk_core.backoff import full_jitter
 
@@ -185,6 +189,7 @@ class LivePush:
         connect_timeout_s: float = 5.0,
         write_timeout_s: float = 5.0,
         send_buffer_bytes: int | None = 64 * 1024,
+        probe_interval_s: float = 0.25,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.target: Target = parse_target(url)  # PushUrlError / PushUnsupported right here
@@ -199,6 +204,7 @@ class LivePush:
         self.backoff_base_s, self.backoff_cap_s, self.stable_s = backoff_base_s, backoff_cap_s, stable_s
         self.connect_timeout_s, self.write_timeout_s = connect_timeout_s, write_timeout_s
         self.send_buffer_bytes = send_buffer_bytes
+        self.probe_interval_s = probe_interval_s
         self._emit = emit
         self._on_adapt = on_adapt
         self._loop = loop
@@ -301,6 +307,7 @@ class LivePush:
             "connects": self._counters["connects"],
             "reconnects": max(0, self._counters["connects"] - 1),
             "failed_attempts": self._counters["failed"],
+            "probes": self._counters["probes"] + self._counters["probe_hits"],
             "dropped": {k[5:]: v for k, v in self._counters.items() if k.startswith("drop.")},
             "level": self._level,
             "step": asdict(self._current) if self._current else None,
@@ -472,6 +479,12 @@ class LivePush:
 
         import av
 
+        if self.target.container == "flv" and codec_family(params.codec) == "hevc":
+            # FFmpeg would write "enhanced RTMP", which common ingests cannot decode (edge_media/config.py)
+            raise PushUnsupported(
+                f"H.265 over {self.target.scheme}:// is 'enhanced RTMP', which common ingests (Debian's "
+                "ffmpeg 5.1, nginx-rtmp) cannot decode; push H.265 to tcp:// (MPEG-TS), rtsp:// or srt://"
+            )
         try:  # can the container carry the codec? Fail in the caller's thread, not in a retry loop.
             probe = av.open(
                 io.BytesIO(),
@@ -512,10 +525,14 @@ class LivePush:
         in FFmpeg) that wakes up later finds it set and leaves without touching a newer run."""
         failures = 0
         lost_reported = False
+        probed: socket.socket | None = None  # a tcp:// connection the probe made, handed to the next open
         while not stopping.is_set():
             restream = False
             item = self._next(None, stopping)  # nothing to send: do not connect
             if item is None:
+                if probed is not None:  # the queue emptied meanwhile; connect again when there is video
+                    probed.close()
+                    probed = None
                 continue
             params = self._params
             assert params is not None
@@ -530,7 +547,8 @@ class LivePush:
             self._conn = conn
             connected_at = None
             try:
-                conn.open()
+                connected, probed = probed, None
+                conn.open(connected)
                 conn.send(item)
                 connected_at = time.monotonic()
                 self._state = "connected"
@@ -581,7 +599,34 @@ class LivePush:
             self._state = "retrying"
             delay = full_jitter(failures, self.backoff_base_s, self.backoff_cap_s)
             failures += 1
+            probed = self._wait_or_probe(delay, stopping)
+        if probed is not None:
+            probed.close()
+
+    def _wait_or_probe(self, delay: float, stopping: threading.Event) -> socket.socket | None:
+        """Wait out the backoff's ``delay``; for tcp:// connect every ``probe_interval_s`` meanwhile and
+        end the wait with the connected socket the moment the ingest accepts. A refused or unanswered
+        connect costs one SYN, and the socket that succeeds becomes the stream's, so the ingest sees
+        no extra connection. FFmpeg-owned schemes (rtmp, rtsp, srt) keep the plain backoff: a probe
+        would be an extra connection there, which one-shot ingests (ffmpeg -listen 1) die of."""
+        if self.target.scheme != "tcp" or self.probe_interval_s <= 0 or self.target.port is None:
             stopping.wait(delay)
+            return None
+        deadline = time.monotonic() + delay
+        while not stopping.wait(min(self.probe_interval_s, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return None
+            sock = probe_tcp(
+                self.target.host,
+                self.target.port,
+                timeout_s=self.connect_timeout_s,
+                stopped=stopping.is_set,
+            )
+            if sock is not None:
+                self._counters["probe_hits"] += 1
+                return sock
+            self._counters["probes"] += 1
+        return None
 
     def _pump(self, conn: Connection, generation: int, stopping: threading.Event) -> bool:
         """Send until stopped (False) or until the stream changed (True). Raises ``LinkDown``."""

@@ -9,7 +9,8 @@
 | ``srt://``       | MPEG-TS   | FFmpeg's SRT protocol, only if the FFmpeg build has libsrt       |
 
 The PyAV 18 wheel's FFmpeg is built without libsrt (its protocol list has no ``srt``), so on this
-build ``srt://`` is refused up front with ``PushUnsupported``; the Debian ffmpeg CLI has it and can
+build ``srt://`` is refused up front with ``PushUnsupported`` (and by ``kiosk config check``, through
+``build_problem``); the Debian ffmpeg CLI has it and can
 still be the receiver. MPEG-TS over ``tcp://`` is the fallback we test and recommend: it carries H.264
 and H.265, and since we own the socket a dead or stalled receiver is noticed within the write
 timeout and ``stop()`` is immediate. FFmpeg-owned connections (RTMP in particular) cannot be
@@ -23,7 +24,9 @@ import errno
 import io
 import select
 import socket
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -66,9 +69,17 @@ class Target:
     @property
     def shown(self) -> str:
         """For events and logs: no user-info, no query (SRT passphrases, tokens)."""
-        p = urllib.parse.urlsplit(self.url)
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user-info and query (SRT passphrases, stream keys in tokens)."""
+    try:
+        p = urllib.parse.urlsplit(url)
         netloc = f"{p.hostname}:{p.port}" if p.port else (p.hostname or "")
-        return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
 _CONTAINERS = {
@@ -100,12 +111,31 @@ def parse_target(url: object) -> Target:
         raise PushUrlError(f"push URL {url.split('?')[0]!r} has no host")
     if scheme in ("tcp", "udp") and not port:
         raise PushUrlError(f"{scheme}:// push URL needs a port")
-    if scheme == "srt" and not protocol_available("srt"):
-        raise PushUnsupported(
-            "this FFmpeg build (PyAV's wheel) has no SRT protocol (libsrt); use "
-            "tcp://HOST:PORT (MPEG-TS), rtsp:// or rtmp:// instead"
-        )
+    problem = build_problem(scheme)
+    if problem:
+        raise PushUnsupported(problem)
     return Target(scheme, url, p.hostname, port, _CONTAINERS[scheme])
+
+
+# The FFmpeg protocol each scheme needs; tcp:// and udp:// are our own sockets and need none.
+_FFMPEG_PROTOCOLS = {"srt": "srt", "rtsp": "rtsp", "rtsps": "rtsps", "rtmp": "rtmp", "rtmps": "rtmps"}
+
+
+def supported_schemes() -> list[str]:
+    """The push URL schemes this FFmpeg build can carry (what a config error offers instead)."""
+    return [s for s in sorted(_CONTAINERS) if s not in _FFMPEG_PROTOCOLS or protocol_available(s)]
+
+
+def build_problem(scheme: str) -> str | None:
+    """Why this FFmpeg build cannot push to ``scheme``, or None. Asks PyAV's FFmpeg (no network I/O)."""
+    needed = _FFMPEG_PROTOCOLS.get(scheme)
+    if needed is None or protocol_available(needed):
+        return None
+    library = " (libsrt)" if needed == "srt" else ""
+    return (
+        f"this FFmpeg build (PyAV's) has no {needed} protocol{library}; it can push to "
+        f"{', '.join(s + '://' for s in supported_schemes())} (tcp:// is MPEG-TS, the recommended fallback)"
+    )
 
 
 def protocol_available(name: str) -> bool:
@@ -121,6 +151,36 @@ def protocol_available(name: str) -> bool:
         except av.FFmpegError:
             _protocol_cache[name] = True  # it exists; it just refused the empty address
     return _protocol_cache[name]
+
+
+def probe_tcp(
+    host: str, port: int, *, timeout_s: float, stopped: Callable[[], bool], family: int = 0
+) -> socket.socket | None:
+    """One TCP connect to ``host:port``, at most ``timeout_s``: the connected socket, or None if it was
+    refused, timed out, failed to resolve or ``stopped()`` turned true (checked every 50 ms)."""
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        fam, kind, proto, _, addr = infos[0]
+        sock = socket.socket(fam, kind, proto)
+    except OSError:
+        return None
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        deadline = time.monotonic() + timeout_s
+        while err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            left = deadline - time.monotonic()
+            if left <= 0 or stopped():
+                break
+            if select.select([], [sock], [], min(0.05, left))[1]:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            sock.setblocking(True)
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
 
 
 @dataclass(frozen=True)
@@ -213,24 +273,28 @@ class Connection:
     def bytes_sent(self) -> int:
         return self._sink.bytes_sent if self._sink else self._ffmpeg_bytes
 
-    def open(self) -> None:
-        """Connect (for our own sockets) and prepare the muxer. Raises ``LinkDown``."""
+    def open(self, connected: socket.socket | None = None) -> None:
+        """Connect (for our own sockets) and prepare the muxer. Raises ``LinkDown``. ``connected``: a
+        tcp:// socket a ``probe_tcp`` already connected, used as is (the ingest sees one connection)."""
         import av
 
         t = self.target
         try:
             if t.scheme in ("tcp", "udp"):
                 kind = socket.SOCK_STREAM if t.scheme == "tcp" else socket.SOCK_DGRAM
-                infos = socket.getaddrinfo(t.host, t.port, type=kind)
-                family, _, _, _, addr = infos[0]
-                sock = socket.socket(family, kind)
+                sock = connected
+                if sock is None:
+                    infos = socket.getaddrinfo(t.host, t.port, type=kind)
+                    family, _, _, _, addr = infos[0]
+                    sock = socket.socket(family, kind)
                 self._sock = sock
                 if self.send_buffer_bytes:
                     # A small kernel buffer keeps the backlog in our queue, where adaptation sees it
                     # (and where stale GOPs can be dropped) instead of hiding seconds of video in the kernel.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
-                sock.settimeout(self.connect_timeout_s)
-                sock.connect(addr)
+                if connected is None:
+                    sock.settimeout(self.connect_timeout_s)
+                    sock.connect(addr)
                 sock.settimeout(self.write_timeout_s)
                 if t.scheme == "tcp":
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

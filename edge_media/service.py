@@ -42,6 +42,7 @@ from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
 from edge_media.config import MediaProcessConfig
 from edge_media.pipeline import Pipeline
+from edge_media.push_transport import redact_url
 from edge_media.recording_errors import RecordingDiskFull
 from edge_media.segments import SegmentRecorder, recover_orphans
 from edge_media.sources import UnknownSource, source_from_spec
@@ -133,6 +134,8 @@ class MediaService:
         self.cameras = dict(getattr(cfg.drivers, "camera", None) or {})
         self.sources: dict[str, FrameSource] = {}
         self.source_problems: dict[str, str] = {}
+        # What the config asks for and this machine cannot do (push, encoder): media health `degraded`.
+        self.problems: dict[str, str] = {}
         self.doccam: DocumentCamera | None = None
         self.audio: Any = None  # edge_media.audio.AudioSource when [media.audio] source is set
         self.pipeline: Pipeline | None = None
@@ -234,6 +237,7 @@ class MediaService:
         self.media_dir.mkdir(parents=True, exist_ok=True)
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         await self._open_index()
+        await self._resolve_encoders()
         self._open_sources()
         self.pipeline = self._new_pipeline()
         self.bus.serve(
@@ -264,8 +268,10 @@ class MediaService:
         if self.retention is not None:
             self._spawn(self.retention.run(self.mcfg.recording.sweep_interval_s))
         if self.mcfg.push.url:
-            with contextlib.suppress(CommandError):
+            try:
                 await self.rpc_push_start({})
+            except CommandError as exc:  # e.g. srt:// on an FFmpeg without libsrt: say so, run without
+                self._push_failed(redact_url(self.mcfg.push.url), str(exc))
         self._disk = await asyncio.to_thread(self.disk_usage)
         self.publish_state()
         self.notifier.ready(f"sources: {', '.join(self.sources) or 'none (slate)'}")
@@ -296,6 +302,35 @@ class MediaService:
         if loop is not None and retention is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(retention.disk_full(where, error), loop)
+
+    async def _resolve_encoders(self) -> None:
+        """An encoder this machine cannot open becomes its ``encoder_fallback`` (event
+        ``media.encoder.fallback``) or stays, reported (``media.encoder.unavailable``): never silent."""
+        from dataclasses import asdict
+
+        from edge_media.encoder import EncoderUnavailable, resolve_renditions
+
+        for name in list(self.mcfg.renditions):
+            try:
+                self.mcfg, [choice] = await asyncio.to_thread(resolve_renditions, self.mcfg, [name])
+            except EncoderUnavailable as exc:
+                log.error("%s", exc)
+                self.problems[f"encoder.{name}"] = str(exc)
+                await self.emit("media.encoder.unavailable", {"rendition": name, "error": str(exc)})
+                continue
+            if choice.fell_back:
+                reason = (
+                    f"rendition {name}: {choice.wanted} unavailable ({choice.error}); using {choice.using}"
+                )
+                log.warning("%s", reason)
+                self.problems[f"encoder.{name}"] = reason
+                await self.emit("media.encoder.fallback", asdict(choice))
+
+    def _push_failed(self, target: str, error: str) -> None:
+        """The configured push cannot run here: a log line, ``media.push.failed``, degraded health."""
+        log.error("live push to %s cannot start: %s", target, error)
+        self.problems["push"] = f"live push to {target} cannot start: {error}"
+        self.emit_threadsafe("media.push.failed", {"target": target, "error": error})
 
     def _active_sessions(self) -> set[str]:
         rec = self.recorder
@@ -378,6 +413,8 @@ class MediaService:
                 "health": self.doccam.health().as_dict(),
             }
         uplink: dict[str, Any] = {"state": "off"}
+        if "push" in self.problems and self.push is None:
+            uplink = {"state": "unavailable", "error": self.problems["push"]}
         if self.push is not None:
             try:
                 uplink = {"state": "on", **self.push.stats()}
@@ -385,6 +422,9 @@ class MediaService:
                 uplink = {"state": "error", "error": str(exc)}
         return {
             "running": True,
+            "health": {"status": "degraded", "reason": "; ".join(self.problems.values())}
+            if self.problems
+            else {"status": "ok", "reason": ""},
             "ts": round(time.time(), 3),
             "pid": os.getpid(),
             "active_source": pstats.get("selector", {}).get("active"),
@@ -553,12 +593,8 @@ class MediaService:
                 BadRequest(str(exc)) if isinstance(exc, ValueError) else CommandError(503, str(exc))
             ) from None
         self.push = push
-        self.push_output = PushOutput(
-            push,
-            on_error=lambda msg: self.emit_threadsafe(
-                "media.push.failed", {"target": push.target.shown, "error": msg}
-            ),
-        )
+        self.problems.pop("push", None)
+        self.push_output = PushOutput(push, on_error=lambda msg: self._push_failed(push.target.shown, msg))
         assert self.pipeline is not None
         self.pipeline.attach(rendition, self.push_output)
         return {"target": push.target.shown, "rendition": rendition}
@@ -570,6 +606,7 @@ class MediaService:
         if self.pipeline is not None and out is not None:
             self.pipeline.detach(out)
         self.push = self.push_output = None
+        self.problems.pop("push", None)
         await asyncio.to_thread(push.stop)
         stats: dict[str, Any] = {}
         with contextlib.suppress(Exception):

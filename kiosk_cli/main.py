@@ -45,7 +45,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
     path = config.resolve_path(args.path or args.config)
     try:
-        cfg = config.load(path)
+        cfg = config.check(path)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
