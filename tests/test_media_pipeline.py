@@ -119,7 +119,11 @@ def test_every_camera_gone_encodes_the_slate_and_recording_goes_on(tmp_path: Pat
         room.main.inject("unplug")
         room.backup.inject("unplug")
         events = room.wait_event(1)
-        assert events[-1]["to"] == "slate"  # both died together: straight to the slate
+        if events[-1]["to"] == "backup":
+            # The two unplugs are injected one after the other: the selector may see the main gone a
+            # frame before the backup, switch to it, and then to the slate.
+            events = room.wait_event(len(events) + 1)
+        assert events[-1]["to"] == "slate"
         time.sleep(1.0)
         assert room.pipeline.selector.slate_frames >= 20
         room.backup.inject("replug")
