@@ -253,6 +253,11 @@ class Selector:
 
     # --- decisions -------------------------------------------------------------------------------
 
+    @property
+    def switching(self) -> bool:
+        """A switch is decided (``active`` is the new source) but its event waits for its first frame."""
+        return self._pending is not None
+
     def healthy(self, role: str, now: float) -> bool:
         track = self.tracks.get(role)
         return track is not None and track.healthy(now)
@@ -273,8 +278,9 @@ class Selector:
             detect_ms = round((now - track.still_arrival) * 1000, 1)
         elif track is not None and track.last_good_arrival is not None:
             detect_ms = round((now - track.last_good_arrival) * 1000, 1)
-        self.active = new
+        # pending first: another thread that sees the new ``active`` also sees ``switching``
         self._pending = _PendingSwitch(old, new, reason, now, self.last_out_t, detect_ms, self._held_run)
+        self.active = new
 
     def _decide(self, now: float) -> None:
         main_ok = self.healthy(MAIN, now)

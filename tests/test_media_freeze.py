@@ -171,7 +171,8 @@ def test_a_live_camera_frozen_under_its_clock_fails_over_to_the_backup() -> None
     pipeline, events, tap, sources = pipeline_room(CLOCK, "live", backup=True)
     try:
         # on air within its first (moving) 2 s; the start may have gone through the backup
-        assert wait_until(lambda: pipeline.selector.active == MAIN and tap.packets >= 10, 5)
+        sel = pipeline.selector
+        assert wait_until(lambda: sel.active == MAIN and not sel.switching and tap.packets >= 10, 5)
         started = len(events)
         assert wait_until(lambda: len(events) > started, 6)
         event = events[started]

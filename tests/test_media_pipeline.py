@@ -67,7 +67,8 @@ class Room:
     def ready(self) -> None:
         """Wait until the main camera is on air, and forget how the start went (a slow start may slate)."""
         deadline = time.monotonic() + 5
-        while self.pipeline.selector.active != "main" or self.tap.packets < 5:
+        sel = self.pipeline.selector
+        while sel.active != "main" or sel.switching or self.tap.packets < 5:
             assert time.monotonic() < deadline, "the main camera never came on air"
             time.sleep(0.02)
         self.events.clear()
