@@ -10,8 +10,12 @@ main = "room_main"          # a [drivers.camera.<name>], a V4L2 path, or "lavfi:
 backup = "room_backup"      # "" for none
 
 [media.failover]
-silence_intervals = 3       # main silent (or frozen/black) for this many frame intervals -> backup
+silence_intervals = 3       # main silent (or black) for this many frame intervals -> backup
 holdoff_s = 5               # main healthy this long -> back to main
+
+[media.failover.main]
+kind = "live"               # live (room camera) | static (HDMI capture of slides, document camera)
+freeze_s = 0.5              # still this long -> frozen; default by kind (live 0.5, static 0 = never)
 
 [media.renditions.main]
 codec = "h264"              # h264 | h265
@@ -80,16 +84,63 @@ class SourcesConfig(Strict):
         return check_spec(v)
 
 
+FREEZE_S_BY_KIND = {"live": 0.5, "static": 0.0}
+
+
+class SourceFailover(Strict):
+    """How one camera role (``[media.failover.main]``, ``[media.failover.backup]``) is judged."""
+
+    kind: Literal["live", "static"] = Field(
+        "live",
+        description="live: a room camera (a still picture is a fault); static: an HDMI capture of slides, "
+        "a document camera, a test pattern (a still picture is normal while frames keep arriving)",
+    )
+    freeze_s: float | None = Field(
+        None,
+        ge=0.0,
+        le=3600.0,
+        description="still this long -> frozen (freezedetect's d); 0 = never; default by kind: "
+        "live 0.5 s, static 0",
+    )
+
+    @property
+    def freeze_after_s(self) -> float:
+        return FREEZE_S_BY_KIND[self.kind] if self.freeze_s is None else self.freeze_s
+
+
 class FailoverConfig(Strict):
     silence_intervals: float = Field(
         3.0, ge=1.0, le=30.0, description="frame intervals without a good frame before switching"
     )
-    detect_frozen: bool = Field(True, description="identical consecutive frames count as no frame")
+    detect_frozen: bool = Field(
+        True, description="a picture still for the source's freeze_s counts as no frame"
+    )
+    freeze_noise_db: float = Field(
+        -60.0,
+        ge=-100.0,
+        le=0.0,
+        description="a region is still while its mean absolute luma difference from the start of the "
+        "still run is at most this, relative to full scale (freezedetect's n)",
+    )
+    freeze_live_area: float = Field(
+        0.125,
+        ge=0.0,
+        lt=1.0,
+        description="a picture is still while at most this share of its regions changes (an on-screen "
+        "clock); 0 = every region must be still",
+    )
     black_luma: int = Field(24, ge=0, le=64, description="mean luma at or below this is black (0: off)")
     holdoff_s: float = Field(5.0, ge=0.0, le=600.0, description="main healthy this long before returning")
     replay_s: float = Field(
         0.25, ge=0.0, le=2.0, description="backup frames kept so a switch replays the moments the main lost"
     )
+    main: SourceFailover = SourceFailover()
+    backup: SourceFailover = SourceFailover()
+
+    def source(self, role: str) -> SourceFailover:
+        """The per-source settings of ``role`` (main, backup); the defaults for any other."""
+        found = getattr(self, role, None) if role in ("main", "backup") else None
+        return found if isinstance(found, SourceFailover) else SourceFailover()
 
 
 class RenditionConfig(Strict):

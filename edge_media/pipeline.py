@@ -1,7 +1,7 @@
 """capture -> selector -> encoders -> outputs, on one thread per pipeline.
 
 The capture threads of the sources wake the pipeline thread as frames arrive; it inspects each frame
-(black/frozen), lets the selector decide, encodes what the selector hands out with every rendition
+(black/frozen), reads each source's health (a device reported lost counts at once), lets the selector decide, encodes what the selector hands out with every rendition
 that has an output attached, and gives the packets to the outputs (segment recorder, live push).
 Timing comes from the frames' capture times end to end.
 
@@ -23,6 +23,7 @@ from edge_media.config import MediaConfig
 from edge_media.encoder import EncodedPacket, Encoder
 from edge_media.selector import Selected, Selector, inspect_frame
 from edge_media.slate import slate_frame
+from kiosk_core.health import HealthStatus
 
 log = logging.getLogger("kiosk.media.pipeline")
 Emit = Callable[[str, dict[str, Any]], None]
@@ -174,10 +175,15 @@ class Pipeline:
                     return
                 for role, src in self.sources.items():
                     for cf in src.drain():
-                        luma, signature = inspect_frame(cf.frame)
                         self.selector.offer(
-                            role, cf.frame, cf.t_capture, cf.t_arrival, luma=luma, signature=signature
+                            role, cf.frame, cf.t_capture, cf.t_arrival, sample=inspect_frame(cf.frame)
                         )
+                    # after the drain: a device the capture layer reports lost (gone, EIO) is
+                    # unhealthy now, without waiting out the silence window
+                    health = src.health()
+                    self.selector.report_health(
+                        role, health.status is HealthStatus.OK, health.reason, time.monotonic()
+                    )
                 for sel in self.selector.poll(time.monotonic()):
                     self._encode(sel)
                 if self.audio is not None:

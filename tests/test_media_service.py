@@ -174,7 +174,8 @@ async def test_sim_unplug_main_fails_over_with_an_event(media) -> None:
 
     await bench.wait_for(lambda: bool(to_backup()))
     failover = to_backup()[0]
-    assert failover["from"] == "main" and failover["reason"] == "main silent"
+    # the capture layer reports the device gone: no waiting out the silence window
+    assert failover["from"] == "main" and failover["reason"].startswith("main lost: "), failover
     assert failover["gap_ms"] <= 100  # the budget; ~one frame interval on an idle machine
     await bench.wait_for(lambda: bench.state["sources"]["main"]["health"]["status"] == "missing")
     await bench.call("sim", {"action": "replug", "source": "main"})
