@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def probe(path: Path) -> float | None:
             "error",
             "-count_packets",
             "-show_entries",
-            "format=duration:stream=nb_read_packets",
+            "format=duration,start_time:stream=nb_read_packets",
             "-of",
             "json",
             str(path),
@@ -61,12 +62,21 @@ def probe(path: Path) -> float | None:
         text=True,
         timeout=30,
     )
+    if out.returncode != 0 and "moov atom not found" in out.stderr and b"moof" not in path.read_bytes():
+        # fMP4 segments write their moov with the first fragment (delay_moov, so they keep the
+        # pipeline's timeline): killed before it, a file holds its ftyp and nothing else.
+        return 0.0
     if out.returncode != 0 or out.stderr.strip():
+        if os.environ.get("KILLTEST_VERBOSE"):
+            print(f"  {path.name}: ffprobe rc {out.returncode}: {out.stderr.strip()[:300]}", flush=True)
         return None
     info = json.loads(out.stdout)
     if int(info["streams"][0].get("nb_read_packets", 0)) == 0:
         return 0.0
-    return float(info["format"]["duration"])
+    # Segments keep the pipeline's timeline (they need not start at 0): the video in the file is its
+    # duration less its start time.
+    fmt = info["format"]
+    return float(fmt["duration"]) - float(fmt.get("start_time", 0.0))
 
 
 def one_run(tmp: Path, container: str, rng: random.Random) -> tuple[float, int, int, int]:
