@@ -239,24 +239,12 @@ def test_record_refuses_a_hostile_audio_option(tmp_path: Path) -> None:
 async def test_the_media_process_records_sessions_with_the_configured_microphone(
     tmp_path: Path, bus_broker
 ) -> None:
-    from appliance import config as config_mod
-    from edge_media.service import MediaService
-    from tests.conftest import write_config
-    from tests.test_media_service import MEDIA, Bench
+    from tests.test_media_service import MEDIA, running_media
 
-    path = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=1,
-        data_dir=tmp_path / "data",
-        extra=MEDIA + f'[media.audio]\nsource = "{SINE}"\n',
-    )
-    service = MediaService(config_mod.load(path))
-    await service.start()
-    bench = Bench(bus_broker.port)
-    await bench.bus.start()
-    try:
-        await bench.wait_for(lambda: bench.state.get("audio", {}).get("health", {}).get("status") == "ok")
+    async with running_media(tmp_path, bus_broker.port, MEDIA + f'[media.audio]\nsource = "{SINE}"\n') as (
+        service,
+        bench,
+    ):
         await bench.call("record_start", {"session_id": "s-audio"})
         await asyncio.sleep(2.2)
         stopped = await bench.call("record_stop")
@@ -273,6 +261,3 @@ async def test_the_media_process_records_sessions_with_the_configured_microphone
             s["codec_type"]: s["codec_name"] for s in await asyncio.to_thread(streams, Path(exported["path"]))
         }
         assert kinds == {"video": "h264", "audio": "aac"}  # the session export keeps the sound
-    finally:
-        await bench.bus.stop()
-        await service.stop()

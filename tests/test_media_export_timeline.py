@@ -9,8 +9,6 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.conftest import write_config
-
 FPS = 30
 RATE = 48000
 AAC_FRAME_S = 1024 / RATE
@@ -44,30 +42,14 @@ def decode_export(path: Path) -> tuple[list[float], int, float]:
 async def test_an_export_of_several_segments_has_no_hole_and_all_its_sound(
     tmp_path: Path, bus_broker, container: str
 ) -> None:
-    from appliance import config as config_mod
-    from edge_media.service import MediaService
-    from tests.test_media_service import Bench
+    from tests.test_media_service import running_media
 
-    path = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=1,
-        data_dir=tmp_path / "data",
-        extra=SOURCES + f'[media.recording]\nsegment_s = 1.5\ncontainer = "{container}"\nmin_free_mb = 1\n',
-    )
-    service = MediaService(config_mod.load(path))
-    await service.start()
-    bench = Bench(bus_broker.port)
-    await bench.bus.start()
-    try:
-        await bench.wait_for(lambda: bench.state.get("audio", {}).get("health", {}).get("status") == "ok")
+    extra = SOURCES + f'[media.recording]\nsegment_s = 1.5\ncontainer = "{container}"\nmin_free_mb = 1\n'
+    async with running_media(tmp_path, bus_broker.port, extra) as (_, bench):
         await bench.call("record_start", {"session_id": "s-whole"})
         await asyncio.sleep(6.5)
         stopped = await bench.call("record_stop")
         exported = await bench.call("export", {"session_id": "s-whole"}, timeout_s=30)
-    finally:
-        await bench.bus.stop()
-        await service.stop()
     assert stopped["segments"] >= 4 and stopped["errors"] == 0 and stopped["unindexed"] == []
     assert exported["segments"] == stopped["segments"]
     assert exported["complete"] is True and exported["missing"] == []

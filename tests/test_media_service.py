@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,27 @@ class Bench:
             if loop.time() > deadline:
                 raise AssertionError("condition not met in time")
             await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_media(
+    tmp_path: Path, bus_port: int, extra: str
+) -> AsyncIterator[tuple[MediaService, Bench]]:
+    """The media process (in this loop) on a config with ``extra``, and a bench on its bus, once the
+    microphone or its stand-in is healthy."""
+    path = write_config(
+        tmp_path / "kiosk.toml", bus_port=bus_port, fleet_port=1, data_dir=tmp_path / "data", extra=extra
+    )
+    service = MediaService(config_mod.load(path))
+    await service.start()
+    bench = Bench(bus_port)
+    await bench.bus.start()
+    try:
+        await bench.wait_for(lambda: bench.state.get("audio", {}).get("health", {}).get("status") == "ok")
+        yield service, bench
+    finally:
+        await bench.bus.stop()
+        await service.stop()
 
 
 class Ctx:
