@@ -523,54 +523,70 @@ async def test_start_twice_is_an_error_and_stop_is_idempotent(camera: Camera) ->
         push.start(av.AudioResampler())  # not a video stream
 
 
-class TsCollector:
-    """A loopback TCP receiver that keeps every connection's bytes in its own file."""
+class Ingest:
+    """A TCP MPEG-TS ingest on one fixed port that can go away (listener and connection closed)
+    and come back. Each connection's bytes go to their own file."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
+        self.port = free_port()
         self.files: list[Path] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.listening_at: float | None = None  # monotonic: listen() returned
+        self.first_byte_at: list[float] = []  # monotonic, per connection
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        return f"tcp://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            path = self.workdir / f"connection-{len(self.files)}.ts"
-            self.files.append(path)
-            conn.settimeout(0.1)
-            with conn, open(path, "wb") as f:
-                while not self.stop.is_set():
-                    try:
-                        data = conn.recv(65536)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    f.write(data)
+    def start(self) -> None:
+        self._stop.clear()
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: same port again
+        listener.settimeout(0.05)
+        self.listening_at = time.monotonic()
+        self._thread = threading.Thread(target=self._serve, args=(listener,), daemon=True)
+        self._thread.start()
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.listener.close()
+    def stop(self) -> None:
+        """The ingest goes away: no more listening, the open connection is dropped."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            assert not self._thread.is_alive()
+            self._thread = None
+
+    def _serve(self, listener: socket.socket) -> None:
+        with listener:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                path = self.workdir / f"connection-{len(self.files)}.ts"
+                self.files.append(path)
+                conn.settimeout(0.05)
+                with conn, open(path, "wb") as f:
+                    while not self._stop.is_set():
+                        try:
+                            data = conn.recv(65536)
+                        except TimeoutError:
+                            continue
+                        except OSError:
+                            break
+                        if not data:
+                            break
+                        if len(self.first_byte_at) < len(self.files):
+                            self.first_byte_at.append(time.monotonic())
+                        f.write(data)
 
 
 @pytest.mark.timeout(30)
 async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(
     tmp_path: Path, camera: Camera
 ) -> None:
-    collector = TsCollector(tmp_path)
+    collector = Ingest(tmp_path)
+    collector.start()
     events = Events()
     push = LivePush(collector.url, emit=events, on_adapt=lambda s: None, **FAST_RETRY)
     push.start(camera.encoder)
@@ -585,7 +601,7 @@ async def test_a_new_resolution_from_the_encoder_reconnects_with_the_new_stream(
     finally:
         push.stop()
         smaller.close()
-        collector.close()
+        collector.stop()
     assert stats["connects"] == 2 and not events.of("media.push.lost")
     assert decoded_frames(collector.files[0])[1] == (320, 240)
     frames, size = decoded_frames(collector.files[1])

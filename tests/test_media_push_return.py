@@ -7,77 +7,16 @@ stamps the moment it listens again and the moment the first byte of the new conn
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import av
 import pytest
 
 from edge_media.push import LivePush
-from tests.test_media_push import Camera, Events, feed, feed_until, free_port
+from tests.test_media_push import Camera, Events, Ingest, feed, feed_until
 
 OUTAGE_S = 15.0
 RETURN_BUDGET_S = 2.0
-
-
-class Ingest:
-    """A TCP MPEG-TS ingest on one fixed port that can go away (listener and connection closed)
-    and come back. Each connection's bytes go to their own file."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.files: list[Path] = []
-        self.listening_at: float | None = None  # monotonic: listen() returned
-        self.first_byte_at: list[float] = []  # monotonic, per connection
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._stop.clear()
-        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: same port again
-        listener.settimeout(0.05)
-        self.listening_at = time.monotonic()
-        self._thread = threading.Thread(target=self._serve, args=(listener,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """The ingest goes away: no more listening, the open connection is dropped."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            assert not self._thread.is_alive()
-            self._thread = None
-
-    def _serve(self, listener: socket.socket) -> None:
-        with listener:
-            while not self._stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                path = self.workdir / f"connection-{len(self.files)}.ts"
-                self.files.append(path)
-                conn.settimeout(0.05)
-                with conn, open(path, "wb") as f:
-                    while not self._stop.is_set():
-                        try:
-                            data = conn.recv(65536)
-                        except TimeoutError:
-                            continue
-                        except OSError:
-                            break
-                        if not data:
-                            break
-                        if len(self.first_byte_at) < len(self.files):
-                            self.first_byte_at.append(time.monotonic())
-                        f.write(data)
 
 
 def decoded(path: Path) -> tuple[int, tuple[int, int]]:
