@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +43,25 @@ def central_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(workdir=tmp_path / "central-broker", name="central")
     with broker:
         yield broker
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: int | str) -> Iterator[Path]:
+    """A real small filesystem (tmpfs, ``size`` bytes or "12m") mounted at ``mount`` for the test,
+    unmounted afterwards; the test is skipped where mounting is not allowed (not root)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False, timeout=10)
 
 
 REGION = ["33", "3308", "330803", "330803100", "330803100201"]

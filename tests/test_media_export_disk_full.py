@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_media.segments import parse_stamp, recover_orphans, repair_segment
-from tests.conftest import write_config
+from tests.conftest import tmpfs, write_config
 
 SOURCES = """
 [media.sources]
@@ -37,17 +36,8 @@ state_interval_s = 0.3
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True, timeout=10
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], timeout=10, check=False)
+    with tmpfs(tmp_path / "small", "12m") as mount:
+        yield mount
 
 
 def fill(path: Path) -> None:

@@ -32,6 +32,7 @@ from edge_media.recordings import (
     SegmentMissing,
     UnknownSession,
 )
+from tests.conftest import tmpfs
 
 FPS = 25
 T0 = 1_700_000_000.0  # wall-clock start of the first test segment
@@ -477,17 +478,8 @@ async def test_has_room_wakes_the_sweeper_at_once(index: RecordingIndex, tmp_pat
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, timeout=10
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], timeout=10, check=False)
+    with tmpfs(tmp_path / "small", "2m") as mount:
+        yield mount
 
 
 async def test_a_full_disk_is_an_error_or_an_event_never_a_crash(small_fs: Path, ts_segments) -> None:
