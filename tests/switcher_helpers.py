@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from drivers.switcher.config import SwitcherConfig
+from drivers.switcher.driver import Switcher
 from drivers.switcher.simulator import SwitcherSimulator
+from kiosk_core.health import HealthStatus
 
 
 async def listen(
@@ -27,3 +30,11 @@ async def listen(
         return SwitcherConfig(backend="tcp", host=host, port=port, **common)
     path = await sim.start_pty(tmp_path / "ttySWITCH")
     return SwitcherConfig(backend="serial", port=path, baudrate=9600, **common)
+
+
+async def until_ok(switcher: Switcher, tries: int = 400) -> None:
+    """Give a starting driver up to ``tries`` × 5 ms to report ``ok`` (the test's checks say if not)."""
+    for _ in range(tries):
+        if switcher.health().status is HealthStatus.OK:
+            return
+        await asyncio.sleep(0.005)

@@ -9,6 +9,7 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from switcher_helpers import until_ok
 
 from drivers.switcher.config import SwitcherConfig
 from drivers.switcher.driver import Switcher
@@ -16,7 +17,6 @@ from drivers.switcher.errors import SwitcherError
 from drivers.switcher.protocol import Layer
 from drivers.switcher.simulator import SwitcherSimulator
 from kiosk_core.errors import CommandError
-from kiosk_core.health import HealthStatus
 from tests.test_switcher_protocols import REPLY
 
 FAST = dict(
@@ -42,10 +42,7 @@ def test_the_driver_survives_any_reply_bytes(protocol, replies, input_, output):
         switcher = Switcher(SwitcherConfig(backend="tcp", protocol=protocol, host=host, port=port, **FAST))
         try:
             await switcher.start(_noop)
-            for _ in range(200):
-                if switcher.health().status is HealthStatus.OK:
-                    break
-                await asyncio.sleep(0.005)
+            await until_ok(switcher, 200)
             for raw in replies:
                 sim.inject("raw", raw=raw)
             started = time.monotonic()
@@ -168,10 +165,7 @@ def test_variant_reply_forms_end_typed_and_the_read_loop_keeps_going(rig, replie
         switcher = Switcher(cfg)
         try:
             await switcher.start(_noop)
-            for _ in range(400):
-                if switcher.health().status is HealthStatus.OK:
-                    break
-                await asyncio.sleep(0.005)
+            await until_ok(switcher, 400)
             for raw in replies:
                 sim.inject("raw", raw=raw)
             try:
@@ -208,10 +202,7 @@ def test_notices_between_every_command_and_answer_never_cost_an_attempt(rig, rou
         switcher = Switcher(cfg)
         try:
             await switcher.start(_noop)
-            for _ in range(400):
-                if switcher.health().status is HealthStatus.OK:
-                    break
-                await asyncio.sleep(0.005)
+            await until_ok(switcher, 400)
             sim.inject("notice", times=None)
             for input_, output in routes:
                 assert (await switcher.route(input_, output))["attempts"] == 1
