@@ -134,7 +134,13 @@ class KioskApp(App[None]):
             self.state_seen_at = None
         await self.render_states()
 
+    @property
+    def _shutting_down(self) -> bool:
+        return not self.screen_stack or not self.is_running or self._closing
+
     async def _check_fresh(self) -> None:
+        if self._shutting_down:
+            return  # the timer fired while the app is being torn down
         reason = self.unavailable_reason()
         screen = self.screen
         if isinstance(screen, UnavailableScreen):
@@ -172,8 +178,8 @@ class KioskApp(App[None]):
 
     async def render_states(self) -> None:
         """Show the screen the current states call for (switching only if it is another screen)."""
-        if not self.screen_stack or not self.is_running or self._closing:
-            return  # shutting down: a late state must not touch a screen stack being torn down
+        if self._shutting_down:
+            return  # a late state must not touch a screen stack being torn down
         reason = self.unavailable_reason()
         session = self.states.get(router.SESSION) or {}
         screen_cls = UnavailableScreen if reason else router.SCREENS[router.screen_of(session)]
