@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_media.segments import parse_stamp, recover_orphans, repair_segment
-from tests.conftest import tmpfs, write_config
+from tests.conftest import tmpfs
 
 SOURCES = """
 [media.sources]
@@ -51,27 +51,20 @@ def fill(path: Path) -> None:
 async def test_a_disk_full_mid_segment_loses_nothing_closed_and_the_export_says_what_is_missing(
     small_fs: Path, bus_broker
 ) -> None:
-    from appliance import config as config_mod
-    from edge_media.service import MediaService
-    from tests.test_media_service import Bench
+    from tests.test_media_service import running_media
 
-    path = write_config(
-        small_fs.parent / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=1,
-        data_dir=small_fs / "data",
-        extra=SOURCES,
-    )
-    service = MediaService(config_mod.load(path))
-    await service.start()
-    bench = Bench(bus_broker.port)
-    await bench.bus.start()
     filler = small_fs / "filler"
+    data_dir = small_fs / "data"
+    async with running_media(
+        small_fs.parent, bus_broker.port, SOURCES, data_dir=data_dir, wait_audio=False
+    ) as (
+        _,
+        bench,
+    ):
 
-    def seen(kind: str) -> list[dict]:
-        return [e["data"] for e in bench.events if e["type"] == kind]
+        def seen(kind: str) -> list[dict]:
+            return [e["data"] for e in bench.events if e["type"] == kind]
 
-    try:
         await bench.call("record_start", {"session_id": "s-full"})
         await bench.wait_for(lambda: (bench.state.get("recording") or {}).get("segments", 0) >= 1, 5)
         await asyncio.to_thread(fill, filler)  # the disk is full in the middle of segment 2 or so
@@ -82,9 +75,6 @@ async def test_a_disk_full_mid_segment_loses_nothing_closed_and_the_export_says_
         await asyncio.sleep(2.5)
         stopped = await bench.call("record_stop")
         exported = await bench.call("export", {"session_id": "s-full"}, timeout_s=30)
-    finally:
-        await bench.bus.stop()
-        await service.stop()
 
     files = sorted(p for p in (small_fs / "data" / "recordings" / "s-full").iterdir() if parse_stamp(p.name))
     assert len(files) >= 3 and stopped["segments"] == len(files)

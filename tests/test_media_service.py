@@ -86,19 +86,25 @@ class Bench:
 
 @contextlib.asynccontextmanager
 async def running_media(
-    tmp_path: Path, bus_port: int, extra: str
+    tmp_path: Path, bus_port: int, extra: str, *, data_dir: Path | None = None, wait_audio: bool = True
 ) -> AsyncIterator[tuple[MediaService, Bench]]:
-    """The media process (in this loop) on a config with ``extra``, and a bench on its bus, once the
+    """The media process (in this loop) on a config with ``extra`` (written in ``tmp_path``, data in
+    ``data_dir`` or ``tmp_path/data``), and a bench on its bus; with ``wait_audio``, once the
     microphone or its stand-in is healthy."""
     path = write_config(
-        tmp_path / "kiosk.toml", bus_port=bus_port, fleet_port=1, data_dir=tmp_path / "data", extra=extra
+        tmp_path / "kiosk.toml",
+        bus_port=bus_port,
+        fleet_port=1,
+        data_dir=data_dir or tmp_path / "data",
+        extra=extra,
     )
     service = MediaService(config_mod.load(path))
     await service.start()
     bench = Bench(bus_port)
     await bench.bus.start()
     try:
-        await bench.wait_for(lambda: bench.state.get("audio", {}).get("health", {}).get("status") == "ok")
+        if wait_audio:
+            await bench.wait_for(lambda: bench.state.get("audio", {}).get("health", {}).get("status") == "ok")
         yield service, bench
     finally:
         await bench.bus.stop()
@@ -121,20 +127,8 @@ class Ctx:
 
 @pytest.fixture
 async def media(tmp_path: Path, bus_broker: Mosquitto):
-    path = write_config(
-        tmp_path / "kiosk.toml",
-        bus_port=bus_broker.port,
-        fleet_port=1,
-        data_dir=tmp_path / "data",
-        extra=MEDIA,
-    )
-    service = MediaService(config_mod.load(path))
-    await service.start()
-    bench = Bench(bus_broker.port)
-    await bench.bus.start()
-    yield service, bench
-    await bench.bus.stop()
-    await service.stop()
+    async with running_media(tmp_path, bus_broker.port, MEDIA, wait_audio=False) as pair:
+        yield pair
 
 
 @pytest.mark.timeout(60)
