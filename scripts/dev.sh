@@ -21,6 +21,13 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # pyusb's backend for USB card readers (backend = "usb"); Raspberry Pi OS ships it, minbase does not.
 compgen -G "/usr/lib/*/libusb-1.0.so.0" >/dev/null || compgen -G "/lib/*/libusb-1.0.so.0" >/dev/null || need_apt+=(libusb-1.0-0)
+# The video call's tests and demo: Janus as the county's media server (VideoRoom), its JS library for the
+# reference clerk page, Chromium as the clerk's browser, iproute2 (ip netns, veth, tc netem) for the
+# test's own network namespaces and the poor village link.
+[ -x /usr/bin/janus ] || need_apt+=(janus)
+[ -f /usr/share/javascript/janus-gateway/janus.js ] || need_apt+=(libjs-janus-gateway)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+{ command -v ip && command -v tc; } >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || need_apt+=(iproute2)
 # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
