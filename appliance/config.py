@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from appliance.session.config import SessionConfig
 from drivers.config import DriversConfig
+from edge_media.config import CallTarget as CallTarget  # the session's call.accepted validates it
 from edge_media.config import MediaConfig, build_problems
 from kiosk_core import config as core
 from kiosk_core.config import (

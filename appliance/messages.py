@@ -373,8 +373,41 @@ class PresenceCleared(WireModel):
     present_s: float | None
 
 
+class CallCounters(WireModel):
+    video_frames: int = Field(ge=0)
+    audio_ms: int = Field(ge=0)
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+
+
+class CallSent(WireModel):
+    tracks: list[Literal["room", "doccam", "mic"]]
+    bitrate_kbps: int = Field(ge=0)
+
+
+class CallChanged(WireModel):
+    """``call.connected``, ``call.reconnecting``, ``call.reconnected``, ``call.audio_only``,
+    ``call.failed`` (from kiosk-media): the call's media with the clerk changed state."""
+
+    session_id: str
+    reason: str | None = Field(description="what went wrong (technical English); null when all is well")
+    setup_ms: int = absent(ge=0, description="call.connected: accepted -> media flowing")
+    reconnects: int = absent(ge=0, description="call.reconnected: reconnections so far in this call")
+
+
+class CallEnded(WireModel):
+    session_id: str
+    reason: str
+    duration_s: float = Field(ge=0)
+    reconnects: int = Field(ge=0)
+    rx: CallCounters
+    tx: CallSent
+
+
+CALL_EVENTS = ("call.connected", "call.reconnecting", "call.reconnected", "call.audio_only", "call.failed")
+
 # The data of every event type the appliance and its drivers emit. Other types (the session's funnel,
-# kiosk-media's, the UI's, any local producer's) carry an open JSON object.
+# kiosk-media's other events, the UI's, any local producer's) carry an open JSON object.
 EVENT_DATA: dict[str, type[BaseModel]] = {
     "device.started": DeviceStarted,
     "device.stopping": DeviceStopping,
@@ -397,6 +430,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "button.help.held": HelpHeld,
     "presence.detected": PresenceDetected,
     "presence.cleared": PresenceCleared,
+    **dict.fromkeys(CALL_EVENTS, CallChanged),
+    "call.ended": CallEnded,
 }
 
 

@@ -199,12 +199,21 @@ class AudioEncoder:
         except av.FFmpegError as exc:
             raise AudioError(f"cannot open the AAC encoder: {exc}") from None
         self._ctx, self.template = ctx, stream
-        self._resampler = av.AudioResampler(
-            format="fltp", layout=layout, rate=cfg.sample_rate, frame_size=ctx.frame_size or 1024
-        )
+        self._layout = layout
+        self._resampler = self._new_resampler()
+        # The input's (format, layout, rate): the call's audio processor hands s16 mono 48 kHz while a
+        # call runs, the microphone its own format otherwise; a change gets a fresh resampler.
+        self._input: tuple[str, str, int] | None = None
         self._next_pts: int | None = None  # of the next sample the resampler hands out
         self.frames = 0
         self.packets = 0
+
+    def _new_resampler(self) -> av.AudioResampler:
+        import av
+
+        return av.AudioResampler(
+            format="fltp", layout=self._layout, rate=self.sample_rate, frame_size=self._ctx.frame_size or 1024
+        )
 
     @property
     def extradata(self) -> bytes | None:
@@ -217,6 +226,10 @@ class AudioEncoder:
         if self._next_pts is None or captured_pts - self._next_pts > RESYNC_S * self.sample_rate:
             self._next_pts = max(captured_pts, self._next_pts or 0)
         block.frame.pts = None  # numbered here, on the pipeline's timeline
+        kind = (block.frame.format.name, block.frame.layout.name, block.frame.sample_rate)
+        if self._input is not None and kind != self._input:
+            self._resampler = self._new_resampler()  # loses at most one AAC frame's worth of samples
+        self._input = kind
         out: list[EncodedAudio] = []
         try:
             for frame in self._resampler.resample(block.frame):

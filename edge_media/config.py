@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -251,6 +251,168 @@ class AudioConfig(Strict):
         )
 
 
+class CallConfig(Strict):
+    """``[media.call]``: the video call with the clerk (edge_media/call/, docs/media.md "The call")."""
+
+    allow_plain_loopback: bool = Field(
+        False,
+        description="accept ws:// and http:// media servers on a loopback address (tests, the demo); "
+        "otherwise the platform's media server must be wss:// or https://",
+    )
+    size: str = Field("640x360", description="room video sent to the clerk at full quality")
+    fps: float = Field(15.0, ge=1.0, le=30.0)
+    doccam_size: str = Field("640x480", description="the document camera's live picture sent to the clerk")
+    doccam_fps: float = Field(5.0, ge=1.0, le=30.0)
+    min_video_kbps: int = Field(
+        120, ge=30, le=5000, description="below this uplink estimate the call goes on as audio only"
+    )
+    reconnect_base_s: float = Field(0.25, ge=0.05, le=10.0)
+    reconnect_cap_s: float = Field(
+        1.0, ge=0.1, le=30.0, description="retry at least this often, so a returning link is used at once"
+    )
+    media_timeout_s: float = Field(
+        2.5, ge=0.5, le=30.0, description="no packet from the server this long -> reconnect"
+    )
+    text_fallback_s: float = Field(
+        20.0, ge=1.0, le=600.0, description="no media this long -> the call goes on as text (and says so)"
+    )
+    display: Literal["preview", "command"] = Field(
+        "preview",
+        description="preview: the clerk only in the UI's preview (tests, the demo); command: raw frames "
+        "to display_command (the room TV through the second HDMI output, e.g. mpv on KMS)",
+    )
+    display_command: list[str] = Field(
+        default_factory=lambda: [
+            "mpv",
+            "--no-config",
+            "--really-quiet",
+            "--fs",
+            "--vo=drm",
+            "--drm-connector=HDMI-A-2",
+            "--demuxer=rawvideo",
+            "--demuxer-rawvideo-w={w}",
+            "--demuxer-rawvideo-h={h}",
+            "--demuxer-rawvideo-mp-format=yuv420p",
+            "--demuxer-rawvideo-fps={fps}",
+            "-",
+        ],  # fmt: skip
+        max_length=40,
+        description="with display = command: the program that shows raw yuv420p frames read from stdin",
+    )
+    speaker: str = Field(
+        "",
+        description="alsa:<device> (e.g. alsa:default) for the clerk's voice; empty = not played (tests, "
+        "the demo without sound)",
+    )
+    echo_cancel: bool = Field(True, description="cancel the speaker's echo in the microphone's signal")
+    echo_tail_ms: int = Field(200, ge=40, le=1000)
+
+    @field_validator("size", "doccam_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @field_validator("speaker")
+    @classmethod
+    def _speaker(cls, v: str) -> str:
+        if v == "" or re.match(r"^alsa:[A-Za-z0-9_:,=.-]{1,100}$", v):
+            return v
+        raise ValueError(f"speaker {v!r} must be alsa:<device> (e.g. alsa:default, alsa:hw:0,0) or empty")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> CallConfig:
+        if self.reconnect_cap_s < self.reconnect_base_s:
+            raise ValueError("reconnect_cap_s must be at least reconnect_base_s")
+        return self
+
+
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+TURN_URL = re.compile(r"^(stun|stuns|turn|turns):[A-Za-z0-9.\-\[\]:]{1,300}(\?transport=(udp|tcp))?$")
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class IceServer(Strict):
+    urls: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=8)
+    username: Annotated[str, Field(max_length=256)] | None = None
+    credential: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_url(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v  # WebRTC's RTCIceServer allows one string too
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not TURN_URL.match(url):
+                raise ValueError(f"{url[:80]!r} is not a stun:, stuns:, turn: or turns: URL")
+        return v
+
+
+class CallTarget(Strict):
+    """Where the call's media goes: the ``media`` object of ``session.call.accepted`` (docs/mqtt.md).
+
+    ``check_url()`` applies the kiosk's policy: TLS (``wss://``, ``https://``) only, unless
+    ``[media.call] allow_plain_loopback`` allows ``ws://``/``http://`` to a loopback address. An empty
+    ``ice_servers`` means no STUN and no TURN at all, never a public default.
+    """
+
+    kind: Literal["janus-videoroom"]
+    url: str = Field(max_length=500)
+    room: int = Field(ge=1, le=2**53 - 1)
+    token: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    pin: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    display: str = Field(min_length=1, max_length=64, pattern=r"^[\w.:@-]+$")
+    ice_servers: list[IceServer] = Field(default_factory=list, max_length=8)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"url {v[:80]!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("wss", "https", "ws", "http") or not host:
+            raise ValueError(f"url must be wss://, https:// (or ws://, http:// on loopback), not {v[:80]!r}")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry credentials (use token)")
+        return v
+
+    def check_url(self, allow_plain_loopback: bool) -> None:
+        """Raise ``ValueError`` if the kiosk may not connect to ``url`` under its policy."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.scheme in ("wss", "https"):
+            return
+        if not allow_plain_loopback:
+            raise ValueError(
+                f"url {redact_url(self.url)!r} is not TLS: the kiosk connects to media servers over wss:// "
+                "or https:// only ([media.call] allow_plain_loopback allows ws:// and http:// on loopback)"
+            )
+        if not is_loopback_host(parts.hostname or ""):
+            raise ValueError(
+                f"url {redact_url(self.url)!r}: plain ws:// or http:// is allowed on a loopback address only"
+            )
+
+
 class MediaConfig(Strict):
     sources: SourcesConfig = SourcesConfig()
     failover: FailoverConfig = FailoverConfig()
@@ -258,6 +420,7 @@ class MediaConfig(Strict):
     recording: RecordingConfig = RecordingConfig()
     push: PushConfig = PushConfig()
     audio: AudioConfig = AudioConfig()
+    call: CallConfig = CallConfig()
     watchdog_stall_s: float = Field(
         1.0, ge=0.2, le=10.0, description="no frame through the pipeline this long -> restart it"
     )

@@ -93,6 +93,11 @@ class Pipeline:
         self.frames_out = 0
         self.failed: str = ""
         self._out_times: list[float] = []
+        # The call (edge_media/call/): the selected picture of every output frame goes to these taps
+        # (after failover, so the call follows it), and each microphone block passes through the
+        # audio processor (echo canceller, uplink, the clerk's voice mixed in) before it is encoded.
+        self.frame_taps: list[Callable[[Any, float], None]] = []
+        self.audio_processor: Callable[[Any], Any] | None = None
 
     # --- outputs ---------------------------------------------------------------------------------
 
@@ -194,6 +199,11 @@ class Pipeline:
             log.exception("%s failed", self.name)
 
     def _encode(self, sel: Selected) -> None:
+        for tap in self.frame_taps:
+            try:
+                tap(sel.frame if sel.frame is not None else slate_frame(*self._tap_size()), sel.t_capture)
+            except Exception:  # noqa: BLE001 - the call must not stop the recording
+                log.exception("%s: frame tap failed", self.name)
         for name, enc in self.encoders.items():
             outs = self._outputs[name]
             if not outs:
@@ -208,6 +218,10 @@ class Pipeline:
         if len(self._out_times) > 64:
             del self._out_times[:32]
 
+    def _tap_size(self) -> tuple[int, int]:
+        enc = next(iter(self.encoders.values()))
+        return enc.width, enc.height
+
     def _deliver(self, name: str, enc: Encoder, ep: EncodedPacket) -> None:
         for out in self._outputs[name]:
             try:
@@ -217,6 +231,12 @@ class Pipeline:
 
     def _encode_audio(self) -> None:
         for block in self.audio.drain():
+            processor = self.audio_processor
+            if processor is not None:
+                try:
+                    block = processor(block)
+                except Exception:  # noqa: BLE001 - the recording keeps the raw microphone then
+                    log.exception("%s: audio processor failed", self.name)
             try:
                 packets = self.audio_encoder.encode(block)
             except Exception as exc:  # noqa: BLE001 - a bad audio block must not stop the video

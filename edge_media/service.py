@@ -13,6 +13,8 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s, complete, missing, unindexed}`` |
 | ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
 | ``sim`` | ``action`` (unplug, replug, freeze, black, drop, stall, clear), ``source`` | ``{source, fault}`` |
+| ``call_start`` | ``session_id``, ``media`` (the ``CallTarget`` of ``session.call.accepted``) | the ``call`` state; 400 for a bad or disallowed ``media``; 409 while another session's call runs |
+| ``call_stop`` | ``session_id`` (optional) | ``{duration_s, reconnects, rx, tx}``; 409 if no call runs |
 
 Events go to the appliance in order with ``LocalBus.publish_event``, each retried until the appliance
 answers that it is stored; the retained
@@ -40,7 +42,7 @@ from drivers.camera.doccam import DocumentCamera, encode_jpeg
 from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
-from edge_media.config import MediaProcessConfig
+from edge_media.config import CallTarget, MediaProcessConfig
 from edge_media.pipeline import Pipeline
 from edge_media.push_transport import redact_url
 from edge_media.recording_errors import RecordingDiskFull
@@ -56,6 +58,7 @@ from kiosk_core.tasks import TaskSet
 log = logging.getLogger("kiosk.media")
 
 STATE_TOPIC = f"{STATE_PREFIX}/media"
+PREVIEW_TOPIC = "kiosk/local/media/call/preview"  # the clerk's picture, small, for the UI (not retained)
 EVENT_QUEUE = 1000
 RECORD_STOP_AUDIO_GRACE_S = 0.5  # the last segment waits this long for its audio (AAC lags the picture)
 SESSION_ID = re.compile(r"^[\w.:-]{1,128}$")
@@ -145,6 +148,8 @@ class MediaService:
         self.index: Any = None
         self.retention: Any = None
         self.watchdog: Watchdog | None = None
+        self.call: Any = None  # edge_media.call.session.CallSession while a call with the clerk runs
+        self._preview_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks = TaskSet("media", log)
         # Events from capture, pipeline and recorder threads wait here for the one sender task, in
@@ -229,8 +234,21 @@ class MediaService:
 
     def _new_pipeline(self) -> Pipeline:
         p = Pipeline(self.sources, self.mcfg, emit=self.emit_threadsafe, audio=self.audio)
+        if self.call is not None:  # a restarted pipeline keeps feeding the call
+            self._attach_call(p, self.call)
         p.start()
         return p
+
+    def _attach_call(self, p: Pipeline, call: Any) -> None:
+        p.frame_taps = [*p.frame_taps, call.room_tap]
+        if self.audio is not None:
+            p.audio_processor = call.process_audio
+
+    def _detach_call(self, p: Pipeline | None, call: Any) -> None:
+        if p is not None:
+            p.frame_taps = [t for t in p.frame_taps if t != call.room_tap]
+            if p.audio_processor == call.process_audio:
+                p.audio_processor = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -253,6 +271,8 @@ class MediaService:
                 "export": self.rpc_export,
                 "upload": self.rpc_upload,
                 "sim": self.rpc_sim,
+                "call_start": self.rpc_call_start,
+                "call_stop": self.rpc_call_stop,
             },
         )
         await self.bus.start()
@@ -351,6 +371,9 @@ class MediaService:
 
     async def stop(self) -> None:
         self.notifier.stopping()
+        if self.call is not None:
+            with contextlib.suppress(CommandError):
+                await self.rpc_call_stop({"reason": "media process stopping"})
         with contextlib.suppress(CommandError):
             await self.rpc_push_stop({})
         if self.recorder is not None:
@@ -435,6 +458,7 @@ class MediaService:
             "disk": self._disk,
             "watchdog_restarts": self.watchdog.restarts if self.watchdog else 0,
             **({"audio": self.audio.stats()} if self.audio is not None else {}),
+            "call": self.call.state() if self.call is not None else {"state": "off"},
         }
 
     def disk_usage(self) -> dict[str, Any]:
@@ -694,6 +718,74 @@ class MediaService:
         src.inject(action)
         await self.emit("media.sim", {"source": name, "action": action})
         return {"source": name, "fault": src.fault}
+
+    # --- the call with the clerk ----------------------------------------------------------------
+
+    async def rpc_call_start(self, params: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from edge_media.call.session import CallSession
+
+        sid = _session_id(params)
+        try:
+            target = CallTarget.model_validate(params.get("media"))
+            target.check_url(self.mcfg.call.allow_plain_loopback)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "media"
+            raise BadRequest(f"media.{where}: {first['msg']}", field=f"media.{where}") from None
+        except ValueError as exc:
+            raise BadRequest(f"media.url: {exc}", field="media.url") from None
+        if self.call is not None:
+            if self.call.session_id != sid:
+                raise Conflict(f"a call for session {self.call.session_id} is running")
+            await self.rpc_call_stop({"reason": "restarted"})  # the platform sent a new media object
+        call = CallSession(
+            sid,
+            target,
+            self.mcfg.call,
+            doccam=self.doccam,
+            has_mic=self.audio is not None,
+            emit=self._queue_event,
+            on_change=self.publish_state,
+            on_preview=self._publish_preview,
+        )
+        self.call = call
+        call.start()
+        if self.pipeline is not None:
+            self._attach_call(self.pipeline, call)
+        self.publish_state()
+        return call.state()
+
+    async def rpc_call_stop(self, params: dict[str, Any]) -> dict[str, Any]:
+        call = self.call
+        if call is None:
+            raise Conflict("no call is running")
+        sid = params.get("session_id")
+        if sid is not None and sid != call.session_id:
+            raise Conflict(f"the running call is session {call.session_id}, not {sid}")
+        self._detach_call(self.pipeline, call)
+        self.call = None
+        reason = params.get("reason")
+        summary = await call.stop(reason if isinstance(reason, str) else "ended")
+        self.publish_state()
+        return summary
+
+    def _publish_preview(self, w: int, h: int, rgb: bytes) -> None:
+        import base64
+
+        call = self.call
+        if call is None:
+            return
+        self._preview_seq += 1
+        payload = {
+            "session_id": call.session_id,
+            "w": w,
+            "h": h,
+            "rgb": base64.b64encode(rgb).decode("ascii"),
+            "seq": self._preview_seq,
+        }
+        self.bus.publish(PREVIEW_TOPIC, payload, qos=0)
 
 
 async def serve(cfg: MediaProcessConfig) -> int:

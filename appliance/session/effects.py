@@ -59,6 +59,21 @@ class WipeSession:
 
 
 @dataclass(frozen=True)
+class StartCall:
+    """Ask kiosk-media to carry the call's media (``media``: the platform's CallTarget)."""
+
+    session_id: str
+    media: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StopCall:
+    """The call with the clerk is over: kiosk-media hangs up."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
 class RunSelfTest:
     peripheral: str
 
@@ -75,6 +90,8 @@ Effect = (
     | DropCapture
     | DropDocument
     | WipeSession
+    | StartCall
+    | StopCall
     | RunSelfTest
     | RefreshTechnician
 )

@@ -25,7 +25,9 @@ from pydantic import Field
 
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
+from appliance.session.effects import StartCall, StopCall
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
+from appliance.session.flows import call as call_flow
 from appliance.session.flows.documents import DocumentGetParams
 from appliance.session.machine import (
     SESSION_ID,
@@ -47,13 +49,14 @@ from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
-from kiosk_core.localbus import INTENT_PREFIX, decode_json_object
+from kiosk_core.localbus import INTENT_PREFIX, STATE_PREFIX, decode_json_object
 from kiosk_core.tasks import TaskSet
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig
 
 STATE_NAME = "session"
+MEDIA_STATE_TOPIC = f"{STATE_PREFIX}/media"
 MAX_INTENT_BYTES = 4096
 SCHEMA_VERSION = 1
 CAPTURE_TIMEOUT_S = 15.0
@@ -121,6 +124,7 @@ class SessionService(Subsystem):
                 "session: the technician PIN is the factory default; set session.technician_pin_hash"
             )
         self.ctx.subscribe_local(f"{INTENT_PREFIX}/#", self._on_intent)
+        self.ctx.subscribe_local(MEDIA_STATE_TOPIC, self._on_media_state)
         self.ctx.listen("card.", self._on_peripheral)
         self.ctx.listen("presence.detected", self._on_peripheral)
         self.ctx.listen("button.help.held", self._on_peripheral)
@@ -343,6 +347,11 @@ class SessionService(Subsystem):
                     # Awaited here, so the wipe is over before the state topic says the session ended.
                     await off_loop(self._wipe, eff.session_id)
                     self._spawn(self._recording("record_stop", {}))
+                    self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
+                elif isinstance(eff, StartCall):
+                    self._spawn(self._call_start(eff))
+                elif isinstance(eff, StopCall):
+                    self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
                 elif isinstance(eff, RunSelfTest):
                     self._spawn(self._self_test(eff.peripheral))
                 elif isinstance(eff, RefreshTechnician):
@@ -358,6 +367,29 @@ class SessionService(Subsystem):
         except CommandError as exc:
             if exc.status != 409:  # 409: nothing recording / already recording — nothing to do
                 self.ctx.log.warning("session: media %s failed (%s): %s", method, exc.status, exc)
+
+    async def _call_start(self, eff: StartCall) -> None:
+        """Hand the call's media to kiosk-media; if it cannot take it, the call goes on as text and
+        the screen says so (the clerk's messages still arrive)."""
+        try:
+            await self.ctx.call_rpc(
+                "media", "call_start", {"session_id": eff.session_id, "media": eff.media}, timeout_s=5.0
+            )
+        except CommandError as exc:
+            self.ctx.log.warning("session: media call_start failed (%s): %s", exc.status, exc)
+            async with self._lock:
+                report = {"session_id": eff.session_id, "state": "failed", "reason": str(exc)}
+                if call_flow.media_reported(self.machine, report):
+                    self._publish()
+
+    def _on_media_state(self, topic: str, payload: bytes) -> None:
+        try:
+            state = decode_json_object(payload, f"state on {topic}") if payload else None
+        except ValueError:
+            return  # MediaControl logs unreadable media states
+        report = (state or {}).get("call")
+        if isinstance(report, dict) and call_flow.media_reported(self.machine, report):
+            self._publish()
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
@@ -529,6 +561,12 @@ class SessionService(Subsystem):
 
     def _machine_command(self, name: str) -> Callable[[Params], Awaitable[dict[str, Any]]]:
         async def handler(params: Params) -> dict[str, Any]:
+            media = getattr(params, "media", None) if name == "session.call.accepted" else None
+            if media is not None:  # the kiosk's policy: TLS only, unless plain loopback is allowed
+                try:
+                    media.check_url(self.ctx.config.media.call.allow_plain_loopback)
+                except ValueError as exc:
+                    raise BadRequest(f"media.url: {exc}", field="media.url") from None
             async with self._lock:
                 reply, effects = self.machine.command(name, params)
                 if effects or name != "session.status":

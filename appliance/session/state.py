@@ -96,6 +96,11 @@ class Call:
     clerk: dict[str, Any] | None = None
     connected_at: float | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # Where the call's media goes (the CallTarget of session.call.accepted, token and pin included):
+    # memory only, handed to kiosk-media, never in a state or an event. None: a text-only call.
+    media: dict[str, Any] | None = None
+    # kiosk-media's report on that media ({state, reason, clerk_video, mic, speaker}), for the screen.
+    media_state: dict[str, Any] | None = None
 
 
 @dataclass

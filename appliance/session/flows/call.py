@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from appliance.session.effects import DropCapture, Effect, Emit
+from appliance.config import CallTarget
+from appliance.session.effects import DropCapture, Effect, Emit, StartCall, StopCall
 from appliance.session.flows import (
     IntentHandler,
     LocalizedName,
@@ -63,10 +64,41 @@ def call_view(m: SessionMachine) -> dict[str, Any]:
     return {
         "item": item_view(s.item),
         "clerk": call.clerk,
+        "media": media_view(call),
         "messages": messages,
         "requested_documents": [d.as_view() for d in s.checklist if d.requested_by_clerk],
         "checklist": [d.as_view() for d in s.checklist],
     }
+
+
+MEDIA_STATES = ("connecting", "connected", "reconnecting", "audio_only", "failed")
+
+
+def media_view(call: Call) -> dict[str, Any] | None:
+    """``view.media`` of the call screen: null for a text-only call, else what kiosk-media reports."""
+    if call.media is None:
+        return None
+    got = call.media_state or {}
+    state = got.get("state")
+    return {
+        "state": state if state in MEDIA_STATES else "connecting",
+        "reason": got.get("reason") if isinstance(got.get("reason"), str) else None,
+        "clerk_video": got.get("clerk_video") is True,
+        "mic": got.get("mic") is True,
+        "speaker": got.get("speaker", True) is True,
+    }
+
+
+def media_reported(m: SessionMachine, report: dict[str, Any]) -> bool:
+    """kiosk-media's ``call`` state arrived: keep it for the screen; True if the screen changes."""
+    s = m.session
+    if s is None or s.call is None or s.call.media is None or report.get("session_id") != s.id:
+        return False
+    if report.get("state") == "off" or s.call.status != "connected":
+        return False
+    before = media_view(s.call)
+    s.call.media_state = {k: report.get(k) for k in ("state", "reason", "clerk_video", "mic", "speaker")}
+    return media_view(s.call) != before
 
 
 def call_offers(m: SessionMachine) -> Container[str]:
@@ -120,6 +152,8 @@ def leave_call(m: SessionMachine, s: Session, screen: Screen) -> list[Effect]:
         effects.append(DropCapture(s.id, s.capture.doc_id))
         s.capture = None
     if s.call is not None:
+        if s.call.media is not None and s.call.status == "connected":
+            effects.append(StopCall(s.id))
         s.call.status = "ended"
     m._go(screen)
     return effects
@@ -209,6 +243,8 @@ class Clerk(Params):
 
 class AcceptedParams(SessionParams):
     clerk: Clerk
+    # Where the call's media goes (docs/mqtt.md "The call's media"); absent or null: text only.
+    media: CallTarget | None = None
 
 
 def call_accepted(m: SessionMachine, params: AcceptedParams) -> tuple[dict[str, Any], list[Effect]]:
@@ -225,6 +261,11 @@ def call_accepted(m: SessionMachine, params: AcceptedParams) -> tuple[dict[str, 
     call.status, call.connected_at = "connected", now
     call.clerk = {"id": clerk.id, "name": clerk.name, "department": {"id": dep_id, "name": name}}
     s.clerk_connected = True
+    effects: list[Effect] = []
+    if params.media is not None:
+        call.media = params.media.model_dump(mode="json")
+        call.media_state = {"state": "connecting"}
+        effects.append(StartCall(s.id, call.media))
     if m.screen is Screen.CALL_WAITING:
         m._go(Screen.CALL)
     elif m.screen is Screen.CARD_REMOVED:
@@ -232,8 +273,14 @@ def call_accepted(m: SessionMachine, params: AcceptedParams) -> tuple[dict[str, 
     return {"ok": True}, [
         Emit(
             "session.call.connected",
-            {"session_id": s.id, "clerk_id": clerk.id, "waited_s": round(now - call.requested_at)},
-        )
+            {
+                "session_id": s.id,
+                "clerk_id": clerk.id,
+                "waited_s": round(now - call.requested_at),
+                "media": params.media is not None,
+            },
+        ),
+        *effects,
     ]
 
 

@@ -1,0 +1,1 @@
+"""The video call with the county clerk: WebRTC media, signalling, echo cancellation."""

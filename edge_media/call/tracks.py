@@ -1,0 +1,287 @@
+"""What the kiosk sends in the call: aiortc tracks fed by the one capture of the media process.
+
+- ``FrameSlot`` hands the newest frame from a pipeline or capture thread to the asyncio side, keeping
+  only the latest (a call never queues old pictures; latency beats completeness).
+- ``CallVideoTrack`` sends the room camera as the pipeline's selector hands it out (so camera failover
+  inside the kiosk needs nothing from the call), or the document camera's live preview. It paces to its
+  frame rate and scales to a size chosen from the uplink's estimate: resolution drops before frame
+  rate (``LADDER``), and below ``min_video_kbps`` the track pauses and the call goes on as audio.
+- ``CallAudioTrack`` sends the microphone (after the echo canceller) as Opus packets it encodes itself,
+  with in-band FEC and a loss hint, which aiortc's own Opus encoder does not set; aiortc packetises
+  ``av.Packet``s as they are.
+
+Frames are resized in a worker thread: the event loop carries the call's RTP and the local bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+if TYPE_CHECKING:
+    import av
+
+log = logging.getLogger("kiosk.media.call")
+
+VIDEO_CLOCK = 90_000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_RATE = 48_000
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+OPUS_FRAME = 960  # 20 ms at 48 kHz
+# (minimum uplink estimate in kbit/s, share of the configured width and height): resolution falls
+# before frame rate, as the issue and WebRTC's "maintain-framerate" degradation preference ask.
+LADDER = ((450, 1.0), (250, 0.75), (0.0, 0.5))
+
+
+def even(n: float) -> int:
+    return max(2, int(n) // 2 * 2)
+
+
+class FrameSlot:
+    """The newest frame of a source, from any thread to one asyncio consumer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._frame: tuple[av.VideoFrame, float] | None = None
+        self._seq = 0
+        self._event = asyncio.Event()
+        self.offered = 0
+
+    def put(self, frame: av.VideoFrame, t_capture: float) -> None:
+        """Thread-safe; replaces a frame not yet taken."""
+        with self._lock:
+            self._frame = (frame, t_capture)
+            self._seq += 1
+        self.offered += 1
+        if not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def peek(self) -> tuple[int, tuple[av.VideoFrame, float] | None]:
+        with self._lock:
+            return self._seq, self._frame
+
+    async def newer_than(self, seq: int, timeout_s: float) -> tuple[int, tuple[av.VideoFrame, float] | None]:
+        """The newest frame once it is newer than ``seq``, or what is there after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = self.peek()
+            if got[0] != seq:
+                return got
+            self._event.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return got
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._event.wait()
+            except TimeoutError:
+                return self.peek()
+
+
+class CallVideoTrack(MediaStreamTrack):
+    """A camera as a WebRTC video track (``name`` is ``room`` or ``doccam``)."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        name: str,
+        slot: FrameSlot,
+        *,
+        size: tuple[int, int],
+        fps: float,
+        min_kbps: int,
+        hold_s: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.slot = slot
+        self.full_size = size
+        self.fps = fps
+        self.min_kbps = min_kbps
+        self.hold_s = hold_s  # resend the last picture this often when the source is still (a page)
+        self.size = size
+        self.target_kbps: float | None = None
+        self.paused = False
+        self.sent = 0
+        self.resizes = 0
+        self._seq = 0
+        self._t0: float | None = None
+        self._pts = -1
+        self._next_at = 0.0
+        self._resume = asyncio.Event()
+        self._resume.set()
+
+    def set_target_kbps(self, kbps: float | None) -> None:
+        """The uplink's estimate for this track: picks the size, or pauses below ``min_kbps``."""
+        self.target_kbps = kbps
+        if kbps is None:
+            return
+        self.paused = kbps < self.min_kbps
+        if self.paused:
+            self._resume.clear()
+        else:
+            self._resume.set()
+        share = next(s for floor, s in LADDER if kbps >= floor)
+        size = (even(self.full_size[0] * share), even(self.full_size[1] * share))
+        if size != self.size:
+            log.info("call %s video: %dx%d at %.0f kbit/s", self.name, *size, kbps)
+            self.size = size
+            self.resizes += 1
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resume.set()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._resume.wait()
+        now = time.monotonic()
+        if self._next_at > now:
+            await asyncio.sleep(self._next_at - now)
+        self._next_at = max(self._next_at + 1 / self.fps, time.monotonic())
+        seq, got = await self.slot.newer_than(self._seq, self.hold_s)
+        while got is None:  # nothing captured yet: wait for the first picture
+            if self.readyState != "live":
+                raise MediaStreamError
+            seq, got = await self.slot.newer_than(self._seq, self.hold_s)
+        frame, t_capture = got
+        # The capture time is the timeline (a late frame is late on the clerk's screen, not stretched);
+        # a picture sent again because the source is still (a page under the camera) is stamped now.
+        t = t_capture if seq != self._seq else time.monotonic()
+        self._seq = seq
+        w, h = self.size
+        out = await asyncio.to_thread(frame.reformat, width=w, height=h, format="yuv420p")
+        if self._t0 is None:
+            self._t0 = t
+        pts = round((t - self._t0) * VIDEO_CLOCK)
+        self._pts = pts = max(pts, self._pts + 1)
+        out.pts, out.time_base = pts, VIDEO_TIME_BASE
+        self.sent += 1
+        return out
+
+
+class OpusFecEncoder:
+    """Mono 48 kHz s16 in 20 ms frames -> Opus packets with in-band FEC (``av.Packet``, 1/48000)."""
+
+    def __init__(self, bitrate: int = 32_000, expected_loss_pct: int = 10) -> None:
+        import av
+
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate, ctx.format, ctx.layout = AUDIO_RATE, "s16", "mono"
+        ctx.bit_rate = bitrate
+        ctx.time_base = AUDIO_TIME_BASE
+        # fec: Opus's LBRR copy of the previous frame, used by the receiver when a packet is lost;
+        # packet_loss tells the encoder how much to protect (libopus turns FEC on only above 0).
+        ctx.options = {"application": "voip", "fec": "1", "packet_loss": str(expected_loss_pct)}
+        ctx.open()
+        self._ctx = ctx
+        self.packets = 0
+
+    def encode(self, pcm: np.ndarray, pts: int) -> list[av.Packet]:
+        import av
+
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pts, AUDIO_TIME_BASE
+        out = []
+        for p in self._ctx.encode(frame):
+            p.time_base = AUDIO_TIME_BASE
+            out.append(p)
+        self.packets += len(out)
+        return out
+
+
+class CallAudioTrack(MediaStreamTrack):
+    """The microphone as Opus: ``push()`` mono int16 48 kHz from any thread; ``recv()`` packets."""
+
+    kind = "audio"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_ms: int = 400) -> None:
+        super().__init__()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pcm: collections.deque[np.ndarray] = collections.deque()
+        self._buffered = 0
+        self._max = max_ms * AUDIO_RATE // 1000
+        self._ready = asyncio.Event()
+        self._encoder = OpusFecEncoder()
+        self._pts = 0
+        self._pending: collections.deque[av.Packet] = collections.deque()
+        self.dropped_ms = 0
+        self.pushed = 0
+
+    def push(self, pcm: np.ndarray) -> None:
+        """Thread-safe. Keeps at most ``max_ms``: older audio is dropped (a live call never lags)."""
+        with self._lock:
+            self._pcm.append(pcm)
+            self._buffered += len(pcm)
+            while self._buffered - len(self._pcm[0]) >= self._max:
+                self._buffered -= len(self._pcm.popleft())
+                self.dropped_ms += 20
+            ready = self._buffered >= OPUS_FRAME
+        self.pushed += 1
+        if ready and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:
+                pass
+
+    def _take_frame(self) -> np.ndarray | None:
+        with self._lock:
+            if self._buffered < OPUS_FRAME:
+                return None
+            parts, need = [], OPUS_FRAME
+            while need:
+                head = self._pcm[0]
+                if len(head) <= need:
+                    parts.append(self._pcm.popleft())
+                    need -= len(head)
+                else:
+                    parts.append(head[:need])
+                    self._pcm[0] = head[need:]
+                    need = 0
+            self._buffered -= OPUS_FRAME
+            return np.concatenate(parts)
+
+    async def recv(self) -> av.Packet:
+        while not self._pending:
+            if self.readyState != "live":
+                raise MediaStreamError
+            pcm = self._take_frame()
+            if pcm is None:
+                self._ready.clear()
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._ready.wait()
+                except TimeoutError:
+                    pass
+                continue
+            self._pending.extend(self._encoder.encode(pcm, self._pts))
+            self._pts += OPUS_FRAME
+        return self._pending.popleft()
+
+
+def to_mono_s16(frame: av.AudioFrame, resampler: Any) -> np.ndarray:
+    """An audio frame as mono int16 at 48 kHz (``resampler``: an ``av.AudioResampler`` to s16/mono/48k)."""
+    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    return np.concatenate(parts).astype(np.int16, copy=False) if parts else np.zeros(0, np.int16)
+
+
+def mono_resampler() -> Any:
+    import av
+
+    return av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
