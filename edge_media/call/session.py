@@ -64,24 +64,33 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 
 class SignallingClient(Protocol):
-    """The transport seam: Janus VideoRoom today (``edge_media/call/janus.py``); WHIP/WHEP later."""
+    """The transport seam: Janus VideoRoom today (``edge_media/call/janus.py``); a WHIP/WHEP client
+    (SRS, MediaMTX, LiveKit) would offer the same five steps."""
 
     publisher_id: Any
 
     async def connect(self) -> None: ...
     async def publish(self, offer_sdp: str) -> str: ...
-    async def wait_publisher(self, match: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict: ...
+    async def wait_publisher(self, match: Callable[[Any], bool], timeout_s: float) -> Any: ...
     async def subscribe(self, feeds: list[Any]) -> str: ...
     async def start(self, answer_sdp: str) -> None: ...
-    async def ping(self, timeout_s: float) -> None: ...
+    async def next_event(self, timeout_s: float | None = None) -> Any: ...
+    async def list_participants(self) -> list[dict[str, Any]]: ...
     async def close(self) -> None: ...
 
 
 def janus_client(target: CallTarget) -> SignallingClient:
     from edge_media.call.janus import JanusVideoRoom
 
-    return JanusVideoRoom(  # type: ignore[return-value]
-        target.url, target.room, target.display, token=target.token, pin=target.pin
+    # Short timeouts: a rejoin on a returning link must not wait out a request sent into the void.
+    return JanusVideoRoom(
+        target.url,
+        target.room,
+        target.display,
+        token=target.token,
+        pin=target.pin,
+        connect_timeout_s=2.0,
+        request_timeout_s=4.0,
     )
 
 
@@ -190,7 +199,9 @@ class CallSession:
         self._rate = RateController(min_kbps=float(cfg.min_video_kbps) / 2)
         self._encoder_kbps: dict[str, float] = {}
         self._bytes_sent: tuple[float, int] | None = None
-        self._down_since: float | None = None
+        self._feed_id: int | None = None  # the clerk's feed we are subscribed to
+        self._clerk_gone: asyncio.Event | None = None
+        self._dead: str | None = None  # why the server says this attempt is over
 
     # --- feeds from the pipeline (other threads) ----------------------------------------------------
 
@@ -388,17 +399,18 @@ class CallSession:
         """Subscribe to the first other publisher in the room (the clerk), again when it comes back."""
         while True:
             me = client.publisher_id
-            feed = await client.wait_publisher(lambda p, me=me: p.get("id") != me, timeout_s=3600.0)
+            feed = await client.wait_publisher(lambda p, me=me: p.id != me, timeout_s=3600.0)
+            self._feed_id = feed.id
             sub = RTCPeerConnection(self._rtc_config())
             self._sub = sub
-            gone = asyncio.Event()
+            gone = self._clerk_gone = asyncio.Event()
 
             @sub.on("track")
             def on_track(track: Any, gone: asyncio.Event = gone) -> None:
                 consume = self._consume_video if track.kind == "video" else self._consume_audio
                 self._attempt_tasks.spawn(consume(track, gone))
 
-            offer = await client.subscribe([feed.get("id")])
+            offer = await client.subscribe([feed])
             await sub.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             await sub.setLocalDescription(await sub.createAnswer())
             await client.start(sub.localDescription.sdp)
@@ -435,10 +447,31 @@ class CallSession:
         except MediaStreamError:
             gone.set()
 
+    async def _signalling_events(self, client: SignallingClient) -> None:
+        """The server's events: the clerk leaving ends the subscription; a lost session ends the try."""
+        from edge_media.call import janus
+
+        while True:
+            event = await client.next_event()
+            if isinstance(event, janus.PublisherLeft) and event.feed_id == self._feed_id:
+                self._feed_id = None
+                if self._clerk_gone is not None:
+                    self._clerk_gone.set()
+            elif isinstance(event, janus.SessionLost | janus.ServerGone):
+                self._dead = event.reason
+            elif isinstance(event, janus.HangUp) and event.handle == "publisher":
+                self._dead = f"the media server hung up: {event.reason}"
+
+    async def _ping(self, client: SignallingClient) -> None:
+        """One round trip to the server (a VideoRoom request): is the signalling path alive?"""
+        async with asyncio.timeout(PING_S):
+            await client.list_participants()
+
     async def _watch(self) -> None:
         """Return or raise when the call is judged dead; adapt the uplink meanwhile."""
         client, pc = self._client, self._pub
         assert client is not None and pc is not None
+        self._attempt_tasks.spawn(self._signalling_events(client))
         ping_failed_since: float | None = None
         next_ping = 0.0
         while True:
@@ -446,10 +479,12 @@ class CallSession:
             now = time.monotonic()
             if pc.connectionState in ("failed", "closed"):
                 raise CallError(f"the connection to the media server {pc.connectionState}")
+            if self._dead:
+                raise CallError(self._dead)
             if now >= next_ping:
                 next_ping = now + PING_S
                 try:
-                    await client.ping(timeout_s=PING_S)
+                    await self._ping(client)
                     ping_failed_since = None
                 except (CallError, OSError, TimeoutError) as exc:
                     ping_failed_since = ping_failed_since or now
@@ -522,6 +557,7 @@ class CallSession:
 
     async def _teardown(self) -> None:
         await self._attempt_tasks.close()
+        self._dead, self._feed_id, self._clerk_gone = None, None, None
         self._mic = None
         for track in self._video.values():
             track.stop()
