@@ -1,0 +1,1 @@
+"""The kiosk's video call with the county clerk: WebRTC (aiortc) through the county's Janus VideoRoom."""
