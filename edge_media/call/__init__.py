@@ -1,1 +1,1 @@
-"""The video call with the county clerk: WebRTC media, signalling, echo cancellation."""
+"""The kiosk's video call with the county clerk: WebRTC (aiortc) through the county's Janus VideoRoom."""
