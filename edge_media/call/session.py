@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs import h264 as aiortc_h264
+from aiortc.codecs import vpx as aiortc_vpx
 from aiortc.mediastreams import MediaStreamError
 
 from drivers.camera.config import parse_size
@@ -54,6 +56,12 @@ if TYPE_CHECKING:
     from edge_media.config import CallConfig, CallTarget
 
 log = logging.getLogger("kiosk.media.call")
+
+# aiortc's VP8 and H.264 encoders never go below 250 kbit/s: two video tracks could then never fit a
+# 1 Mbit/s village uplink with room to spare. Their floor is a module constant that the bitrate setter
+# reads on every call; lowered here so the rate controller (and the resolution ladder) can work.
+for _codec in (aiortc_vpx, aiortc_h264):
+    _codec.MIN_BITRATE = 30_000
 
 CONNECT_TIMEOUT_S = 8.0  # one attempt: session, join, ICE + DTLS (a few RTTs at 300 ms)
 PING_S = 1.0
@@ -199,6 +207,7 @@ class CallSession:
         self._rate = RateController(min_kbps=float(cfg.min_video_kbps) / 2)
         self._encoder_kbps: dict[str, float] = {}
         self._bytes_sent: tuple[float, int] | None = None
+        self._remb: float | None = None
         self._feed_id: int | None = None  # the clerk's feed we are subscribed to
         self._clerk_gone: asyncio.Event | None = None
         self._dead: str | None = None  # why the server says this attempt is over
@@ -516,8 +525,11 @@ class CallSession:
             t0, b0 = self._bytes_sent
             self.tx["bitrate_kbps"] = round((sent - b0) * 8 / 1000 / max(1e-3, now - t0))
         self._bytes_sent = (now, sent)
+        if lost is not None and lost > 1.0:  # aiortc reports the RTCP byte (x/256), not a fraction
+            lost /= 256.0
         remb = self._remb_kbps(pc)
         budget = self._rate.update(lost, rtt, remb)
+        log.debug("call uplink: lost %s rtt %s remb %s -> %.0f kbit/s", lost, rtt, remb, budget)
         shares = {"room": 0.75, "doccam": 0.25} if "doccam" in self._video else {"room": 1.0}
         for name, track in self._video.items():
             kbps = budget * shares[name]
@@ -545,7 +557,9 @@ class CallSession:
             ours = self._encoder_kbps.get(sender.track.id)
             if current is not None and (ours is None or abs(current / 1000 - ours) > 1):
                 values.append(current / 1000)  # not what we set last: a REMB arrived since
-        return sum(values) if values else None
+        if values:
+            self._remb = sum(values)  # kept: the server repeats its REMB only now and then
+        return self._remb
 
     def _set_encoder(self, pc: RTCPeerConnection, track: CallVideoTrack, kbps: float) -> None:
         for sender in pc.getSenders():
@@ -564,6 +578,7 @@ class CallSession:
         self._video = {}
         self._encoder_kbps.clear()
         self._bytes_sent = None
+        self._remb = None
         for pc in (self._sub, self._pub):
             if pc is not None:
                 with contextlib.suppress(Exception):
