@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import h264 as aiortc_h264
 from aiortc.codecs import vpx as aiortc_vpx
 from aiortc.mediastreams import MediaStreamError
@@ -360,7 +360,10 @@ class CallSession:
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in self.target.ice_servers
         ]
-        return RTCConfiguration(iceServers=servers)
+        # max-bundle: one ICE/DTLS transport for every track. With aiortc's default ("balanced", a
+        # transport per media kind) a second video track stayed on a transport that BUNDLE dropped and
+        # never sent a packet (seen with Janus: mic + room + doccam, the doccam silent).
+        return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
     async def _connect_once(self) -> None:
         assert self._loop is not None and self._room_slot is not None and self._doccam_slot is not None
@@ -406,6 +409,12 @@ class CallSession:
 
     async def _follow_clerk(self, client: SignallingClient) -> None:
         """Subscribe to the first other publisher in the room (the clerk), again when it comes back."""
+        try:
+            await self._subscribe_clerk(client)
+        except (CallError, OSError, ValueError) as exc:  # the attempt is over: _watch sees _dead
+            self._dead = self._dead or _describe(exc)
+
+    async def _subscribe_clerk(self, client: SignallingClient) -> None:
         while True:
             me = client.publisher_id
             feed = await client.wait_publisher(lambda p, me=me: p.id != me, timeout_s=3600.0)

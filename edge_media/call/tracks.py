@@ -37,9 +37,11 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 AUDIO_RATE = 48_000
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 OPUS_FRAME = 960  # 20 ms at 48 kHz
-# (minimum uplink estimate in kbit/s, share of the configured width and height): resolution falls
-# before frame rate, as the issue and WebRTC's "maintain-framerate" degradation preference ask.
-LADDER = ((450, 1.0), (250, 0.75), (0.0, 0.5))
+# (share of the bitrate the full size needs, share of the configured width and height): resolution
+# falls before frame rate, as WebRTC's "maintain-framerate" degradation preference does.
+LADDER = ((1.0, 1.0), (0.5, 0.75), (0.0, 0.5))
+# VP8 in real time looks decent from about 0.1 bit per pixel per frame (640x360 at 15 fps: 346 kbit/s).
+BITS_PER_PIXEL = 0.1
 
 
 def even(n: float) -> int:
@@ -135,7 +137,8 @@ class CallVideoTrack(MediaStreamTrack):
             self._resume.clear()
         else:
             self._resume.set()
-        share = next(s for floor, s in LADDER if kbps >= floor)
+        need = self.full_size[0] * self.full_size[1] * self.fps * BITS_PER_PIXEL / 1000
+        share = next(s for floor, s in LADDER if kbps >= floor * need)
         size = (even(self.full_size[0] * share), even(self.full_size[1] * share))
         if size != self.size:
             log.info("call %s video: %dx%d at %.0f kbit/s", self.name, *size, kbps)

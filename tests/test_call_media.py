@@ -1,0 +1,181 @@
+"""The call with the clerk through the kiosk-media process, against a real Janus, in a network namespace.
+
+The test's own namespace (sim/netns.py) gives Janus and aiortc a usable host candidate (127.0.0.2 on a
+non-loopback link); the test's thread runs inside it, so the local mosquitto, Janus, the media process
+(in this loop) and the clerk all meet there. The clerk here is the Python clerk (sim/clerk_rtc.py); the
+browser clerk is in tests/test_call_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kiosk_core.errors import CommandError
+from sim.janus import JanusServer, janus_available
+from sim.mosquitto import Mosquitto
+from sim.netns import NetNs, netns_available
+from tests.test_media_service import MEDIA, running_media
+
+pytestmark = pytest.mark.skipif(
+    bool(netns_available() or janus_available()), reason=str(netns_available() or janus_available())
+)
+
+CALL = (
+    MEDIA
+    + """
+[media.audio]
+source = "lavfi:sine=frequency=300:sample_rate=48000"
+[media.call]
+allow_plain_loopback = true
+size = "320x240"
+doccam_size = "320x240"
+text_fallback_s = 3
+"""
+)
+PREVIEW_TOPIC = "kiosk/local/media/call/preview"
+
+
+class Lab:
+    def __init__(self, ns: NetNs, janus: JanusServer, bus: Mosquitto) -> None:
+        self.ns, self.janus, self.bus = ns, janus, bus
+
+    def media(self, url: str | None = None, **over: object) -> dict[str, object]:
+        return {
+            "kind": "janus-videoroom",
+            "url": url or self.janus.http_url,
+            "room": 1234,
+            "display": "kiosk-0001",
+            "ice_servers": [],
+            **over,
+        }
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A namespace entered by this test's thread, with Janus and a local mosquitto in it."""
+    ns = NetNs.create()
+    try:
+        link = ns.add_address_link("127.0.0.2/32")
+        with ns.entered():
+            bus = Mosquitto(name="call-bus").start()
+            janus = JanusServer("127.0.0.1", netns=ns, ice_enforce=link).start()
+            try:
+                yield Lab(ns, janus, bus)
+            finally:
+                janus.stop()
+                bus.stop()
+    finally:
+        ns.close()
+
+
+async def test_the_clerk_sees_the_room_and_the_papers_and_the_kiosk_shows_and_plays_the_clerk(
+    lab: Lab, tmp_path: Path
+) -> None:
+    from sim.clerk_rtc import PythonClerk
+
+    async with running_media(tmp_path, lab.bus.port, CALL) as (_service, bench):
+        previews: list[dict] = []
+        bench.bus.subscribe(PREVIEW_TOPIC, lambda m: previews.append(__import__("json").loads(m.payload)))
+        async with PythonClerk(lab.janus.http_url, 1234) as clerk:
+            started = await bench.call("call_start", {"session_id": "s-1", "media": lab.media()})
+            assert started["state"] == "connecting"
+            assert started["session_id"] == "s-1"
+            # the clerk receives the room camera, the document camera and the microphone
+            await clerk.wait_for(
+                lambda c: len(c.videos()) == 2 and all(v.frames > 10 for v in c.videos()), within_s=30
+            )
+            await clerk.wait_for(lambda c: c.audio() and c.audio()[0].audio_ms > 1000, within_s=10)
+            assert sorted((v.width, v.height) for v in clerk.videos()) == [(320, 240), (320, 240)]
+            # the kiosk shows the clerk's picture and plays the clerk's voice
+            await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "connected", 10)
+            await bench.wait_for(lambda: bench.state["call"]["rx"]["video_frames"] > 10, 15)
+            await bench.wait_for(lambda: bench.state["call"]["rx"]["audio_ms"] > 1000, 10)
+            call = bench.state["call"]
+            assert (call["rx"]["width"], call["rx"]["height"]) == (320, 240)
+            assert call["clerk_video"] is True and call["mic"] is True
+            assert sorted(call["tx"]["tracks"]) == ["doccam", "mic", "room"]
+            assert call["speaker_stats"]["peak"] > 4000  # the tone, not silence
+            # the UI's preview of the clerk: small RGB, for this session
+            await bench.wait_for(lambda: len(previews) >= 2, 5)
+            p = previews[-1]
+            assert p["session_id"] == "s-1" and (p["w"], p["h"]) == (64, 36)
+            assert len(base64.b64decode(p["rgb"])) == 64 * 36 * 3
+            summary = await bench.call("call_stop", {"session_id": "s-1"})
+        assert summary["rx"]["video_frames"] > 10 and summary["reconnects"] == 0
+        await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "off", 5)
+        await bench.wait_for(lambda: any(e["type"] == "call.ended" for e in bench.events), 5)
+        types = [e["type"] for e in bench.events if e["type"].startswith("call.")]
+        assert types[0] == "call.connected" and types[-1] == "call.ended"
+
+
+async def test_a_media_server_that_stops_answering_is_reconnecting_then_text_then_back_by_itself(
+    lab: Lab, tmp_path: Path
+) -> None:
+    from sim.clerk_rtc import PythonClerk
+
+    async with running_media(tmp_path, lab.bus.port, CALL) as (_service, bench):
+        await bench.call("call_start", {"session_id": "s-2", "media": lab.media()})
+        await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "connected", 15)
+        pid = lab.janus.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # hung, or the link to it dead: nothing answers
+        try:
+            await bench.wait_for(lambda: bench.state["call"]["state"] == "reconnecting", 6)
+            assert bench.state["call"]["reason"]
+            await bench.wait_for(lambda: bench.state["call"]["state"] == "failed", 8)  # text_fallback_s = 3
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        async with PythonClerk(lab.janus.http_url, 1234) as clerk:
+            await bench.wait_for(lambda: bench.state["call"]["state"] == "connected", 10)
+            assert bench.state["call"]["reconnects"] >= 1
+            await clerk.wait_for(lambda c: c.videos() and c.videos()[0].frames > 5, within_s=20)
+        await bench.call("call_stop", {})
+        types = [e["type"] for e in bench.events if e["type"].startswith("call.")]
+        assert "call.reconnecting" in types and "call.failed" in types and "call.reconnected" in types
+
+
+@pytest.mark.parametrize(
+    ("media", "field"),
+    [
+        ({"kind": "whip"}, "media.kind"),
+        ({"url": "ws://10.1.2.3:8188/janus"}, "media.url"),  # plain, not loopback
+        ({"url": "ftp://127.0.0.1/janus"}, "media.url"),
+        ({"url": "https://user:pw@county.example/janus"}, "media.url"),
+        ({"room": 0}, "media.room"),
+        ({"room": "1234; drop"}, "media.room"),
+        ({"display": "kiosk 0001 <script>"}, "media.display"),
+        ({"ice_servers": [{"urls": ["http://turn.example"]}]}, "media.ice_servers.0.urls"),
+        ({"ice_servers": {"urls": "turn:x"}}, "media.ice_servers"),
+        ({"extra": {"a": [[[[[[1]]]]]]}}, "media.extra"),
+        ({"token": "x" * 5000}, "media.token"),
+    ],
+)
+async def test_a_bad_media_object_is_refused_with_its_field_and_nothing_starts(
+    lab: Lab, tmp_path: Path, media: dict, field: str
+) -> None:
+    async with running_media(tmp_path, lab.bus.port, CALL, wait_audio=False) as (_service, bench):
+        with pytest.raises(CommandError) as err:
+            await bench.call("call_start", {"session_id": "s-3", "media": lab.media(**media)})
+        assert err.value.status == 400
+        assert field in str(err.value)
+        await asyncio.sleep(0.4)
+        assert bench.state["call"] == {"state": "off"}
+        with contextlib.suppress(CommandError):
+            await bench.call("call_stop", {})
+        assert (await bench.call("status"))["running"] is True
+
+
+async def test_plain_urls_need_the_loopback_switch(lab: Lab, tmp_path: Path) -> None:
+    strict = CALL.replace("allow_plain_loopback = true", "allow_plain_loopback = false")
+    async with running_media(tmp_path, lab.bus.port, strict, wait_audio=False) as (_service, bench):
+        with pytest.raises(CommandError) as err:
+            await bench.call("call_start", {"session_id": "s-4", "media": lab.media()})
+        assert err.value.status == 400 and "not TLS" in str(err.value)
