@@ -642,6 +642,7 @@ class JanusVideoRoom:
         self._pub: _Handle | None = None
         self._sub: _Handle | None = None
         self._dead: CallError | None = None
+        self._published = False
         self._closed = False
         self.session_id: int | None = None
         self.publisher_id: int | None = None
@@ -731,8 +732,35 @@ class JanusVideoRoom:
 
     # --- publishing --------------------------------------------------------------------------------
 
+    async def join(self) -> None:
+        """Join the room as a participant (ptype publisher) without publishing. Idempotent.
+
+        From then on the room's publishers come and go as events (VideoRoom tells only participants),
+        so a kiosk can wait for the clerk before it publishes, and a watcher can watch. Raises
+        :class:`CallRefused` (wrong pin 433, no such room 426, ...) and the transport's errors.
+        """
+        pub = await self._publisher_handle()
+        if pub.joined:
+            return
+        body: dict[str, Any] = {
+            "request": "join",
+            "ptype": "publisher",
+            "room": self.room,
+            "display": self.display,
+        }
+        self._room_auth(body)
+        reply = await self._message(pub, body, "join the room")
+        data = _plugin_data(reply, "join")
+        if data.get("videoroom") != "joined" or not _is_int(data.get("id")):
+            raise CallSignallingError(f"join answered {str(data)[:120]}", where="join")
+        pub.joined = True
+        self.publisher_id = data["id"]
+        self.private_id = data.get("private_id") if _is_int(data.get("private_id")) else None
+        self._update_publishers(data)
+
     async def publish(self, offer_sdp: str, *, descriptions: Mapping[str, str] | None = None) -> str:
-        """Join the room as publisher (first call) and publish ``offer_sdp``; return Janus's answer SDP.
+        """Publish ``offer_sdp`` (joining the room first if :meth:`join` was not called); return Janus's
+        answer SDP.
 
         The offer must carry all its candidates (aiortc does): ``trickle {"completed": true}`` follows.
         ``descriptions`` maps mid → a label Janus passes to subscribers (e.g. ``{"1": "document camera"}``).
@@ -743,25 +771,10 @@ class JanusVideoRoom:
         _check_sdp(offer_sdp, "publish")
         pub = await self._publisher_handle()
         if not pub.joined:
-            body: dict[str, Any] = {
-                "request": "join",
-                "ptype": "publisher",
-                "room": self.room,
-                "display": self.display,
-            }
-            self._room_auth(body)
-            reply = await self._message(pub, body, "join the room as publisher")
-            data = _plugin_data(reply, "join")
-            if data.get("videoroom") != "joined" or not _is_int(data.get("id")):
-                raise CallSignallingError(f"join answered {str(data)[:120]}", where="join")
-            pub.joined = True
-            self.publisher_id = data["id"]
-            self.private_id = data.get("private_id") if _is_int(data.get("private_id")) else None
-            self._update_publishers(data)
-            request = "publish"
-        else:
-            request = "configure"
-        body = {"request": request}
+            await self.join()
+        # Janus wants "publish" the first time and "configure" for a renegotiation of what is published.
+        request = "configure" if self._published else "publish"
+        body: dict[str, Any] = {"request": request}
         if descriptions:
             body["descriptions"] = [
                 {"mid": str(mid), "description": str(d)} for mid, d in descriptions.items()
@@ -773,14 +786,16 @@ class JanusVideoRoom:
         jsep = reply.get("jsep")
         if not isinstance(jsep, dict) or jsep.get("type") != "answer":
             raise CallSignallingError(f"{request} was answered without a jsep answer", where=request)
+        self._published = True
         await self._trickle_completed(pub)
         self._update_publishers(data)
         return str(jsep["sdp"])
 
     async def unpublish(self) -> None:
         """Stop publishing (stay in the room)."""
-        if self._pub is not None and self._pub.joined:
+        if self._pub is not None and self._published:
             await self._message(self._pub, {"request": "unpublish"}, "unpublish")
+            self._published = False
 
     # --- subscribing -------------------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""The call lab end to end: Janus in the test's own network namespace, the clerk as headless Chromium on
+the reference page, the kiosk as aiortc driven by the product's JanusVideoRoom client.
+
+The kiosk publishes what the real one does (room camera, microphone, document camera) as "kiosk-test"
+and subscribes to the clerk; the browsers report what they decode through their getStats().
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+# The lab's fixtures come as a plugin; its helpers are imported too, so rewrite its asserts first.
+pytest.register_assert_rewrite("call_lab")
+from call_lab import TimecodeVideoTrack, ToneTrack, connect_kiosk, percentile  # noqa: E402
+
+from sim.clerk_browser import audio_receiving, videos_decoding  # noqa: E402
+
+pytest_plugins = ["call_lab"]
+
+ROOM_CAM = (320, 240)
+DOC_CAM = (480, 360)
+
+
+def kiosk_tracks() -> list:
+    return [TimecodeVideoTrack(*ROOM_CAM), ToneTrack(), TimecodeVideoTrack(*DOC_CAM, shade=140)]
+
+
+def _latency_line(name: str, samples: list[int]) -> str:
+    return (
+        f"{name}: {len(samples)} samples, p50 {percentile(samples, 50)} ms, p95 {percentile(samples, 95)} ms"
+        if samples
+        else f"{name}: no samples"
+    )
+
+
+async def test_kiosk_and_clerk_see_and_hear_each_other(call_netns, janus, clerk) -> None:
+    """The clerk joins and publishes; the kiosk publishes two videos and a tone and subscribes to the
+    clerk: each side decodes the other's video at the size it was sent and receives its audio."""
+    browser = clerk(source="canvas", timecode=True)
+    await asyncio.to_thread(browser.wait_for, lambda s: s["joined"] and s["published"], 20, "clerk published")
+    with call_netns.entered():
+        call = await connect_kiosk(
+            janus.http_url, tracks=kiosk_tracks(), descriptions={"2": "document camera"}
+        )
+        try:
+            stats = await asyncio.to_thread(
+                browser.wait_for,
+                lambda s: len(videos_decoding(s, "kiosk-test", 30)) == 2 and audio_receiving(s, "kiosk-test"),
+                30,
+                "both kiosk videos decoding and kiosk audio received",
+            )
+            sizes = sorted(
+                (m["frameWidth"], m["frameHeight"]) for m in videos_decoding(stats, "kiosk-test", 30)
+            )
+            assert sizes == sorted([ROOM_CAM, DOC_CAM]), stats
+            assert not stats["errors"], stats["errors"]
+
+            video = [s for s in call.sinks if s.track.kind == "video"]
+            audio = [s for s in call.sinks if s.track.kind == "audio"]
+            assert len(video) == 1 and len(audio) == 1, [s.track.kind for s in call.sinks]
+            await video[0].wait(lambda s: s.frames >= 30, 20, "30 clerk video frames")
+            await audio[0].wait(lambda s: s.audio_samples > 48000, 20, "a second of clerk audio")
+            assert video[0].sizes == {(320, 240)}
+
+            # Latency both ways, for the record (the benchmark asserts the budget, not this test).
+            await video[0].wait(lambda s: len(s.latencies_ms) >= 30, 10, "30 timecoded clerk frames")
+            stats = await asyncio.to_thread(
+                browser.wait_for, lambda s: s["latency_count"] >= 30, 10, "kiosk latencies"
+            )
+            print()
+            print(_latency_line("clerk → kiosk (Chromium canvas → aiortc)", video[0].latencies_ms[10:]))
+            print(_latency_line("kiosk → clerk (aiortc → Chromium)", stats["latency_ms"]))
+        finally:
+            await call.close()
+
+
+async def test_supervisor_view_receives_kiosk_and_clerk(call_netns, janus, clerk) -> None:
+    """The supervisor's live view publishes nothing and shows the kiosk's feeds and the clerk's."""
+    agent = clerk(source="camera", display="clerk-7")
+    await asyncio.to_thread(agent.wait_for, lambda s: s["published"], 20, "clerk published")
+    with call_netns.entered():
+        call = await connect_kiosk(janus.http_url, tracks=kiosk_tracks(), subscribe_to=None)
+        try:
+            viewer = clerk(viewer=True)
+            stats = await asyncio.to_thread(
+                viewer.wait_for,
+                lambda s: (
+                    len(videos_decoding(s, "kiosk-test", 20)) == 2 and videos_decoding(s, "clerk-7", 20)
+                ),
+                30,
+                "the kiosk's two videos and the clerk's decoding in the viewer",
+            )
+            assert stats["role"] == "viewer" and not stats["published"]
+            assert stats["outbound"]["bytesSent"] == 0
+            assert {m["frameWidth"] for m in videos_decoding(stats, "kiosk-test", 20)} == {
+                ROOM_CAM[0],
+                DOC_CAM[0],
+            }
+            # Chromium's fake camera (a testsrc2 y4m at the page's default 320x240).
+            assert videos_decoding(stats, "clerk-7", 20)[0]["frameWidth"] == 320
+        finally:
+            await call.close()
+
+
+async def test_clerk_subscribes_again_when_the_kiosk_comes_back(call_netns, janus, clerk) -> None:
+    """A kiosk that drops out of the room and joins again (a network cut) is shown again: the page
+    drops the old feed and subscribes to the new one."""
+    browser = clerk(source="canvas")
+    await asyncio.to_thread(browser.wait_for, lambda s: s["published"], 20, "clerk published")
+    with call_netns.entered():
+        first = await connect_kiosk(janus.http_url, tracks=[TimecodeVideoTrack(*ROOM_CAM)], subscribe_to=None)
+        try:
+            s1 = await asyncio.to_thread(
+                browser.wait_for, lambda s: videos_decoding(s, "kiosk-test", 10), 20, "first kiosk feed"
+            )
+            old_feed = next(f["id"] for f in s1["feeds"] if f["display"] == "kiosk-test")
+        finally:
+            await first.close()
+        await asyncio.to_thread(
+            browser.wait_for,
+            lambda s: not any(f["id"] == old_feed for f in s["feeds"]),
+            15,
+            "old feed dropped",
+        )
+        second = await connect_kiosk(janus.http_url, tracks=[TimecodeVideoTrack(*DOC_CAM)], subscribe_to=None)
+        try:
+            s2 = await asyncio.to_thread(
+                browser.wait_for,
+                lambda s: [m for m in videos_decoding(s, "kiosk-test", 10) if m["frameWidth"] == DOC_CAM[0]],
+                20,
+                "the returning kiosk's feed decoding",
+            )
+            assert s2["subscribed_feeds"] == 2
+            assert all(f["id"] != old_feed for f in s2["feeds"])
+        finally:
+            await second.close()
