@@ -24,8 +24,9 @@ from textual.app import App
 from kiosk_ui import router
 from kiosk_ui.bus import BusLink
 from kiosk_ui.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalog
-from kiosk_ui.messages import BusStatus, IntentRequested, StatesChanged
+from kiosk_ui.messages import BusStatus, IntentRequested, PreviewArrived, StatesChanged
 from kiosk_ui.screens.base import KioskScreen, View
+from kiosk_ui.screens.call import CallScreen
 from kiosk_ui.screens.unavailable import UnavailableScreen
 
 try:  # private to Textual: see release_dead_styles(); without it the kiosk only collects later
@@ -134,6 +135,15 @@ class KioskApp(App[None]):
             self.state_seen_at = None
         await self.render_states()
 
+    def on_preview_arrived(self, message: PreviewArrived) -> None:
+        # Only the call screen draws the clerk's picture; the bus link already dropped frames of any
+        # other session, the screen checks once more in case it changed since the frame was queued.
+        if self._shutting_down:
+            return
+        screen = self.screen
+        if isinstance(screen, CallScreen):
+            screen.show_preview(message.preview)
+
     @property
     def _shutting_down(self) -> bool:
         return not self.screen_stack or not self.is_running or self._closing
@@ -193,6 +203,8 @@ class KioskApp(App[None]):
             await self.switch_screen(current)
             self._log_screen()
         current.set_idle(None if reason else router.idle_countdown(session))
+        # Which call's preview frames are worth parsing now (None: the bus link drops them unread).
+        self.link.preview_session = current.preview_session if isinstance(current, CallScreen) else None
 
     def _log_screen(self) -> None:
         self.screen_log.append((time.perf_counter(), self.screen_name))

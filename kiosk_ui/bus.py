@@ -12,23 +12,88 @@ reaches the UI only through ``target.post_message``:
 
 A state payload that is not a JSON object is logged and ignored (the previous value stays on screen);
 an empty retained payload means the state was cleared and is passed on as None.
+
+The clerk's video preview (``kiosk/local/media/call/preview``, QoS 0, not retained, ~4 a second from the
+media process) is subscribed for the app's whole life and **filtered cheaply**: while
+``preview_session`` is None (no call screen showing a picture) a frame is dropped before it is even
+parsed. The subscription is not made and withdrawn with the screen because ``LocalBus`` replays its
+subscriptions on every reconnect and has no unsubscribe, and a dropped frame costs less than the
+broker round trips of following the screen. Accepted frames are merged like states (only the newest
+pending frame is kept, one ``PreviewArrived`` per loop turn). A frame that is not a valid preview of
+the call shown (``parse_preview``) is counted in ``preview_rejected`` by reason and logged once per
+reason: a broken producer at 4 frames a second must not fill the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+from collections import Counter
 from typing import Any, Protocol
 
-from kiosk_core.localbus import INTENT_PREFIX, STATE_PREFIX, LocalBus, decode_json_object
+from kiosk_core.localbus import INTENT_PREFIX, PREFIX, STATE_PREFIX, LocalBus, decode_json_object
 from kiosk_core.mqtt import Message
-from kiosk_ui.messages import BusStatus, StatesChanged
+from kiosk_ui.messages import BusStatus, Preview, PreviewArrived, StatesChanged
 
 log = logging.getLogger("kiosk.ui.bus")
 
 # Intent names become one topic level: keep them to a safe alphabet.
 _INTENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 MAX_STATE_NAME = 64
+
+PREVIEW_TOPIC = f"{PREFIX}/media/call/preview"
+PREVIEW_MAX_W, PREVIEW_MAX_H = 160, 90
+# The largest valid preview: 160x90x3 bytes as base64 (57,600 characters) plus a few short fields.
+PREVIEW_MAX_PAYLOAD = 64 * 1024
+
+
+class PreviewError(ValueError):
+    """A preview frame that cannot be shown; ``reason`` is a short code for the counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"preview {reason}: {detail}")
+        self.reason = reason
+
+
+def _int_field(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):  # JSON true would pass as 1
+        raise PreviewError("field", f"{key} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def parse_preview(payload: bytes) -> Preview:
+    """Check one preview payload (``{"session_id", "w", "h", "rgb", "seq"}``) and decode its pixels.
+
+    Raises ``PreviewError`` for anything else: oversized, not a JSON object (or nested too deep, see
+    ``decode_json_object``), a missing or ill-typed field, a size over 160x90, base64 that is not
+    canonical, or a pixel count that is not ``w * h * 3`` bytes. Sizes are checked before the base64 is
+    decoded, so a hostile payload costs no more than its JSON parse."""
+    try:
+        obj = decode_json_object(payload, "preview", max_bytes=PREVIEW_MAX_PAYLOAD)
+    except ValueError as exc:
+        raise PreviewError("json", str(exc)) from None
+    session_id = obj.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise PreviewError("field", "session_id must be a non-empty string")
+    w, h, seq = _int_field(obj, "w"), _int_field(obj, "h"), _int_field(obj, "seq")
+    if not (0 < w <= PREVIEW_MAX_W and 0 < h <= PREVIEW_MAX_H):
+        raise PreviewError("size", f"{w}x{h} is not within 1x1..{PREVIEW_MAX_W}x{PREVIEW_MAX_H}")
+    rgb = obj.get("rgb")
+    if not isinstance(rgb, str):
+        raise PreviewError("field", "rgb must be a base64 string")
+    expected = w * h * 3
+    if len(rgb) != 4 * -(-expected // 3):
+        raise PreviewError("pixels", f"{len(rgb)} base64 characters cannot hold {w}x{h}x3 = {expected} bytes")
+    try:
+        data = base64.b64decode(rgb, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PreviewError("base64", str(exc)) from None
+    if len(data) != expected:  # padding can still shorten it by one or two bytes
+        raise PreviewError("pixels", f"{len(data)} bytes for {w}x{h}x3 = {expected}")
+    return Preview(session_id, w, h, data, seq)
 
 
 class MessageTarget(Protocol):
@@ -45,11 +110,19 @@ class BusLink:
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._flush_scheduled = False
         self.rejected = 0
+        # The session whose call screen shows the clerk's picture now (set by the app), else None.
+        self.preview_session: str | None = None
+        self.preview_rejected: Counter[str] = Counter()
+        self.previews_dropped = 0  # frames that arrived while no picture was showing (not an error)
+        self._pending_preview: Preview | None = None
+        self._preview_scheduled = False
 
     async def run(self, target: MessageTarget) -> None:
         """Connect, relay until cancelled, then disconnect. Never raises for a missing broker."""
         self._target = target
         self.bus.subscribe(f"{STATE_PREFIX}/#", self._on_state)
+        # QoS 0 like the producer: a late frame is worth less than the next one.
+        self.bus.subscribe(PREVIEW_TOPIC, self._on_preview, qos=0)
         await self.bus.start(wait_s=None)
         connected: bool | None = None
         try:
@@ -99,3 +172,28 @@ class BusLink:
         pending, self._pending = self._pending, {}
         if pending and self._target is not None:
             self._target.post_message(StatesChanged(states=pending))
+
+    def _on_preview(self, msg: Message) -> None:
+        wanted = self.preview_session
+        if wanted is None:
+            self.previews_dropped += 1
+            return
+        try:
+            preview = parse_preview(msg.payload)
+            if preview.session_id != wanted:
+                raise PreviewError("session", f"{preview.session_id[:40]!r} is not the call shown")
+        except PreviewError as exc:
+            self.preview_rejected[exc.reason] += 1
+            if self.preview_rejected[exc.reason] == 1:
+                log.warning("ignored %s (further ones are only counted)", exc)
+            return
+        self._pending_preview = preview
+        if not self._preview_scheduled:
+            self._preview_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_preview)
+
+    def _flush_preview(self) -> None:
+        self._preview_scheduled = False
+        preview, self._pending_preview = self._pending_preview, None
+        if preview is not None and self._target is not None:
+            self._target.post_message(PreviewArrived(preview))

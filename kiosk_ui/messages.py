@@ -35,3 +35,22 @@ class IntentRequested(Message):
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One frame of the clerk's video preview, checked (``kiosk_ui.bus.parse_preview``): ``rgb`` is
+    exactly ``w * h * 3`` bytes, row-major RGB."""
+
+    session_id: str
+    w: int
+    h: int
+    rgb: bytes
+    seq: int
+
+
+@dataclass
+class PreviewArrived(Message):
+    """The newest preview frame of the call being shown (older ones not yet delivered were dropped)."""
+
+    preview: Preview

@@ -29,12 +29,23 @@ SIZE = (100, 30)
 
 
 def scenes() -> dict[str, dict]:
-    """The sample state of every screen, plus the idle countdown over a screen."""
+    """The sample state of every screen, plus the idle countdown over a screen and a video call."""
     out = copy.deepcopy(SAMPLES)
     idle = copy.deepcopy(SAMPLES["documents"])
     idle["actions"] = ["still_here", *idle["actions"]]
     idle["idle"] = {"timeout_s": 90, "warn_s": 15, "countdown": 12}
     out["documents_idle"] = idle
+    # The video call in a state that does not depend on frames arriving in time: sound only, and the
+    # microphone missing (so every indicator and warning of the media view is on screen).
+    audio_only = copy.deepcopy(SAMPLES["call"])
+    audio_only["view"]["media"] = {
+        "state": "audio_only",
+        "reason": "bandwidth estimate 90 kbit/s",
+        "clerk_video": False,
+        "mic": False,
+        "speaker": True,
+    }
+    out["call_audio_only"] = audio_only
     return out
 
 
