@@ -38,7 +38,9 @@ from drivers.camera.timecode import draw_timecode_frame, read_timecode_frame
 from edge_media.call.janus import JanusVideoRoom, Publisher
 from sim.clerk_browser import ClerkBrowser, clerk_browser_available
 from sim.janus import JanusServer, janus_available
+from sim.mosquitto import Mosquitto
 from sim.netns import NetNs, netns_available
+from tests.test_media_service import MEDIA
 
 MEDIA_ADDR = "127.0.0.2/32"
 
@@ -261,3 +263,50 @@ def percentile(values: list[int] | list[float], p: float) -> float | None:
         return None
     s = sorted(values)
     return float(s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))])
+
+
+# --- the kiosk-media process in the lab ---------------------------------------------------------------
+
+CALL = (
+    MEDIA
+    + """
+[media.audio]
+source = "lavfi:sine=frequency=300:sample_rate=48000"
+[media.call]
+allow_plain_loopback = true
+size = "320x240"
+doccam_size = "320x240"
+text_fallback_s = 3
+"""
+)
+PREVIEW_TOPIC = "kiosk/local/media/call/preview"
+
+
+class Lab:
+    """The namespace (entered by the test's thread), Janus and a local mosquitto in it."""
+
+    def __init__(self, ns: NetNs, janus: JanusServer, bus: Mosquitto) -> None:
+        self.ns, self.janus, self.bus = ns, janus, bus
+
+    def media(self, url: str | None = None, **over: object) -> dict[str, object]:
+        """The ``media`` object the platform would send for this lab's room."""
+        return {
+            "kind": "janus-videoroom",
+            "url": url or self.janus.http_url,
+            "room": 1234,
+            "display": "kiosk-0001",
+            "ice_servers": [],
+            **over,
+        }
+
+
+@pytest.fixture
+def lab(call_netns: NetNs, janus: JanusServer) -> Iterator[Lab]:
+    """For tests that run kiosk-media (in their own loop) against the lab's Janus: the test's thread
+    stays in the namespace for the whole test, so the media process, its bus and the clerk meet there."""
+    with call_netns.entered():
+        bus = Mosquitto(name="call-bus").start()
+        try:
+            yield Lab(call_netns, janus, bus)
+        finally:
+            bus.stop()

@@ -13,67 +13,17 @@ import base64
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kiosk_core.errors import CommandError
-from sim.janus import JanusServer, janus_available
-from sim.mosquitto import Mosquitto
-from sim.netns import NetNs, netns_available
-from tests.test_media_service import MEDIA, running_media
+from tests.test_media_service import running_media
 
-pytestmark = pytest.mark.skipif(
-    bool(netns_available() or janus_available()), reason=str(netns_available() or janus_available())
-)
+pytest.register_assert_rewrite("call_lab")
+from call_lab import CALL, PREVIEW_TOPIC, Lab  # noqa: E402
 
-CALL = (
-    MEDIA
-    + """
-[media.audio]
-source = "lavfi:sine=frequency=300:sample_rate=48000"
-[media.call]
-allow_plain_loopback = true
-size = "320x240"
-doccam_size = "320x240"
-text_fallback_s = 3
-"""
-)
-PREVIEW_TOPIC = "kiosk/local/media/call/preview"
-
-
-class Lab:
-    def __init__(self, ns: NetNs, janus: JanusServer, bus: Mosquitto) -> None:
-        self.ns, self.janus, self.bus = ns, janus, bus
-
-    def media(self, url: str | None = None, **over: object) -> dict[str, object]:
-        return {
-            "kind": "janus-videoroom",
-            "url": url or self.janus.http_url,
-            "room": 1234,
-            "display": "kiosk-0001",
-            "ice_servers": [],
-            **over,
-        }
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    """A namespace entered by this test's thread, with Janus and a local mosquitto in it."""
-    ns = NetNs.create()
-    try:
-        link = ns.add_address_link("127.0.0.2/32")
-        with ns.entered():
-            bus = Mosquitto(name="call-bus").start()
-            janus = JanusServer("127.0.0.1", netns=ns, ice_enforce=link).start()
-            try:
-                yield Lab(ns, janus, bus)
-            finally:
-                janus.stop()
-                bus.stop()
-    finally:
-        ns.close()
+pytest_plugins = ["call_lab"]
 
 
 async def test_the_clerk_sees_the_room_and_the_papers_and_the_kiosk_shows_and_plays_the_clerk(
