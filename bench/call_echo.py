@@ -13,7 +13,8 @@ with its residual echo suppressor (``speex_preprocess_run`` with the echo state,
 ERLE = 10 log10(echo power / (output - near end) power) after the first 2 s (convergence), so the noise
 that went in does not count as echo. "to 20 dB": the first time the ERLE over the next 0.5 s reaches 20
 dB. Double talk: the villager talks over the clerk from 4 to 8 s; "near kept" = near-end power over the
-power of everything else in the output during it (higher is better); "after" = ERLE from 8.5 s on. CPU:
+power of everything else in the output during it (higher is better); "after" = ERLE from 8.5 s on. In
+the room column a suppressor's rows also count the mic noise it took away as residual (conservative). CPU:
 process time per second of audio, this machine, one thread. Each figure is the mean over the seeds.
 """
 
