@@ -27,6 +27,8 @@ compgen -G "/usr/lib/*/libusb-1.0.so.0" >/dev/null || compgen -G "/lib/*/libusb-
 [ -x /usr/bin/janus ] || need_apt+=(janus)
 [ -f /usr/share/javascript/janus-gateway/janus.js ] || need_apt+=(libjs-janus-gateway)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# bench/call_echo.py compares the echo canceller with SpeexDSP's (the reference, through ctypes).
+compgen -G "/usr/lib/*/libspeexdsp.so.1" >/dev/null || need_apt+=(libspeexdsp1)
 { command -v ip && command -v tc; } >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || need_apt+=(iproute2)
 # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
