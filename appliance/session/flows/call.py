@@ -89,9 +89,11 @@ def media_view(call: Call) -> dict[str, Any] | None:
     }
 
 
-def media_reported(m: SessionMachine, report: dict[str, Any]) -> bool:
+def media_reported(m: SessionMachine, report: object) -> bool:
     """kiosk-media's ``call`` state arrived: keep it for the screen; True if the screen changes."""
     s = m.session
+    if not isinstance(report, dict):  # the media process's JSON; a junk report is ignored, never raised
+        return False
     if s is None or s.call is None or s.call.media is None or report.get("session_id") != s.id:
         return False
     if report.get("state") == "off" or s.call.status != "connected":
