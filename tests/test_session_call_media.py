@@ -238,6 +238,22 @@ def test_a_report_for_another_session_or_no_media_call_is_ignored():
     assert m.screen == "receipt"
 
 
+def test_a_reason_naming_the_media_server_keeps_its_url_off_the_state_topic():
+    m = make_machine()
+    to_call(m, with_(url=f"wss://{HOST}:8989/janus?room_token={TOKEN}"))
+    url = m.session.call.media["url"]
+    # what kiosk-media's CallServerUnreachable says, and its 400 for a URL it will not take
+    for said in (
+        f"the county media server at {url} cannot be reached: ClientConnectorError: Cannot connect to host "
+        f"{HOST}:8989 ssl:default [Connection refused]",
+        f"media.url: url 'wss://{HOST}:8989/janus' is not TLS",
+    ):
+        media_reported(m, report(m, state="reconnecting", reason=said))
+        reason = m.view()["view"]["media"]["reason"]
+        assert "<media.url>" in reason and leaks(json.dumps(m.view())) == [], reason
+        assert "cannot be reached" in reason or "is not TLS" in reason  # the rest still says what is wrong
+
+
 def test_an_unknown_state_shows_connecting_and_junk_never_raises():
     m = make_machine()
     to_call(m, MEDIA)

@@ -7,8 +7,10 @@ or ends through platform commands; hanging up with a clerk connected leads to th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
 
@@ -100,7 +102,21 @@ def media_reported(m: SessionMachine, report: object) -> bool:
         return False
     before = media_view(s.call)
     s.call.media_state = {k: report.get(k) for k in ("state", "reason", "clerk_video", "mic", "speaker")}
+    reason = report.get("reason")
+    if isinstance(reason, str):
+        s.call.media_state["reason"] = without_server(reason, str(s.call.media.get("url", "")))
     return media_view(s.call) != before
+
+
+ANY_URL = re.compile(r"\b(?:wss?|https?)://[^\s'\"]+")
+
+
+def without_server(reason: str, url: str) -> str:
+    """``reason`` with the media server's URL and host elided: kiosk-media's errors name them ("the county
+    media server at wss://... cannot be reached: ... Cannot connect to host ..."), the state topic must not."""
+    reason = ANY_URL.sub("<media.url>", reason)
+    host = urlsplit(url).hostname
+    return reason.replace(host, "<media.host>") if host else reason
 
 
 def call_offers(m: SessionMachine) -> Container[str]:
