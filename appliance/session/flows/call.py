@@ -415,7 +415,9 @@ COMMANDS: dict[str, SessionCommand] = {
         "the villager's place in the clerk queue and the estimated wait", QueuedParams, call_queued
     ),
     "session.call.accepted": SessionCommand(
-        "a clerk took the call (name, department)", AcceptedParams, call_accepted
+        "a clerk took the call (name, department; media: where the video call goes)",
+        AcceptedParams,
+        call_accepted,
     ),
     "session.request_document": SessionCommand(
         "the clerk asks for one more document", RequestDocumentParams, request_document
