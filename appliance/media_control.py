@@ -171,6 +171,7 @@ class MediaControl(Subsystem):
             "uplink": s.get("uplink"),
             "disk": s.get("disk"),
             "recording": (s.get("recording") or {}).get("session_id"),
+            "call": call_counters(s.get("call")),
             "fps_in": {
                 role: info.get("fps_in")
                 for role, info in (s.get("sources") or {}).items()
@@ -218,6 +219,17 @@ class MediaControl(Subsystem):
             return await call(body)
 
         return forward
+
+
+CALL_COUNTERS = ("state", "reconnects", "rx", "tx")
+
+
+def call_counters(call: object) -> dict[str, Any] | None:
+    """The call's figures for telemetry from kiosk-media's ``call`` state (``{"state": "off"}`` without a
+    call; null from a media process that reports no call at all). Never the call's target."""
+    if not isinstance(call, dict):
+        return None
+    return {k: call[k] for k in CALL_COUNTERS if k in call}
 
 
 def inline_still(reply: dict[str, Any]) -> dict[str, Any]:

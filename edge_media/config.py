@@ -46,7 +46,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.camera.config import check_device, parse_size
@@ -343,7 +343,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+# The call's media object comes from the platform as JSON inside a command, whose parameters take no
+# type coercion (kiosk_core.commands.Params): a nested model does not inherit that, so it says so itself.
+PLATFORM_JSON = ConfigDict(**Strict.model_config, strict=True)
+
+
 class IceServer(Strict):
+    model_config = PLATFORM_JSON
+
     urls: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=8)
     username: Annotated[str, Field(max_length=256)] | None = None
     credential: Annotated[str, Field(max_length=256)] | None = None
@@ -369,6 +376,8 @@ class CallTarget(Strict):
     ``[media.call] allow_plain_loopback`` allows ``ws://``/``http://`` to a loopback address. An empty
     ``ice_servers`` means no STUN and no TURN at all, never a public default.
     """
+
+    model_config = PLATFORM_JSON
 
     kind: Literal["janus-videoroom"]
     url: str = Field(max_length=500)

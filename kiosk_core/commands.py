@@ -114,6 +114,14 @@ def _model_field(model: Any, key: str) -> FieldInfo | None:
     return next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
 
 
+def _optional_model(annotation: Any) -> Any:
+    """The model of ``Model | None`` (its fields are the error's next path parts), else ``annotation``."""
+    members = [_bare(m) for m in _members(annotation) if m is not NoneType]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+        return members[0]
+    return annotation
+
+
 def _tagged(annotation: Any, tag: str) -> Any:
     """The member of a tagged union (``Annotated[X, Tag(tag)] | ...``) that ``tag`` names, or None."""
     for member in _members(annotation):
@@ -138,6 +146,7 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, FieldInf
             node, info = (args[0] if args else None), None
             path.append(str(part))
             continue
+        node = _optional_model(node)
         field = _model_field(node, part)
         if field is not None:
             holder, info, node = node, field, field.annotation
@@ -217,6 +226,8 @@ def describe(command: str, model: type[BaseModel], exc: ValidationError) -> BadR
     field, info, _ = _locate(model, err["loc"])
     if err["type"] == "missing":
         return BadRequest(f"{command}: missing field {field!r}", field=field)
+    if err["type"] == "value_error":  # a validator's own sentence says what is wrong
+        return BadRequest(f"{command}: {field}: {err.get('ctx', {}).get('error', err['msg'])}", field=field)
     return BadRequest(
         f"{command}: {field} must be {_expected(info, err)}, got {shown(err.get('input'))}", field=field
     )

@@ -94,13 +94,24 @@ def to_documents(m: SessionMachine, item_id: str = "minzheng.low_income_allowanc
     assert m.screen == "documents"
 
 
-def to_call(m: SessionMachine) -> None:
+CLERK = {"id": "c-0042", "name": "李明", "department": "minzheng"}
+
+
+def to_call_waiting(m: SessionMachine) -> None:
+    """Zhang San has every document of the low-income allowance and asks for a clerk."""
     to_documents(m)
     for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
         capture(m, doc, n)
     m.intent("call", {})
-    m.command(
-        "session.call.accepted",
-        {"session_id": m.session.id, "clerk": {"id": "c-0042", "name": "李明", "department": "minzheng"}},
-    )
+    assert m.screen == "call_waiting"
+
+
+def to_call(m: SessionMachine, media: dict[str, Any] | None = None) -> list[Effect]:
+    """On to ``call``: clerk 李明 accepts (with ``media``, the call's media object, if given)."""
+    to_call_waiting(m)
+    params: dict[str, Any] = {"session_id": m.session.id, "clerk": CLERK}
+    if media is not None:
+        params["media"] = media
+    _, effects = m.command("session.call.accepted", params)
     assert m.screen == "call"
+    return effects

@@ -7,8 +7,10 @@ or ends through platform commands; hanging up with a clerk connected leads to th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints
 
@@ -89,16 +91,32 @@ def media_view(call: Call) -> dict[str, Any] | None:
     }
 
 
-def media_reported(m: SessionMachine, report: dict[str, Any]) -> bool:
+def media_reported(m: SessionMachine, report: object) -> bool:
     """kiosk-media's ``call`` state arrived: keep it for the screen; True if the screen changes."""
     s = m.session
+    if not isinstance(report, dict):  # the media process's JSON; a junk report is ignored, never raised
+        return False
     if s is None or s.call is None or s.call.media is None or report.get("session_id") != s.id:
         return False
     if report.get("state") == "off" or s.call.status != "connected":
         return False
     before = media_view(s.call)
     s.call.media_state = {k: report.get(k) for k in ("state", "reason", "clerk_video", "mic", "speaker")}
+    reason = report.get("reason")
+    if isinstance(reason, str):
+        s.call.media_state["reason"] = without_server(reason, str(s.call.media.get("url", "")))
     return media_view(s.call) != before
+
+
+ANY_URL = re.compile(r"\b(?:wss?|https?)://[^\s'\"]+")
+
+
+def without_server(reason: str, url: str) -> str:
+    """``reason`` with the media server's URL and host elided: kiosk-media's errors name them ("the county
+    media server at wss://... cannot be reached: ... Cannot connect to host ..."), the state topic must not."""
+    reason = ANY_URL.sub("<media.url>", reason)
+    host = urlsplit(url).hostname
+    return reason.replace(host, "<media.host>") if host else reason
 
 
 def call_offers(m: SessionMachine) -> Container[str]:
@@ -397,7 +415,9 @@ COMMANDS: dict[str, SessionCommand] = {
         "the villager's place in the clerk queue and the estimated wait", QueuedParams, call_queued
     ),
     "session.call.accepted": SessionCommand(
-        "a clerk took the call (name, department)", AcceptedParams, call_accepted
+        "a clerk took the call (name, department; media: where the video call goes)",
+        AcceptedParams,
+        call_accepted,
     ),
     "session.request_document": SessionCommand(
         "the clerk asks for one more document", RequestDocumentParams, request_document
