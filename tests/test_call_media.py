@@ -129,3 +129,36 @@ async def test_plain_urls_need_the_loopback_switch(lab: Lab, tmp_path: Path) -> 
         with pytest.raises(CommandError) as err:
             await bench.call("call_start", {"session_id": "s-4", "media": lab.media()})
         assert err.value.status == 400 and "not TLS" in str(err.value)
+
+
+def tone_share(path: str, hz: float) -> float:
+    """The share of the recording's audio energy within ±20 Hz of ``hz``."""
+    import av
+    import numpy as np
+
+    with av.open(path) as container:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]).astype(
+            np.float64
+        )
+    spectrum = np.abs(np.fft.rfft(pcm)) ** 2
+    freqs = np.fft.rfftfreq(len(pcm), 1 / 48000)
+    return float(spectrum[np.abs(freqs - hz) < 20].sum() / spectrum.sum())
+
+
+async def test_the_sessions_recording_holds_the_villager_and_the_clerk(lab: Lab, tmp_path: Path) -> None:
+    """回溯: the recording's audio is the microphone (300 Hz here) with the clerk's voice (the Python
+    clerk's 440 Hz tone) mixed in while the call runs."""
+    from sim.clerk_rtc import PythonClerk
+
+    async with running_media(tmp_path, lab.bus.port, CALL) as (_service, bench):
+        await bench.call("record_start", {"session_id": "s-rec"})
+        async with PythonClerk(lab.janus.http_url, 1234):
+            await bench.call("call_start", {"session_id": "s-rec", "media": lab.media()})
+            await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "connected", 15)
+            await bench.wait_for(lambda: bench.state["call"]["rx"]["audio_ms"] > 4000, 15)
+            await bench.call("call_stop", {})
+        await bench.call("record_stop", {})
+        exported = await bench.call("export", {"session_id": "s-rec"}, timeout_s=30)
+        villager, clerk = tone_share(exported["path"], 300), tone_share(exported["path"], 440)
+        assert villager > 0.05, villager
+        assert clerk > 0.05, (villager, clerk)
