@@ -21,13 +21,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import functools
+import heapq
 import ipaddress
 import itertools
+import json
 import os
+import random
+import selectors
 import shutil
+import socket
+import struct
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 CLONE_NEWNET = 0x40000000
 _counter = itertools.count(1)
@@ -191,6 +202,7 @@ class VethLink:
         self.addr_a = str(ipaddress.ip_interface(addr_a).ip)
         self.addr_b = str(ipaddress.ip_interface(addr_b).ip)
         self._cut = False
+        self._shaping: dict[str, float] | None = None
 
     def netem(self, delay_ms: float, loss_pct: float, rate_kbit: int, jitter_ms: float = 0) -> None:
         """Shape both directions with ``tc qdisc replace dev <end> root netem ...``.
@@ -213,33 +225,50 @@ class VethLink:
                 if "unknown" in str(exc).lower():
                     raise NetemUnavailable(
                         f"the kernel has no netem qdisc (sch_netem): {exc}; load the module or use a kernel "
-                        "built with CONFIG_NET_SCH_NETEM"
+                        'built with CONFIG_NET_SCH_NETEM, or use link(kind="tap")'
                     ) from exc
                 raise
+        self._shaping = {
+            "delay_ms": delay_ms,
+            "loss_pct": loss_pct,
+            "rate_kbit": rate_kbit,
+            "jitter_ms": jitter_ms,
+        }
 
     def clear(self) -> None:
         """Remove any shaping from both ends (no error if there was none)."""
+        self._shaping = None
         for ns, ifname in ((self.a, self.a_if), (self.b, self.b_if)):
             with contextlib.suppress(NetNsError):
                 ns.tc("qdisc", "del", "dev", ifname, "root")
 
     def cut(self) -> None:
-        """Drop the link: both ends administratively down.
+        """Drop the link silently: 100 % loss both ways (netem), or both ends down without netem.
 
-        A village link that drops is closer to "100 % loss" (the kiosk's own interface stays up and
-        packets vanish silently) than to "link down"; netem would model that, but ``tc``'s netem, drop
-        actions and classifiers are all missing from some kernels (this machine's among them), and
-        ``ip link set down`` works everywhere. The difference callers see: while cut, sends to the peer
-        fail at once with ENETUNREACH instead of vanishing, and routes over the link are removed, so
-        after :meth:`restore` the addresses are added back and ICE must re-check its pairs. Timeouts
-        (ICE consent, Janus's keepalive) behave the same either way.
+        A village link that drops is "100 % loss": the kiosk's own interface stays up and packets vanish,
+        so only timeouts (ICE consent, Janus's keepalive) notice. That is what this does when the kernel
+        has netem. Without netem (this machine's kernel has no netem, no tc drop action and no
+        classifiers) it falls back to ``ip link set down`` on both ends: sends then fail at once with
+        ENETUNREACH and the routes over the link go until :meth:`restore`, a harsher and earlier signal
+        than a real drop. :class:`TapLink` always cuts silently; prefer it for reconnection tests.
         """
-        self.a.ip("link", "set", self.a_if, "down")
-        self.b.ip("link", "set", self.b_if, "down")
+        if netem_available() is None:
+            for ns, ifname in ((self.a, self.a_if), (self.b, self.b_if)):
+                ns.tc("qdisc", "replace", "dev", ifname, "root", "netem", "loss", "100%")
+            self._cut_by = "netem"
+        else:
+            self.a.ip("link", "set", self.a_if, "down")
+            self.b.ip("link", "set", self.b_if, "down")
+            self._cut_by = "down"
         self._cut = True
 
     def restore(self) -> None:
-        """Bring a cut link back up (idempotent). The addresses stay on the interfaces across down/up."""
+        """Undo :meth:`cut` (idempotent): the previous shaping comes back (none if there was none)."""
+        if getattr(self, "_cut_by", None) == "netem":
+            if self._shaping is not None:
+                self.netem(**self._shaping)
+            else:
+                self.clear()
         self.a.ip("link", "set", self.a_if, "up")
         self.b.ip("link", "set", self.b_if, "up")
         self._cut = False
@@ -249,8 +278,21 @@ class VethLink:
         return self._cut
 
 
-def link(a: NetNs, b: NetNs, addr_a: str = "10.77.0.1/24", addr_b: str = "10.77.0.2/24") -> VethLink:
-    """Join ``a`` and ``b`` with a veth pair carrying ``addr_a`` in ``a`` and ``addr_b`` in ``b``."""
+def link(
+    a: NetNs, b: NetNs, addr_a: str = "10.77.0.1/24", addr_b: str = "10.77.0.2/24", *, kind: str = "auto"
+) -> VethLink | TapLink:
+    """Join ``a`` and ``b`` with a link carrying ``addr_a`` in ``a`` and ``addr_b`` in ``b``.
+
+    ``kind``: "veth" (kernel veth pair, shaped by ``tc netem``), "tap" (:class:`TapLink`: two TAP
+    devices and a userspace relay process that delays, drops and rate-limits), or "auto": veth when the
+    kernel has netem, else tap. Both have the same ``netem/clear/cut/restore/close`` interface.
+    """
+    if kind == "auto":
+        kind = "veth" if netem_available() is None else "tap"
+    if kind == "tap":
+        return TapLink(a, b, addr_a, addr_b)
+    if kind != "veth":
+        raise ValueError(f"link kind must be auto, veth or tap, not {kind!r}")
     n = next(_counter)
     a_if, b_if = f"kl{n}a", f"kl{n}b"
     a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
@@ -261,8 +303,12 @@ def link(a: NetNs, b: NetNs, addr_a: str = "10.77.0.1/24", addr_b: str = "10.77.
     return VethLink(a, b, a_if, b_if, addr_a, addr_b)
 
 
+@functools.cache
 def netem_available() -> str | None:
-    """None if ``tc ... netem`` works in a fresh namespace, else the reason (for ``pytest.skip``)."""
+    """None if ``tc ... netem`` works in a fresh namespace, else the reason (for ``pytest.skip``).
+
+    Probed once per process (the kernel does not grow modules while we run).
+    """
     reason = netns_available()
     if reason:
         return reason
@@ -273,3 +319,187 @@ def netem_available() -> str | None:
         except NetNsError as exc:
             return f"tc netem is not available on this kernel: {exc}"
     return None
+
+
+# --- a userspace netem: two TAP devices and a relay process -----------------------------------------
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """What the relay does to each direction (the same both ways)."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rate_kbit: int = 0
+    queue_ms: float = 500.0
+    cut: bool = False
+
+
+def _open_tap(ns: NetNs, name: str) -> int:
+    # The TAP device is created in the namespace of the thread that opens /dev/net/tun.
+    with ns.entered():
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+class TapLink:
+    """A link between two namespaces through a userspace relay: netem's job without the kernel's netem.
+
+    Each namespace gets a TAP device (``a_if``/``b_if``) with its address; a child process
+    (``python -m sim.netns relay``) copies Ethernet frames between the two and applies, per direction,
+    a bottleneck of ``rate_kbit`` (frames queue behind each other; a frame that would wait more than
+    ``queue_ms`` is tail-dropped, like a router's buffer), random ``loss_pct``, and ``delay_ms`` ±
+    ``jitter_ms`` (normal; frames stay in order, as on a cellular link). :meth:`cut` drops every
+    frame silently (a village link that goes away: 100 % loss, interfaces stay up). Settings apply to
+    frames that arrive after the call returns. Accuracy: well under a millisecond on an idle machine;
+    meant for call-sized traffic (a few Mbit/s), not for throughput tests.
+    """
+
+    def __init__(self, a: NetNs, b: NetNs, addr_a: str, addr_b: str) -> None:
+        n = next(_counter)
+        self.a, self.b = a, b
+        self.a_if, self.b_if = f"kt{n}a", f"kt{n}b"
+        self.addr_a = str(ipaddress.ip_interface(addr_a).ip)
+        self.addr_b = str(ipaddress.ip_interface(addr_b).ip)
+        self._impairment = Impairment()
+        self._shaping = Impairment()
+        fd_a = _open_tap(a, self.a_if)
+        fd_b = _open_tap(b, self.b_if)
+        ctl, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sim.netns", "relay", str(fd_a), str(fd_b), str(child.fileno())],
+                pass_fds=(fd_a, fd_b, child.fileno()),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
+        finally:
+            os.close(fd_a)
+            os.close(fd_b)
+            child.close()
+        self._ctl = ctl
+        self._ctl_file = ctl.makefile("rwb", buffering=0)
+        for ns, ifname, addr in ((a, self.a_if, addr_a), (b, self.b_if, addr_b)):
+            ns.ip("addr", "add", addr, "dev", ifname)
+            ns.ip("link", "set", ifname, "up")
+        self._send(self._impairment)
+
+    def _send(self, imp: Impairment) -> None:
+        self._ctl_file.write(json.dumps(asdict(imp)).encode() + b"\n")
+        if self._ctl_file.readline().strip() != b"ok":
+            raise NetNsError(f"the link relay (pid {self.proc.pid}) did not take the settings")
+        self._impairment = imp
+
+    def netem(
+        self, delay_ms: float, loss_pct: float, rate_kbit: int, jitter_ms: float = 0, queue_ms: float = 500
+    ) -> None:
+        """Shape both directions alike: one-way ``delay_ms`` (RTT adds twice), ``loss_pct`` per
+        direction, ``rate_kbit`` per direction (0 = unlimited). For "300 ms RTT" pass 150."""
+        self._shaping = Impairment(delay_ms, jitter_ms, loss_pct, rate_kbit, queue_ms)
+        self._send(Impairment(delay_ms, jitter_ms, loss_pct, rate_kbit, queue_ms, cut=self._impairment.cut))
+
+    def clear(self) -> None:
+        self._shaping = Impairment()
+        self._send(Impairment(cut=self._impairment.cut))
+
+    def cut(self) -> None:
+        """Drop every frame both ways, silently (the interfaces stay up)."""
+        self._send(Impairment(**{**asdict(self._shaping), "cut": True}))
+
+    def restore(self) -> None:
+        self._send(Impairment(**{**asdict(self._shaping), "cut": False}))
+
+    @property
+    def is_cut(self) -> bool:
+        return self._impairment.cut
+
+    def close(self) -> None:
+        """Stop the relay (by pid); the TAP devices vanish with their file descriptors. Idempotent."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self._ctl.shutdown(socket.SHUT_RDWR)
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            self._ctl_file.close()
+            self._ctl.close()
+
+    def __enter__(self) -> TapLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _relay(fd_a: int, fd_b: int, ctl_fd: int) -> None:
+    """The relay process's loop (see :class:`TapLink`). Ends when the control socket closes."""
+    ctl = socket.socket(fileno=ctl_fd)
+    ctl_in = ctl.makefile("rb", buffering=0)
+    imp = Impairment()
+    rng = random.Random()
+    other = {fd_a: fd_b, fd_b: fd_a}
+    free_at = {fd_a: 0.0, fd_b: 0.0}  # when each direction's bottleneck is free again
+    last_due = {fd_a: 0.0, fd_b: 0.0}  # keeps each direction in order under jitter
+    heap: list[tuple[float, int, int, bytes]] = []
+    seq = itertools.count()
+    sel = selectors.DefaultSelector()
+    for fd in (fd_a, fd_b):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    sel.register(ctl_fd, selectors.EVENT_READ)
+    while True:
+        timeout = max(0.0, heap[0][0] - time.monotonic()) if heap else None
+        for key, _ in sel.select(timeout):
+            if key.fd == ctl_fd:
+                line = ctl_in.readline()
+                if not line:
+                    return
+                imp = Impairment(**json.loads(line))
+                ctl.sendall(b"ok\n")
+                continue
+            while True:
+                try:
+                    frame = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    return
+                if imp.cut or (imp.loss_pct and rng.random() * 100 < imp.loss_pct):
+                    continue
+                now = time.monotonic()
+                start = max(now, free_at[key.fd])
+                if imp.rate_kbit:
+                    if start - now > imp.queue_ms / 1000:
+                        continue  # the bottleneck's buffer is full: tail drop
+                    free_at[key.fd] = start + len(frame) * 8 / (imp.rate_kbit * 1000)
+                    start = free_at[key.fd]
+                delay = imp.delay_ms + (rng.gauss(0, imp.jitter_ms) if imp.jitter_ms else 0.0)
+                due = max(start + max(0.0, delay) / 1000, last_due[key.fd])
+                last_due[key.fd] = due
+                heapq.heappush(heap, (due, next(seq), other[key.fd], frame))
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, out, frame = heapq.heappop(heap)
+            with contextlib.suppress(OSError):
+                os.write(out, frame)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "relay":
+        _relay(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        sys.exit("usage: python -m sim.netns relay FD_A FD_B CONTROL_FD (started by TapLink)")

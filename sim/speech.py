@@ -51,7 +51,8 @@ def speech_like(
 
     # Pitch: a slow random walk around f0 plus phrase-level declination, sampled per frame.
     walk = np.cumsum(rng.normal(0.0, 0.02, n_frames))
-    walk -= np.convolve(walk, np.ones(50) / 50, mode="same")  # keep it wandering, not drifting away
+    span = min(50, n_frames)
+    walk -= np.convolve(walk, np.ones(span) / span, mode="same")  # keep it wandering, not drifting away
     pitch = f0 * np.exp(0.25 * np.tanh(walk) + 0.1 * np.sin(2 * np.pi * 0.3 * t_frames + rng.uniform(0, 6)))
     pitch_s = np.interp(np.arange(n) / hop, np.arange(n_frames), pitch)
     # Jitter: a real larynx never repeats a period exactly (about 1 % cycle to cycle).

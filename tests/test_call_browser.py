@@ -35,7 +35,9 @@ async def test_the_clerk_in_a_browser_and_the_supervisor_watch_the_kiosk_live(
             return len(videos_decoding(stats, "kiosk", 15)) == 2 and bool(audio_receiving(stats, "kiosk"))
 
         stats = await asyncio.to_thread(browser.wait_for, kiosk_seen, 40, "the kiosk's 2 videos and audio")
-        sizes = sorted((m.get("frameWidth"), m.get("frameHeight")) for m in videos_decoding(stats, "kiosk", 15))
+        sizes = sorted(
+            (m.get("frameWidth"), m.get("frameHeight")) for m in videos_decoding(stats, "kiosk", 15)
+        )
         assert sizes == [(320, 240), (320, 240)]
         await bench.wait_for(lambda: bench.state["call"]["rx"]["video_frames"] > 15, 20)
         await bench.wait_for(lambda: bench.state["call"]["rx"]["audio_ms"] > 1000, 10)

@@ -8,14 +8,30 @@ and subscribes to the clerk; the browsers report what they decode through their 
 from __future__ import annotations
 
 import asyncio
+import fractions
+import socket
+import threading
+import time
 
+import av
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # The lab's fixtures come as a plugin; its helpers are imported too, so rewrite its asserts first.
 pytest.register_assert_rewrite("call_lab")
 from call_lab import TimecodeVideoTrack, ToneTrack, connect_kiosk, percentile  # noqa: E402
 
+from drivers.camera.timecode import (  # noqa: E402
+    MAX_MS,
+    draw_timecode,
+    draw_timecode_frame,
+    read_timecode,
+    read_timecode_frame,
+)
 from sim.clerk_browser import audio_receiving, videos_decoding  # noqa: E402
+from sim.netns import NetNs, link, netns_available  # noqa: E402
 
 pytest_plugins = ["call_lab"]
 
@@ -136,3 +152,105 @@ async def test_clerk_subscribes_again_when_the_kiosk_comes_back(call_netns, janu
             assert all(f["id"] != old_feed for f in s2["feeds"])
         finally:
             await second.close()
+
+
+def test_link_between_namespaces_delays_and_cuts_like_a_village_link() -> None:
+    """Two namespaces joined by link(): 50 ms each way doubles into a 100 ms round trip, a cut drops
+    everything silently (no error, no answer), and restore brings the shaped link back."""
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    with NetNs.create("kvil") as kiosk, NetNs.create("kcty") as county:
+        wire = link(kiosk, county)
+        try:
+            with county.entered():
+                echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            echo.bind((wire.addr_b, 0))
+            threading.Thread(target=_echo, args=(echo,), daemon=True).start()
+            with kiosk.entered():
+                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.settimeout(1.0)
+            target = echo.getsockname()
+            assert _rtt_ms(probe, target) < 50
+            wire.netem(delay_ms=50, loss_pct=0, rate_kbit=1000)
+            assert 100 <= _rtt_ms(probe, target) < 250
+            wire.cut()
+            assert wire.is_cut
+            probe.sendto(b"lost?", target)  # a silent drop: sending works, nothing comes back
+            with pytest.raises(TimeoutError):
+                probe.recvfrom(100)
+            wire.restore()
+            assert 100 <= _rtt_ms(probe, target) < 250
+            echo.sendto(b"q", echo.getsockname())
+        finally:
+            close = getattr(wire, "close", None)
+            if close is not None:
+                close()
+
+
+def _echo(sock: socket.socket) -> None:
+    while True:
+        data, addr = sock.recvfrom(2048)
+        if data == b"q":
+            return
+        sock.sendto(data, addr)
+
+
+def _rtt_ms(sock: socket.socket, target: tuple[str, int]) -> float:
+    """The best of three round trips (the first may include ARP)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.monotonic()
+        sock.sendto(b"ping", target)
+        sock.recvfrom(100)
+        best = min(best, (time.monotonic() - t0) * 1000)
+    return best
+
+
+# --- the frame timecode (drivers/camera/timecode.py; clerk.js is its twin) ---------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, MAX_MS), st.sampled_from([(640, 360), (320, 240), (48, 8), (1280, 720), (97, 61)]))
+def test_timecode_round_trips_on_a_raw_plane(ms: int, size: tuple[int, int]) -> None:
+    w, h = size
+    plane = np.full((h, w), 90, np.uint8)
+    draw_timecode(plane, ms)
+    assert read_timecode(plane) == ms
+
+
+def test_a_frame_without_a_timecode_reads_none() -> None:
+    rng = np.random.default_rng(1)
+    assert read_timecode(np.full((240, 320), 128, np.uint8)) is None
+    assert read_timecode(rng.integers(0, 256, (240, 320), dtype=np.uint8)) is None
+    assert read_timecode(np.zeros((240, 320), np.uint8)) is None
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "bitrate"),
+    [(640, 360, 500_000), (320, 240, 250_000), (320, 240, 40_000), (640, 360, 60_000)],
+)
+def test_timecode_survives_a_real_vp8_encode_and_decode(width: int, height: int, bitrate: int) -> None:
+    """Noisy frames (the worst case for the encoder) through libvpx at the call's sizes, also starved
+    of bits: every decoded frame still reads its own code."""
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.bit_rate = bitrate
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
+    dec = av.CodecContext.create("libvpx", "r")
+    rng = np.random.default_rng(7)
+    base = int(time.time() * 1000)
+    sent, read = [], []
+    for i in range(30):
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for p in frame.planes:
+            np.frombuffer(p, np.uint8)[:] = rng.integers(0, 256, p.buffer_size, dtype=np.uint8)
+        frame.pts = i
+        sent.append(base + i * 33)
+        draw_timecode_frame(frame, sent[-1])
+        for packet in enc.encode(frame):
+            read += [read_timecode_frame(d) for d in dec.decode(packet)]
+    for packet in enc.encode(None):
+        read += [read_timecode_frame(d) for d in dec.decode(packet)]
+    assert read == sent

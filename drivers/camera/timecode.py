@@ -7,6 +7,7 @@ The spec (the clerk page's ``clerk.js`` implements the same; change both or neit
 - cells 0 and 47 are always white (luma :data:`WHITE`, 235): the sync cells;
 - cells 1..46 hold 46 bits of an integer milliseconds value (unix ms: ``time.time()*1000``,
   ``Date.now()``), most significant bit first, white = 1, black (luma :data:`BLACK`, 16) = 0;
+- every value has at least one 0 bit (:data:`MAX_MS` is 2**46 - 2): the darkest cell is the black level;
 - reading: the mean luma of the central half (both axes) of each cell; the threshold is the midpoint
   of the sync cells' mean and the black level (the darkest cell); the code is None when the sync cells
   are not bright (< 128) or the strip is not bimodal (sync and black less than 64 apart, or a data cell
@@ -29,7 +30,9 @@ CELLS = 48
 BITS = CELLS - 2
 WHITE = 235
 BLACK = 16
-MAX_MS = (1 << BITS) - 1
+# All 46 bits set would leave the strip without a black cell, so no black level to read against;
+# unix milliseconds have their top bit clear until the year 4199, so this costs nothing.
+MAX_MS = (1 << BITS) - 2
 
 
 def strip_height(height: int) -> int:
@@ -42,11 +45,11 @@ def _edges(width: int) -> list[int]:
 
 
 def draw_timecode(y_plane: np.ndarray, ms: int) -> None:
-    """Draw ``ms`` (0 ≤ ms < 2**46) into the top strip of a luma plane (H×W uint8), in place."""
+    """Draw ``ms`` (0 ≤ ms ≤ :data:`MAX_MS`) into the top strip of a luma plane (H×W uint8), in place."""
     if y_plane.ndim != 2 or y_plane.dtype != np.uint8:
         raise ValueError("draw_timecode needs a 2-D uint8 luma plane")
     if not 0 <= ms <= MAX_MS:
-        raise ValueError(f"timecode {ms} does not fit {BITS} bits")
+        raise ValueError(f"timecode {ms} is outside 0..{MAX_MS} ({BITS} bits, not all ones)")
     h, w = y_plane.shape
     if w < CELLS:
         raise ValueError(f"a frame {w} pixels wide cannot hold {CELLS} cells")

@@ -11,25 +11,32 @@ Where it sits::
 samples). ``process()`` returns as many samples as it is given, delayed by exactly one block (the fixed,
 added latency: 10 ms), whatever the lengths of the pieces it is handed.
 
-The algorithm, in three stages per block:
+The algorithm, in four stages per block:
 
-1. **Linear echo canceller**: a partitioned-block frequency-domain adaptive filter (PBFDAF, the "multi-
-   delay filter" of Soo & Pang), overlap-save with a 2-block FFT, ``tail_ms`` long (default 200 ms: the
-   acoustic path plus the playback and capture buffering), vectorised over the partitions with numpy's
-   rfft. The update is normalised per frequency bin by the far end's power across the tail and
-   distributed over the partitions in proportion to their weight (IPNLMS-style), so a sparse path (a
-   40 ms bulk delay, a few reflections) converges fast. The gradient is constrained to the first half of
-   the FFT window (a true linear convolution, no circular wrap).
-2. **Double-talk guard**, two parts. (a) The step per bin is scaled by the estimated share of residual
-   echo in the error (the "leak" of Valin, 2007: the slope between the error's and the echo estimate's
-   power fluctuations): when the villager talks over the clerk, the error is mostly their voice, the
-   share falls and adaptation stops; below a near-end share of 80 % it is frozen outright. (b) Two
-   filters: a background filter adapts, the foreground filter makes the output; the foreground takes the
-   background's weights only when the background's error is lower by more than its own noise, and a
-   background that drifted away (during double talk) is put back to the foreground. A changed echo path
-   (the error rises *with* the echo estimate) re-converges; double talk (it rises without it) does not
-   disturb the output filter.
-3. **Residual echo suppressor** (NLP), gentle: a broadband gain per block from the same residual-echo
+1. **Delay estimator**: the mean magnitude-squared coherence (100 Hz-4 kHz) between the microphone and
+   the far end at every lag of 10 ms up to ``tail_ms`` (default 200 ms: the acoustic path plus the
+   playback and capture buffering). The lag where the far end is most coherent with the microphone, once
+   it has held for 150 ms, places the adaptive filter's window (one block earlier, for fractional delays).
+   As in WebRTC AEC3, a short filter behind a delay estimate converges far faster on speech than one
+   filter over the whole tail, and costs less.
+2. **Linear echo canceller**: a partitioned-block frequency-domain adaptive filter (PBFDAF, the "multi-
+   delay filter" of Soo & Pang; Speex's mdf), overlap-save with a 2-block FFT, ``filter_ms`` long (60 ms
+   by default: the direct sound and the early reflections), vectorised over the partitions with numpy's
+   rfft. The step per partition and bin is a diagonal frequency-domain Kalman gain (Enzner & Vary 2006,
+   Kuech et al. 2014): the state's uncertainty over the predicted error power. Bins that speech rarely
+   excites keep a large step and the well-known ones take small steps, which is what a normalised (NLMS)
+   step gets wrong on speech (measured here: ~5 dB less after 2 s); near-end speech in the error shrinks
+   the gain by itself. The gradient is constrained to the first half of the FFT window (a true linear
+   convolution, no circular wrap).
+3. **Double-talk guard**, two parts. (a) The share of residual echo in the error is estimated from the
+   "leak" (Valin 2007: the slope between the error's and the echo estimate's power fluctuations; near-end
+   speech does not correlate with the echo estimate); above an 80 % near-end share adaptation is frozen.
+   (b) Two filters: a background filter adapts, the foreground filter makes the output; the foreground
+   takes the background's weights when its error is lower by more than the comparison's own noise (in
+   single talk: lower at all), and a background that drifted away (during double talk) is put back to
+   the foreground. A changed echo path moves the delay estimate and the window, and the filter starts
+   uncertain again; double talk does not disturb the output filter.
+4. **Residual echo suppressor** (NLP), gentle: a broadband gain per block from the same residual-echo
    estimate, ``sqrt(1 - residual share)``, floored at ``-nlp_max_db`` (10 dB by default), ramped across
    the block so it never clicks, raised at once when the near end starts so a syllable is not chopped.
    It uses no look-ahead, so it adds no latency.
@@ -68,11 +75,11 @@ _FAR_ACTIVE = 10 ** (-70 / 10)
 # Regularisation of the per-bin normalisation, as a power per sample (-80 dBFS): keeps a nearly silent
 # bin from getting a huge step.
 _DELTA = 10 ** (-80 / 10)
-_MU_MAX = 0.5  # at most half the a-posteriori error per block: stable with margin
-_MU_START = 0.3  # the fixed step before the leak estimate is trusted
-_ADAPTED_AFTER = 30.0  # sum of start-up steps (about 1 s of far-end speech) before the leak takes over
-_POWER_SMOOTHING = 0.1  # far-end power per bin, smoothed over ~10 blocks
-_LEAK_RATE = 0.05  # leak estimator's smoothing, scaled by echo-to-error power ratio ...
+_UNCERTAINTY_START = 0.01  # the filter's prior variance per partition and bin (an echo path of gain < 1)
+_UNCERTAINTY_MIN = 1e-6  # never fully certain: the filter can still learn a slowly changing room
+_KALMAN_A = 0.999  # the state's forgetting per block
+_ADAPTED_AFTER_BLOCKS = 50  # blocks of far-end speech before the double-talk guard is believed
+_LEAK_RATE = 0.05  # leak estimator's smoothing, scaled by the echo-to-error power ratio ...
 _LEAK_RATE_MAX = 0.02  # ... and at most this (~0.5 s)
 _DELAY_SMOOTHING = 0.05  # delay estimator's cross-spectra, ~20 blocks
 _DELAY_MIN_COHERENCE = 0.05  # below this mean coherence no lag is believed
@@ -347,7 +354,8 @@ class EchoCanceller:
         self._near_share = 0.0
         self._far_active = False
         self._filter_updates = 0
-        self._px = np.zeros(self.block + 1)
+        self._unc = np.full((self.partitions, self.block + 1), _UNCERTAINTY_START)  # Kalman state variance
+        self._psi = np.zeros(self.block + 1)  # observation noise per bin
 
     def _estimate_delay(self, d: np.ndarray) -> None:
         """Tracks the lag (in blocks) at which the far end is most coherent with the microphone and moves
@@ -383,10 +391,11 @@ class EchoCanceller:
                 if lo < hi:
                     moved[lo - shift : hi - shift] = w[lo:hi]
                 w[:] = moved
+            # A new echo path (the speaker or the microphone moved, the buffering changed): the filter is
+            # uncertain again everywhere.
+            self._unc[:] = _UNCERTAINTY_START
             self._start = start
             self._delay_changes += 1
-            # A new echo path (the speaker or the microphone moved, the buffering changed): the leak
-            # estimate is about the old one, so start up again with the fixed step.
             self._adapted = False
             self._adapt_sum = 0.0
 
@@ -437,8 +446,12 @@ class EchoCanceller:
         self._davg2 = 0.85 * self._davg2 + 0.15 * diff
         self._dvar1 = 0.36 * self._dvar1 + 0.16 * sff * dbf
         self._dvar2 = 0.7225 * self._dvar2 + 0.0225 * sff * dbf
+        # In single talk (by the last block's estimate) a background that is better on the short average
+        # is simply taken: there is nothing to protect, and the foreground should not lag behind.
+        single_talk = self._adapted and self._near_share < 1.0 - _DOUBLE_TALK_SHARE
         take = (
-            (diff > 0 and diff * diff > sff * dbf)
+            (single_talk and diff > 0 and self._davg1 > 0)
+            or (diff > 0 and diff * diff > sff * dbf)
             or (self._davg1 > 0 and self._davg1**2 > 4 * self._dvar1)
             or (self._davg2 > 0 and self._davg2**2 > 4 * self._dvar2)
         )
@@ -481,34 +494,33 @@ class EchoCanceller:
         share = float(residual.sum() / (e2.sum() + 1e-15))  # of residual echo in the error
         self._near_share = 1.0 - share
 
-        # Step per bin.
-        if not self._adapted:
-            # Before the leak is trusted: a fixed step, smaller when the microphone is louder than the
-            # far end (that is not all echo: someone is talking).
-            mu = np.full(e2.shape, _MU_START * min(1.0, sxx / see))
-            self._adapt_sum += mu[0] if sxx > _FAR_ACTIVE * n else 0.0
-            if self._adapt_sum > _ADAPTED_AFTER and self._filter_updates > 0:
+        if sxx > _FAR_ACTIVE * n:
+            self._adapt_sum += 1.0
+            if self._adapt_sum > _ADAPTED_AFTER_BLOCKS and self._filter_updates > 0:
                 self._adapted = True
-        else:
-            ratio = np.minimum(1.0, self._leak * y2 / (e2 + 1e-15))
-            mu = _MU_MAX * (0.7 * ratio + 0.3 * min(1.0, self._leak * syy / see))
-            if self._near_share > _FREEZE_NEAR_SHARE:
-                mu[:] = 0.0  # the villager talks over the clerk: hold the filter
+        # Double-talk guard, hard part: hold the filter while the near end dominates the error.
+        freeze = self._adapted and self._near_share > _FREEZE_NEAR_SHARE
         self._double_talk = bool(self._adapted and self._near_share > _DOUBLE_TALK_SHARE)
 
-        if sxx > _FAR_ACTIVE * n and mu.any():
-            # Proportionate weights per partition (more step where the echo path has its energy), and a
-            # normalisation per bin by the far end's power in it that is never below this block's own
-            # (a speech onset after a pause must not get a huge step).
-            wn = np.sqrt(np.sum(self._wb.real**2 + self._wb.imag**2, axis=1))
-            g = wn + 0.1 * wn.max() + 1e-9
-            g /= g.sum()
-            self._px += _POWER_SMOOTHING * (self._xpow[0] - self._px)
-            norm = np.maximum(self._px, g @ xpow) + self._delta
-            grad = (g[:, None] * np.conj(X)) * (mu * Eb / norm)[None, :]
-            taps = np.fft.irfft(grad, 2 * n, axis=1)
+        if sxx > _FAR_ACTIVE * n and not freeze:
+            # The background's update: a diagonal frequency-domain Kalman filter. Per partition and bin,
+            # the gain is the state's uncertainty over the predicted error power (the far end through that
+            # uncertainty, plus the observation noise: the smoothed error, near-end speech included). A bin
+            # that speech has excited often is known well and takes small steps; one that was rarely
+            # excited keeps a large step, which is what makes it converge on speech where a normalised
+            # step (NLMS) is slow; and near-end speech in the error shrinks the gain by itself.
+            x2 = xpow
+            self._psi += 0.5 * (Eb.real**2 + Eb.imag**2 - self._psi)
+            gain = self._unc / (np.sum(x2 * self._unc, axis=0) + self._psi + self._delta)[None, :]
+            taps = np.fft.irfft(gain * np.conj(X) * Eb[None, :], 2 * n, axis=1)
             taps[:, n:] = 0.0  # the constraint: a linear, not circular, correlation
             self._wb += np.fft.rfft(taps, axis=1)
+            # Half the window's samples are constrained away, hence the 0.5 (Kuech et al., 2014).
+            self._unc *= 1.0 - 0.5 * gain * x2
+            # Prediction: the room changes a little all the time (a slow forgetting), so never be certain.
+            self._wb *= _KALMAN_A
+            self._unc = _KALMAN_A**2 * self._unc + (1 - _KALMAN_A**2) * (self._wb.real**2 + self._wb.imag**2)
+            np.maximum(self._unc, _UNCERTAINTY_MIN, out=self._unc)
 
         if not self._double_talk and sxx > _FAR_ACTIVE * n:
             self._erle_d = 0.98 * self._erle_d + 0.02 * float(d @ d)

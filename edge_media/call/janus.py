@@ -1130,6 +1130,8 @@ class JanusVideoRoom:
             self._wake_waiters()
 
     def _on_problem(self, exc: CallSignallingError) -> None:
+        if self._closed:
+            return  # the long poll of a session being destroyed may end in anything; nobody waits for it
         self.signalling_problems += 1
         log.warning("janus signalling problem: %s", exc.detail)
         self._emit(SignallingProblem(exc.detail))
