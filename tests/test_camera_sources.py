@@ -12,6 +12,7 @@ from drivers.camera.errors import CameraMissing, CameraModeError, translate
 from drivers.camera.factory import open_camera
 from drivers.camera.source import DeviceClock
 from drivers.camera.synthetic import SyntheticCamera
+from drivers.camera.timecode import read_timecode_frame
 from drivers.camera.v4l2 import V4l2Camera, probe
 from edge_media.selector import inspect_frame
 from kiosk_core.health import HealthStatus
@@ -70,6 +71,27 @@ def test_drop_halves_the_frame_rate(camera: SyntheticCamera) -> None:
     frames = [camera.get(timeout=2) for _ in range(6)]
     steps = [b.t_capture - a.t_capture for a, b in zip(frames, frames[1:], strict=False)]
     assert all(abs(s - 2 / 30) < 0.003 for s in steps), steps
+
+
+def test_the_timecode_pattern_stamps_each_frame_with_its_capture_time() -> None:
+    cam = SyntheticCamera.from_config(
+        "room_main", CameraConfig(backend="synthetic", pattern="timecode", video_size="320x240")
+    )
+    cam.open()
+    try:
+        frames = [cam.get(timeout=2) for _ in range(10)]
+        received_ms = time.time() * 1000
+        assert all(f is not None for f in frames)
+        codes = [read_timecode_frame(f.frame) for f in frames]
+    finally:
+        cam.close()
+    assert None not in codes, codes
+    assert frames[0].frame.width == 320 and frames[0].frame.format.name == "yuv420p"
+    # the clock drawn follows the capture times (30 fps apart), and it is wall-clock milliseconds
+    for i in range(1, len(frames)):
+        step_ms = (frames[i].t_capture - frames[i - 1].t_capture) * 1000
+        assert abs((codes[i] - codes[i - 1]) - step_ms) <= 8, codes
+    assert 0 <= received_ms - codes[-1] < 200
 
 
 def test_unplug_is_missing_with_a_reason_and_replug_recovers(camera: SyntheticCamera) -> None:

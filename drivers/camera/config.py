@@ -143,8 +143,9 @@ class CameraConfig(Strict):
     pattern: str = Field(
         "testsrc2",
         pattern=r"^[a-z0-9_]{1,32}$",
-        description="synthetic backend: the lavfi video source (testsrc2, smptebars, ...) "
-        "or 'page' (a tilted document on a desk)",
+        description="synthetic backend: the lavfi video source (testsrc2, smptebars, ...), "
+        "'page' (a tilted document on a desk) or 'timecode' (testsrc2 with the capture time drawn in "
+        "each frame, drivers/camera/timecode.py: for glass-to-glass latency)",
     )
     model: str = Field("", max_length=80, description="shown in inventory; empty means 'generic <backend>'")
     options: dict[str, str] = Field(

@@ -11,6 +11,11 @@ It behaves like a camera for ``edge_media`` and can be told to misbehave the way
 
 ``paced=False`` produces frames as fast as FFmpeg can (benchmarks); capture times are then the moment
 each frame is produced.
+
+``timecode=True`` (config ``pattern = "timecode"``) draws the wall clock (``time.time()`` in ms) into
+each new frame at its capture instant, with ``drivers/camera/timecode.py``: the picture then carries
+its own capture time through encoders, the network and the far end's decoder (glass-to-glass latency
+of the call, ``bench/call.py``). A frozen camera keeps its old timecode, as a frozen picture would.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 from drivers.camera.config import CameraConfig, parse_size
 from drivers.camera.errors import CameraMissing, CameraModeError
 from drivers.camera.source import FrameSource
+from drivers.camera.timecode import draw_timecode_frame
 
 if TYPE_CHECKING:
     import av
@@ -68,6 +74,7 @@ class SyntheticCamera(FrameSource):
         size: tuple[int, int] = (1280, 720),
         paced: bool = True,
         model: str = "",
+        timecode: bool = False,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("reopen_base_s", 0.05)
@@ -82,6 +89,7 @@ class SyntheticCamera(FrameSource):
         )  # type: ignore[arg-type]
         self.graph = graph
         self.paced = paced
+        self.timecode = timecode
         self._fault = "clear"
         self._fault_lock = threading.Lock()
         self.faults_injected = 0
@@ -91,6 +99,9 @@ class SyntheticCamera(FrameSource):
         w, h = parse_size(cfg.video_size)
         if cfg.pattern == "page":
             graph = page_graph(w, h, cfg.framerate)
+        elif cfg.pattern == "timecode":
+            # yuv420p explicitly: the timecode is drawn on the luma plane in place.
+            graph = f"testsrc2=size={w}x{h}:rate={cfg.framerate:g},format=yuv420p"
         else:
             graph = f"{cfg.pattern}=size={w}x{h}:rate={cfg.framerate:g}"
         return cls(
@@ -99,6 +110,7 @@ class SyntheticCamera(FrameSource):
             framerate=cfg.framerate,
             size=(w, h),
             model=cfg.model or f"lavfi {cfg.pattern}",
+            timecode=cfg.pattern == "timecode",
             **kwargs,
         )
 
@@ -160,6 +172,10 @@ class SyntheticCamera(FrameSource):
                         black = black_frame(frame.width, frame.height)
                     yield black, t
                     continue
+                if self.timecode:
+                    if frame.format.name != "yuv420p":
+                        frame = frame.reformat(format="yuv420p")
+                    draw_timecode_frame(frame, int(time.time() * 1000))  # now: the frame's capture
                 last = frame
                 yield frame, t
         finally:
