@@ -162,3 +162,22 @@ async def test_the_sessions_recording_holds_the_villager_and_the_clerk(lab: Lab,
         villager, clerk = tone_share(exported["path"], 300), tone_share(exported["path"], 440)
         assert villager > 0.05, villager
         assert clerk > 0.05, (villager, clerk)
+
+
+async def test_a_link_too_thin_for_video_goes_on_as_audio_and_says_so(lab: Lab, tmp_path: Path) -> None:
+    """The county's server caps the room at 80 kbit/s (its REMB): below the kiosk's video minimum
+    (120 kbit/s) the video pauses and the call is audio only, the clerk still hearing the villager."""
+    from sim.clerk_rtc import PythonClerk
+    from sim.janus import JanusRoom, JanusServer
+
+    thin = JanusServer(netns=lab.ns, ice_enforce=lab.ns.media_if, rooms=[JanusRoom(room=77, bitrate=80_000)])
+    with thin:
+        async with running_media(tmp_path, lab.bus.port, CALL) as (_service, bench):
+            async with PythonClerk(thin.http_url, 77) as clerk:
+                media = lab.media(url=thin.http_url, room=77)
+                await bench.call("call_start", {"session_id": "s-thin", "media": media})
+                await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "audio_only", 20)
+                assert "below the video minimum" in bench.state["call"]["reason"]
+                await clerk.wait_for(lambda c: c.audio() and c.audio()[0].audio_ms > 2000, within_s=15)
+            await bench.call("call_stop", {})
+        assert any(e["type"] == "call.audio_only" for e in bench.events)

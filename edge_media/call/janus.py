@@ -936,13 +936,27 @@ class JanusVideoRoom:
         if self._dead is not None:
             raise self._dead
 
-    async def _request(self, message: Message, what: str, *, final: set[str] | None = None) -> Message:
-        """Send ``message`` with a fresh transaction; wait for its final reply (default: success/error)."""
+    async def destroy_session(self, session_id: int) -> None:
+        """Destroy another Janus session of this kiosk, one left behind when the link dropped (its close
+        could not reach the server), so its stale publisher leaves the room now rather than at Janus's
+        session timeout. Never raises."""
+        if session_id != self.session_id:
+            await self._quietly(
+                self._request({"janus": "destroy"}, "destroy a stale session", session_id=session_id)
+            )
+
+    async def _request(
+        self, message: Message, what: str, *, final: set[str] | None = None, session_id: int | None = None
+    ) -> Message:
+        """Send ``message`` with a fresh transaction; wait for its final reply (default: success/error).
+        ``session_id``: another session than this client's (``destroy_session``)."""
         if self._dead is not None:
             raise self._dead
         tx = secrets.token_hex(8)
         message = dict(message, transaction=tx)
-        if self.session_id is not None and message.get("janus") != "create":
+        if session_id is not None:
+            message["session_id"] = session_id
+        elif self.session_id is not None and message.get("janus") != "create":
             message["session_id"] = self.session_id
         if self.token is not None:
             message["token"] = self.token

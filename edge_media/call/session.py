@@ -141,9 +141,9 @@ class RateController:
             # loss below 10 % (a village radio link's 3 %) holds the rate; NACK and FEC repair it.
             if rtt_s > self.base_rtt + 0.4:
                 self.kbps *= 0.9
-        cap = min(self.max_kbps, remb_kbps) if remb_kbps else self.max_kbps
-        self.kbps = max(self.min_kbps, min(self.kbps, cap))
-        return self.kbps
+        self.kbps = max(self.min_kbps, min(self.kbps, self.max_kbps))
+        # The server's REMB is final, floor or not: below the video minimum the call goes on as audio.
+        return min(self.kbps, remb_kbps) if remb_kbps else self.kbps
 
 
 class CallSession:
@@ -211,6 +211,7 @@ class CallSession:
         self._encoder_kbps: dict[str, float] = {}
         self._bytes_sent: tuple[float, int] | None = None
         self._remb: float | None = None
+        self._stale_sessions: list[int] = []  # Janus sessions of earlier attempts, maybe still alive
         self._feed_id: int | None = None  # the clerk's feed we are subscribed to
         self._clerk_gone: asyncio.Event | None = None
         self._dead: str | None = None  # why the server says this attempt is over
@@ -305,7 +306,7 @@ class CallSession:
         before = self.status
         self.status, self.reason = status, reason
         log.info("call %s: %s -> %s%s", self.session_id, before, status, f" ({reason})" if reason else "")
-        data = {"session_id": self.session_id, "reason": reason}
+        data = {"session_id": self.session_id, "reason": self._scrub(reason)}
         if status == "connected" and before in ("reconnecting", "failed", "audio_only"):
             if before != "audio_only":
                 self.emit("call.reconnected", {**data, "reconnects": self.reconnects})
@@ -316,6 +317,17 @@ class CallSession:
         elif status in ("reconnecting", "audio_only", "failed"):
             self.emit(f"call.{status}", data)
         self.on_change()
+
+    def _scrub(self, reason: str | None) -> str | None:
+        """A reason for the fleet: the media server's address is the platform's own business and says
+        nothing about the kiosk, so it goes out as ``<media server>``."""
+        if reason is None:
+            return None
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.target.url).hostname or ""
+        out = reason.replace(self.target.url, "<media server>")
+        return out.replace(host, "<media server>") if host else out
 
     # --- the call ------------------------------------------------------------------------------------
 
@@ -409,6 +421,10 @@ class CallSession:
                 await asyncio.sleep(0.05)
         self._rx_any_at = time.monotonic()
         self._attempt_tasks.spawn(self._follow_clerk(client))
+        stale, self._stale_sessions = self._stale_sessions, []
+        destroy = getattr(client, "destroy_session", None)
+        for old in stale if destroy is not None else ():
+            self._attempt_tasks.spawn(destroy(old))
 
     async def _follow_clerk(self, client: SignallingClient) -> None:
         """Subscribe to the first other publisher in the room (the clerk), again when it comes back."""
@@ -597,6 +613,10 @@ class CallSession:
                     await asyncio.wait_for(pc.close(), 2.0)
         self._sub = self._pub = None
         client, self._client = self._client, None
+        if client is not None and getattr(client, "session_id", None) is not None:
+            # If the link is down its close() below cannot tell the server: the next session destroys it.
+            self._stale_sessions.append(client.session_id)
+            del self._stale_sessions[:-4]
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 2.0)
