@@ -85,6 +85,7 @@ def room_video(stats: dict) -> dict:
     return videos[0] if videos else {}
 
 
+@pytest.mark.timeout(300)  # 60 s on the link + a 10 s cut + set-up at 300 ms RTT, on 2 cores
 async def test_the_call_stays_up_on_a_poor_village_link_and_comes_back_after_a_cut(
     village_and_county, tmp_path: Path
 ) -> None:

@@ -65,6 +65,7 @@ for _codec in (aiortc_vpx, aiortc_h264):
 
 CONNECT_TIMEOUT_S = 8.0  # one attempt: session, join, ICE + DTLS (a few RTTs at 300 ms)
 PING_S = 1.0
+PROBE_TIMEOUT_S = 0.8  # a probe while the server is out of reach (2.5 RTTs of a 300 ms village link)
 AUDIO_KBPS = 40
 START_KBPS = 600.0
 MAX_KBPS = 1500.0
@@ -368,6 +369,31 @@ class CallSession:
             cap = self.cfg.reconnect_cap_s if self.status != "failed" else max(self.cfg.reconnect_cap_s, 5.0)
             await asyncio.sleep(equal_jitter(failures, self.cfg.reconnect_base_s, cap))
             failures += 1
+            if failures > 1:
+                # The server stayed out of reach: wait until it answers at all before a full attempt,
+                # so an attempt is never stuck in a dead TCP handshake when the link comes back.
+                await self._wait_reachable(time.monotonic() + (cap if self.status == "failed" else 30.0))
+
+    async def _wait_reachable(self, until: float) -> None:
+        """Probe the server with one short HTTP request every ~0.4 s (any HTTP answer, even an error
+        status, means the path is back) until it answers or ``until`` passes."""
+        import aiohttp
+
+        url = self.target.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        while not self._stopping and time.monotonic() < until:
+            started = time.monotonic()
+            try:
+                connector = aiohttp.TCPConnector(force_close=True)
+                async with (
+                    aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
+                    http.get(url, allow_redirects=False) as resp,
+                ):
+                    await resp.read()
+                return
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            await asyncio.sleep(max(0.0, 0.4 - (time.monotonic() - started)))
 
     def _rtc_config(self) -> RTCConfiguration:
         # An explicit list, even empty: aiortc's default (None) would use a public STUN server.
