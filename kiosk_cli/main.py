@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no UI in this terminal, just the services")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--workdir", help="keep state here instead of a temporary directory")
+    p.add_argument(
+        "--text-call", action="store_true", help="no video in the call even when Janus is installed"
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("config", help="configuration tools")

@@ -111,7 +111,7 @@ def _handler(store: _StatsStore, page_files: dict[str, Path]) -> type[BaseHTTPRe
         def do_GET(self) -> None:
             name = self.path.split("?", 1)[0]
             path = page_files.get(name)
-            if path is None:
+            if path is None or not path.is_file():  # janus.js is a separate Debian package
                 self.send_error(404)
                 return
             body = path.read_bytes()
@@ -143,6 +143,63 @@ def _handler(store: _StatsStore, page_files: dict[str, Path]) -> type[BaseHTTPRe
             self.end_headers()
 
     return Handler
+
+
+def clerk_page_url(
+    base: str,
+    janus_url: str,
+    *,
+    room: int = 1234,
+    viewer: bool = False,
+    display: str | None = None,
+    source: str = "camera",
+    width: int = 320,
+    height: int = 240,
+    pin: str | None = None,
+    timecode: bool = False,
+    feeds: str | None = None,
+) -> str:
+    """The address of ``clerk.html`` (or ``viewer.html``) under ``base`` (``http://host:port``) with its
+    query filled in (``sim/clerk_web/clerk.js`` reads it): Janus ``server``, ``room``, ``display``, ..."""
+    params: dict[str, str] = {
+        "server": janus_url,
+        "room": str(room),
+        "display": display or ("viewer-1" if viewer else "clerk-1"),
+        "source": source,
+        "w": str(width),
+        "h": str(height),
+    }
+    if pin is not None:
+        params["pin"] = pin
+    if timecode:
+        params["timecode"] = "1"
+    if feeds is not None:
+        params["feeds"] = feeds
+    page = "viewer.html" if viewer else "clerk.html"
+    return f"{base}/{page}?{urlencode(params)}"
+
+
+def serve_clerk_pages(
+    bind: str = "127.0.0.1", port: int = 0, *, history: int = 400, store: _StatsStore | None = None
+) -> ThreadingHTTPServer:
+    """Serve ``clerk.html``, ``viewer.html``, ``clerk.js`` and ``/janus.js`` on ``bind:port`` (0: a free
+    port, read it from ``server.server_address``) from a daemon thread, collecting the pages' ``/stats``
+    posts. The socket is made in the caller's network namespace. Stop it with :func:`stop_clerk_pages`.
+
+    Raises ``OSError`` if the address cannot be bound; janus.js missing is answered 404 per request.
+    """
+    files = {f"/{p.name}": p for p in WEB_DIR.iterdir() if p.suffix in (".html", ".js")}
+    files["/janus.js"] = JANUS_JS
+    server = ThreadingHTTPServer((bind, port), _handler(store or _StatsStore(history), files))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="clerk-http", daemon=True).start()
+    return server
+
+
+def stop_clerk_pages(server: ThreadingHTTPServer) -> None:
+    """Stop a server made by :func:`serve_clerk_pages` and close its socket."""
+    server.shutdown()
+    server.server_close()
 
 
 class ClerkBrowser:
@@ -189,7 +246,6 @@ class ClerkBrowser:
         self.extra_args = extra_args
         self._store = _StatsStore(history)
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
@@ -199,22 +255,19 @@ class ClerkBrowser:
 
     @property
     def page_url(self) -> str:
-        params: dict[str, str] = {
-            "server": self.janus_url,
-            "room": str(self.room),
-            "display": self.display,
-            "source": self.source,
-            "w": str(self.width),
-            "h": str(self.height),
-        }
-        if self.pin is not None:
-            params["pin"] = self.pin
-        if self.timecode:
-            params["timecode"] = "1"
-        if self.feeds is not None:
-            params["feeds"] = self.feeds
-        page = "viewer.html" if self.viewer else "clerk.html"
-        return f"http://{self.bind}:{self.port}/{page}?{urlencode(params)}"
+        return clerk_page_url(
+            f"http://{self.bind}:{self.port}",
+            self.janus_url,
+            room=self.room,
+            viewer=self.viewer,
+            display=self.display,
+            source=self.source,
+            width=self.width,
+            height=self.height,
+            pin=self.pin,
+            timecode=self.timecode,
+            feeds=self.feeds,
+        )
 
     def stats(self) -> Stats | None:
         """The latest stats this page posted (None before the first post)."""
@@ -269,15 +322,10 @@ class ClerkBrowser:
             raise ClerkBrowserError(reason)
         self._tmp = tempfile.TemporaryDirectory(prefix="kclerk-")
         tmp = Path(self._tmp.name)
-        files = {f"/{p.name}": p for p in WEB_DIR.iterdir() if p.suffix in (".html", ".js")}
-        files["/janus.js"] = JANUS_JS
         with self._in_ns():
             # The listening socket is made here, so it belongs to the namespace.
-            self._server = ThreadingHTTPServer((self.bind, 0), _handler(self._store, files))
-            self._server.daemon_threads = True
+            self._server = serve_clerk_pages(self.bind, store=self._store)
             self.port = int(self._server.server_address[1])
-            self._thread = threading.Thread(target=self._server.serve_forever, name="clerk-http", daemon=True)
-            self._thread.start()
             args = [
                 chromium_binary() or "chromium",
                 "--headless=new",
@@ -346,8 +394,7 @@ class ClerkBrowser:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            stop_clerk_pages(self._server)
             self._server = None
         if self._tmp is not None and os.environ.get("KIOSK_KEEP_CLERK_LOG") is None:
             self._saved_tail = self.log_tail()

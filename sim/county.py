@@ -14,7 +14,10 @@ Behaviour (``CountyCentre``):
   (those approved here plus a historical one);
 - an appointment request is offered slots; a booking is confirmed (the first try of a slot marked
   ``busy`` is declined, to exercise that path);
-- ``clerk=False`` leaves calls to a person (``kiosk sim clerk ...``) and answers the rest.
+- ``clerk=False`` leaves calls to a person (``kiosk sim clerk ...``) and answers the rest;
+- ``janus_url``: the accepted call carries a ``media`` object (VideoRoom ``janus_room`` there, display
+  ``kiosk-<device id>``), so kiosk-media joins the room where a browser clerk (sim/clerk_web) waits;
+  without it the call is text only.
 
 ``ClerkConsole`` is the one-shot helper behind ``kiosk sim clerk``.
 """
@@ -272,8 +275,12 @@ class CountyCentre:
         script: CallScript | None = None,
         catalog: Catalog | None = None,
         county_code: str = "330803",
+        janus_url: str | None = None,
+        janus_room: int = 1234,
     ) -> None:
         self.link = link
+        self.janus_url = janus_url
+        self.janus_room = janus_room
         self.clerk = clerk
         self.answer_after_s = answer_after_s
         self.step_s = step_s
@@ -299,6 +306,19 @@ class CountyCentre:
     async def stop(self) -> None:
         await self._tasks.close()
         await self.link.stop()
+
+    def call_media(self, root: str) -> dict[str, Any] | None:
+        """The ``media`` object of ``session.call.accepted`` for the device at ``root`` (None: no media
+        server, the call is text only): the VideoRoom ``janus_room`` on ``janus_url``, no STUN/TURN."""
+        if self.janus_url is None:
+            return None
+        return {
+            "kind": "janus-videoroom",
+            "url": self.janus_url,
+            "room": self.janus_room,
+            "display": f"kiosk-{root.rsplit('/', 1)[-1]}",
+            "ice_servers": [],
+        }
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
@@ -377,14 +397,13 @@ class CountyCentre:
         )
         await asyncio.sleep(half)
         department = data.get("department_id") or "shebao"
-        await self._cmd(
-            root,
-            "session.call.accepted",
-            {
-                "session_id": sid,
-                "clerk": {"id": self.profile.id, "name": self.profile.name, "department": department},
-            },
-        )
+        accepted: dict[str, Any] = {
+            "session_id": sid,
+            "clerk": {"id": self.profile.id, "name": self.profile.name, "department": department},
+        }
+        if (media := self.call_media(root)) is not None:
+            accepted["media"] = media
+        await self._cmd(root, "session.call.accepted", accepted)
         reply = await self._cmd(root, "session.identity.get", {"session_id": sid})
         work.identity = {k: v for k, v in reply.items() if k not in ("status", "id", "name")} | {
             "name": reply.get("name")

@@ -1,6 +1,7 @@
 """``kiosk sim county`` and ``kiosk sim clerk ...``: the simulated county centre, or a person as the clerk.
 
     kiosk --config kiosk.toml sim county [--manual-calls] [--answer-after 3] [--seconds N]
+                                         [--janus-url URL [--janus-room 1234]]
     kiosk sim clerk status
     kiosk sim clerk accept [--name 李明] [--department minzheng]
     kiosk sim clerk queue POSITION WAIT_S
@@ -64,6 +65,13 @@ def _add_commands(add: AddCommand) -> None:
     )
     p.add_argument("--step", type=float, default=1.5, metavar="S", help="pause between the clerk's actions")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--janus-url",
+        default=None,
+        metavar="URL",
+        help="the county's Janus (http(s)://…/janus or ws(s)://…): accepted calls carry video there",
+    )
+    p.add_argument("--janus-room", type=int, default=1234, metavar="N", help="the VideoRoom room (1234)")
     p.set_defaults(func=_cmd_county)
 
     p = add("clerk", "play the county clerk for the kiosk of --config: " + " | ".join(CLERK_ACTIONS))
@@ -128,11 +136,14 @@ def _cmd_county(args: argparse.Namespace) -> int:
             answer_after_s=args.answer_after,
             step_s=args.step,
             county_code=cfg.device.region[2],
+            janus_url=args.janus_url,
+            janus_room=args.janus_room,
         )
         await county.start()
         print(
             f"county centre on {cfg.fleet.host}:{cfg.fleet.port}, "
-            f"calls {'left to kiosk sim clerk' if args.manual_calls else 'answered automatically'}",
+            f"calls {'left to kiosk sim clerk' if args.manual_calls else 'answered automatically'}"
+            + (f", video on {args.janus_url} room {args.janus_room}" if args.janus_url else ", text only"),
             flush=True,
         )
         try:
