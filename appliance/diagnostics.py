@@ -100,7 +100,7 @@ class Bundle:
 
 def redact_toml_text(text: str) -> str:
     """A config file's text with the value of every secret-looking key replaced by ``"***"``."""
-    return mask(_SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + '"***"', text))
+    return _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + '"***"', mask(text))
 
 
 def journal(lines: int = JOURNAL_LINES, timeout_s: float = 10.0) -> str | None:

@@ -29,20 +29,41 @@ PROG = "kiosk provision"
 
 def _identity_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("identity and keys (the wizard's steps as flags)")
-    g.add_argument("--non-interactive", action="store_true", help="no wizard, no prompts: everything from flags")
+    g.add_argument(
+        "--non-interactive", action="store_true", help="no wizard, no prompts: everything from flags"
+    )
     g.add_argument("--device-id", help="the kiosk's id ([A-Za-z0-9_-], 1-64), unique in the fleet")
     g.add_argument("--name", help="the service room's name, e.g. 赤柯山村便民服务站")
-    g.add_argument("--region", help="province,city,county,township,village codes, e.g. 33,3308,330803,330803100,330803100201")
+    g.add_argument(
+        "--region",
+        help="province,city,county,township,village codes, e.g. 33,3308,330803,330803100,330803100201",
+    )
     g.add_argument("--role", choices=("main", "backup"), help="main or backup terminal")
     g.add_argument("--broker", help="the platform's MQTT broker, host:port")
     g.add_argument("--ca", type=Path, help="the platform's CA certificate (PEM)")
     g.add_argument("--cert", type=Path, help="this device's signed certificate (PEM)")
-    g.add_argument("--csr-only", action="store_true", help="make the device key, the CSR and its QR code; write no config")
-    g.add_argument("--new-key", action="store_true", help="replace an existing device key (its certificate becomes useless)")
-    g.add_argument("--hardware", type=Path, help="a TOML file with this room's [drivers.*] (and [media]) sections")
+    g.add_argument(
+        "--csr-only",
+        action="store_true",
+        help="make the device key, the CSR and its QR code; write no config",
+    )
+    g.add_argument(
+        "--new-key",
+        action="store_true",
+        help="replace an existing device key (its certificate becomes useless)",
+    )
+    g.add_argument(
+        "--hardware", type=Path, help="a TOML file with this room's [drivers.*] (and [media]) sections"
+    )
     g.add_argument("--data-dir", type=Path, help="storage.data_dir (default: kept, or /var/lib/kiosk)")
-    g.add_argument("--regions", type=Path, help="a region table (JSON, as provisioning/regions.json) instead of the bundled one")
-    g.add_argument("--selftest", action="store_true", help="run the hardware self-test after writing the config")
+    g.add_argument(
+        "--regions",
+        type=Path,
+        help="a region table (JSON, as provisioning/regions.json) instead of the bundled one",
+    )
+    g.add_argument(
+        "--selftest", action="store_true", help="run the hardware self-test after writing the config"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _identity_flags(w)
     w.set_defaults(func=_cmd_wizard)
 
-    i = psub.add_parser("install", help="install the firmware's services into a root (systemd units, users, dirs)")
+    i = psub.add_parser(
+        "install", help="install the firmware's services into a root (systemd units, users, dirs)"
+    )
     if importlib.util.find_spec("provisioning.install") is not None:
         # A small module (the standard library and kiosk_core): its options are the command's own.
         install = importlib.import_module("provisioning.install")
@@ -69,7 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         i.add_argument("--root", type=Path, default=Path("/"), help="the root to install into")
     i.set_defaults(func=_cmd_install)
 
-    s = psub.add_parser("selftest", help="the hardware self-test: card reader, switcher, cameras, LED, relays, buzzer")
+    s = psub.add_parser(
+        "selftest", help="the hardware self-test: card reader, switcher, cameras, LED, relays, buzzer"
+    )
     s.add_argument("--no-save", action="store_true", help="do not save the report under the data dir")
     s.set_defaults(func=_cmd_selftest)
 
@@ -79,7 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--yes", action="store_true", help="do not ask (otherwise type the device id to confirm)")
     r.set_defaults(func=_cmd_factory_reset)
 
-    d = subparsers.add_parser("diag", help="write a diagnostics bundle (logs, redacted config, versions, health)")
+    d = subparsers.add_parser(
+        "diag", help="write a diagnostics bundle (logs, redacted config, versions, health)"
+    )
     d.add_argument("--out", type=Path, help="directory for the bundle (default: <data_dir>/diag)")
     d.add_argument("--bus-timeout", type=float, default=2.0, help="seconds to wait for the local bus's state")
     d.set_defaults(func=_cmd_diag)
@@ -144,8 +171,10 @@ def _non_interactive(args: argparse.Namespace, regions: Any) -> int:
     required = ["device_id", "name", "region", "role", "broker"] + ([] if args.csr_only else ["ca", "cert"])
     missing = [f"--{flag.replace('_', '-')}" for flag in required if not getattr(args, flag)]
     if missing:
-        more = "" if args.csr_only or not {"--ca", "--cert"} & set(missing) else (
-            " (or --csr-only to make the device key and the CSR first)"
+        more = (
+            ""
+            if args.csr_only or not {"--ca", "--cert"} & set(missing)
+            else (" (or --csr-only to make the device key and the CSR first)")
         )
         _err(f"missing {', '.join(missing)}{more}")
         return EXIT_USAGE
@@ -189,7 +218,9 @@ def _non_interactive(args: argparse.Namespace, regions: Any) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_USAGE
     cert = installed.cert
-    print(f"{installed.config}: written for {identity.device_id} ({regions.describe(identity.region)}), broker {identity.broker}")
+    print(
+        f"{installed.config}: written for {identity.device_id} ({regions.describe(identity.region)}), broker {identity.broker}"
+    )
     if cert is not None:
         print(f"  certificate {cert.subject}, issued by {cert.issuer}, valid until {cert.not_after:%Y-%m-%d}")
     if args.selftest:
@@ -221,8 +252,10 @@ def _cmd_install(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "provisioning.install":
             raise
-        _err("install: this firmware build has no installer (provisioning/install.py is missing); "
-             "install from a full firmware tree")
+        _err(
+            "install: this firmware build has no installer (provisioning/install.py is missing); "
+            "install from a full firmware tree"
+        )
         return EXIT_FAILED
     return int(install.main(args) or 0)
 
@@ -262,7 +295,9 @@ def _run_selftest(config: Path, *, save: bool) -> int:
             json_path, text_path = report.save(cfg.storage.data_dir)
             print(f"report: {json_path}, {text_path}")
         except OSError as exc:
-            _err(f"selftest: the report could not be saved under {cfg.storage.data_dir}: {exc.strerror or exc}")
+            _err(
+                f"selftest: the report could not be saved under {cfg.storage.data_dir}: {exc.strerror or exc}"
+            )
     return EXIT_OK if report.passed else EXIT_FAILED
 
 

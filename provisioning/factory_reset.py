@@ -96,7 +96,9 @@ def plan_reset(config: Path | None = None) -> ResetPlan:
     for d in dict.fromkeys([data_dir, *([recordings] if recordings else [])]):
         if d.is_dir():
             plan.emptied.append(d)
-    problems = [f"refusing to touch {p}: {why}" for p in [*plan.files, *plan.emptied] if (why := _protected(p))]
+    problems = [
+        f"refusing to touch {p}: {why}" for p in [*plan.files, *plan.emptied] if (why := _protected(p))
+    ]
     if problems:
         raise ProvisioningError(problems, code="provision.reset_refused")
     return plan

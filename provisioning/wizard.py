@@ -75,7 +75,7 @@ class Step(Screen[None]):
         yield Static(self.TITLE_TEXT, classes="title")
         with VerticalScroll(id="form"):
             yield from self.form()
-        yield Static("", id="errors")
+        yield Static("", id="errors", markup=False)
         with Horizontal(id="buttons"):
             yield Button("Back 返回", id="back")
             yield Button(self.NEXT_LABEL, id="next", variant="primary")
@@ -115,7 +115,12 @@ class IdentityScreen(Step):
         yield _row("Name 站点名称", Input(p.name, placeholder="赤柯山村便民服务站", id="name"))
         yield _row(
             "Role 角色",
-            Select([("main 主终端", "main"), ("backup 备用终端", "backup")], value=p.role, allow_blank=False, id="role"),
+            Select(
+                [("main 主终端", "main"), ("backup 备用终端", "backup")],
+                value=p.role,
+                allow_blank=False,
+                id="role",
+            ),
         )
         yield _row("Broker 平台", Input(p.broker, placeholder="mqtt.county.example:8883", id="broker"))
 
@@ -137,7 +142,9 @@ class IdentityScreen(Step):
             return
         self.show_error("")
         w = self.wizard
-        w.fields.update(device_id=device_id, name=name, broker=broker, role=str(self.query_one("#role", Select).value))
+        w.fields.update(
+            device_id=device_id, name=name, broker=broker, role=str(self.query_one("#role", Select).value)
+        )
         self.app.push_screen(RegionScreen())
 
 
@@ -153,7 +160,7 @@ class RegionScreen(Step):
                 Label("", id=f"region-name-{index}", classes="region-name"),
                 classes="row",
             )
-        yield Static("", id="choices")
+        yield Static("", id="choices", markup=False)
 
     def on_mount(self) -> None:
         self._refresh_names()
@@ -177,7 +184,9 @@ class RegionScreen(Step):
                 next_level = None
         choices = table.children(parent)
         text = ", ".join(f"{c} {n}" for c, n in choices[:8]) + (" ..." if len(choices) > 8 else "")
-        self.query_one("#choices", Static).update(f"choices under {parent or 'China'}: {text}" if choices else "")
+        self.query_one("#choices", Static).update(
+            f"choices under {parent or 'China'}: {text}" if choices else ""
+        )
 
     def action_next(self) -> None:
         w = self.wizard
@@ -195,7 +204,7 @@ class KeysScreen(Step):
     NEXT_LABEL = "I have the certificate 已获证书"
 
     def form(self) -> ComposeResult:
-        yield Static("", id="csr-info")
+        yield Static("", id="csr-info", markup=False)
         yield Static("", id="qr")
 
     def on_mount(self) -> None:
@@ -264,8 +273,8 @@ class SelfTestScreen(Step):
         installed = self.wizard.installed
         yield Static(f"config written: {installed.config if installed else '?'}", id="written")
         yield ProgressBar(total=1, show_eta=False, id="progress")
-        yield Static("", id="step")
-        yield Static("", id="report")
+        yield Static("", id="step", markup=False)
+        yield Static("", id="report", markup=False)
 
     def action_back(self) -> None:
         self.app.exit(0)  # the config is written; leaving here is finishing

@@ -64,11 +64,15 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     assert names[NameOID.COMMON_NAME] == "kiosk-0001"
     assert names[NameOID.ORGANIZATION_NAME] == "衢江区" and names[NameOID.STATE_OR_PROVINCE_NAME] == "浙江省"
     assert names[NameOID.ORGANIZATIONAL_UNIT_NAME] == REGION.replace(",", "/")
-    assert isinstance(csr.public_key(), ec.EllipticCurvePublicKey) and csr.public_key().curve.name == "secp256r1"
+    assert (
+        isinstance(csr.public_key(), ec.EllipticCurvePublicKey) and csr.public_key().curve.name == "secp256r1"
+    )
     fingerprint = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
     assert f"CSR SHA-256 {fingerprint}" in out and "▀" in out  # the QR code in the terminal
     assert (etc / "device-csr-qr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"sha256={fingerprint}" in out and (etc / "device-csr-qr.svg").read_text().lstrip().startswith("<?xml")
+    assert f"sha256={fingerprint}" in out and (etc / "device-csr-qr.svg").read_text().lstrip().startswith(
+        "<?xml"
+    )
 
     ca = PlatformCA.make()
     ca_file, cert_file = ca.write(tmp_path / "ca.pem"), ca.sign(csr_path, tmp_path / "kiosk-0001.pem")
@@ -88,7 +92,10 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
 
 
 def test_missing_flags_exit_2_naming_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert kiosk(["provision", "--config", str(tmp_path / "k.toml"), "--non-interactive", "--device-id", "k1"]) == 2
+    assert (
+        kiosk(["provision", "--config", str(tmp_path / "k.toml"), "--non-interactive", "--device-id", "k1"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing --name, --region, --role, --broker, --ca, --cert" in err and "--csr-only" in err
     assert not any(tmp_path.iterdir())
@@ -111,7 +118,16 @@ def test_bad_identity_is_refused_and_nothing_is_written(
 ) -> None:
     args = list(IDENTITY)
     args[args.index(flag) + 1] = value
-    code = kiosk(["provision", "--config", str(tmp_path / "etc" / "kiosk.toml"), "--non-interactive", *args, "--csr-only"])
+    code = kiosk(
+        [
+            "provision",
+            "--config",
+            str(tmp_path / "etc" / "kiosk.toml"),
+            "--non-interactive",
+            *args,
+            "--csr-only",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "refused, nothing written" in err and expected in err
@@ -202,14 +218,19 @@ def test_a_read_only_config_directory_is_refused_and_nothing_is_written(
 
 def test_the_region_table_names_the_demo_and_test_regions() -> None:
     table = RegionTable.load()
-    assert table.describe(REGION.split(",")) == "浙江省 33 / 衢州市 3308 / 衢江区 330803 / 上方镇 330803100 / 赤柯山村 330803100201"
+    assert (
+        table.describe(REGION.split(","))
+        == "浙江省 33 / 衢州市 3308 / 衢江区 330803 / 上方镇 330803100 / 赤柯山村 330803100201"
+    )
     assert table.name("330803100202")  # the other kiosk of the command tests
     assert [c for c, _ in table.children("3308")] == ["330802", "330803", "330881"]
     assert str(parse_broker("[fd00::1]:8883")) == "[fd00::1]:8883"
 
 
 def test_the_toml_writer_writes_what_tomllib_reads_back() -> None:
-    example = tomllib.loads((Path(__file__).parent.parent / "docs" / "kiosk.example.toml").read_text(encoding="utf-8"))
+    example = tomllib.loads(
+        (Path(__file__).parent.parent / "docs" / "kiosk.example.toml").read_text(encoding="utf-8")
+    )
     example["drivers"] = {
         "camera": {"room_main": {"backend": "v4l2", "device": "/dev/v4l/by-id/usb-x-video-index0"}},
         "switcher": {"ascii": {"suffix": "\r\n", "route_reply": r"^(?P<input>\d+)B(?P<output>\d+) OK$"}},
