@@ -209,6 +209,10 @@ def build_bundle(
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         logs = journal() if use_journal else None
         log_files = {"journal.txt": logs} if logs is not None else data_dir_logs(data_dir)
+        if not log_files:  # say so, rather than leave the reader wondering what was lost
+            log_files = {
+                "none.txt": f"no journal entries of {', '.join(JOURNAL_UNITS)} and no *.log in {data_dir}\n"
+            }
         for name, text in log_files.items():
             _add(tar, f"{prefix}/logs/{name}", text.encode("utf-8"), now)
         _add(tar, f"{prefix}/config.json", _json(config_section(cfg, config_path, config_error)), now)

@@ -76,7 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_wizard)
     psub = p.add_subparsers(dest="provision_command", metavar="ACTION")
 
-    w = psub.add_parser("wizard", help="the provisioning wizard (the default)")
+    # SUPPRESS: a flag given before "wizard" is not reset by the subcommand's own default.
+    w = psub.add_parser(
+        "wizard", help="the provisioning wizard (the default)", argument_default=argparse.SUPPRESS
+    )
     _identity_flags(w)
     w.set_defaults(func=_cmd_wizard)
 

@@ -178,3 +178,17 @@ async def test_the_platform_collects_the_bundle_with_diag_collect(kiosk, platfor
     assert {"config.json", "versions.json", "health.json", "manifest.json"} <= names
     bad = await platform.command("diag.collect", {"lines": 5})
     assert bad["status"] == 400
+
+
+async def test_kiosk_diag_reads_the_retained_health_but_never_the_session(bus_broker) -> None:  # noqa: ANN001
+    from appliance.diagnostics import fetch_health
+    from kiosk_core.mqtt import MqttConnection
+
+    conn = MqttConnection(host="127.0.0.1", port=bus_broker.port, client_id="test-state", name="test")
+    await conn.connect()
+    for name, state in (("peripherals", {"ok": True}), ("session", {"screen": "welcome", "name": "张三"})):
+        await conn.publish(f"kiosk/local/state/{name}", json.dumps(state).encode(), qos=1, retain=True)
+    await conn.close()
+    health = await fetch_health("127.0.0.1", bus_broker.port, timeout_s=1.0)
+    assert health["peripherals"] == {"ok": True} and health["appliance"] is None
+    assert "session" not in health and "张三" not in json.dumps(health, ensure_ascii=False)
