@@ -51,6 +51,7 @@ SUBSYSTEMS = (
     "appliance.peripherals:Peripherals",
     "appliance.media_control:MediaControl",
     "appliance.session.service:SessionService",
+    "appliance.diagnostics:Diagnostics",
 )
 SUBSYSTEM_START_TIMEOUT_S = 5.0
 # Retained on the local bus: "ready" once events are taken durably, "stopped" on a clean stop,

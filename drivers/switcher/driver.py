@@ -397,6 +397,19 @@ class Switcher(Peripheral):
         await self._note_failure(tie, last, self.config.retries)
         raise last
 
+    async def read_tie(self, output: int = 1, *, layer: Layer = Layer.VIDEO) -> int:
+        """Which input ``output`` shows now on ``layer`` (0: none): a read-only routing query, as the
+        hardware self-test uses to prove the switcher answers in its protocol. Connects first when
+        needed; raises ``SwitcherMissing`` / ``SwitcherTimeout`` / ``SwitcherGarbage`` like ``route``."""
+        self._check_range(Tie(0, output, layer))
+        async with self._lock:
+            if self._transport is None or not self._transport.is_open:
+                await self._connect()
+            return await self._exchange(
+                self.protocol.query_command(output, layer),
+                lambda line: self.protocol.parse_query_reply(line, output, layer),
+            )
+
     async def _tie_and_verify(self, tie: Tie) -> None:
         """Send the tie (one command per layer where the dialect needs it), then read back every layer
         it changed. Call with the lock held."""
