@@ -53,6 +53,10 @@ class PreviewDisplay:
         self.last_frame: av.VideoFrame | None = None
         self.last_at = 0.0
         self._preview_at = 0.0
+        # Own converters: a frame's shared one must not be used from two threads (the command display's).
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
 
     def show(self, frame: av.VideoFrame) -> None:
         """Called on the event loop for every decoded frame of the clerk; must stay cheap."""
@@ -68,7 +72,7 @@ class PreviewDisplay:
         if self.on_preview is not None and now - self._preview_at >= 1 / PREVIEW_FPS:
             self._preview_at = now
             w, h = PREVIEW_SIZE
-            small = frame.reformat(width=w, height=h, format="rgb24")
+            small = self._reformatter.reformat(frame, width=w, height=h, format="rgb24")
             self.on_preview(w, h, bytes(small.to_ndarray().tobytes()))
         self._show(frame)
 
@@ -98,6 +102,9 @@ class CommandDisplay(PreviewDisplay):
         self._pending: av.VideoFrame | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        from av.video.reformatter import VideoReformatter
+
+        self._own = VideoReformatter()  # the display thread's converter
         self.dropped = 0
         self.restarts = 0
         self.error = ""
@@ -140,7 +147,7 @@ class CommandDisplay(PreviewDisplay):
                 self.restarts += 1
             try:
                 assert proc.stdin is not None
-                proc.stdin.write(frame.reformat(format="yuv420p").to_ndarray().tobytes())
+                proc.stdin.write(self._own.reformat(frame, format="yuv420p").to_ndarray().tobytes())
                 proc.stdin.flush()
                 failures = 0
                 self.error = ""

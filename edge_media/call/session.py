@@ -99,7 +99,7 @@ def janus_client(target: CallTarget) -> SignallingClient:
         token=target.token,
         pin=target.pin,
         connect_timeout_s=2.0,
-        request_timeout_s=4.0,
+        request_timeout_s=3.0,
     )
 
 
@@ -369,10 +369,9 @@ class CallSession:
             cap = self.cfg.reconnect_cap_s if self.status != "failed" else max(self.cfg.reconnect_cap_s, 5.0)
             await asyncio.sleep(equal_jitter(failures, self.cfg.reconnect_base_s, cap))
             failures += 1
-            if failures > 1:
-                # The server stayed out of reach: wait until it answers at all before a full attempt,
-                # so an attempt is never stuck in a dead TCP handshake when the link comes back.
-                await self._wait_reachable(time.monotonic() + (cap if self.status == "failed" else 30.0))
+            # Wait until the server answers at all before a full attempt, so no attempt is stuck in a
+            # dead TCP handshake or an unanswered request when the link comes back.
+            await self._wait_reachable(time.monotonic() + (cap if self.status == "failed" else 30.0))
 
     async def _wait_reachable(self, until: float) -> None:
         """Probe the server with one short HTTP request every ~0.4 s (any HTTP answer, even an error
@@ -461,8 +460,11 @@ class CallSession:
 
     async def _subscribe_clerk(self, client: SignallingClient) -> None:
         while True:
-            me = client.publisher_id
-            feed = await client.wait_publisher(lambda p, me=me: p.id != me, timeout_s=3600.0)
+            me, mine = client.publisher_id, self.target.display
+            # Not ourselves, and not our own earlier publisher that a dropped link left in the room.
+            feed = await client.wait_publisher(
+                lambda p, me=me, mine=mine: p.id != me and p.display != mine, timeout_s=3600.0
+            )
             self._feed_id = feed.id
             sub = RTCPeerConnection(self._rtc_config())
             self._sub = sub

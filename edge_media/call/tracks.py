@@ -126,6 +126,9 @@ class CallVideoTrack(MediaStreamTrack):
         self._next_at = 0.0
         self._resume = asyncio.Event()
         self._resume.set()
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
 
     def set_target_kbps(self, kbps: float | None) -> None:
         """The uplink's estimate for this track: picks the size, or pauses below ``min_kbps``."""
@@ -168,7 +171,11 @@ class CallVideoTrack(MediaStreamTrack):
         t = t_capture if seq != self._seq else time.monotonic()
         self._seq = seq
         w, h = self.size
-        out = await asyncio.to_thread(frame.reformat, width=w, height=h, format="yuv420p")
+        # Our own converter: frame.reformat() would use the frame's shared one, which the recording's
+        # encoder may be using on the pipeline thread at this moment (a segfault in libswscale, seen).
+        out = await asyncio.to_thread(self._reformatter.reformat, frame, width=w, height=h, format="yuv420p")
+        if out is frame:  # already the size and format: a copy, since the pts is set below
+            out = await asyncio.to_thread(_copy_frame, frame)
         if self._t0 is None:
             self._t0 = t
         pts = round((t - self._t0) * VIDEO_CLOCK)
@@ -176,6 +183,13 @@ class CallVideoTrack(MediaStreamTrack):
         out.pts, out.time_base = pts, VIDEO_TIME_BASE
         self.sent += 1
         return out
+
+
+def _copy_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    import av
+
+    out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    return out
 
 
 class OpusFecEncoder:
