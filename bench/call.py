@@ -10,7 +10,10 @@ in this process's event loop with its own mosquitto, synthetic cameras through F
 
 kiosk-media's config (``KIOSK``, the same in every section): room camera = synthetic ``pattern =
 "timecode"`` (testsrc2 1280x720 at 30 fps with the capture time drawn in each frame), a hot backup camera
-(testsrc 1280x720 at 30), the document camera (page, 640x480 preview at 15), a lavfi 300 Hz microphone;
+(the same pattern: both yuv420p at the recording's size, so the recording encoder never reformats a
+frame the call's track reformats in another thread at the same time: PyAV's ``VideoFrame.reformat``
+shares one SwsContext per frame, and that race segfaulted kiosk-media after a failover to a testsrc
+(rgb) backup under load), the document camera (page, 640x480 preview at 15), a lavfi 300 Hz microphone;
 recording rendition libx264 veryfast/zerolatency 1280x720 30 fps 2 Mbit/s + AAC; the call: room
 640x360 at 15 fps, doccam 640x480 at 5 fps (aiortc VP8) and the microphone (Opus, echo canceller on).
 
@@ -69,7 +72,7 @@ video_size = "1280x720"
 framerate = 30
 [drivers.camera.room_backup]
 backend = "synthetic"
-pattern = "testsrc"
+pattern = "timecode"
 video_size = "1280x720"
 framerate = 30
 [drivers.doccam]
@@ -163,10 +166,20 @@ def kiosk_video_frames(stats: dict[str, Any] | None) -> dict[tuple[Any, Any], in
     return out
 
 
+T0 = time.monotonic()
+
+
+def step(what: str) -> None:
+    """Progress on stderr (stdout carries the figures only)."""
+    print(f"[{time.monotonic() - T0:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+
 async def wait(cond: Callable[[], bool], within_s: float, what: str) -> None:
+    step(f"waiting: {what}")
     deadline = time.monotonic() + within_s
     while not cond():
         if time.monotonic() > deadline:
+            step(f"FAILED: {what} not within {within_s} s")
             raise TimeoutError(f"{what}: not within {within_s} s")
         await asyncio.sleep(0.05)
 
@@ -174,12 +187,40 @@ async def wait(cond: Callable[[], bool], within_s: float, what: str) -> None:
 async def wait_page(
     browser: ClerkBrowser, cond: Callable[[dict[str, Any]], bool], within_s: float, what: str
 ) -> None:
+    step(f"waiting (page): {what}")
     await asyncio.to_thread(browser.wait_for, cond, within_s, what)
 
 
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+@contextlib.asynccontextmanager
+async def kiosk_media(tmp: Path, bus_port: int) -> Any:
+    """``running_media`` with a bounded stop: a stop that hangs is reported (with where it waits) and
+    abandoned, so the figures already taken are not lost with it."""
+    cm = running_media(tmp, bus_port, KIOSK)
+    pair = await cm.__aenter__()
+    try:
+        yield pair
+    finally:
+        step("stopping kiosk-media")
+        stopping = asyncio.ensure_future(cm.__aexit__(None, None, None))
+        done, _ = await asyncio.wait({stopping}, timeout=20)
+        if not done:
+            print("\n(kiosk-media's stop did not finish within 20 s; abandoned. It was waiting in:)")
+            for frame in stopping.get_stack(limit=20):
+                print(
+                    f"    {frame.f_code.co_filename.split('/work/')[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+                )
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task() and not task.done():
+                    top = task.get_stack(limit=1)
+                    where = f"{top[0].f_code.co_name}:{top[0].f_lineno}" if top else "?"
+                    print(f"    task {task.get_name()}: {where}")
+            stopping.cancel()
+        step("kiosk-media stopped" if done else "kiosk-media stop abandoned")
 
 
 # --- labs --------------------------------------------------------------------------------------------
@@ -223,7 +264,7 @@ async def relay(listen_port: int, host: str, port: int) -> asyncio.Server:
 
 
 async def bench_latency(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, seconds: float) -> bool:
-    async with running_media(tmp, bus.port, KIOSK) as (service, bench):
+    async with kiosk_media(tmp, bus.port) as (service, bench):
         browser = ClerkBrowser(janus.http_url, room=ROOM, netns=ns, source="canvas", timecode=True).start()
         try:
             await wait_page(browser, lambda s: bool(s.get("published")), 30, "clerk published")
@@ -312,13 +353,14 @@ async def python_clerk_main(url: str, seconds: float) -> None:
 
 async def bench_cpu(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, seconds: float) -> bool:
     rows: list[tuple[str, float, str]] = []
-    async with running_media(tmp, bus.port, KIOSK) as (service, bench):
+    async with kiosk_media(tmp, bus.port) as (service, bench):
         browser = ClerkBrowser(janus.http_url, room=ROOM, netns=ns, source="canvas").start()
         try:
             await wait_page(browser, lambda s: bool(s.get("published")), 30, "clerk published")
             await asyncio.sleep(2.0)
 
             async def window(name: str) -> None:
+                step(f"window: {name}")
                 p = service.pipeline
                 f0, c0, t0 = p.frames_out, cpu_s(), time.monotonic()
                 call = bench.state.get("call", {})
@@ -337,16 +379,20 @@ async def bench_cpu(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, se
                 rows.append((name, cpu, what))
 
             await window("idle: capture + inspection, nothing encoded")
+            step("record_start")
             await bench.call("record_start", {"session_id": "b-cpu"})
             await asyncio.sleep(2.0)
             await window("recording alone (record_start)")
+            step("call_start")
             await bench.call("call_start", {"session_id": "b-cpu", "media": media_object(janus.http_url)})
             await wait(lambda: bench.state.get("call", {}).get("state") == "connected", 20, "call connected")
             await wait(lambda: bench.state["call"]["rx"]["video_frames"] > 30, 20, "kiosk decodes the clerk")
             await asyncio.sleep(3.0)
             await window("recording + call (call_start, browser clerk)")
+            step("call_stop, record_stop")
             await bench.call("call_stop", {"session_id": "b-cpu"})
             await bench.call("record_stop", {"session_id": "b-cpu"})
+            step("cpu windows done; stopping kiosk-media")
         finally:
             browser.stop()
     print(
@@ -378,7 +424,7 @@ async def bench_netem(
     server = await relay(relay_port, ln.addr_b, janus.http_port)
     kiosk_url = f"http://127.0.0.1:{relay_port}/janus"
     changes: list[tuple[float, str, str | None]] = []
-    async with running_media(tmp, bus.port, KIOSK) as (service, bench):
+    async with kiosk_media(tmp, bus.port) as (service, bench):
         browser = ClerkBrowser(page_url, room=ROOM, netns=county, source="canvas", timecode=True).start()
 
         async def follow() -> None:
@@ -548,6 +594,17 @@ def bench_echo() -> bool:
         sys.argv = saved
 
 
+async def bounded(section: str, run: Any, limit_s: float) -> bool:
+    """Run a section; a failure (or a teardown that hangs) is reported as what it is, not a traceback."""
+    step(f"section {section}")
+    try:
+        async with asyncio.timeout(limit_s):
+            return bool(await run)
+    except (TimeoutError, AssertionError, OSError, RuntimeError) as exc:
+        print(f"\n### {section}: FAILED after at most {limit_s:.0f} s: {type(exc).__name__}: {exc}")
+        return False
+
+
 # --- main --------------------------------------------------------------------------------------------
 
 
@@ -557,7 +614,7 @@ def run_single(section: str, seconds: float) -> bool:
         try:
             with tempfile.TemporaryDirectory(prefix=f"bench-call-{section}-") as tmp:
                 fn = bench_latency if section == "latency" else bench_cpu
-                return asyncio.run(fn(ns, janus, bus, Path(tmp), seconds))
+                return asyncio.run(bounded(section, fn(ns, janus, bus, Path(tmp), seconds), 90 + 4 * seconds))
         finally:
             bus.stop()
 
@@ -572,7 +629,8 @@ def run_netem(seconds: float) -> bool:
                 bus = Mosquitto(name="bench-bus").start()
                 try:
                     with tempfile.TemporaryDirectory(prefix="bench-call-netem-") as tmp:
-                        return asyncio.run(bench_netem(village, county, ln, janus, bus, Path(tmp), seconds))
+                        run = bench_netem(village, county, ln, janus, bus, Path(tmp), seconds)
+                        return asyncio.run(bounded("netem", run, 150 + 2 * seconds))
                 finally:
                     bus.stop()
         finally:
