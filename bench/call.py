@@ -62,6 +62,7 @@ from sim.clerk_browser import ClerkBrowser, clerk_browser_available, feed_mids  
 from sim.janus import JanusServer, janus_available  # noqa: E402
 from sim.mosquitto import Mosquitto  # noqa: E402
 from sim.netns import NetNs, TapLink, VethLink, link, netns_available  # noqa: E402
+from sim.tcp_relay import start_tcp_relay
 from tests.test_media_service import running_media  # noqa: E402
 
 KIOSK = """
@@ -238,28 +239,6 @@ def one_namespace() -> Iterator[tuple[NetNs, JanusServer]]:
         ns.close()
 
 
-async def relay(listen_port: int, host: str, port: int) -> asyncio.Server:
-    """A TCP relay on 127.0.0.1:``listen_port`` to ``host:port`` (sockets made in this thread's namespace)."""
-
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        with contextlib.suppress(OSError):
-            w.close()
-
-    async def serve(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.wait_for(asyncio.open_connection(host, port), 4.0)
-        except (OSError, TimeoutError):
-            cw.close()
-            return
-        await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-
-    return await asyncio.start_server(serve, "127.0.0.1", listen_port)
-
-
 # --- 1. latency --------------------------------------------------------------------------------------
 
 
@@ -421,7 +400,7 @@ async def bench_netem(
 ) -> bool:
     page_url = janus.http_url  # the clerk is next to Janus, in the county
     relay_port = _free_port()
-    server = await relay(relay_port, ln.addr_b, janus.http_port)
+    server = await start_tcp_relay(ln.addr_b, janus.http_port, listen_port=relay_port)
     kiosk_url = f"http://127.0.0.1:{relay_port}/janus"
     changes: list[tuple[float, str, str | None]] = []
     async with kiosk_media(tmp, bus.port) as (service, bench):

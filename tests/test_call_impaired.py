@@ -27,6 +27,7 @@ from sim.clerk_browser import ClerkBrowser, clerk_browser_available, feed_mids  
 from sim.janus import JanusServer, janus_available  # noqa: E402
 from sim.mosquitto import Mosquitto  # noqa: E402
 from sim.netns import NetNs, link, netns_available  # noqa: E402
+from sim.tcp_relay import start_tcp_relay  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,23 +41,7 @@ pytestmark = [
 @contextlib.asynccontextmanager
 async def forwarder(host: str, port: int) -> AsyncIterator[int]:
     """127.0.0.1:<free port> -> host:port, in the calling thread's namespace."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection(host, port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await start_tcp_relay(host, port)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
