@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
+
+from provisioning import install
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "kiosk provision"
@@ -86,13 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i = psub.add_parser(
         "install", help="install the firmware's services into a root (systemd units, users, dirs)"
     )
-    if importlib.util.find_spec("provisioning.install") is not None:
-        # A small module (the standard library and kiosk_core): its options are the command's own.
-        install = importlib.import_module("provisioning.install")
-        if hasattr(install, "add_arguments"):
-            install.add_arguments(i)
-    else:
-        i.add_argument("--root", type=Path, default=Path("/"), help="the root to install into")
+    install.add_arguments(i)
     i.set_defaults(func=_cmd_install)
 
     s = psub.add_parser(
@@ -250,16 +244,6 @@ def _csr_text(identity: Any, regions: Any, result: Any) -> str:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    try:
-        install = importlib.import_module("provisioning.install")
-    except ModuleNotFoundError as exc:
-        if exc.name != "provisioning.install":
-            raise
-        _err(
-            "install: this firmware build has no installer (provisioning/install.py is missing); "
-            "install from a full firmware tree"
-        )
-        return EXIT_FAILED
     return int(install.main(args) or 0)
 
 

@@ -54,7 +54,9 @@ if [ ! -f "$stamp" ]; then
   # A venv left half-made (no pip: python3-venv was missing when it was created) is made again.
   if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip --version >/dev/null 2>&1; }; then
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    # On a Raspberry Pi picamera2's libcamera bindings (and lgpio) come only from apt: the venv must see them.
+    pi=(); grep -qai 'raspberry pi' /proc/device-tree/model 2>/dev/null && pi=(--system-site-packages)
+    python3 -m venv "${pi[@]}" "$venv"
   fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
