@@ -50,9 +50,10 @@ class Paths:
     @classmethod
     def for_config(cls, config: Path, existing: dict[str, Any] | None = None) -> Paths:
         """The TLS paths of an existing config's ``[fleet.tls]``, else ``device.key``, ``device.pem``
-        and ``ca.pem`` beside the config file."""
+        and ``ca.pem`` in ``keys/`` beside the config file (``/etc/kiosk/keys``, 0700 kiosk, made by
+        ``kiosk provision install``)."""
         tls = ((existing or {}).get("fleet") or {}).get("tls") or {}
-        base = config.parent
+        base = config.parent / "keys"
 
         def pick(key: str, default: str) -> Path:
             value = tls.get(key)
@@ -105,6 +106,23 @@ class CsrResult:
         return qr.half_blocks(qr.make(self.qr_text))
 
 
+SERVICE_USER = "kiosk"
+
+
+def service_owner() -> tuple[int, int]:
+    """(uid, gid) of the ``kiosk`` user the services run as, when running as root and it exists (the
+    wizard at first boot): the device key must be the appliance's to read. (-1, -1) otherwise."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return -1, -1
+    try:
+        entry = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return -1, -1
+    return entry.pw_uid, entry.pw_gid
+
+
 def write_csr(identity: Identity, paths: Paths, regions: RegionTable, *, new_key: bool = False) -> CsrResult:
     """Make (or reuse) the device key, write the CSR and its QR code. A key that exists is kept unless
     ``new_key``: a certificate the platform already signed for it stays usable."""
@@ -116,8 +134,8 @@ def write_csr(identity: Identity, paths: Paths, regions: RegionTable, *, new_key
     fingerprint = keys.csr_fingerprint(csr)
     text = qr.payload(identity.device_id, fingerprint)
     if created:
-        write_atomic(paths.key, keys.key_pem(key))  # mkstemp: 0600
-        os.chmod(paths.key, 0o600)
+        uid, gid = service_owner()
+        write_atomic(paths.key, keys.key_pem(key), mode=0o600, uid=uid, gid=gid)
     write_atomic(paths.csr, keys.csr_pem(csr))
     os.chmod(paths.csr, 0o644)
     png, svg = qr.save(qr.make(text), paths.qr_stem)
@@ -217,10 +235,15 @@ def install(
             (paths.cert, cert_file, checked.cert_pem),
             (paths.ca, ca_file, checked.ca_pem),
         ):
+            uid, gid = service_owner()
             if not (path.exists() and path.resolve() == source.resolve()):  # already in place: keep it
-                write_atomic(path, pem)
+                write_atomic(path, pem, mode=0o644, uid=uid, gid=gid)
             os.chmod(path, 0o644)
-    write_atomic(paths.config, text.encode("utf-8"))
-    with contextlib.suppress(OSError):
-        os.chmod(paths.config, 0o600)
+    uid, gid = service_owner()
+    if gid != -1:  # root:kiosk 0640, as `kiosk provision install` lays /etc/kiosk out
+        write_atomic(paths.config, text.encode("utf-8"), mode=0o640, uid=0, gid=gid)
+    else:
+        write_atomic(paths.config, text.encode("utf-8"))
+        with contextlib.suppress(OSError):
+            os.chmod(paths.config, 0o600)
     return InstallResult(paths.config, checked, text)

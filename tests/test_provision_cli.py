@@ -56,7 +56,7 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     assert provision(config, "--csr-only") == 0
     out = capsys.readouterr().out
     etc = config.parent
-    key, csr_path = etc / "device.key", etc / "device.csr"
+    key, csr_path = etc / "keys" / "device.key", etc / "keys" / "device.csr"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert not config.exists(), "--csr-only writes no config"
     csr = x509.load_pem_x509_csr(csr_path.read_bytes())
@@ -69,8 +69,8 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     )
     fingerprint = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
     assert f"CSR SHA-256 {fingerprint}" in out and "▀" in out  # the QR code in the terminal
-    assert (etc / "device-csr-qr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"sha256={fingerprint}" in out and (etc / "device-csr-qr.svg").read_text().lstrip().startswith(
+    assert (etc / "keys" / "device-csr-qr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"sha256={fingerprint}" in out and (etc / "keys" / "device-csr-qr.svg").read_text().lstrip().startswith(
         "<?xml"
     )
 
@@ -85,9 +85,9 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     cfg = appliance_config.load(config)  # the appliance's own loader takes it
     assert cfg.device.id == "kiosk-0001" and cfg.device.region[-1] == "330803100201"
     assert (cfg.fleet.host, cfg.fleet.port) == ("mqtt.county.example", 8883)
-    assert cfg.fleet.tls is not None and cfg.fleet.tls.key == key and cfg.fleet.tls.cert == etc / "device.pem"
+    assert cfg.fleet.tls is not None and cfg.fleet.tls.key == key and cfg.fleet.tls.cert == etc / "keys" / "device.pem"
     assert cfg.drivers.gpio is not None and cfg.drivers.gpio.backend == "sim"
-    assert (etc / "device.pem").read_bytes() == cert_file.read_bytes()
+    assert (etc / "keys" / "device.pem").read_bytes() == cert_file.read_bytes()
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
 
 
@@ -136,7 +136,7 @@ def test_bad_identity_is_refused_and_nothing_is_written(
 
 def _signed(tmp_path: Path, config: Path, **sign: object) -> tuple[Path, Path]:
     ca = PlatformCA.make()
-    return ca.write(tmp_path / "ca.pem"), ca.sign(config.parent / "device.csr", tmp_path / "cert.pem", **sign)  # type: ignore[arg-type]
+    return ca.write(tmp_path / "ca.pem"), ca.sign(config.parent / "keys" / "device.csr", tmp_path / "cert.pem", **sign)  # type: ignore[arg-type]
 
 
 def _cert_for_another_key(tmp_path: Path, config: Path) -> tuple[Path, Path]:
@@ -150,7 +150,7 @@ def _expired(tmp_path: Path, config: Path) -> tuple[Path, Path]:
 def _other_ca(tmp_path: Path, config: Path) -> tuple[Path, Path]:
     ca_file, _ = _signed(tmp_path, config)
     impostor = PlatformCA.make("County Platform CA")  # same name, other key
-    return ca_file, impostor.sign(config.parent / "device.csr", tmp_path / "cert.pem")
+    return ca_file, impostor.sign(config.parent / "keys" / "device.csr", tmp_path / "cert.pem")
 
 
 def _other_device(tmp_path: Path, config: Path) -> tuple[Path, Path]:
@@ -210,7 +210,7 @@ def test_a_read_only_config_directory_is_refused_and_nothing_is_written(
         subprocess.run(["mount", "-o", "remount,bind,ro", str(etc)], check=True, capture_output=True)
         assert provision(csr_made, "--ca", str(ca_file), "--cert", str(cert_file)) == 2
         err = capsys.readouterr().err
-        assert f"cannot write to {etc}: Read-only file system" in err
+        assert f"cannot write to {etc}" in err and "Read-only file system" in err
         assert files(etc) == before
     finally:
         subprocess.run(["umount", "-l", str(etc)], check=False)
@@ -245,6 +245,6 @@ def test_the_toml_writer_writes_what_tomllib_reads_back() -> None:
 
 
 def test_the_device_key_is_never_readable_by_others(csr_made: Path) -> None:
-    key = csr_made.parent / "device.key"
+    key = csr_made.parent / "keys" / "device.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert b"PRIVATE KEY" in key.read_bytes()
