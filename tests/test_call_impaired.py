@@ -135,8 +135,17 @@ async def test_the_call_stays_up_on_a_poor_village_link_and_comes_back_after_a_c
                         await bench.wait_for(lambda: frames() > before, 30)
                     except AssertionError:
                         s = browser.stats() or {}
-                        feeds = [(f.get("display"), f.get("id"), [(m.get("kind"), m.get("framesDecoded")) for m in f.get("mids", [])]) for f in s.get("feeds", [])]
-                        raise AssertionError(f"clerk decodes nothing new: feeds {feeds}, subscribed {s.get('subscribed_feeds')}, errors {s.get('errors')}, kiosk {bench.state['call']['state']}\n{browser.log_tail(20)}") from None
+                        feeds = [
+                            (
+                                f.get("display"),
+                                f.get("id"),
+                                [(m.get("kind"), m.get("framesDecoded")) for m in f.get("mids", [])],
+                            )
+                            for f in s.get("feeds", [])
+                        ]
+                        raise AssertionError(
+                            f"clerk decodes nothing new: feeds {feeds}, subscribed {s.get('subscribed_feeds')}, errors {s.get('errors')}, kiosk {bench.state['call']['state']}\n{browser.log_tail(20)}"
+                        ) from None
                     print(
                         f"back after the 10 s cut: kiosk connected in {t_kiosk:.1f} s, clerk decoding "
                         f"again in {time.monotonic() - t0:.1f} s"

@@ -70,9 +70,9 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     fingerprint = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
     assert f"CSR SHA-256 {fingerprint}" in out and "▀" in out  # the QR code in the terminal
     assert (etc / "keys" / "device-csr-qr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"sha256={fingerprint}" in out and (etc / "keys" / "device-csr-qr.svg").read_text().lstrip().startswith(
-        "<?xml"
-    )
+    assert f"sha256={fingerprint}" in out and (
+        etc / "keys" / "device-csr-qr.svg"
+    ).read_text().lstrip().startswith("<?xml")
 
     ca = PlatformCA.make()
     ca_file, cert_file = ca.write(tmp_path / "ca.pem"), ca.sign(csr_path, tmp_path / "kiosk-0001.pem")
@@ -85,7 +85,11 @@ def test_a_scripted_roll_out_makes_the_key_and_csr_then_installs_the_signed_cert
     cfg = appliance_config.load(config)  # the appliance's own loader takes it
     assert cfg.device.id == "kiosk-0001" and cfg.device.region[-1] == "330803100201"
     assert (cfg.fleet.host, cfg.fleet.port) == ("mqtt.county.example", 8883)
-    assert cfg.fleet.tls is not None and cfg.fleet.tls.key == key and cfg.fleet.tls.cert == etc / "keys" / "device.pem"
+    assert (
+        cfg.fleet.tls is not None
+        and cfg.fleet.tls.key == key
+        and cfg.fleet.tls.cert == etc / "keys" / "device.pem"
+    )
     assert cfg.drivers.gpio is not None and cfg.drivers.gpio.backend == "sim"
     assert (etc / "keys" / "device.pem").read_bytes() == cert_file.read_bytes()
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
@@ -136,7 +140,9 @@ def test_bad_identity_is_refused_and_nothing_is_written(
 
 def _signed(tmp_path: Path, config: Path, **sign: object) -> tuple[Path, Path]:
     ca = PlatformCA.make()
-    return ca.write(tmp_path / "ca.pem"), ca.sign(config.parent / "keys" / "device.csr", tmp_path / "cert.pem", **sign)  # type: ignore[arg-type]
+    return ca.write(tmp_path / "ca.pem"), ca.sign(
+        config.parent / "keys" / "device.csr", tmp_path / "cert.pem", **sign
+    )  # type: ignore[arg-type]
 
 
 def _cert_for_another_key(tmp_path: Path, config: Path) -> tuple[Path, Path]:
