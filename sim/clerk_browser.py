@@ -246,7 +246,7 @@ class ClerkBrowser:
         self.extra_args = extra_args
         self._store = _StatsStore(history)
         self._server: ThreadingHTTPServer | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.port = 0
@@ -320,8 +320,9 @@ class ClerkBrowser:
         reason = clerk_browser_available()
         if reason:
             raise ClerkBrowserError(reason)
-        self._tmp = tempfile.TemporaryDirectory(prefix="kclerk-")
-        tmp = Path(self._tmp.name)
+        # mkdtemp, not TemporaryDirectory: the latter's finalizer removes the folder at exit, also
+        # when KIOSK_KEEP_CLERK_LOG asks to keep it for a post-mortem.
+        tmp = self._tmp = Path(tempfile.mkdtemp(prefix="kclerk-"))
         with self._in_ns():
             # The listening socket is made here, so it belongs to the namespace.
             self._server = serve_clerk_pages(self.bind, store=self._store)
@@ -398,7 +399,7 @@ class ClerkBrowser:
             self._server = None
         if self._tmp is not None and os.environ.get("KIOSK_KEEP_CLERK_LOG") is None:
             self._saved_tail = self.log_tail()
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     def log_tail(self, lines: int = 40) -> str:

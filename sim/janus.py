@@ -17,6 +17,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,7 +128,7 @@ class JanusServer:
         self.session_timeout_s = session_timeout_s
         self.debug_level = debug_level
         self.start_timeout_s = start_timeout_s
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None
         self.confdir: Path | None = None
         self.log_path: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -253,8 +254,10 @@ class JanusServer:
         reason = janus_available()
         if reason:
             raise JanusStartError(reason)
-        self._tmp = tempfile.TemporaryDirectory(prefix="kjanus-")
-        self.confdir = Path(self._tmp.name)
+        # mkdtemp, not TemporaryDirectory: the latter's finalizer removes the folder at exit, also
+        # when KIOSK_KEEP_JANUS_LOG asks to keep it for a post-mortem.
+        self._tmp = Path(tempfile.mkdtemp(prefix="kjanus-"))
+        self.confdir = self._tmp
         self.log_path = self.confdir / "janus.log"
         with self._in_ns():
             self.http_port = _free_port(self.bind)
@@ -332,7 +335,7 @@ class JanusServer:
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         if self._tmp is not None and os.environ.get("KIOSK_KEEP_JANUS_LOG") is None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     def kill(self) -> None:

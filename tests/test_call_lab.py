@@ -154,6 +154,48 @@ async def test_clerk_subscribes_again_when_the_kiosk_comes_back(call_netns, janu
             await second.close()
 
 
+async def test_clerk_shows_a_returning_kiosk_while_its_old_publisher_is_still_in_the_room(
+    call_netns, janus, clerk
+) -> None:
+    """A kiosk whose link dropped rejoins as a new publisher with the same display while its old one is
+    still in the room (Janus keeps a vanished kiosk's session until it times out): the page decodes the
+    new feed within seconds, and drops the old one once the kiosk destroys its stale session."""
+    browser = clerk(source="canvas")
+    await asyncio.to_thread(browser.wait_for, lambda s: s["published"], 20, "clerk published")
+    with call_netns.entered():
+        old = await connect_kiosk(janus.http_url, tracks=[TimecodeVideoTrack(*ROOM_CAM)], subscribe_to=None)
+        new = None
+        try:
+            s1 = await asyncio.to_thread(
+                browser.wait_for, lambda s: videos_decoding(s, "kiosk-test", 10), 20, "first kiosk feed"
+            )
+            old_feed = next(f["id"] for f in s1["feeds"] if f["display"] == "kiosk-test")
+            new = await connect_kiosk(
+                janus.http_url, tracks=[TimecodeVideoTrack(*DOC_CAM)], subscribe_to=None
+            )
+            s2 = await asyncio.to_thread(
+                browser.wait_for,
+                lambda s: [m for m in videos_decoding(s, "kiosk-test", 10) if m["frameWidth"] == DOC_CAM[0]],
+                10,
+                "the returning kiosk's feed decoding beside its old one",
+            )
+            assert {f["id"] for f in s2["feeds"]} == {old_feed, new.room.publisher_id}, s2["feeds"]
+            # What CallSession does after a rejoin: destroy the session the dropped link left behind.
+            await new.room.destroy_session(old.room.session_id)
+            s3 = await asyncio.to_thread(
+                browser.wait_for,
+                lambda s: [f["id"] for f in s["feeds"]] == [new.room.publisher_id],
+                5,
+                "the old feed dropped when its session was destroyed",
+            )
+            assert videos_decoding(s3, "kiosk-test", 10), s3["feeds"]
+            assert s3["subscribed_feeds"] == 2 and not s3["errors"], s3
+        finally:
+            await old.close()  # its session is gone: close() must still end quietly
+            if new is not None:
+                await new.close()
+
+
 def test_link_between_namespaces_delays_and_cuts_like_a_village_link() -> None:
     """Two namespaces joined by link(): 50 ms each way doubles into a 100 ms round trip, a cut drops
     everything silently (no error, no answer), and restore brings the shaped link back."""

@@ -268,19 +268,40 @@ function subscribeFeed(p) {
     error: (e) => fail("attach subscriber", e),
     onmessage: (msg, jsep) => {
       if (msg.error) fail("subscriber", msg.error_code + " " + msg.error);
-      if (!jsep || !feed.handle) return;
-      feed.handle.createAnswer({
-        jsep: jsep,
-        tracks: [{ type: "data" }], // receive-only: audio/video are accepted as recvonly
-        success: (answer) => feed.handle.send({ message: { request: "start", room: roomId }, jsep: answer }),
-        error: (e) => fail("createAnswer", e),
-      });
+      if (jsep && feed.handle && showing(feed)) answerFeed(feed, jsep);
     },
     onremotetrack: (track, mid, on) => onRemoteTrack(feed, track, mid, on),
     oncleanup: () => {
       feed.mids.forEach((m) => m.el && m.el.remove());
       feed.mids.clear();
     },
+  });
+}
+
+function showing(feed) {
+  return feeds.get(feed.id) === feed;
+}
+
+// Answer Janus's offer on the feed's handle: the first one ("attached") and every renegotiation
+// ("updated": the publisher's streams changed or went). When a publisher leaves, Janus sends its
+// subscribers an "updated" offer with the streams inactive just before "unpublished"/"leaving": the
+// feed is dropped (its handle detached) while that answer is being made, and an answer sent then is
+// refused with 469 "Unexpected ANSWER". So nothing is answered for a feed no longer shown, and a
+// refused answer of a feed still shown is an error of the page.
+function answerFeed(feed, jsep) {
+  const handle = feed.handle;
+  handle.createAnswer({
+    jsep: jsep,
+    tracks: [{ type: "data" }], // receive-only: audio/video are accepted as recvonly
+    success: (answer) => {
+      if (!showing(feed)) return;
+      handle.send({
+        message: { request: "start", room: roomId },
+        jsep: answer,
+        error: (e) => showing(feed) && fail("start " + feed.display + " " + feed.id, e),
+      });
+    },
+    error: (e) => showing(feed) && fail("createAnswer", e),
   });
 }
 
