@@ -787,7 +787,9 @@ class JanusVideoRoom:
         if not isinstance(jsep, dict) or jsep.get("type") != "answer":
             raise CallSignallingError(f"{request} was answered without a jsep answer", where=request)
         self._published = True
-        await self._trickle_completed(pub)
+        # Not awaited: the answer is what the caller needs to start ICE; waiting for the trickle's ack
+        # would add a round trip (300 ms on a village link) to every (re)join.
+        self._tasks.spawn(self._quietly(self._trickle_completed(pub)), name="janus-trickle")
         self._update_publishers(data)
         return str(jsep["sdp"])
 

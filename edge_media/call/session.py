@@ -65,7 +65,8 @@ for _codec in (aiortc_vpx, aiortc_h264):
 
 CONNECT_TIMEOUT_S = 8.0  # one attempt: session, join, ICE + DTLS (a few RTTs at 300 ms)
 PING_S = 1.0
-PROBE_TIMEOUT_S = 0.8  # a probe while the server is out of reach (2.5 RTTs of a 300 ms village link)
+PROBE_TIMEOUT_S = 1.5  # a probe while the server is out of reach (5 RTTs of a 300 ms village link)
+PROBE_EVERY_S = 0.25  # probes overlap, so the first SYN after the link returns is at most this late
 AUDIO_KBPS = 40
 START_KBPS = 600.0
 MAX_KBPS = 1500.0
@@ -371,28 +372,41 @@ class CallSession:
             failures += 1
             # Wait until the server answers at all before a full attempt, so no attempt is stuck in a
             # dead TCP handshake or an unanswered request when the link comes back.
-            await self._wait_reachable(time.monotonic() + (cap if self.status == "failed" else 30.0))
+            await self._wait_reachable(
+                time.monotonic() + (cap if self.status == "failed" else 30.0), down_since, reason
+            )
 
-    async def _wait_reachable(self, until: float) -> None:
-        """Probe the server with one short HTTP request every ~0.4 s (any HTTP answer, even an error
-        status, means the path is back) until it answers or ``until`` passes."""
+    async def _wait_reachable(self, until: float, down_since: float, reason: str) -> None:
+        """Probe the server with short HTTP requests, a new one every ``PROBE_EVERY_S`` while earlier
+        ones are still waiting (any HTTP answer, even an error status, means the path is back), until
+        one answers or ``until`` passes. Meanwhile the call turns ``failed`` (text) on time."""
         import aiohttp
 
         url = self.target.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-        while not self._stopping and time.monotonic() < until:
-            started = time.monotonic()
-            try:
+        answered = asyncio.Event()
+
+        async def probe() -> None:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 connector = aiohttp.TCPConnector(force_close=True)
                 async with (
                     aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
                     http.get(url, allow_redirects=False) as resp,
                 ):
                     await resp.read()
-                return
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                pass
-            await asyncio.sleep(max(0.0, 0.4 - (time.monotonic() - started)))
+                answered.set()
+
+        probes = TaskSet("call-probe", log)
+        try:
+            while not self._stopping and time.monotonic() < until and not answered.is_set():
+                if time.monotonic() - down_since >= self.cfg.text_fallback_s and self.status != "failed":
+                    self._set("failed", reason)
+                probes.spawn(probe())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_EVERY_S):
+                        await answered.wait()
+        finally:
+            await probes.close()
 
     def _rtc_config(self) -> RTCConfiguration:
         # An explicit list, even empty: aiortc's default (None) would use a public STUN server.
