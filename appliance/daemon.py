@@ -368,7 +368,7 @@ class Appliance:
             section = key.split(".")[0]
             if key in HOT:
                 continue
-            if section in ("drivers", "media", "session"):
+            if section in ("drivers", "media", "session", "ota"):
                 if any(key == r or key.startswith(r + ".") for r in sub_restart):
                     restart.append(key)
                 continue
