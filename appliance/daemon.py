@@ -51,6 +51,7 @@ SUBSYSTEMS = (
     "appliance.peripherals:Peripherals",
     "appliance.media_control:MediaControl",
     "appliance.session.service:SessionService",
+    "appliance.ota:OtaService",
 )
 SUBSYSTEM_START_TIMEOUT_S = 5.0
 # Retained on the local bus: "ready" once events are taken durably, "stopped" on a clean stop,
@@ -545,16 +546,39 @@ class Appliance:
 
         async def reboot() -> dict[str, Any]:
             await asyncio.sleep(delay)
-            await self.outbox.flush()
-            command = os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot").split()
-            log.warning("rebooting now (%s)", " ".join(command))
-            proc = await asyncio.create_subprocess_exec(*command, stdin=subprocess.DEVNULL)
-            rc = await proc.wait()
-            if rc != 0:
-                raise CommandError(500, f"{' '.join(command)} exited with {rc}")
+            await self._reboot_now()
             return {"rebooting": True}
 
         return Accepted({"rebooting_in_s": delay}, then=reboot)
+
+    async def reboot(self, reason: str) -> None:
+        await self.emit("device.reboot_requested", {"delay_s": 0, "reason": reason})
+        await self._reboot_now()
+
+    async def _reboot_now(self) -> None:
+        """The one reboot path: flush the outbox, run ``KIOSK_REBOOT_COMMAND`` (``systemctl reboot``)."""
+        await self.outbox.flush()
+        command = os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot").split()
+        log.warning("rebooting now (%s)", " ".join(command))
+        proc = await asyncio.create_subprocess_exec(*command, stdin=subprocess.DEVNULL)
+        rc = await proc.wait()
+        if rc != 0:
+            raise CommandError(500, f"{' '.join(command)} exited with {rc}")
+
+    async def rebirth(self) -> None:
+        await self.fleet.rebirth()
+
+    def busy(self) -> list[str]:
+        reasons = []
+        for sub in self.subsystems:
+            try:
+                reason = sub.busy()
+            except Exception:  # noqa: BLE001 - a broken check must not block updates forever; logged
+                log.exception("subsystem %s: busy() failed", sub.name)
+                continue
+            if reason:
+                reasons.append(reason)
+        return reasons
 
     # --- health, birth, telemetry ------------------------------------------------------------------
 
@@ -631,6 +655,11 @@ class Appliance:
             "telemetry_interval_s": cfg.fleet.telemetry_interval_s,
             "ts": round(time.time(), 3),
         }
+        for sub in self.subsystems:
+            try:
+                birth.update(sub.birth())
+            except Exception:  # noqa: BLE001 - a subsystem's bug must not keep the device from birth
+                log.exception("subsystem %s: birth() failed", sub.name)
         return conform(Birth, birth)
 
     async def telemetry(self) -> dict[str, Any]:

@@ -141,7 +141,7 @@ async def _translated(what: str) -> AsyncIterator[None]:
             raise UpdaterUnavailable(f"RAUC ({SERVICE}) does not answer {what}: {exc.text}") from None
         raise UpdaterFailed(f"RAUC refused {what}: {exc.text}", dbus_name=exc.type) from None
     except (OSError, EOFError, AuthError, InvalidAddressError) as exc:
-        raise UpdaterUnavailable(f"no D-Bus to reach RAUC for {what}: {exc}") from None
+        raise UpdaterUnavailable(f"no D-Bus to reach RAUC ({what}): {exc}") from None
     except TimeoutError:
         raise UpdaterUnavailable(f"RAUC did not answer {what} within {CALL_TIMEOUT_S:g} s") from None
 
@@ -167,7 +167,7 @@ class Rauc:
 
     async def connect(self) -> Rauc:
         """Connect and check that RAUC answers; raises ``UpdaterUnavailable`` otherwise."""
-        async with _translated(f"on {self.where}"):
+        async with _translated(f"connecting to {self.where}"):
             bus = (
                 MessageBus(bus_address=self.address) if self.address else MessageBus(bus_type=BusType.SYSTEM)
             )

@@ -209,6 +209,11 @@ class SessionService(Subsystem):
             return {"session": Health(HealthStatus.DEGRADED, "; ".join(problems))}
         return {"session": Health(HealthStatus.OK)}
 
+    def busy(self) -> str | None:
+        if self.machine.session is not None:
+            return f"a villager session is in progress ({self.machine.session.id})"
+        return None
+
     def capabilities(self) -> list[str]:
         return ["session.v1", "session.documents.chunked", "session.progress", "session.appointment"]
 
