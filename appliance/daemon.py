@@ -275,14 +275,18 @@ class Appliance:
         log.info("ready: %s", self._status_line())
 
     async def _start_subsystems(self) -> None:
+        # Every module is imported before the first subsystem starts: an import (the session's pulls in
+        # cryptography) must not delay a later subsystem's listeners while an earlier one already emits
+        # (the card reader's first read).
+        classes: list[tuple[str, Any]] = []
         for spec in SUBSYSTEMS:
             module, _, cls_name = spec.partition(":")
             try:
-                cls = getattr(importlib.import_module(module), cls_name)
+                classes.append((spec, getattr(importlib.import_module(module), cls_name)))
             except (ImportError, AttributeError) as exc:
                 log.error("subsystem %s unavailable: %s", spec, exc)
                 self._subsystem_errors[spec] = f"not installed: {exc}"
-                continue
+        for spec, cls in classes:
             try:
                 sub: Subsystem = cls(self)
                 self.subsystems.append(sub)
