@@ -312,3 +312,41 @@ async def test_without_rauc_the_update_is_503_and_birth_says_unavailable(
     )
     assert reply["status"] == 503 and "unavailable" in reply["error"], reply
     assert "ota" not in (await platform.command("get_status"))["health"]
+
+
+async def test_an_http_download_resumes_with_a_range_request_and_stops_at_the_size_limit(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    from appliance.ota import _fetch_http
+    from kiosk_core.errors import OtaError
+
+    bundle = bytes(range(256)) * 4096  # 1 MiB
+    (tmp_path / "kiosk.raucb").write_bytes(bundle)
+    ranges: list[str | None] = []
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        ranges.append(request.headers.get("Range"))
+        return web.FileResponse(tmp_path / "kiosk.raucb")
+
+    app = web.Application()
+    app.router.add_get("/kiosk.raucb", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/kiosk.raucb"
+    try:
+        part = tmp_path / "got.part"
+        part.write_bytes(bundle[:300_000])  # what an interrupted attempt left
+        await _fetch_http(url, part, limit=2 * len(bundle))
+        assert ranges == ["bytes=300000-"]
+        assert part.read_bytes() == bundle
+
+        small = tmp_path / "small.part"
+        with pytest.raises(OtaError, match="at most 500000"):
+            await _fetch_http(url, small, limit=500_000)
+    finally:
+        await runner.cleanup()
