@@ -9,6 +9,7 @@ platform-pushed overlay (``config/desired``, stored under ``data_dir``) is merge
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,45 @@ class FleetConfig(Strict):
         return v
 
 
+DBUS_ADDRESS = re.compile(r"^(unix|tcp):[A-Za-z0-9_./,=:%-]+(;(unix|tcp):[A-Za-z0-9_./,=:%-]+)*$")
+
+
+class OtaConfig(Strict):
+    """``[ota]``: firmware updates through RAUC (docs/ota.md)."""
+
+    dbus_address: str = Field(
+        "",
+        max_length=500,
+        description="the D-Bus where RAUC serves de.pengutronix.rauc; empty: the system bus",
+    )
+    health_timeout_s: float = Field(
+        120.0,
+        ge=5,
+        le=3600,
+        description="after booting a new slot, how long the health checks may take before it is marked "
+        "bad and the kiosk falls back to the old one",
+    )
+    max_bundle_mb: float = Field(1024.0, gt=0, le=16384, description="largest bundle the kiosk downloads")
+    download_timeout_s: float = Field(
+        3600.0, ge=10, le=86400, description="the whole download of one bundle, resumed parts included"
+    )
+    allow_plain_loopback: bool = Field(
+        False,
+        description="accept http:// bundle URLs on a loopback address and file:// paths (tests, a "
+        "technician's bench); otherwise bundles come over https:// only",
+    )
+
+    @field_validator("dbus_address")
+    @classmethod
+    def _dbus_address(cls, v: str) -> str:
+        if v and not DBUS_ADDRESS.match(v):
+            raise ValueError(
+                "must be empty (the system bus) or a D-Bus address such as "
+                "unix:path=/run/dbus/system_bus_socket"
+            )
+        return v
+
+
 class KioskConfig(Strict):
     device: DeviceConfig
     fleet: FleetConfig = FleetConfig()
@@ -123,6 +163,7 @@ class KioskConfig(Strict):
     drivers: DriversConfig = DriversConfig()
     media: MediaConfig = MediaConfig()
     session: SessionConfig = SessionConfig()
+    ota: OtaConfig = OtaConfig()
 
     @property
     def topic_root(self) -> str:

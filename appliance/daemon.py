@@ -52,6 +52,7 @@ SUBSYSTEMS = (
     "appliance.media_control:MediaControl",
     "appliance.session.service:SessionService",
     "appliance.diagnostics:Diagnostics",
+    "appliance.ota:OtaService",
 )
 SUBSYSTEM_START_TIMEOUT_S = 5.0
 # Retained on the local bus: "ready" once events are taken durably, "stopped" on a clean stop,
@@ -275,14 +276,18 @@ class Appliance:
         log.info("ready: %s", self._status_line())
 
     async def _start_subsystems(self) -> None:
+        # Every module is imported before the first subsystem starts: an import (the session's pulls in
+        # cryptography) must not delay a later subsystem's listeners while an earlier one already emits
+        # (the card reader's first read).
+        classes: list[tuple[str, Any]] = []
         for spec in SUBSYSTEMS:
             module, _, cls_name = spec.partition(":")
             try:
-                cls = getattr(importlib.import_module(module), cls_name)
+                classes.append((spec, getattr(importlib.import_module(module), cls_name)))
             except (ImportError, AttributeError) as exc:
                 log.error("subsystem %s unavailable: %s", spec, exc)
                 self._subsystem_errors[spec] = f"not installed: {exc}"
-                continue
+        for spec, cls in classes:
             try:
                 sub: Subsystem = cls(self)
                 self.subsystems.append(sub)
@@ -369,7 +374,7 @@ class Appliance:
             section = key.split(".")[0]
             if key in HOT:
                 continue
-            if section in ("drivers", "media", "session"):
+            if section in ("drivers", "media", "session", "ota"):
                 if any(key == r or key.startswith(r + ".") for r in sub_restart):
                     restart.append(key)
                 continue
@@ -546,16 +551,39 @@ class Appliance:
 
         async def reboot() -> dict[str, Any]:
             await asyncio.sleep(delay)
-            await self.outbox.flush()
-            command = os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot").split()
-            log.warning("rebooting now (%s)", " ".join(command))
-            proc = await asyncio.create_subprocess_exec(*command, stdin=subprocess.DEVNULL)
-            rc = await proc.wait()
-            if rc != 0:
-                raise CommandError(500, f"{' '.join(command)} exited with {rc}")
+            await self._reboot_now()
             return {"rebooting": True}
 
         return Accepted({"rebooting_in_s": delay}, then=reboot)
+
+    async def reboot(self, reason: str) -> None:
+        await self.emit("device.reboot_requested", {"delay_s": 0, "reason": reason})
+        await self._reboot_now()
+
+    async def _reboot_now(self) -> None:
+        """The one reboot path: flush the outbox, run ``KIOSK_REBOOT_COMMAND`` (``systemctl reboot``)."""
+        await self.outbox.flush()
+        command = os.environ.get("KIOSK_REBOOT_COMMAND", "systemctl reboot").split()
+        log.warning("rebooting now (%s)", " ".join(command))
+        proc = await asyncio.create_subprocess_exec(*command, stdin=subprocess.DEVNULL)
+        rc = await proc.wait()
+        if rc != 0:
+            raise CommandError(500, f"{' '.join(command)} exited with {rc}")
+
+    async def rebirth(self) -> None:
+        await self.fleet.rebirth()
+
+    def busy(self) -> list[str]:
+        reasons = []
+        for sub in self.subsystems:
+            try:
+                reason = sub.busy()
+            except Exception:  # noqa: BLE001 - a broken check must not block updates forever; logged
+                log.exception("subsystem %s: busy() failed", sub.name)
+                continue
+            if reason:
+                reasons.append(reason)
+        return reasons
 
     # --- health, birth, telemetry ------------------------------------------------------------------
 
@@ -632,6 +660,11 @@ class Appliance:
             "telemetry_interval_s": cfg.fleet.telemetry_interval_s,
             "ts": round(time.time(), 3),
         }
+        for sub in self.subsystems:
+            try:
+                birth.update(sub.birth())
+            except Exception:  # noqa: BLE001 - a subsystem's bug must not keep the device from birth
+                log.exception("subsystem %s: birth() failed", sub.name)
         return conform(Birth, birth)
 
     async def telemetry(self) -> dict[str, Any]:

@@ -29,8 +29,9 @@ log = logging.getLogger("kiosk.config")
 
 # Never changed by config/desired, only by the local file: who the device is (device.*), where and how
 # it connects to the platform (fleet.*: host, port, TLS, credentials, reply prefixes, everything: an
-# operator must not be able to move a device to another broker), where its data lives, its local bus.
-LOCKED = ("device", "fleet", "storage.data_dir", "bus")
+# operator must not be able to move a device to another broker), where its data lives, its local bus,
+# and where firmware comes from (the update service's bus, plain sources for the bench).
+LOCKED = ("device", "fleet", "storage.data_dir", "bus", "ota.dbus_address", "ota.allow_plain_loopback")
 # The JSON-safe integer range: every platform language reads these versions exactly.
 MAX_VERSION = 2**53 - 1
 # Keys the running daemon applies without a restart (subsystems add their own via reconfigure()).

@@ -116,6 +116,26 @@ class InventoryItem(OpenModel):
     catalog_version: int = absent(ge=0)
 
 
+class SlotInfo(WireModel):
+    """One A/B slot as RAUC reports it."""
+
+    version: str | None = Field(description="the version of the bundle last installed there; null: none")
+    state: Literal["good", "bad"] = Field(description="the boot chooser's verdict (RAUC's boot-status)")
+    booted: bool
+
+
+class OtaInfo(WireModel):
+    """``birth.ota``: firmware updates (docs/ota.md)."""
+
+    updates: Literal["available", "unavailable"]
+    reason: str = absent(description="why updates are unavailable (no RAUC on the system bus, ...)")
+    booted_slot: str = absent(description="the bootname of the running slot (A or B)")
+    primary: str = absent(description="the bootname of the slot the next boot runs")
+    compatible: str = absent()
+    trial: bool = absent(description="the booted slot is new and not yet marked good (health checks run)")
+    slots: dict[str, SlotInfo] = absent(description="by bootname")
+
+
 class Birth(WireModel):
     """``birth`` (retained): who and what the device is."""
 
@@ -134,6 +154,7 @@ class Birth(WireModel):
         description="how often telemetry is sent; a consumer counts the device lost when nothing came "
         "from it for 3 times this plus 30 s (docs/mqtt.md, consumer rules)",
     )
+    ota: OtaInfo = absent(description="the A/B slots and whether firmware updates can run")
     ts: float = Wall
 
 
@@ -244,6 +265,54 @@ class DeviceStopping(WireModel):
 
 class RebootRequested(WireModel):
     delay_s: float = Field(ge=0, le=300)
+    reason: str = absent(
+        description="why the device reboots by itself (a firmware update); absent for the reboot command"
+    )
+
+
+SHA256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class FirmwareDownload(WireModel):
+    """The bundle is on the device and matches the sha256 the platform gave."""
+
+    url: str = Field(description="without user-info and query")
+    bytes: int = Field(ge=0)
+    sha256: str = SHA256
+    resumed_from: int = Field(ge=0, description="bytes already on the device from an earlier attempt")
+
+
+class FirmwareProgress(WireModel):
+    percent: int = Field(ge=0, le=100)
+    message: str
+
+
+class FirmwareInstalled(WireModel):
+    slot: str = Field(description="the bootname of the slot written (the next boot runs it)")
+    version: str
+
+
+class FirmwareFailed(WireModel):
+    stage: Literal["download", "verify", "install", "health"]
+    reason: str
+    version: str = absent(description="the version that failed, when known")
+
+
+class FirmwareCommitted(WireModel):
+    """The new slot passed its health checks and is marked good."""
+
+    slot: str
+    version: str
+    previous_version: str | None
+
+
+class FirmwareRolledBack(WireModel):
+    """The kiosk runs the old slot again: the new one failed its health checks or did not boot."""
+
+    from_version: str | None = Field(description="the version that failed")
+    to_version: str | None = Field(description="the version running now")
+    slot: str = Field(description="the bootname running now")
+    reason: str
 
 
 class CommandCompleted(OpenModel):
@@ -412,6 +481,12 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "device.started": DeviceStarted,
     "device.stopping": DeviceStopping,
     "device.reboot_requested": RebootRequested,
+    "firmware.download": FirmwareDownload,
+    "firmware.progress": FirmwareProgress,
+    "firmware.installed": FirmwareInstalled,
+    "firmware.failed": FirmwareFailed,
+    "firmware.committed": FirmwareCommitted,
+    "firmware.rolled_back": FirmwareRolledBack,
     "command.completed": CommandCompleted,
     "config.applied": ConfigApplied,
     "config.rejected": ConfigRejected,

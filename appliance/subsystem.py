@@ -60,6 +60,23 @@ class Context(Protocol):
     ) -> dict[str, Any]:
         """Call a method served by another process on the local bus; raises CommandError on failure."""
 
+    def busy(self) -> list[str]:
+        """Why the kiosk must not be interrupted now (each subsystem's ``busy()``); empty when idle."""
+
+    def health_map(self) -> dict[str, Health]:
+        """Every health item: the fleet link (``fleet``), the local bus, storage, each subsystem's."""
+
+    def inventory(self) -> list[dict[str, Any]]:
+        """Every configured part with its health, as birth lists it under ``drivers``."""
+
+    async def rebirth(self) -> None:
+        """Publish birth again (when what a subsystem puts in it changed)."""
+
+    async def reboot(self, reason: str) -> None:
+        """Reboot the device now by the appliance's reboot path (``device.reboot_requested``, the
+        outbox flushed, ``KIOSK_REBOOT_COMMAND`` or ``systemctl reboot``); raises CommandError if the
+        command fails."""
+
 
 class Subsystem:
     """A part of the appliance. Override what applies; all hooks have safe defaults."""
@@ -92,6 +109,14 @@ class Subsystem:
     def telemetry(self) -> dict[str, Any]:
         """Extra telemetry fields under this subsystem's name."""
         return {}
+
+    def birth(self) -> Mapping[str, Any]:
+        """Top-level birth fields this subsystem owns (each one a field of ``appliance.messages.Birth``)."""
+        return {}
+
+    def busy(self) -> str | None:
+        """Why the device must not be rebooted or interrupted now (a villager is being served), or None."""
+        return None
 
     async def reconfigure(self, new: KioskConfig) -> list[str]:
         """Apply a new config; return the dotted keys that need a restart to take effect."""

@@ -54,6 +54,8 @@ from drivers.config import DriversConfig
 from edge_media.push_transport import redact_url
 from kiosk_core import config
 from kiosk_core.config import SharedConfig, Strict
+from kiosk_core.urls import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # re-exported: media callers import them here
+from kiosk_core.urls import is_loopback_host as is_loopback_host
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ENCODERS = {"h264": ("libx264", "h264_v4l2m2m"), "h265": ("libx265", "hevc_v4l2m2m")}
@@ -327,20 +329,7 @@ class CallConfig(Strict):
         return self
 
 
-LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 TURN_URL = re.compile(r"^(stun|stuns|turn|turns):[A-Za-z0-9.\-\[\]:]{1,300}(\?transport=(udp|tcp))?$")
-
-
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost."""
-    import ipaddress
-
-    if host.lower() in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # The call's media object comes from the platform as JSON inside a command, whose parameters take no

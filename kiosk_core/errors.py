@@ -136,3 +136,32 @@ class MediaError(KioskError):
 
 class SessionError(KioskError):
     code = "session.error"
+
+
+# --- firmware updates (OTA) ----------------------------------------------------------------------
+
+
+class OtaError(KioskError):
+    """A firmware update could not go on. ``stage`` says where: download, verify, install, health."""
+
+    code = "ota.error"
+
+    def __init__(self, message: str, *, stage: str = "", code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.stage = stage
+
+
+class UpdaterUnavailable(OtaError, ConnectionError):
+    """No update service (RAUC) answers on the configured D-Bus: updates cannot run on this machine."""
+
+    code = "ota.unavailable"
+
+
+class UpdaterFailed(OtaError):
+    """The update service answered a call with an error (``dbus_name`` is the D-Bus error name)."""
+
+    code = "ota.updater_failed"
+
+    def __init__(self, message: str, *, dbus_name: str = "", stage: str = "") -> None:
+        super().__init__(message, stage=stage)
+        self.dbus_name = dbus_name

@@ -99,6 +99,7 @@ class SessionService(Subsystem):
         self._timer: asyncio.Task[None] | None = None
         self._tasks = TaskSet("session", logging.getLogger("kiosk.appliance"))
         self._started = False
+        self._ready = asyncio.Event()
         self.sessions_started = 0
         self.intents_rejected = 0
         self.last_rejection: str | None = None
@@ -109,6 +110,18 @@ class SessionService(Subsystem):
         if self._started:
             return
         self._started = True
+        # Listen before the slow part of the start (threads): a card already on the reader at boot is
+        # read within ~100 ms of the peripherals' start, and its card.read must not be missed. The
+        # handler waits until the start is done.
+        self.ctx.listen("card.", self._on_peripheral)
+        self.ctx.listen("presence.detected", self._on_peripheral)
+        self.ctx.listen("button.help.held", self._on_peripheral)
+        try:
+            await self._start()
+        finally:
+            self._ready.set()
+
+    async def _start(self) -> None:
         leftovers = await asyncio.to_thread(self.documents.wipe_all)
         if leftovers:
             self.ctx.log.warning(
@@ -125,9 +138,6 @@ class SessionService(Subsystem):
             )
         self.ctx.subscribe_local(f"{INTENT_PREFIX}/#", self._on_intent)
         self.ctx.subscribe_local(MEDIA_STATE_TOPIC, self._on_media_state)
-        self.ctx.listen("card.", self._on_peripheral)
-        self.ctx.listen("presence.detected", self._on_peripheral)
-        self.ctx.listen("button.help.held", self._on_peripheral)
         self._publish()
         self._timer = asyncio.create_task(self._timers(), name="session-timers")
 
@@ -208,6 +218,11 @@ class SessionService(Subsystem):
         if problems:
             return {"session": Health(HealthStatus.DEGRADED, "; ".join(problems))}
         return {"session": Health(HealthStatus.OK)}
+
+    def busy(self) -> str | None:
+        if self.machine.session is not None:
+            return f"a villager session is in progress ({self.machine.session.id})"
+        return None
 
     def capabilities(self) -> list[str]:
         return ["session.v1", "session.documents.chunked", "session.progress", "session.appointment"]
@@ -298,6 +313,7 @@ class SessionService(Subsystem):
             self.ctx.log.warning("session: intent ignored: %s", exc)
 
     async def _on_peripheral(self, type: str, data: dict[str, Any]) -> None:
+        await self._ready.wait()
         if not isinstance(data, dict):
             data = {}
         async with self._lock:
