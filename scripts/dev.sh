@@ -30,6 +30,11 @@ compgen -G "/usr/lib/*/libusb-1.0.so.0" >/dev/null || compgen -G "/lib/*/libusb-
 # bench/call_echo.py compares the echo canceller with SpeexDSP's (the reference, through ctypes).
 compgen -G "/usr/lib/*/libspeexdsp.so.1" >/dev/null || need_apt+=(libspeexdsp1)
 { command -v ip && command -v tc; } >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || need_apt+=(iproute2)
+# Firmware updates are tested against a stand-in RAUC on a private dbus-daemon; the units are checked with
+# systemd-analyze (verify, security), and `kiosk provision install` is tried in a debootstrap root.
+command -v dbus-daemon >/dev/null 2>&1 || need_apt+=(dbus-daemon)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
 # Debian's python3 has no ensurepip (so no `python3 -m venv`) without python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
