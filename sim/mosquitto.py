@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from kiosk_core.errors import KioskError
+from sim.process import end_process
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
@@ -182,13 +183,7 @@ class Mosquitto:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         self.proc = None
 
     def close(self) -> None:
