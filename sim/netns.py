@@ -127,11 +127,16 @@ class NetNs:
 
     def ip(self, *args: str) -> str:
         """Run ``ip -n <name> ARGS`` and return its stdout (NetNsError on failure)."""
-        return _run(_ip(), "-n", self.name, *args)
+        # Run inside the namespace by setns on this thread, not `ip -n` / `ip netns exec`: those also
+        # remount /sys in a private mount namespace, which fails where / is not a mount point (a
+        # chroot, such as a fresh debootstrap root the tests are tried in).
+        with self.entered():
+            return _run(_ip(), *args)
 
     def tc(self, *args: str) -> str:
         """Run ``tc ARGS`` inside the namespace."""
-        return _run(_ip(), "netns", "exec", self.name, _tc(), *args)
+        with self.entered():
+            return _run(_tc(), *args)
 
     def add_address_link(self, addr: str = "127.0.0.2/32", *, name: str | None = None) -> str:
         """Add a non-loopback link inside the namespace carrying ``addr``; return the interface's name.
