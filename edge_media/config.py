@@ -51,11 +51,11 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.camera.config import check_device, parse_size
 from drivers.config import DriversConfig
-from edge_media.push_transport import redact_url
 from kiosk_core import config
 from kiosk_core.config import SharedConfig, Strict
 from kiosk_core.urls import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # re-exported: media callers import them here
 from kiosk_core.urls import is_loopback_host as is_loopback_host
+from kiosk_core.urls import redact_url
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ENCODERS = {"h264": ("libx264", "h264_v4l2m2m"), "h265": ("libx265", "hevc_v4l2m2m")}

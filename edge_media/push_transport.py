@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from kiosk_core.errors import MediaError
+from kiosk_core.urls import redact_url
 
 
 class PushError(MediaError):
@@ -70,16 +71,6 @@ class Target:
     def shown(self) -> str:
         """For events and logs: no user-info, no query (SRT passphrases, tokens)."""
         return redact_url(self.url)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user-info and query (SRT passphrases, stream keys in tokens)."""
-    try:
-        p = urllib.parse.urlsplit(url)
-        netloc = f"{p.hostname}:{p.port}" if p.port else (p.hostname or "")
-    except ValueError:
-        return url.split("://", 1)[0] + "://..."
-    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
 _CONTAINERS = {

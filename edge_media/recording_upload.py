@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_media.recording_errors import BadUploadUrl, UploadFailed, UploadRejected
 from kiosk_core.backoff import full_jitter
+from kiosk_core.urls import redact_url
 
 if TYPE_CHECKING:
     from edge_media.recordings import RecordingIndex
@@ -65,15 +66,6 @@ class UploadResult:
 
 class _Transient(Exception):
     """A failure worth retrying (network, timeout, 408/429/5xx)."""
-
-
-def redact_url(url: str) -> str:
-    """The URL without user-info and query (they carry tokens), for events and logs."""
-    p = urllib.parse.urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
 
 
 def check_upload_url(url: object) -> urllib.parse.SplitResult:

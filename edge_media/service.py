@@ -44,7 +44,6 @@ from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
 from edge_media.config import CallTarget, MediaProcessConfig
 from edge_media.pipeline import Pipeline
-from edge_media.push_transport import redact_url
 from edge_media.recording_errors import RecordingDiskFull
 from edge_media.segments import SegmentRecorder, recover_orphans
 from edge_media.sources import UnknownSource, source_from_spec
@@ -54,6 +53,7 @@ from kiosk_core.fsutil import write_atomic
 from kiosk_core.localbus import STATE_PREFIX, LocalBus
 from kiosk_core.sdnotify import Notifier
 from kiosk_core.tasks import TaskSet
+from kiosk_core.urls import redact_url
 
 log = logging.getLogger("kiosk.media")
 
