@@ -610,9 +610,9 @@ class CallSession:
             self._set("audio_only", f"uplink estimate {budget:.0f} kbit/s is below the video minimum")
         elif room is not None and not room.paused and self.status == "audio_only":
             self._set("connected", None)
-        if self.status == "connected" and self._rx_audio_at and not self.clerk_video:
-            pass  # the clerk has no camera: their voice still comes; nothing to say to the villager
-        elif self.clerk_video and now - self._rx_video_at > 3.0 and now - self._rx_audio_at < 1.0:
+        # A clerk without a camera (voice only) needs nothing said; a picture that stops while the
+        # voice goes on is shown as paused.
+        if self.clerk_video and now - self._rx_video_at > 3.0 and now - self._rx_audio_at < 1.0:
             self.clerk_video = False  # the clerk's picture stopped while their voice goes on
             self.on_change()
 

@@ -188,8 +188,7 @@ class CallVideoTrack(MediaStreamTrack):
 def _copy_frame(frame: av.VideoFrame) -> av.VideoFrame:
     import av
 
-    out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
-    return out
+    return av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
 
 
 class OpusFecEncoder:
