@@ -275,6 +275,14 @@ class CallConfig(Strict):
     media_timeout_s: float = Field(
         2.5, ge=0.5, le=30.0, description="no packet from the server this long -> reconnect"
     )
+    hold_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=55.0,
+        description="after media_timeout_s, keep the call's connections this long (from the silence's "
+        "start) and go on with them when the server answers again; only then rejoin. Below Janus's "
+        "session timeout (60 s); aiortc's ICE gives up by itself after 24-36 s of silence",
+    )
     text_fallback_s: float = Field(
         20.0, ge=1.0, le=600.0, description="no media this long -> the call goes on as text (and says so)"
     )

@@ -616,6 +616,7 @@ class JanusVideoRoom:
         connect_timeout_s: float = 5.0,
         request_timeout_s: float = 10.0,
         keepalive_s: float = 25.0,
+        keepalive_grace_s: float = 45.0,
         close_timeout_s: float = 2.0,
         transport: Transport | None = None,
     ) -> None:
@@ -628,6 +629,7 @@ class JanusVideoRoom:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
+        self.keepalive_grace_s = keepalive_grace_s
         self.close_timeout_s = close_timeout_s
         self._transport = transport or transport_for(
             url, ssl_context=ssl_context, connect_timeout_s=connect_timeout_s
@@ -1024,10 +1026,17 @@ class JanusVideoRoom:
         )
 
     async def _keepalive(self) -> None:
+        """Keep the session alive. An unanswered keepalive is tried again every few seconds: a village
+        link that drops for seconds must not end a session the server still holds (it keeps one for 60 s
+        without keepalives). The session is given up only when the server says it is gone, or after
+        ``keepalive_grace_s`` without an answer."""
+        answered = time.monotonic()
         while True:
-            await asyncio.sleep(self.keepalive_s)
+            failing = time.monotonic() - answered > self.keepalive_s
+            await asyncio.sleep(min(self.keepalive_s, 2.0) if failing else self.keepalive_s)
             try:
                 await self._request({"janus": "keepalive"}, "keepalive", final={"ack"})
+                answered = time.monotonic()
             except CallSessionLost as exc:
                 self._set_dead(exc, SessionLost(str(exc)))
                 return
@@ -1035,6 +1044,9 @@ class JanusVideoRoom:
                 self._set_dead(CallSessionLost(str(exc)), SessionLost(str(exc)))
                 return
             except (CallServerUnreachable, CallTimeout) as exc:
+                if time.monotonic() - answered < self.keepalive_grace_s:
+                    log.info("janus keepalive unanswered, trying again: %s", exc)
+                    continue
                 self._set_dead(CallServerUnreachable(self.url, str(exc)), ServerGone(str(exc)))
                 return
             except CallError as exc:

@@ -39,7 +39,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from drivers.camera.config import parse_size
 from edge_media.call.display import CommandDisplay, PreviewDisplay, open_speaker
-from edge_media.call.errors import CallError
+from edge_media.call.errors import CallClosed, CallError, CallSessionLost
 from edge_media.call.tracks import (
     AUDIO_RATE,
     CallAudioTrack,
@@ -337,9 +337,13 @@ class CallSession:
         failures = 0
         down_since: float | None = None
         ever = False
+        held = False  # the connections of the last attempt came back: go on with them
         while not self._stopping:
             try:
-                await self._connect_once()
+                if held:
+                    held = False
+                else:
+                    await self._connect_once()
                 ever = True
                 failures, down_since = 0, None
                 self.connected_at = time.monotonic()
@@ -348,6 +352,18 @@ class CallSession:
                 reason = "the call ended on the server"
             except asyncio.CancelledError:
                 raise
+            except LinkSilent as exc:
+                # Hold what we have: a link that drops for seconds and returns carries the same
+                # connections on (ICE consent and the Janus session outlive it), which is a round trip
+                # where a rejoin is seven.
+                reason = _describe(exc)
+                down_since = time.monotonic() - self.cfg.media_timeout_s
+                self._set("reconnecting", reason)
+                self.reconnects += 1
+                if await self._resume(down_since, reason):
+                    held = True
+                    continue
+                failures = 1  # counted once above; the rejoin below is the same outage
             except (CallError, MediaStreamError, OSError, TimeoutError, ValueError) as exc:
                 reason = _describe(exc)
             except Exception as exc:  # noqa: BLE001 - aiortc raises many kinds; a call never crashes the process
@@ -375,6 +391,67 @@ class CallSession:
             await self._wait_reachable(
                 time.monotonic() + (cap if self.status == "failed" else 30.0), down_since, reason
             )
+
+    async def _resume(self, down_since: float, reason: str) -> bool:
+        """Keep the attempt's connections through an outage and tell whether they carry on.
+
+        Pings go out every ``PROBE_EVERY_S``, overlapping, each with its own short timeout, so the first
+        one sent after the link returns answers one round trip later. An answer means the server's path
+        and our Janus session are back; the peer connections never stopped (aiortc's ICE consent gives
+        up only after about 30 s), so a keyframe is all the clerk needs. False (a rejoin follows): the
+        server says the session is gone, a connection failed, or ``hold_s`` passed.
+        """
+        client, pub = self._client, self._pub
+        if client is None or pub is None:
+            return False
+        deadline = down_since + self.cfg.hold_s
+        back = asyncio.Event()
+        lost: list[str] = []
+
+        async def ping() -> None:
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    await client.list_participants()
+            except (CallSessionLost, CallClosed) as exc:
+                lost.append(_describe(exc))
+            except (CallError, OSError, TimeoutError) as exc:
+                log.debug("call resume ping: %s", exc)
+                return
+            back.set()
+
+        pings = TaskSet("call-resume", log)
+        try:
+            while not self._stopping and time.monotonic() < deadline:
+                if pub.connectionState in ("failed", "closed") or self._dead or lost:
+                    log.info("call %s: cannot resume (%s)", self.session_id, self._dead or lost or "ICE")
+                    return False
+                if back.is_set():
+                    break
+                if time.monotonic() - down_since >= self.cfg.text_fallback_s and self.status != "failed":
+                    self._set("failed", reason)
+                pings.spawn(ping())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_EVERY_S):
+                        await back.wait()
+            else:
+                return False
+        finally:
+            await pings.close()
+        if self._dead or lost or pub.connectionState in ("failed", "closed"):
+            return False
+        self._rx_any_at = time.monotonic()
+        self._request_keyframes(pub)
+        down = time.monotonic() - down_since
+        log.info("call %s: the link is back after %.1f s, same connections", self.session_id, down)
+        return True
+
+    def _request_keyframes(self, pc: RTCPeerConnection) -> None:
+        """A keyframe on every video track at once, as a PLI would ask (the clerk's decoder lost the
+        thread during the outage; waiting for the browser's own PLI costs a round trip)."""
+        for sender in pc.getSenders():
+            if sender.track is not None and sender.track.kind == "video":
+                with contextlib.suppress(AttributeError):
+                    sender._RTCRtpSender__force_keyframe = True  # noqa: SLF001 - aiortc's PLI flag
 
     async def _wait_reachable(self, until: float, down_since: float, reason: str) -> None:
         """Probe the server with short HTTP requests, a new one every ``PROBE_EVERY_S`` while earlier
@@ -459,6 +536,7 @@ class CallSession:
                     raise CallError(f"the connection to the media server {pc.connectionState}")
                 await asyncio.sleep(0.05)
         self._rx_any_at = time.monotonic()
+        self._attempt_tasks.spawn(self._signalling_events(client))
         self._attempt_tasks.spawn(self._follow_clerk(client))
         stale, self._stale_sessions = self._stale_sessions, []
         destroy = getattr(client, "destroy_session", None)
@@ -550,7 +628,6 @@ class CallSession:
         """Return or raise when the call is judged dead; adapt the uplink meanwhile."""
         client, pc = self._client, self._pub
         assert client is not None and pc is not None
-        self._attempt_tasks.spawn(self._signalling_events(client))
         ping_failed_since: float | None = None
         next_ping = 0.0
         while True:
@@ -571,7 +648,7 @@ class CallSession:
             media_silent = now - self._rx_any_at > self.cfg.media_timeout_s
             if ping_failed_since is not None and now - ping_failed_since >= self.cfg.media_timeout_s:
                 if media_silent:
-                    raise CallError(f"the media server did not answer for {self.cfg.media_timeout_s:g} s")
+                    raise LinkSilent(f"the media server did not answer for {self.cfg.media_timeout_s:g} s")
             await self._adapt(pc, now)
 
     async def _adapt(self, pc: RTCPeerConnection, now: float) -> None:
@@ -675,6 +752,10 @@ class CallSession:
             if cf is not None and cf is not last and self._doccam_slot is not None:
                 last = cf
                 self._doccam_slot.put(cf.frame, cf.t_capture)
+
+
+class LinkSilent(CallError):
+    """Neither the server's answers nor the media arrived for ``media_timeout_s``: hold, maybe resume."""
 
 
 def _describe(exc: BaseException) -> str:
