@@ -123,7 +123,10 @@ class CallVideoTrack(MediaStreamTrack):
         self._seq = 0
         self._t0: float | None = None
         self._pts = -1
-        self._next_at = 0.0
+        self._last_capture: float | None = None
+        self._src_seq = 0
+        self._src_prev: float | None = None
+        self._src_gap: float | None = None  # the source's frame interval, smoothed
         self._resume = asyncio.Event()
         self._resume.set()
         from av.video.reformatter import VideoReformatter
@@ -152,24 +155,49 @@ class CallVideoTrack(MediaStreamTrack):
         self.paused = False
         self._resume.set()
 
+    async def _next_frame(self) -> tuple[int, tuple[av.VideoFrame, float]]:
+        """The next picture to send: the first new capture at least a frame period (less half the
+        source's own interval) after the last one sent, taken the moment it arrives.
+
+        Sending on the capture's beat, not on a timer of our own, keeps the time from camera to wire
+        short and, above all, even: a frame taken off a timer waits 0 to 1 source interval, which the
+        clerk's jitter buffer measures as jitter and pays for in delay. A 30 fps camera gives 15 fps as
+        every other frame; a source at or below the call's rate is sent whole. A still source (no new
+        capture in ``hold_s``) has its last picture sent again.
+        """
+        period = 1 / self.fps
+        seen = self._seq
+        while True:
+            seq, got = await self.slot.newer_than(seen, self.hold_s)
+            if got is None:  # nothing captured yet: wait for the first picture
+                if self.readyState != "live":
+                    raise MediaStreamError
+                continue
+            if seq == seen:  # nothing newer within hold_s: send what there is (again)
+                return seq, got
+            t_capture = got[1]
+            if self._last_capture is not None and self._src_prev is not None and seq == self._src_seq + 1:
+                gap = t_capture - self._src_prev
+                if 0 < gap < 1.0:
+                    self._src_gap = gap if self._src_gap is None else 0.9 * self._src_gap + 0.1 * gap
+            self._src_seq, self._src_prev = seq, t_capture
+            tolerance = 0.5 * min(self._src_gap or period, period)
+            if self._last_capture is None or t_capture - self._last_capture >= period - tolerance:
+                return seq, got
+            seen = seq  # too soon after the last one sent: wait for the next capture
+
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         await self._resume.wait()
-        now = time.monotonic()
-        if self._next_at > now:
-            await asyncio.sleep(self._next_at - now)
-        self._next_at = max(self._next_at + 1 / self.fps, time.monotonic())
-        seq, got = await self.slot.newer_than(self._seq, self.hold_s)
-        while got is None:  # nothing captured yet: wait for the first picture
-            if self.readyState != "live":
-                raise MediaStreamError
-            seq, got = await self.slot.newer_than(self._seq, self.hold_s)
+        seq, got = await self._next_frame()
+        frame, t_capture = got
         frame, t_capture = got
         # The capture time is the timeline (a late frame is late on the clerk's screen, not stretched);
         # a picture sent again because the source is still (a page under the camera) is stamped now.
         t = t_capture if seq != self._seq else time.monotonic()
         self._seq = seq
+        self._last_capture = t_capture
         w, h = self.size
         # Our own converter: frame.reformat() would use the frame's shared one, which the recording's
         # encoder may be using on the pipeline thread at this moment (a segfault in libswscale, seen).

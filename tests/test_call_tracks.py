@@ -1,0 +1,97 @@
+"""The call's video track on its own: which captures it sends, when, and stamped how.
+
+Real PyAV frames through a real ``FrameSlot`` from a producer thread, as the pipeline feeds it; no
+network (tests/test_call_media.py has the whole call against Janus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from edge_media.call.tracks import VIDEO_CLOCK, CallVideoTrack, FrameSlot
+
+
+def frame(value: int) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(np.full((48, 64, 3), value, np.uint8), format="rgb24")
+
+
+async def sent(track: CallVideoTrack, n: int) -> list[tuple[int, float, int]]:
+    """(pts, time recv returned, the picture's value) of the next ``n`` frames the track sends."""
+    out = []
+    for _ in range(n):
+        f = await asyncio.wait_for(track.recv(), 5)
+        y = f.to_ndarray(format="gray")
+        out.append((f.pts, time.monotonic(), int(y.mean())))
+    return out
+
+
+def produce(slot: FrameSlot, fps: float, count: int, stop: threading.Event) -> threading.Thread:
+    """A camera thread: ``count`` captures at ``fps``, each a grey picture of its own index."""
+
+    def run() -> None:
+        t0 = time.monotonic()
+        for i in range(count):
+            if stop.is_set():
+                return
+            at = t0 + i / fps
+            time.sleep(max(0.0, at - time.monotonic()))
+            slot.put(frame(i * 8 % 256), time.monotonic())
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.mark.parametrize(("source_fps", "expect_fps", "step"), [(30, 15, 2), (10, 10, 1)])
+async def test_the_track_sends_every_nth_capture_as_it_arrives(source_fps, expect_fps, step) -> None:
+    slot = FrameSlot(asyncio.get_running_loop())
+    track = CallVideoTrack("room", slot, size=(64, 48), fps=15, min_kbps=30)
+    stop = threading.Event()
+    th = produce(slot, source_fps, 60, stop)
+    try:
+        got = await sent(track, 12)
+    finally:
+        stop.set()
+        th.join(5)
+        track.stop()
+    pts = [p for p, _t, _v in got]
+    gaps_s = np.diff(pts[2:]) / VIDEO_CLOCK  # the first two may catch the producer's start
+    assert abs(float(np.median(gaps_s)) - 1 / expect_fps) < 0.012, gaps_s
+    # Captures are taken in order, none twice, every ``step``-th one (a value per capture index).
+    values = [v for _p, _t, v in got][2:]
+    steps = {round((b - a) / 8) % 32 for a, b in zip(values, values[1:], strict=False)}
+    assert steps == {step}, values
+    # Sent on the capture's beat: the wall-clock gaps between sends follow the pts gaps closely.
+    wall = np.diff([t for _p, t, _v in got][2:])
+    assert float(np.max(np.abs(wall - gaps_s))) < 0.02, (wall, gaps_s)
+
+
+async def test_a_still_source_has_its_last_picture_sent_again_after_hold_s() -> None:
+    slot = FrameSlot(asyncio.get_running_loop())
+    track = CallVideoTrack("doccam", slot, size=(64, 48), fps=15, min_kbps=30, hold_s=0.2)
+    slot.put(frame(80), time.monotonic())
+    try:
+        first, again = await sent(track, 2)
+    finally:
+        track.stop()
+    assert first[2] == again[2] == 80
+    assert 0.15 < again[1] - first[1] < 0.5
+    assert again[0] > first[0]  # stamped when sent again, so the clerk's player moves on
+
+
+async def test_a_stopped_track_ends_recv_with_media_stream_error() -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    slot = FrameSlot(asyncio.get_running_loop())
+    track = CallVideoTrack("room", slot, size=(64, 48), fps=15, min_kbps=30, hold_s=0.05)
+    waiter = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.1)  # waiting for a first picture that never comes
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiter, 2)
