@@ -92,6 +92,51 @@ async def test_a_media_server_that_stops_answering_is_reconnecting_then_text_the
         assert "call.reconnecting" in types and "call.failed" in types and "call.reconnected" in types
 
 
+async def kiosk_publishers(lab: Lab) -> list[int]:
+    """The kiosk's publisher ids in the lab's room, as Janus lists them."""
+    from edge_media.call.janus import JanusVideoRoom
+
+    async with JanusVideoRoom(lab.janus.http_url, 1234, "observer") as room:
+        parts = await room.list_participants()
+    return sorted(p["id"] for p in parts if p.get("display") == "kiosk-0001" and p.get("publisher"))
+
+
+@pytest.mark.parametrize(("hold_s", "same"), [(30.0, True), (0.0, False)], ids=["resumed", "rejoined"])
+async def test_an_outage_shorter_than_the_hold_carries_the_same_publisher_on_a_longer_one_rejoins(
+    lab: Lab, tmp_path: Path, hold_s: float, same: bool
+) -> None:
+    """A server silent for 4 s (SIGSTOP): within ``hold_s`` the kiosk goes on with the same Janus session
+    and publisher; with no hold it rejoins, and the new session replaces the old publisher."""
+    async with running_media(tmp_path, lab.bus.port, CALL + f"hold_s = {hold_s}\n") as (_service, bench):
+        await bench.call("call_start", {"session_id": "s-h", "media": lab.media()})
+        await bench.wait_for(lambda: bench.state.get("call", {}).get("state") == "connected", 15)
+        before = await kiosk_publishers(lab)
+        assert len(before) == 1, before
+        pid = lab.janus.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await bench.wait_for(lambda: bench.state["call"]["state"] == "reconnecting", 6)
+            await asyncio.sleep(1.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await bench.wait_for(lambda: bench.state["call"]["state"] == "connected", 10)
+        assert bench.state["call"]["reconnects"] == 1
+        after = await kiosk_publishers(lab)
+        if same:
+            assert after == before
+        else:  # the stale session was destroyed: one publisher, a new one
+            for _ in range(20):
+                if len(after) == 1 and after != before:
+                    break
+                await asyncio.sleep(0.25)
+                after = await kiosk_publishers(lab)
+            assert len(after) == 1 and after != before, (before, after)
+        await bench.call("call_stop", {})
+        types = [e["type"] for e in bench.events if e["type"].startswith("call.")]
+        assert types.count("call.reconnecting") == 1 and types.count("call.reconnected") == 1, types
+
+
 @pytest.mark.parametrize(
     ("media", "field"),
     [

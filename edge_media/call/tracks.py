@@ -193,9 +193,11 @@ class CallVideoTrack(MediaStreamTrack):
         seq, got = await self._next_frame()
         frame, t_capture = got
         frame, t_capture = got
-        # The capture time is the timeline (a late frame is late on the clerk's screen, not stretched);
-        # a picture sent again because the source is still (a page under the camera) is stamped now.
-        t = t_capture if seq != self._seq else time.monotonic()
+        # Stamped when it leaves for the encoder, not when it was captured: the pipeline thread hands a
+        # capture over 0 to one recording encode late (it encodes 720p between handovers), and with
+        # capture stamps the clerk's jitter buffer would count that as network jitter and add it to the
+        # delay of every frame. Sent times are what aiortc's sender reports map to wall clock, too.
+        t = time.monotonic()
         self._seq = seq
         self._last_capture = t_capture
         w, h = self.size
