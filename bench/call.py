@@ -48,6 +48,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -197,6 +198,24 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's threads by their Python name (``asyncio_3`` and ``asyncio_5`` count
+    together as ``asyncio``), from /proc: where the call's cost goes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name = names.get(int(task.name)) or stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        key = name.rstrip("0123456789").rstrip("_-") or name
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 @contextlib.asynccontextmanager
 async def kiosk_media(tmp: Path, bus_port: int) -> Any:
     """``running_media`` with a bounded stop: a stop that hangs is reported (with where it waits) and
@@ -332,6 +351,7 @@ async def python_clerk_main(url: str, seconds: float) -> None:
 
 async def bench_cpu(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, seconds: float) -> bool:
     rows: list[tuple[str, float, str]] = []
+    per_thread: dict[str, dict[str, float]] = {}
     async with kiosk_media(tmp, bus.port) as (service, bench):
         browser = ClerkBrowser(janus.http_url, room=ROOM, netns=ns, source="canvas").start()
         try:
@@ -341,12 +361,14 @@ async def bench_cpu(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, se
             async def window(name: str) -> None:
                 step(f"window: {name}")
                 p = service.pipeline
-                f0, c0, t0 = p.frames_out, cpu_s(), time.monotonic()
+                f0, c0, t0, th0 = p.frames_out, cpu_s(), time.monotonic(), thread_cpu_s()
                 call = bench.state.get("call", {})
                 rx0 = call.get("rx", {}).get("video_frames", 0)
                 await asyncio.sleep(seconds)
                 dt = time.monotonic() - t0
                 cpu = (cpu_s() - c0) / dt
+                th1 = thread_cpu_s()
+                per_thread[name] = {k: (v - th0.get(k, 0.0)) / dt for k, v in th1.items()}
                 call = bench.state.get("call", {})
                 what = f"pipeline {(p.frames_out - f0) / dt:.1f} fps out"
                 if call.get("state") not in (None, "off"):
@@ -383,6 +405,16 @@ async def bench_cpu(ns: NetNs, janus: JanusServer, bus: Mosquitto, tmp: Path, se
         print(f"| {name} | {cpu:.2f} | {what} |")
     ratio = rows[2][1] / rows[1][1]
     print(f"| ratio recording + call / recording alone | {ratio:.2f} (budget <= {GOAL_CPU_RATIO}) | |")
+    rec, both = per_thread[rows[1][0]], per_thread[rows[2][0]]
+    names = sorted(set(rec) | set(both), key=lambda k: -(both.get(k, 0.0) - rec.get(k, 0.0)))
+    print("\nWhere the call's CPU goes (cores, by thread: recording alone -> recording + call):")
+    print(
+        ", ".join(
+            f"{k} {rec.get(k, 0):.3f}->{both.get(k, 0):.3f}"
+            for k in names
+            if max(rec.get(k, 0), both.get(k, 0)) >= 0.005
+        )
+    )
     return ratio <= GOAL_CPU_RATIO
 
 

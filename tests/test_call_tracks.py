@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from edge_media.call.tracks import VIDEO_CLOCK, CallVideoTrack, FrameSlot
+from edge_media.call.tracks import VIDEO_CLOCK, VIDEO_TIME_BASE, CallVideoTrack, FrameSlot
 
 
 def frame(value: int) -> av.VideoFrame:
@@ -95,3 +95,45 @@ async def test_a_stopped_track_ends_recv_with_media_stream_error() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(waiter, 2)
+
+
+def test_a_remb_is_recorded_not_applied_and_the_encoder_is_not_rebuilt_for_it() -> None:
+    from edge_media.call.encoders import SteadyVp8Encoder
+
+    enc = SteadyVp8Encoder()
+    for i in range(3):
+        g = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), format="rgb24")
+        g = g.reformat(format="yuv420p")
+        g.pts, g.time_base = i * 6000, VIDEO_TIME_BASE
+        enc.encode(g)
+        if i == 0:
+            codec = enc.codec
+            enc.target_bitrate = 1_000_000  # what aiortc does with a REMB
+    assert enc.codec is codec and enc.remb_bps == 1_000_000 and enc.target_bitrate == 500_000
+    assert enc.rebuilds == 0
+
+
+def test_set_rate_drops_at_once_and_rises_only_in_worthwhile_steps() -> None:
+    from edge_media.call.encoders import UP_HOLD_S, SteadyVp8Encoder
+
+    enc = SteadyVp8Encoder()
+    t = 100.0
+    assert not enc.set_rate(480_000, t)  # -4 %: not worth a keyframe
+    assert enc.set_rate(300_000, t + 0.1)  # -40 %: congestion, at once
+    assert not enc.set_rate(450_000, t + 1)  # +50 % but too soon after the last change
+    assert enc.set_rate(450_000, t + 0.1 + UP_HOLD_S)
+    assert not enc.set_rate(500_000, t + 20)  # +11 %: not worth it
+    assert enc.target_bitrate == 450_000
+    assert enc.set_rate(10, t + 21) and enc.target_bitrate == 30_000  # the floor holds
+
+
+def test_install_makes_aiortc_senders_build_the_steady_encoders() -> None:
+    from aiortc import RTCRtpCodecParameters, rtcrtpsender
+
+    from edge_media.call import encoders
+
+    encoders.install()
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    assert isinstance(rtcrtpsender.get_encoder(vp8), encoders.SteadyVp8Encoder)
+    assert not isinstance(rtcrtpsender.get_encoder(opus), encoders.SteadyRate)

@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.codecs import h264 as aiortc_h264
-from aiortc.codecs import vpx as aiortc_vpx
 from aiortc.mediastreams import MediaStreamError
 
 from drivers.camera.config import parse_size
+from edge_media.call import encoders
 from edge_media.call.display import CommandDisplay, PreviewDisplay, open_speaker
 from edge_media.call.errors import CallClosed, CallError, CallSessionLost
 from edge_media.call.tracks import (
@@ -57,11 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiosk.media.call")
 
-# aiortc's VP8 and H.264 encoders never go below 250 kbit/s: two video tracks could then never fit a
-# 1 Mbit/s village uplink with room to spare. Their floor is a module constant that the bitrate setter
-# reads on every call; lowered here so the rate controller (and the resolution ladder) can work.
-for _codec in (aiortc_vpx, aiortc_h264):
-    _codec.MIN_BITRATE = 30_000
+# aiortc's encoders, with the bitrate changed only when it is worth a keyframe (edge_media/call/encoders.py).
+encoders.install()
 
 CONNECT_TIMEOUT_S = 8.0  # one attempt: session, join, ICE + DTLS (a few RTTs at 300 ms)
 PING_S = 1.0
@@ -210,7 +206,7 @@ class CallSession:
         self._mic_resampler: Any = None
         # The controller alone never pauses the video: only the server's REMB below the minimum does.
         self._rate = RateController(min_kbps=float(cfg.min_video_kbps) * 1.4)
-        self._encoder_kbps: dict[str, float] = {}
+        self.encoder_rebuilds = 0  # bitrate changes that cost a new encoder (a keyframe)
         self._bytes_sent: tuple[float, int] | None = None
         self._remb: float | None = None
         self._stale_sessions: list[int] = []  # Janus sessions of earlier attempts, maybe still alive
@@ -694,27 +690,30 @@ class CallSession:
             self.on_change()
 
     def _remb_kbps(self, pc: RTCPeerConnection) -> float | None:
-        """The server's REMB as aiortc last applied it to an encoder (aiortc has no public getter)."""
-        values = []
-        for sender in pc.getSenders():
-            enc = getattr(sender, "_RTCRtpSender__encoder", None)
-            if sender.track is None or sender.track.kind != "video" or enc is None:
-                continue
-            current = getattr(enc, "target_bitrate", None)
-            ours = self._encoder_kbps.get(sender.track.id)
-            if current is not None and (ours is None or abs(current / 1000 - ours) > 1):
-                values.append(current / 1000)  # not what we set last: a REMB arrived since
+        """The server's REMB: the sum of the last one each video encoder received (``encoders.py``)."""
+        values = [
+            enc.remb_bps / 1000
+            for enc in self._encoders(pc).values()
+            if getattr(enc, "remb_bps", None) is not None
+        ]
         if values:
             self._remb = sum(values)  # kept: the server repeats its REMB only now and then
         return self._remb
 
-    def _set_encoder(self, pc: RTCPeerConnection, track: CallVideoTrack, kbps: float) -> None:
+    @staticmethod
+    def _encoders(pc: RTCPeerConnection) -> dict[Any, Any]:
+        """Each video sender's encoder by track (aiortc builds it with the first frame; no public getter)."""
+        out = {}
         for sender in pc.getSenders():
-            if sender.track is track:
-                enc = getattr(sender, "_RTCRtpSender__encoder", None)
-                if enc is not None and hasattr(enc, "target_bitrate"):
-                    enc.target_bitrate = int(kbps * 1000)
-                    self._encoder_kbps[track.id] = enc.target_bitrate / 1000
+            enc = getattr(sender, "_RTCRtpSender__encoder", None)
+            if sender.track is not None and sender.track.kind == "video" and enc is not None:
+                out[sender.track] = enc
+        return out
+
+    def _set_encoder(self, pc: RTCPeerConnection, track: CallVideoTrack, kbps: float) -> None:
+        enc = self._encoders(pc).get(track)
+        if enc is not None and hasattr(enc, "set_rate") and enc.set_rate(kbps * 1000):
+            self.encoder_rebuilds += 1  # a keyframe: the benchmark and the tests count them
 
     async def _teardown(self) -> None:
         await self._attempt_tasks.close()
@@ -723,7 +722,6 @@ class CallSession:
         for track in self._video.values():
             track.stop()
         self._video = {}
-        self._encoder_kbps.clear()
         self._bytes_sent = None
         self._remb = None
         for pc in (self._sub, self._pub):
