@@ -377,7 +377,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "technician_pin": session_state(
         "technician_pin",
         ["technician_pin", "technician_exit"],
-        {"digits": 6, "attempts_left": 2, "locked_s": None},
+        {
+            "digits": 6,
+            "attempts_left": 2,
+            "locked_s": None,
+            "session_running": False,
+            "phase": "pin",
+            "leave_s": 30,
+        },
         notice={"code": "wrong_pin", "params": {"attempts_left": 2}},
     ),
     "technician": session_state(

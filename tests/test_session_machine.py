@@ -509,13 +509,18 @@ def test_appointment_booking_with_a_declined_slot():
 def test_technician_mode_with_pin_lockout_and_exit():
     clock = HandClock()
     pin_hash = hash_pin("246810", iterations=1000)
-    m = make_machine(clock, technician_pin_hash=pin_hash, pin_attempts=2, pin_lockout_s=60)
-    to_documents(m)
-    effects = m.help_held()  # a villager session is ended first, its data wiped
-    assert events(effects) == ["session.ended"] and effects[0].data["reason"] == "technician"
+    m = make_machine(clock, technician_pin_hash=pin_hash, pin_attempts=2, pin_lockout_s=60, pin_idle_s=90)
+    assert events(m.help_held()) == []  # on the idle kiosk (attract)
     v = m.view()
     assert v["screen"] == "technician_pin" and v["session_id"] is None and v["identity"] is None
-    assert v["view"] == {"digits": 6, "attempts_left": 2, "locked_s": None}
+    assert v["view"] == {
+        "digits": 6,
+        "attempts_left": 2,
+        "locked_s": None,
+        "session_running": False,
+        "phase": "pin",
+        "leave_s": 90,
+    }
     with pytest.raises(IntentRejected):
         m.intent("technician_pin", {"pin": "12ab"})
     assert events(m.intent("technician_pin", {"pin": "111111"})) == ["session.technician.pin_failed"]
@@ -548,6 +553,73 @@ def test_technician_mode_with_pin_lockout_and_exit():
     assert m.view()["notice"]["code"] == "test_done"
     clock.advance(120)
     assert events(m.tick()) == ["session.technician.exited"] and m.screen == "attract"
+
+
+def test_holding_help_in_a_session_pauses_it_and_only_pin_plus_confirm_ends_it():
+    """A villager leaned on the help button mid-application: nothing of theirs is lost, they can leave
+    the PIN pad, and a technician ends the session only by the PIN and an explicit confirm."""
+    clock = HandClock()
+    m = make_machine(clock, technician_pin_hash=hash_pin("246810", iterations=1000))
+    to_documents(m)
+    sid_before = m.session.id
+    assert events(m.help_held()) == []  # no session.ended
+    v = m.view()
+    assert v["screen"] == "technician_pin" and v["session_id"] == sid_before
+    assert v["view"]["session_running"] is True and v["view"]["phase"] == "pin"
+    assert v["idle"] is None and v["actions"] == ["technician_pin", "technician_exit"]
+    clock.advance(29)
+    assert events(m.tick()) == [] and m.screen == "technician_pin"
+    assert m.next_wakeup() == pytest.approx(clock.monotonic() + 1)
+    clock.advance(1)  # 30 s untouched: the pad goes back by itself; the idle timer was paused under it
+    assert events(m.tick()) == [] and m.screen == "documents" and m.session.id == sid_before
+    assert m.view()["idle"]["countdown"] is None  # a full idle time again
+    # the help button's short press also leaves the pad, back to the same screen
+    m.help_held()
+    assert events(m.help_pressed()) == [] and m.screen == "documents"
+    # technician_exit (✗ / Esc / Backspace on an empty PIN) too
+    m.help_held()
+    m.intent("technician_exit", {})
+    assert m.screen == "documents" and m.session.id == sid_before
+    # the right PIN alone does not end it: a confirm step says a session is running
+    m.help_held()
+    assert events(m.intent("technician_pin", {"pin": "246810"})) == []
+    v = m.view()
+    assert v["screen"] == "technician_pin" and v["view"]["phase"] == "confirm_end"
+    assert v["actions"] == ["technician_end_session", "technician_exit"]
+    with pytest.raises(IntentRejected):
+        m.intent("technician_pin", {"pin": "246810"})
+    m.intent("technician_exit", {})  # the technician changes their mind: the villager carries on
+    assert m.screen == "documents" and m.session.id == sid_before
+    m.help_held()
+    m.intent("technician_pin", {"pin": "246810"})
+    effects = m.intent("technician_end_session", {})
+    assert events(effects) == ["session.ended", "session.technician.entered"]
+    assert effects[0].data["reason"] == "technician" and RefreshTechnician() in effects
+    assert m.screen == "technician" and m.session is None and m.view()["identity"] is None
+
+
+def test_a_card_taken_away_while_paused_is_noticed_on_the_way_back():
+    clock = HandClock()
+    m = make_machine(clock)
+    to_documents(m)
+    m.help_held()
+    m.card_removed()
+    assert m.screen == "technician_pin"
+    m.help_pressed()
+    assert m.screen == "card_removed" and m.view()["view"]["returns_to"] == "documents"
+
+
+def test_a_short_press_of_help_says_staff_were_notified_over_the_current_screen():
+    clock = HandClock()
+    m = make_machine(clock)
+    assert events(m.help_pressed()) == []
+    assert m.view()["screen"] == "attract" and m.view()["notice"] == {"code": "help_requested", "params": {}}
+    to_documents(m)
+    clock.advance(70)
+    m.help_pressed()
+    v = m.view()
+    assert v["screen"] == "documents" and v["notice"] == {"code": "help_requested", "params": {}}
+    assert v["idle"]["countdown"] is None  # pressing for help counts as activity
 
 
 def test_language_switch_holds_for_the_session_and_resets_after():
@@ -766,6 +838,7 @@ OPERATIONS = st.one_of(
                 "card_read_other",
                 "card_removed",
                 "help_held",
+                "help_pressed",
                 "capture_ok",
                 "capture_failed",
             ]
@@ -801,6 +874,8 @@ def test_any_sequence_of_inputs_keeps_the_machine_consistent(ops):
                 effects = m.card_removed()
             elif name == "help_held":
                 effects = m.help_held()
+            elif name == "help_pressed":
+                effects = m.help_pressed()
             elif pending:
                 shot = pending.pop()
                 effects = (

@@ -295,14 +295,12 @@ class SessionMachine:
         return guard(self, s) if guard is not None else []
 
     def help_held(self) -> list[Effect]:
-        """The help button was held long enough: technician mode (PIN first)."""
-        if self.screen in (Screen.TECHNICIAN_PIN, Screen.TECHNICIAN):
-            return []
-        effects = self._end("technician") if self.session is not None else []
-        now = self.clock.monotonic()
-        self.technician = Technician(attempts_left=self.pin_attempts_left, last_input=now)
-        self._go(Screen.TECHNICIAN_PIN)
-        return effects
+        """The help button was held long enough: the technician's PIN pad (a running session pauses)."""
+        return technician.enter(self)
+
+    def help_pressed(self) -> list[Effect]:
+        """A short press of the help button: "staff have been notified", or off the PIN pad."""
+        return technician.help_pressed(self)
 
     # === inputs: results of effects ===================================================================
 
@@ -364,6 +362,8 @@ class SessionMachine:
                 self.pin_locked_until = None
                 self.pin_attempts_left = self.config.pin_attempts
                 t.attempts_left = self.pin_attempts_left
+            if self.screen is Screen.TECHNICIAN_PIN and now - t.last_input >= self.config.pin_idle_s:
+                return technician.pin_idle(self)
             if now - t.last_input >= self.config.technician_idle_s:
                 effects.append(Emit("session.technician.exited", {"reason": "idle"}))
                 self._to_attract()
@@ -410,7 +410,12 @@ class SessionMachine:
         if self.screen is Screen.ENDED:
             times.append(self.entered_at + self.config.ended_hold_s)
         if self.technician is not None:
-            times.append(self.technician.last_input + self.config.technician_idle_s)
+            idle_s = (
+                self.config.pin_idle_s
+                if self.screen is Screen.TECHNICIAN_PIN
+                else self.config.technician_idle_s
+            )
+            times.append(self.technician.last_input + idle_s)
             if self.pin_locked_until is not None:
                 times.append(self.pin_locked_until)
                 times.append(now + 1.0)  # locked_s counts down

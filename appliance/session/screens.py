@@ -141,7 +141,7 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
         Screen.ENDED: ScreenSpec(visit.ended_view, ("wake",)),
         Screen.TECHNICIAN_PIN: ScreenSpec(
             technician.pin_view,
-            ("technician_pin", "technician_exit"),
+            ("technician_pin", "technician_end_session", "technician_exit"),
             offers=technician.pin_offers,
             villager=False,
         ),

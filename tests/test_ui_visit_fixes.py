@@ -1,0 +1,60 @@
+"""Where a real villager got stuck (issue 8), on the kiosk screen: Pilot at 100x30 on a real mosquitto.
+
+Each test shows the appliance's state for the moment it went wrong, acts as the villager (or the
+technician) would, and checks what the screen says and which intents arrive.
+"""
+
+from __future__ import annotations
+
+import pytest
+import test_ui_flows
+from test_ui_flows import Kiosk, sample
+
+from sim.ui_harness import SAMPLES
+
+pytestmark = pytest.mark.timeout(30)
+# The UI flows' fixtures: the real app at 100x30 and the appliance's side of a real local bus.
+feed = test_ui_flows.feed
+kiosk = test_ui_flows.kiosk
+
+
+# --- the help button and the PIN pad ------------------------------------------------------------------
+
+
+async def test_help_press_confirms_staff_were_notified_over_the_current_screen(kiosk: Kiosk):
+    await kiosk.show(sample("documents", notice={"code": "help_requested", "params": {}}))
+    assert "已通知工作人员，请稍候" in kiosk.text and "help_requested" not in kiosk.text
+    assert "户口簿" in kiosk.text  # over the screen the villager was on
+    await kiosk.show(sample("documents", notice={"code": "help_requested", "params": {}}), lang="en")
+    assert "Staff have been notified, please wait" in kiosk.text
+
+
+async def test_the_pin_pad_says_how_to_leave_and_backspace_on_an_empty_pin_leaves(kiosk: Kiosk):
+    paused = sample("technician_pin", notice=None, session_id="s-5d1e0a7c9b2f4e61")
+    paused["view"] = {**paused["view"], "session_running": True}
+    await kiosk.show(paused)
+    text = kiosk.text
+    assert "按 ✗、退格键或帮助按钮返回" in text and "30 秒无操作自动返回" in text
+    assert "村民正在办理的业务已暂停" in text
+    await kiosk.press("1", "backspace")  # a digit typed, then deleted: still on the pad
+    await kiosk.pilot.pause(0.2)
+    assert kiosk.feed.names() == []
+    await kiosk.press("backspace")  # Backspace on the empty PIN: the way out
+    await kiosk.feed.next_intent("technician_exit")
+
+
+async def test_after_the_right_pin_the_technician_confirms_ending_the_villagers_session(kiosk: Kiosk):
+    confirm = sample(
+        "technician_pin",
+        actions=["technician_end_session", "technician_exit"],
+        notice=None,
+        session_id="s-5d1e0a7c9b2f4e61",
+    )
+    confirm["view"] = {**confirm["view"], "session_running": True, "phase": "confirm_end"}
+    await kiosk.show(confirm)
+    assert "有村民正在办理业务" in kiosk.text and "确定结束吗" in kiosk.text
+    assert kiosk.buttons() == {"1": "结束办理，进入维护", "0": "返回，继续办理"}
+    await kiosk.press("0")
+    await kiosk.feed.next_intent("technician_exit")
+    await kiosk.press("1")
+    await kiosk.feed.next_intent("technician_end_session")
