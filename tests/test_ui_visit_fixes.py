@@ -58,3 +58,21 @@ async def test_after_the_right_pin_the_technician_confirms_ending_the_villagers_
     await kiosk.feed.next_intent("technician_exit")
     await kiosk.press("1")
     await kiosk.feed.next_intent("technician_end_session")
+
+
+# --- an invalid card ----------------------------------------------------------------------------------
+
+
+async def test_an_invalid_card_says_in_plain_words_what_to_do_never_the_code_or_the_reason(kiosk: Kiosk):
+    problems = ["the card expired on 2020-01-01", "ID number check digit does not match (GB 11643)"]
+    invalid = sample("identify", notice={"code": "card_invalid", "params": {"problems": problems}})
+    await kiosk.show(invalid)
+    text = kiosk.text
+    assert "这张卡无法使用" in text and "第二代居民身份证" in text and "正面朝上平放在读卡器上" in text
+    assert "呼叫工作人员" in text
+    for technical in ("card_invalid", "expired", "GB 11643", "check digit"):
+        assert technical not in text
+    await kiosk.show(invalid, lang="en")
+    text = kiosk.text
+    assert "This card cannot be used" in text and "lay it flat on the reader" in text
+    assert "card_invalid" not in text and "2020-01-01" not in text and "check digit" not in text
