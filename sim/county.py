@@ -84,6 +84,7 @@ class Application:
     status: str
     updated_at: str
     note: str | None = None
+    submitted_at: str | None = None
 
 
 @dataclass
@@ -445,7 +446,12 @@ class CountyCentre:
             key = str((work.identity or {}).get("id_number") or data.get("id_masked"))
             self.applications.setdefault(key, []).append(
                 Application(
-                    number, name, "in_review", dt.datetime.now(CHINA).date().isoformat(), "已受理，审核中"
+                    number,
+                    name,
+                    "in_review",
+                    dt.datetime.now(CHINA).date().isoformat(),
+                    "材料已转县审批中心，预计5个工作日内办结",
+                    submitted_at=dt.datetime.now(CHINA).date().isoformat(),
                 )
             )
 
@@ -466,8 +472,9 @@ class CountyCentre:
                     "en": "Residents' medical insurance enrolment",
                 },
                 "status": "completed",
+                "submitted_at": "2026-09-15",
                 "updated_at": "2026-09-20",
-                "note": "已办结",
+                "note": "参保登记已生效",
             }
         )
         await self._cmd(root, "session.progress.result", {"session_id": sid, "applications": apps})

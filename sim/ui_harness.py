@@ -343,6 +343,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
                     "application_no": "SQ330803-20261102-0031",
                     "item_name": _name("最低生活保障申请", "Minimum living allowance"),
                     "status": "in_review",
+                    "submitted_at": "2026-11-02",
                     "updated_at": "2026-11-18",
                     "note": "等待入户调查",
                 },

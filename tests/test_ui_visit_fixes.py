@@ -76,3 +76,22 @@ async def test_an_invalid_card_says_in_plain_words_what_to_do_never_the_code_or_
     text = kiosk.text
     assert "This card cannot be used" in text and "lay it flat on the reader" in text
     assert "card_invalid" not in text and "2020-01-01" not in text and "check digit" not in text
+
+
+# --- progress lookup ----------------------------------------------------------------------------------
+
+
+async def test_progress_labels_each_date_and_says_the_status_once(kiosk: Kiosk):
+    result = sample("progress")
+    result["view"]["applications"][1]["note"] = "已办结"  # the platform's note only repeats the status
+    await kiosk.show(result)
+    text = kiosk.text
+    assert "受理日期：2026-11-02" in text and "更新时间：2026-11-18" in text
+    assert "更新时间：2026-09-16" in text and "等待入户调查" in text
+    assert text.count("已办结") == 1 and text.count("审核中") == 1
+    dates = [line for line in text.splitlines() if "2026-" in line]
+    assert all("时间：" in line or "日期：" in line for line in dates), dates  # no bare date
+    await kiosk.show(result, lang="en")
+    text = kiosk.text
+    assert "Accepted on 2026-11-02" in text and "Updated 2026-11-18" in text
+    assert text.count("Completed") + text.count("completed") == 1, text
