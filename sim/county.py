@@ -492,6 +492,7 @@ class CountyCentre:
                     "start": begin.isoformat(),
                     "end": (begin + dt.timedelta(minutes=20)).isoformat(),
                     "official": official,
+                    "place": "县行政服务中心一楼综合窗口",
                 }
             )
         await self._cmd(

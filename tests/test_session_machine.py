@@ -482,11 +482,19 @@ def test_appointment_booking_with_a_declined_slot():
             "start": "2026-11-23T09:00:00+08:00",
             "end": "2026-11-23T09:20:00+08:00",
             "official": "王芳",
+            "place": "县行政服务中心一楼综合窗口",
         },
         {"slot_id": "sl-2", "start": "2026-11-23T10:00:00+08:00", "end": "2026-11-23T10:20:00+08:00"},
     ]
     m.command("session.appointment.slots", {**sid(m), "department_id": "shebao", "slots": slots})
     assert m.view()["view"]["phase"] == "slots" and m.actions()[0] == "book"
+    assert [sl["place"] for sl in m.view()["view"]["slots"]] == ["县行政服务中心一楼综合窗口", None]
+    for bad_place in ("", "x" * 61, 7):
+        with pytest.raises(BadRequest, match="place"):
+            m.command(
+                "session.appointment.slots",
+                {**sid(m), "department_id": "shebao", "slots": [{**slots[0], "place": bad_place}]},
+            )
     with pytest.raises(IntentRejected):
         m.intent("book", {"slot_id": "sl-9"})
     assert events(m.intent("book", {"slot_id": "sl-1"})) == ["session.appointment.book_requested"]

@@ -95,3 +95,55 @@ async def test_progress_labels_each_date_and_says_the_status_once(kiosk: Kiosk):
     text = kiosk.text
     assert "Accepted on 2026-11-02" in text and "Updated 2026-11-18" in text
     assert text.count("Completed") + text.count("completed") == 1, text
+
+
+# --- appointments -------------------------------------------------------------------------------------
+
+
+async def test_slots_say_weekday_half_of_day_and_place(kiosk: Kiosk):
+    await kiosk.show(SAMPLES["appointment"])
+    text = kiosk.text
+    assert "11月23日 星期一 上午 09:00-09:20  王芳" in text
+    assert "地点：县行政服务中心一楼综合窗口" in text
+    afternoon = sample("appointment")
+    afternoon["view"]["slots"] = [
+        {
+            **afternoon["view"]["slots"][0],
+            "start": "2026-11-24T14:00:00+08:00",
+            "end": "2026-11-24T14:20:00+08:00",
+        },
+        {**afternoon["view"]["slots"][1], "place": "赤柯山乡便民服务中心"},
+    ]
+    await kiosk.show(afternoon)
+    text = kiosk.text
+    assert (
+        "11月24日 星期二 下午 14:00-14:20" in text and "赤柯山乡便民服务中心" in text
+    )  # places differ: on each
+    await kiosk.show(SAMPLES["appointment"], lang="en")
+    assert "Mon 11/23 morning 09:00-09:20" in kiosk.text and "Place:" in kiosk.text
+
+
+async def test_the_booking_says_when_where_and_to_bring_the_id_card(kiosk: Kiosk):
+    booked = sample("appointment", actions=["done", "language"])
+    booked["view"] = {
+        **booked["view"],
+        "phase": "booked",
+        "booking": {"booking_no": "YY-20261123-0001", "slot": booked["view"]["slots"][0], "qr_text": "YY-1"},
+    }
+    await kiosk.show(booked)
+    text = kiosk.text
+    assert "时间：11月23日 星期一 上午 09:00-09:20" in text
+    assert "地点：县行政服务中心一楼综合窗口" in text and "请携带身份证" in text
+    await kiosk.show(booked, lang="en")
+    assert "Please bring your ID card" in kiosk.text and "morning" in kiosk.text
+
+
+async def test_a_declined_slot_is_one_clear_sentence(kiosk: Kiosk):
+    declined = sample(
+        "appointment",
+        notice={"code": "slot_taken", "params": {"reason": "该时段刚被预约，请选择其他时段"}},
+    )
+    declined["view"]["phase"] = "declined"
+    await kiosk.show(declined)
+    notice = [line.strip() for line in kiosk.text.splitlines() if "时段" in line]
+    assert notice == ["您选的时段约不上了，请另选一个时段。"], notice

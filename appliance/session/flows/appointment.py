@@ -133,13 +133,14 @@ class Slot(Params):
     start: Annotated[str, trimmed(40)]
     end: Annotated[str, trimmed(40)]
     official: Annotated[str, trimmed(40)] | None = None
+    place: Annotated[str, trimmed(60)] | None = None  # where to go (shown with the slot and the booking)
 
 
 Slots = Annotated[list[Slot], Field(max_length=50)]
 
 
 def _offered(slots: list[Slot]) -> list[dict[str, Any]]:
-    """The slots as the screen shows them (``official`` null when not given)."""
+    """The slots as the screen shows them (``official`` and ``place`` null when not given)."""
     return [sl.model_dump() for sl in slots]
 
 
