@@ -226,6 +226,12 @@ async def test_appointment_slots_and_a_declined_booking(kiosk, central_broker: M
 
 async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
     """Run ``kiosk --config CONFIG ARGS`` without blocking the loop the appliance runs on."""
+    code, out, _ = await kiosk_cli_said(config, *args)
+    return code, out
+
+
+async def kiosk_cli_said(config: Path, *args: str) -> tuple[int, dict, str]:
+    """``kiosk_cli`` that also returns what the command said on stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -243,7 +249,7 @@ async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
             proc.kill()
             await proc.wait()
     assert stdout, stderr.decode(errors="replace")
-    return proc.returncode or 0, json.loads(stdout)
+    return proc.returncode or 0, json.loads(stdout), stderr.decode(errors="replace")
 
 
 async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_config: Path):
@@ -275,6 +281,45 @@ async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_
         assert state["view"]["reason"] == "材料不全，请补充后再来"
         code, out = await kiosk_cli(kiosk_config, "sim", "clerk", "approve")
         assert code == 1 and out["status"] == 409
+    finally:
+        await link.stop()
+        await county.stop()
+
+
+async def test_the_clerk_cannot_approve_over_a_missing_requested_document_unless_overriding(
+    kiosk, central_broker: Mosquitto, kiosk_config: Path
+):
+    app, ui, wire = kiosk
+    county = CountyCentre(FleetRequester("127.0.0.1", central_broker.port), clerk=False)
+    await county.start()
+    link = FleetRequester("127.0.0.1", central_broker.port, name="clerk")
+    await link.start()
+    console = ClerkConsole(link, ROOT)
+    try:
+        await start_application(app, ui)
+        await capture_and_keep(ui, "id_card")
+        ui.send("call")
+        await ui.screen("call_waiting", status="requesting")
+        assert (await console.act("accept"))["status"] == 200
+        await ui.screen("call")
+        requested = await console.act("request-document", text="户口簿本人页")
+        assert requested["status"] == 200
+        code, out, said = await kiosk_cli_said(kiosk_config, "sim", "clerk", "approve")
+        assert code == 1 and out["status"] == 409 and out["missing_documents"] == [requested["doc_id"]]
+        assert "NOT APPROVED" in said and requested["doc_id"] in said and "--override-missing" in said
+        assert ui.state["screen"] == "call"  # the villager is still with the clerk
+        code, out, said = await kiosk_cli_said(
+            kiosk_config, "sim", "clerk", "approve", "--override-missing", "--application-no", "SQ-OVR-1"
+        )
+        assert code == 0 and out["status"] == 200, (out, said)
+        await ui.screen("receipt", application_no="SQ-OVR-1")
+        approved: list[dict] = []
+        for _ in range(50):  # the durable event reaches the central broker within 5 s
+            approved = [e for e in wire.events() if e.get("type") == "session.approved"]
+            if approved:
+                break
+            await asyncio.sleep(0.1)
+        assert approved and approved[0]["data"]["missing_documents"] == [requested["doc_id"]]
     finally:
         await link.stop()
         await county.stop()

@@ -26,6 +26,7 @@ from appliance.session.machine import (
     CaptureDocument,
     DropCapture,
     DropDocument,
+    Emit,
     KeepCapture,
     RefreshTechnician,
     RunSelfTest,
@@ -771,10 +772,46 @@ def test_approval_while_the_villager_captures_drops_the_capture():
     m.intent("capture", {"doc_id": "req-1"})
     effects = m.intent("shoot", {})
     assert isinstance(effects[0], CaptureDocument)
-    _, effects = m.command("session.approve", {**sid(m), "application_no": "SQ-3", "qr_text": "https://x/y"})
+    approve = {**sid(m), "application_no": "SQ-3", "qr_text": "https://x/y"}
+    with pytest.raises(Conflict) as info:  # the paper the clerk asked for is not there yet
+        m.command("session.approve", approve)
+    assert info.value.detail == {"missing_documents": ["req-1"]} and m.screen == "capture"
+    _, effects = m.command("session.approve", {**approve, "override_missing": True})
     assert DropCapture(SESSION_ID, "req-1") in effects and m.screen == "receipt"
     assert m.capture_finished(SESSION_ID, "req-1", 99, image=image()) is None
     assert m.view()["view"]["qr_text"] == "https://x/y"
+
+
+def test_approve_with_a_requested_document_missing_is_409_unless_the_clerk_overrides():
+    m = make_machine()
+    to_call(m)
+    reply, _ = m.command("session.request_document", {**sid(m), "name": "户口簿首页"})
+    approve = {**sid(m), "application_no": "SQ-7"}
+    for params in (approve, {**approve, "override_missing": False}):
+        with pytest.raises(Conflict) as info:
+            m.command("session.approve", params)
+        assert info.value.status == 409 and info.value.detail == {"missing_documents": [reply["doc_id"]]}
+        assert reply["doc_id"] in str(info.value) and "override_missing" in str(info.value)
+    assert m.screen == "call" and m.session.outcome is None  # nothing changed
+    for bad in ("yes", 1, None):
+        with pytest.raises(BadRequest, match="override_missing"):
+            m.command("session.approve", {**approve, "override_missing": bad})
+    _, effects = m.command("session.approve", {**approve, "override_missing": True})
+    approved = [e for e in effects if isinstance(e, Emit) and e.type == "session.approved"]
+    assert approved[0].data["missing_documents"] == [reply["doc_id"]] and m.screen == "receipt"
+
+
+def test_approve_with_every_document_there_needs_no_override():
+    m = make_machine()
+    to_call(m)
+    m.command("session.request_document", {**sid(m), "name": "户口簿首页"})
+    m.intent("capture", {"doc_id": "req-1"})
+    (shot,) = m.intent("shoot", {})
+    m.capture_finished(shot.session_id, shot.doc_id, shot.attempt, image=image())
+    m.intent("accept", {})
+    _, effects = m.command("session.approve", {**sid(m), "application_no": "SQ-8"})
+    approved = [e for e in effects if isinstance(e, Emit) and e.type == "session.approved"]
+    assert "missing_documents" not in approved[0].data and m.screen == "receipt"
 
 
 def test_stop_ends_the_session_and_shows_unavailable():
