@@ -317,7 +317,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "rejected": session_state(
         "rejected",
-        ["continue", "language"],
+        ["call", "appointment", "continue", "language"],
         {"item": _ITEM, "reason": "收入证明需村委会盖章后再申请。", "clerk": _CLERK},
         identity=_IDENTITY,
         purpose="apply",
@@ -376,7 +376,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         purpose="appointment",
         **_SESSION,
     ),
-    "ended": session_state("ended", ["wake", "language"], {"reason": "completed"}),
+    "ended": session_state("ended", ["wake", "language"], {"reason": "completed", "outcome": "approved"}),
     "technician_pin": session_state(
         "technician_pin",
         ["technician_pin", "technician_exit"],

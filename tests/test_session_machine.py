@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from session_helpers import (
+    CLERK,
     LI_SI,
     SESSION_ID,
     ZHANG_SAN,
@@ -301,10 +302,34 @@ def test_rejection_shows_the_reason_then_rating():
     assert (
         v["screen"] == "rejected"
         and v["view"]["reason"].startswith("收入证明")
-        and v["actions"] == ["continue", "language"]
+        and v["actions"] == ["call", "appointment", "continue", "language"]
     )
     m.intent("continue", {})
     assert events(m.intent("skip", {})) == ["session.ended"]
+    v = m.view()  # not "completed" as if the application had gone through
+    assert v["screen"] == "ended" and v["view"] == {"reason": "completed", "outcome": "rejected"}
+
+
+def test_after_a_rejection_the_villager_can_call_again_or_book_a_window_visit():
+    m = make_machine()
+    to_call(m)
+    m.command("session.reject", {**sid(m), "reason": "收入证明需村委会盖章后再申请。"})
+    assert events(m.intent("call", {})) == ["session.call.requested"]
+    assert m.screen == "call_waiting" and m.session.outcome is None
+    m.command("session.call.accepted", {**sid(m), "clerk": CLERK})
+    m.command("session.approve", {**sid(m), "application_no": "SQ-2"})  # the second clerk says yes
+    m.intent("continue", {})
+    m.intent("skip", {})
+    assert m.view()["view"] == {"reason": "completed", "outcome": "approved"}
+
+    m = make_machine()
+    to_call(m)
+    m.command("session.reject", {**sid(m), "reason": "请到窗口当面办理。"})
+    effects = m.intent("appointment", {})
+    assert events(effects) == ["session.appointment.requested"]  # the item's department, at once
+    assert effects[0].data["department_id"] == "minzheng" and "session.call.cancelled" not in events(effects)
+    v = m.view()
+    assert v["screen"] == "appointment" and v["view"]["phase"] == "loading"
 
 
 def test_rating_validates_score_and_reason():

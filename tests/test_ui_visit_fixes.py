@@ -147,3 +147,30 @@ async def test_a_declined_slot_is_one_clear_sentence(kiosk: Kiosk):
     await kiosk.show(declined)
     notice = [line.strip() for line in kiosk.text.splitlines() if "时段" in line]
     assert notice == ["您选的时段约不上了，请另选一个时段。"], notice
+
+
+# --- a rejection --------------------------------------------------------------------------------------
+
+
+async def test_a_rejection_offers_calling_again_and_booking_and_never_says_completed(kiosk: Kiosk):
+    await kiosk.show(SAMPLES["rejected"])
+    assert kiosk.buttons() == {
+        "1": "再次呼叫",
+        "2": "预约窗口办理",
+        "3": "结束并评价",
+        "9": "English",
+    }
+    assert "补齐材料后再次呼叫工作人员" in kiosk.text and "本次办理已完成" not in kiosk.text
+    await kiosk.press("1")
+    assert (await kiosk.feed.next_intent("call")).body["screen"] == "rejected"
+    await kiosk.press("2")
+    await kiosk.feed.next_intent("appointment")
+    await kiosk.show(SAMPLES["rejected"], lang="en")
+    assert kiosk.buttons() == {"1": "Call again", "2": "Book a visit", "3": "Rate and end", "9": "中文"}
+    assert "call the clerk again" in kiosk.text
+    after = sample("ended")
+    after["view"] = {"reason": "completed", "outcome": "rejected"}
+    await kiosk.show(after)
+    assert "本次办理已完成" not in kiosk.text and "本次申请未受理" in kiosk.text
+    await kiosk.show(SAMPLES["ended"])  # an approved visit still ends "completed"
+    assert "本次办理已完成" in kiosk.text

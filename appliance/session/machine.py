@@ -174,6 +174,9 @@ class SessionMachine:
         self.last_activity = self.clock.monotonic()
         self.entered_at = self.last_activity
         self.ended_reason: str | None = None
+        # The clerk's decision in the session that just ended ("approved", "rejected" or None), so
+        # ``ended`` does not say "completed" after a rejection.
+        self.ended_outcome: str | None = None
         self.technician: Technician | None = None
         self.pin_locked_until: float | None = None
         self.pin_attempts_left = config.pin_attempts
@@ -506,6 +509,7 @@ class SessionMachine:
         self.technician = None
         self.lang = self.config.default_lang
         self.ended_reason = None
+        self.ended_outcome = None
         self._go(Screen.ATTRACT)
 
     def _session(self) -> Session:
@@ -539,6 +543,9 @@ class SessionMachine:
         }
         self.session = None  # every reference to the identity, messages and documents goes with it
         self.ended_reason = reason
+        self.ended_outcome = (
+            None if s.outcome is None else ("approved" if s.outcome.get("approved") else "rejected")
+        )
         self.ref = None
         self._go(Screen.ENDED)
         return [Emit("session.ended", data), WipeSession(s.id)]

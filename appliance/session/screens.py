@@ -117,7 +117,11 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
             card_guard=card.hold,
         ),
         Screen.RECEIPT: ScreenSpec(call.receipt_view, ("continue",), idle_timeout=session_idle),
-        Screen.REJECTED: ScreenSpec(call.rejected_view, ("continue",), idle_timeout=session_idle),
+        Screen.REJECTED: ScreenSpec(
+            call.rejected_view,
+            ("call", "appointment", "continue"),
+            idle_timeout=session_idle,
+        ),
         Screen.RATING: ScreenSpec(visit.rating_view, ("rate", "skip"), idle_timeout=session_idle),
         Screen.PROGRESS: ScreenSpec(
             progress.progress_view,

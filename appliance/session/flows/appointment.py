@@ -76,6 +76,8 @@ def appointment(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
         effects.append(Emit("session.call.cancelled", {"session_id": s.id, "waited_s": call.waited(m, s)}))
         s.call = None
         dep = m.catalog.department(s.item.department) if s.item else None
+    elif m.screen is Screen.REJECTED:  # not accepted: book a visit to that department's window
+        dep = m.catalog.department(s.item.department) if s.item else None
     s.purpose, s.department = "appointment", dep
     if dep is not None:
         return effects + m._identified_next(s, "appointment")

@@ -193,6 +193,9 @@ def hang_up_or_end(m: SessionMachine, reason: str) -> list[Effect]:
 def request_call(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     s = m._session()
     assert s.item is not None
+    # From ``rejected`` the villager calls again: the rejection stays on record as its event, and the
+    # new call may end in another outcome.
+    s.outcome = None
     s.call = Call(requested_at=m.clock.monotonic())
     m._go(Screen.CALL_WAITING)
     docs = [{"doc_id": d.doc_id, **(d.image or {})} for d in s.checklist if d.status == "captured"]
