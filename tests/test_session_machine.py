@@ -654,6 +654,10 @@ def test_a_short_press_of_help_says_staff_were_notified_over_the_current_screen(
     v = m.view()
     assert v["screen"] == "documents" and v["notice"] == {"code": "help_requested", "params": {}}
     assert v["idle"]["countdown"] is None  # pressing for help counts as activity
+    assert m.next_wakeup() == pytest.approx(clock.monotonic() + 60)
+    clock.advance(60)
+    m.tick()  # a minute later it has been said: the notice goes, the screen stays
+    assert m.view()["notice"] is None and m.screen == "documents"
 
 
 def test_language_switch_holds_for_the_session_and_resets_after():

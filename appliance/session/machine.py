@@ -177,6 +177,8 @@ class SessionMachine:
         # The clerk's decision in the session that just ended ("approved", "rejected" or None), so
         # ``ended`` does not say "completed" after a rejection.
         self.ended_outcome: str | None = None
+        # When the help_requested notice goes away by itself (None: not showing).
+        self.help_notice_until: float | None = None
         self.technician: Technician | None = None
         self.pin_locked_until: float | None = None
         self.pin_attempts_left = config.pin_attempts
@@ -356,6 +358,10 @@ class SessionMachine:
         now = self.clock.monotonic()
         s = self.session
         effects: list[Effect] = []
+        if self.help_notice_until is not None and now >= self.help_notice_until:
+            self.help_notice_until = None
+            if (self.notice or {}).get("code") == "help_requested":
+                self.notice = None
         if self.screen is Screen.ENDED and now - self.entered_at >= self.config.ended_hold_s:
             self._to_attract()
             return effects
@@ -410,6 +416,8 @@ class SessionMachine:
         now = self.clock.monotonic()
         times: list[float] = []
         s = self.session
+        if self.help_notice_until is not None:
+            times.append(self.help_notice_until)
         if self.screen is Screen.ENDED:
             times.append(self.entered_at + self.config.ended_hold_s)
         if self.technician is not None:

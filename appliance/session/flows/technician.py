@@ -18,6 +18,9 @@ from appliance.session.errors import IntentRejected
 from appliance.session.flows import IntentHandler
 from appliance.session.state import Screen, Technician
 
+# How long "staff have been notified" stays over a screen (so the idle kiosk does not say it for hours).
+HELP_NOTICE_S = 60.0
+
 if TYPE_CHECKING:
     from appliance.session.machine import SessionMachine
 
@@ -101,6 +104,7 @@ def help_pressed(m: SessionMachine) -> list[Effect]:
     if m.screen in (Screen.TECHNICIAN, Screen.UNAVAILABLE):
         return []
     m.notice = {"code": "help_requested", "params": {}}
+    m.help_notice_until = m.clock.monotonic() + HELP_NOTICE_S
     if m.session is not None:
         m.last_activity = m.clock.monotonic()
         m.session.idle_warned = False
