@@ -390,6 +390,21 @@ SAMPLES: dict[str, dict[str, Any]] = {
         },
         notice={"code": "wrong_pin", "params": {"attempts_left": 2}},
     ),
+    "technician_pin_confirm": session_state(
+        "technician_pin",
+        ["technician_end_session", "technician_exit"],
+        {
+            "digits": 6,
+            "attempts_left": 3,
+            "locked_s": None,
+            "session_running": True,
+            "phase": "confirm_end",
+            "leave_s": 30,
+        },
+        identity=_IDENTITY,
+        purpose="apply",
+        session_id="s-5d1e0a7c9b2f4e61",
+    ),
     "technician": session_state(
         "technician",
         ["technician_test", "technician_refresh", "technician_exit"],

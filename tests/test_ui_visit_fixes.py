@@ -52,8 +52,8 @@ async def test_after_the_right_pin_the_technician_confirms_ending_the_villagers_
     )
     confirm["view"] = {**confirm["view"], "session_running": True, "phase": "confirm_end"}
     await kiosk.show(confirm)
-    assert "有村民正在办理业务" in kiosk.text and "确定结束吗" in kiosk.text
-    assert kiosk.buttons() == {"1": "结束办理，进入维护", "0": "返回，继续办理"}
+    assert "有村民正在办理业务" in kiosk.text and "已拍的材料将被删除" in kiosk.text
+    assert kiosk.buttons() == {"1": "结束办理", "0": "返回办理"}
     await kiosk.press("0")
     await kiosk.feed.next_intent("technician_exit")
     await kiosk.press("1")
