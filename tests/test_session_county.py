@@ -17,6 +17,7 @@ from appliance.daemon import Appliance
 from kiosk_core.mqtt import MqttConnection
 from sim.county import ClerkConsole, CountyCentre, FleetRequester
 from sim.mosquitto import Mosquitto
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -323,6 +324,52 @@ async def test_the_clerk_cannot_approve_over_a_missing_requested_document_unless
     finally:
         await link.stop()
         await county.stop()
+
+
+async def test_the_help_button_on_gpiozero_mock_pins_reaches_the_screen_and_the_platform(
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    """The real gpio driver on gpiozero's mock pins (pressed through the appliance's ``sim.button``):
+    a press says "staff notified" on the villager's screen and goes to the platform as a durable
+    ``button.help.pressed``; a hold opens the PIN pad over the paused session; a press leaves it."""
+    config = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+        extra='[drivers.gpio]\nbackend = "sim"\nhold_time_s = 0.3\n',
+    )
+    wire = await Wire(central_broker.port).start()
+    app = Appliance(config)
+    await app.start()
+    ui = await Ui(bus_broker.port).start()
+    try:
+        await asyncio.wait_for(app.fleet.first_online.wait(), 10)
+        await intents_flowing(ui)
+        await start_application(app, ui)
+        sid = ui.state["session_id"]
+        reply = await ui.bus.call("sim", "button", {"action": "press"}, 5)
+        assert reply["button"] == "help" and reply["action"] == "press"
+        state = await ui.wait(lambda s: (s["notice"] or {}).get("code") == "help_requested", "help notice")
+        assert state["screen"] == "documents" and state["session_id"] == sid
+        await ui.bus.call("sim", "button", {"action": "hold"}, 5)
+        state = await ui.screen("technician_pin", session_running=True)
+        assert state["session_id"] == sid
+        await ui.bus.call("sim", "button", {"action": "press"}, 5)
+        state = await ui.screen("documents")
+        assert state["session_id"] == sid
+        pressed: list[dict] = []
+        for _ in range(50):  # durable events reach the central broker within 5 s
+            pressed = [e for e in wire.events() if e.get("type") == "button.help.pressed"]
+            if len(pressed) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(pressed) == 2 and pressed[0]["data"]["meaning"] == "asks for staff"
+        assert "session.ended" not in [e.get("type") for e in wire.events()]
+    finally:
+        await ui.bus.stop()
+        await app.stop()
+        await wire.stop()
 
 
 async def test_the_county_survives_a_central_broker_restart(central_broker: Mosquitto):
