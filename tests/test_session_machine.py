@@ -643,6 +643,19 @@ def test_a_card_taken_away_while_paused_is_noticed_on_the_way_back():
     assert m.screen == "card_removed" and m.view()["view"]["returns_to"] == "documents"
 
 
+def test_a_shot_in_flight_while_paused_is_taken_again_on_the_way_back():
+    m = make_machine()
+    to_documents(m)
+    m.intent("capture", {"doc_id": "hukou_book"})
+    (shot,) = m.intent("shoot", {})
+    m.help_held()
+    # the camera answers while the PIN pad shows: stale, the service drops the image
+    assert m.capture_finished(shot.session_id, shot.doc_id, shot.attempt, image=image()) is None
+    m.help_pressed()
+    v = m.view()
+    assert v["screen"] == "capture" and v["view"]["phase"] == "preview" and v["actions"][0] == "shoot"
+
+
 def test_a_short_press_of_help_says_staff_were_notified_over_the_current_screen():
     clock = HandClock()
     m = make_machine(clock)
