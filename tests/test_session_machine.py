@@ -601,6 +601,8 @@ def test_holding_help_in_a_session_pauses_it_and_only_pin_plus_confirm_ends_it()
     assert v["screen"] == "technician_pin" and v["session_id"] == sid_before
     assert v["view"]["session_running"] is True and v["view"]["phase"] == "pin"
     assert v["idle"] is None and v["actions"] == ["technician_pin", "technician_exit"]
+    with pytest.raises(Conflict, match="paused"):  # the platform cannot move it on from behind the pad
+        m.command("session.end", sid(m))
     clock.advance(29)
     assert events(m.tick()) == [] and m.screen == "technician_pin"
     assert m.next_wakeup() == pytest.approx(clock.monotonic() + 1)

@@ -604,6 +604,9 @@ class SessionMachine:
         """The current session if ``session_id`` (validated by ``SessionParams``) names it, else 409."""
         if self.session is None or self.session.id != session_id:
             raise Conflict(f"session {session_id} is not active on this kiosk (screen {self.screen.value})")
+        if self.technician is not None:
+            # Paused under the PIN pad (at most pin_idle_s): nothing may move it on from behind the pad.
+            raise Conflict(f"session {session_id} is paused: the technician's PIN pad is showing; try again")
         return self.session
 
     # === queries for the service ======================================================================
