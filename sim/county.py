@@ -84,6 +84,7 @@ class Application:
     status: str
     updated_at: str
     note: str | None = None
+    submitted_at: str | None = None
 
 
 @dataclass
@@ -431,11 +432,17 @@ class CountyCentre:
         if self.script.approve:
             await asyncio.sleep(self.step_s)
             number = self.next_application_no()
-            await self._cmd(
-                root,
-                "session.approve",
-                {"session_id": sid, "application_no": number, "note": self.profile.approve_note},
-            )
+            approve = {"session_id": sid, "application_no": number, "note": self.profile.approve_note}
+            try:
+                await self._cmd(root, "session.approve", approve)
+            except CommandError as exc:
+                missing = exc.detail.get("missing_documents")
+                if exc.status != 409 or not missing:
+                    raise
+                # The villager never brought what was asked for; this demo clerk approves anyway, said
+                # out loud (a real clerk decides, and the override is recorded in session.approved).
+                log.warning("county: %s still missing %s; approving with override_missing", sid, missing)
+                await self._cmd(root, "session.approve", approve | {"override_missing": True})
             item = self.catalog.item(str(data.get("item_id")))
             name = (
                 item.name.as_dict()
@@ -445,7 +452,12 @@ class CountyCentre:
             key = str((work.identity or {}).get("id_number") or data.get("id_masked"))
             self.applications.setdefault(key, []).append(
                 Application(
-                    number, name, "in_review", dt.datetime.now(CHINA).date().isoformat(), "已受理，审核中"
+                    number,
+                    name,
+                    "in_review",
+                    dt.datetime.now(CHINA).date().isoformat(),
+                    "材料已转县审批中心，预计5个工作日内办结",
+                    submitted_at=dt.datetime.now(CHINA).date().isoformat(),
                 )
             )
 
@@ -466,8 +478,9 @@ class CountyCentre:
                     "en": "Residents' medical insurance enrolment",
                 },
                 "status": "completed",
+                "submitted_at": "2026-09-15",
                 "updated_at": "2026-09-20",
-                "note": "已办结",
+                "note": "参保登记已生效",
             }
         )
         await self._cmd(root, "session.progress.result", {"session_id": sid, "applications": apps})
@@ -485,6 +498,7 @@ class CountyCentre:
                     "start": begin.isoformat(),
                     "end": (begin + dt.timedelta(minutes=20)).isoformat(),
                     "official": official,
+                    "place": "县行政服务中心一楼综合窗口",
                 }
             )
         await self._cmd(
@@ -541,6 +555,7 @@ class ClerkConsole:
         application_no: str = "",
         position: int = 1,
         wait_s: int = 60,
+        override_missing: bool = False,
     ) -> dict[str, Any]:
         if action == "status":
             return await self.link.command(self.root, "session.status", {})
@@ -563,6 +578,8 @@ class ClerkConsole:
         elif action == "approve":
             number = application_no or f"SQ{dt.datetime.now(CHINA):%Y%m%d-%H%M%S}"
             name, params = "session.approve", params | {"application_no": number}
+            if override_missing:  # approve although a required document is missing (else 409)
+                params["override_missing"] = True
         elif action == "reject":
             name, params = "session.reject", params | {"reason": text}
         elif action == "end":

@@ -7,7 +7,7 @@
     kiosk sim clerk queue POSITION WAIT_S
     kiosk sim clerk message TEXT
     kiosk sim clerk request-document NAME
-    kiosk sim clerk approve [--application-no SQ...]
+    kiosk sim clerk approve [--application-no SQ...] [--override-missing]
     kiosk sim clerk reject REASON
     kiosk sim clerk end
     kiosk sim clerk documents [--out DIR]
@@ -84,6 +84,11 @@ def _add_commands(add: AddCommand) -> None:
     p.add_argument("--clerk-id", default="c-0001", help="clerk id (accept)")
     p.add_argument("--department", default="", help="department id (accept; default: the chosen item's)")
     p.add_argument("--application-no", default="", help="application number (approve)")
+    p.add_argument(
+        "--override-missing",
+        action="store_true",
+        help="approve although a required document is still missing (without it: 409 listing them)",
+    )
     p.add_argument("--out", help="directory to save fetched documents (documents)")
     p.set_defaults(func=_cmd_clerk)
 
@@ -220,6 +225,7 @@ def _cmd_clerk(args: argparse.Namespace) -> int:
                 application_no=args.application_no,
                 position=position,
                 wait_s=wait_s,
+                override_missing=args.override_missing,
             )
         finally:
             await link.stop()
@@ -227,8 +233,16 @@ def _cmd_clerk(args: argparse.Namespace) -> int:
     try:
         reply = asyncio.run(main())
     except CommandError as exc:
-        reply = {"status": exc.status, "error": str(exc)}
+        reply = {"status": exc.status, "error": str(exc), **exc.detail}
     except TimeoutError:
         reply = {"status": 503, "error": f"central broker {cfg.fleet.host}:{cfg.fleet.port} unreachable"}
     print(json.dumps(reply, ensure_ascii=False, indent=2))
+    missing = reply.get("missing_documents")
+    if args.action == "approve" and reply.get("status") == 409 and isinstance(missing, list):
+        print(
+            f"NOT APPROVED: required document(s) still missing: {', '.join(map(str, missing))}.\n"
+            "Ask the villager for them (request-document), or approve anyway with:\n"
+            "  kiosk sim clerk approve --override-missing",
+            file=sys.stderr,
+        )
     return 0 if reply.get("status") == 200 else 1

@@ -171,12 +171,14 @@ _SLOTS = [
         "start": "2026-11-23T09:00:00+08:00",
         "end": "2026-11-23T09:20:00+08:00",
         "official": "王芳",
+        "place": "县行政服务中心一楼综合窗口",
     },
     {
         "slot_id": "sl-20261123-0930",
         "start": "2026-11-23T09:30:00+08:00",
         "end": "2026-11-23T09:50:00+08:00",
         "official": "王芳",
+        "place": "县行政服务中心一楼综合窗口",
     },
 ]
 
@@ -315,7 +317,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "rejected": session_state(
         "rejected",
-        ["continue", "language"],
+        ["call", "appointment", "continue", "language"],
         {"item": _ITEM, "reason": "收入证明需村委会盖章后再申请。", "clerk": _CLERK},
         identity=_IDENTITY,
         purpose="apply",
@@ -343,6 +345,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
                     "application_no": "SQ330803-20261102-0031",
                     "item_name": _name("最低生活保障申请", "Minimum living allowance"),
                     "status": "in_review",
+                    "submitted_at": "2026-11-02",
                     "updated_at": "2026-11-18",
                     "note": "等待入户调查",
                 },
@@ -373,12 +376,34 @@ SAMPLES: dict[str, dict[str, Any]] = {
         purpose="appointment",
         **_SESSION,
     ),
-    "ended": session_state("ended", ["wake", "language"], {"reason": "completed"}),
+    "ended": session_state("ended", ["wake", "language"], {"reason": "completed", "outcome": "approved"}),
     "technician_pin": session_state(
         "technician_pin",
         ["technician_pin", "technician_exit"],
-        {"digits": 6, "attempts_left": 2, "locked_s": None},
+        {
+            "digits": 6,
+            "attempts_left": 2,
+            "locked_s": None,
+            "session_running": False,
+            "phase": "pin",
+            "leave_s": 30,
+        },
         notice={"code": "wrong_pin", "params": {"attempts_left": 2}},
+    ),
+    "technician_pin_confirm": session_state(
+        "technician_pin",
+        ["technician_end_session", "technician_exit"],
+        {
+            "digits": 6,
+            "attempts_left": 3,
+            "locked_s": None,
+            "session_running": True,
+            "phase": "confirm_end",
+            "leave_s": 30,
+        },
+        identity=_IDENTITY,
+        purpose="apply",
+        session_id="s-5d1e0a7c9b2f4e61",
     ),
     "technician": session_state(
         "technician",

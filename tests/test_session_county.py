@@ -17,6 +17,7 @@ from appliance.daemon import Appliance
 from kiosk_core.mqtt import MqttConnection
 from sim.county import ClerkConsole, CountyCentre, FleetRequester
 from sim.mosquitto import Mosquitto
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -226,6 +227,12 @@ async def test_appointment_slots_and_a_declined_booking(kiosk, central_broker: M
 
 async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
     """Run ``kiosk --config CONFIG ARGS`` without blocking the loop the appliance runs on."""
+    code, out, _ = await kiosk_cli_said(config, *args)
+    return code, out
+
+
+async def kiosk_cli_said(config: Path, *args: str) -> tuple[int, dict, str]:
+    """``kiosk_cli`` that also returns what the command said on stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -243,7 +250,7 @@ async def kiosk_cli(config: Path, *args: str) -> tuple[int, dict]:
             proc.kill()
             await proc.wait()
     assert stdout, stderr.decode(errors="replace")
-    return proc.returncode or 0, json.loads(stdout)
+    return proc.returncode or 0, json.loads(stdout), stderr.decode(errors="replace")
 
 
 async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_config: Path):
@@ -278,6 +285,91 @@ async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_
     finally:
         await link.stop()
         await county.stop()
+
+
+async def test_the_clerk_cannot_approve_over_a_missing_requested_document_unless_overriding(
+    kiosk, central_broker: Mosquitto, kiosk_config: Path
+):
+    app, ui, wire = kiosk
+    county = CountyCentre(FleetRequester("127.0.0.1", central_broker.port), clerk=False)
+    await county.start()
+    link = FleetRequester("127.0.0.1", central_broker.port, name="clerk")
+    await link.start()
+    console = ClerkConsole(link, ROOT)
+    try:
+        await start_application(app, ui)
+        await capture_and_keep(ui, "id_card")
+        ui.send("call")
+        await ui.screen("call_waiting", status="requesting")
+        assert (await console.act("accept"))["status"] == 200
+        await ui.screen("call")
+        requested = await console.act("request-document", text="户口簿本人页")
+        assert requested["status"] == 200
+        code, out, said = await kiosk_cli_said(kiosk_config, "sim", "clerk", "approve")
+        assert code == 1 and out["status"] == 409 and out["missing_documents"] == [requested["doc_id"]]
+        assert "NOT APPROVED" in said and requested["doc_id"] in said and "--override-missing" in said
+        assert ui.state["screen"] == "call"  # the villager is still with the clerk
+        code, out, said = await kiosk_cli_said(
+            kiosk_config, "sim", "clerk", "approve", "--override-missing", "--application-no", "SQ-OVR-1"
+        )
+        assert code == 0 and out["status"] == 200, (out, said)
+        await ui.screen("receipt", application_no="SQ-OVR-1")
+        approved: list[dict] = []
+        for _ in range(50):  # the durable event reaches the central broker within 5 s
+            approved = [e for e in wire.events() if e.get("type") == "session.approved"]
+            if approved:
+                break
+            await asyncio.sleep(0.1)
+        assert approved and approved[0]["data"]["missing_documents"] == [requested["doc_id"]]
+    finally:
+        await link.stop()
+        await county.stop()
+
+
+async def test_the_help_button_on_gpiozero_mock_pins_reaches_the_screen_and_the_platform(
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto
+):
+    """The real gpio driver on gpiozero's mock pins (pressed through the appliance's ``sim.button``):
+    a press says "staff notified" on the villager's screen and goes to the platform as a durable
+    ``button.help.pressed``; a hold opens the PIN pad over the paused session; a press leaves it."""
+    config = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+        extra='[drivers.gpio]\nbackend = "sim"\nhold_time_s = 0.3\n',
+    )
+    wire = await Wire(central_broker.port).start()
+    app = Appliance(config)
+    await app.start()
+    ui = await Ui(bus_broker.port).start()
+    try:
+        await asyncio.wait_for(app.fleet.first_online.wait(), 10)
+        await intents_flowing(ui)
+        await start_application(app, ui)
+        sid = ui.state["session_id"]
+        reply = await ui.bus.call("sim", "button", {"action": "press"}, 5)
+        assert reply["button"] == "help" and reply["action"] == "press"
+        state = await ui.wait(lambda s: (s["notice"] or {}).get("code") == "help_requested", "help notice")
+        assert state["screen"] == "documents" and state["session_id"] == sid
+        await ui.bus.call("sim", "button", {"action": "hold"}, 5)
+        state = await ui.screen("technician_pin", session_running=True)
+        assert state["session_id"] == sid
+        await ui.bus.call("sim", "button", {"action": "press"}, 5)
+        state = await ui.screen("documents")
+        assert state["session_id"] == sid
+        pressed: list[dict] = []
+        for _ in range(50):  # durable events reach the central broker within 5 s
+            pressed = [e for e in wire.events() if e.get("type") == "button.help.pressed"]
+            if len(pressed) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(pressed) == 2 and pressed[0]["data"]["meaning"] == "asks for staff"
+        assert "session.ended" not in [e.get("type") for e in wire.events()]
+    finally:
+        await ui.bus.stop()
+        await app.stop()
+        await wire.stop()
 
 
 async def test_the_county_survives_a_central_broker_restart(central_broker: Mosquitto):

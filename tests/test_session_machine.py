@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from session_helpers import (
+    CLERK,
     LI_SI,
     SESSION_ID,
     ZHANG_SAN,
@@ -26,6 +27,7 @@ from appliance.session.machine import (
     CaptureDocument,
     DropCapture,
     DropDocument,
+    Emit,
     KeepCapture,
     RefreshTechnician,
     RunSelfTest,
@@ -300,10 +302,34 @@ def test_rejection_shows_the_reason_then_rating():
     assert (
         v["screen"] == "rejected"
         and v["view"]["reason"].startswith("收入证明")
-        and v["actions"] == ["continue", "language"]
+        and v["actions"] == ["call", "appointment", "continue", "language"]
     )
     m.intent("continue", {})
     assert events(m.intent("skip", {})) == ["session.ended"]
+    v = m.view()  # not "completed" as if the application had gone through
+    assert v["screen"] == "ended" and v["view"] == {"reason": "completed", "outcome": "rejected"}
+
+
+def test_after_a_rejection_the_villager_can_call_again_or_book_a_window_visit():
+    m = make_machine()
+    to_call(m)
+    m.command("session.reject", {**sid(m), "reason": "收入证明需村委会盖章后再申请。"})
+    assert events(m.intent("call", {})) == ["session.call.requested"]
+    assert m.screen == "call_waiting" and m.session.outcome is None
+    m.command("session.call.accepted", {**sid(m), "clerk": CLERK})
+    m.command("session.approve", {**sid(m), "application_no": "SQ-2"})  # the second clerk says yes
+    m.intent("continue", {})
+    m.intent("skip", {})
+    assert m.view()["view"] == {"reason": "completed", "outcome": "approved"}
+
+    m = make_machine()
+    to_call(m)
+    m.command("session.reject", {**sid(m), "reason": "请到窗口当面办理。"})
+    effects = m.intent("appointment", {})
+    assert events(effects) == ["session.appointment.requested"]  # the item's department, at once
+    assert effects[0].data["department_id"] == "minzheng" and "session.call.cancelled" not in events(effects)
+    v = m.view()
+    assert v["screen"] == "appointment" and v["view"]["phase"] == "loading"
 
 
 def test_rating_validates_score_and_reason():
@@ -482,11 +508,19 @@ def test_appointment_booking_with_a_declined_slot():
             "start": "2026-11-23T09:00:00+08:00",
             "end": "2026-11-23T09:20:00+08:00",
             "official": "王芳",
+            "place": "县行政服务中心一楼综合窗口",
         },
         {"slot_id": "sl-2", "start": "2026-11-23T10:00:00+08:00", "end": "2026-11-23T10:20:00+08:00"},
     ]
     m.command("session.appointment.slots", {**sid(m), "department_id": "shebao", "slots": slots})
     assert m.view()["view"]["phase"] == "slots" and m.actions()[0] == "book"
+    assert [sl["place"] for sl in m.view()["view"]["slots"]] == ["县行政服务中心一楼综合窗口", None]
+    for bad_place in ("", "x" * 61, 7):
+        with pytest.raises(BadRequest, match="place"):
+            m.command(
+                "session.appointment.slots",
+                {**sid(m), "department_id": "shebao", "slots": [{**slots[0], "place": bad_place}]},
+            )
     with pytest.raises(IntentRejected):
         m.intent("book", {"slot_id": "sl-9"})
     assert events(m.intent("book", {"slot_id": "sl-1"})) == ["session.appointment.book_requested"]
@@ -509,13 +543,18 @@ def test_appointment_booking_with_a_declined_slot():
 def test_technician_mode_with_pin_lockout_and_exit():
     clock = HandClock()
     pin_hash = hash_pin("246810", iterations=1000)
-    m = make_machine(clock, technician_pin_hash=pin_hash, pin_attempts=2, pin_lockout_s=60)
-    to_documents(m)
-    effects = m.help_held()  # a villager session is ended first, its data wiped
-    assert events(effects) == ["session.ended"] and effects[0].data["reason"] == "technician"
+    m = make_machine(clock, technician_pin_hash=pin_hash, pin_attempts=2, pin_lockout_s=60, pin_idle_s=90)
+    assert events(m.help_held()) == []  # on the idle kiosk (attract)
     v = m.view()
     assert v["screen"] == "technician_pin" and v["session_id"] is None and v["identity"] is None
-    assert v["view"] == {"digits": 6, "attempts_left": 2, "locked_s": None}
+    assert v["view"] == {
+        "digits": 6,
+        "attempts_left": 2,
+        "locked_s": None,
+        "session_running": False,
+        "phase": "pin",
+        "leave_s": 90,
+    }
     with pytest.raises(IntentRejected):
         m.intent("technician_pin", {"pin": "12ab"})
     assert events(m.intent("technician_pin", {"pin": "111111"})) == ["session.technician.pin_failed"]
@@ -548,6 +587,92 @@ def test_technician_mode_with_pin_lockout_and_exit():
     assert m.view()["notice"]["code"] == "test_done"
     clock.advance(120)
     assert events(m.tick()) == ["session.technician.exited"] and m.screen == "attract"
+
+
+def test_holding_help_in_a_session_pauses_it_and_only_pin_plus_confirm_ends_it():
+    """A villager leaned on the help button mid-application: nothing of theirs is lost, they can leave
+    the PIN pad, and a technician ends the session only by the PIN and an explicit confirm."""
+    clock = HandClock()
+    m = make_machine(clock, technician_pin_hash=hash_pin("246810", iterations=1000))
+    to_documents(m)
+    sid_before = m.session.id
+    assert events(m.help_held()) == []  # no session.ended
+    v = m.view()
+    assert v["screen"] == "technician_pin" and v["session_id"] == sid_before
+    assert v["view"]["session_running"] is True and v["view"]["phase"] == "pin"
+    assert v["idle"] is None and v["actions"] == ["technician_pin", "technician_exit"]
+    with pytest.raises(Conflict, match="paused"):  # the platform cannot move it on from behind the pad
+        m.command("session.end", sid(m))
+    clock.advance(29)
+    assert events(m.tick()) == [] and m.screen == "technician_pin"
+    assert m.next_wakeup() == pytest.approx(clock.monotonic() + 1)
+    clock.advance(1)  # 30 s untouched: the pad goes back by itself; the idle timer was paused under it
+    assert events(m.tick()) == [] and m.screen == "documents" and m.session.id == sid_before
+    assert m.view()["idle"]["countdown"] is None  # a full idle time again
+    # the help button's short press also leaves the pad, back to the same screen
+    m.help_held()
+    assert events(m.help_pressed()) == [] and m.screen == "documents"
+    # technician_exit (✗ / Esc / Backspace on an empty PIN) too
+    m.help_held()
+    m.intent("technician_exit", {})
+    assert m.screen == "documents" and m.session.id == sid_before
+    # the right PIN alone does not end it: a confirm step says a session is running
+    m.help_held()
+    assert events(m.intent("technician_pin", {"pin": "246810"})) == []
+    v = m.view()
+    assert v["screen"] == "technician_pin" and v["view"]["phase"] == "confirm_end"
+    assert v["actions"] == ["technician_end_session", "technician_exit"]
+    with pytest.raises(IntentRejected):
+        m.intent("technician_pin", {"pin": "246810"})
+    m.intent("technician_exit", {})  # the technician changes their mind: the villager carries on
+    assert m.screen == "documents" and m.session.id == sid_before
+    m.help_held()
+    m.intent("technician_pin", {"pin": "246810"})
+    effects = m.intent("technician_end_session", {})
+    assert events(effects) == ["session.ended", "session.technician.entered"]
+    assert effects[0].data["reason"] == "technician" and RefreshTechnician() in effects
+    assert m.screen == "technician" and m.session is None and m.view()["identity"] is None
+
+
+def test_a_card_taken_away_while_paused_is_noticed_on_the_way_back():
+    clock = HandClock()
+    m = make_machine(clock)
+    to_documents(m)
+    m.help_held()
+    m.card_removed()
+    assert m.screen == "technician_pin"
+    m.help_pressed()
+    assert m.screen == "card_removed" and m.view()["view"]["returns_to"] == "documents"
+
+
+def test_a_shot_in_flight_while_paused_is_taken_again_on_the_way_back():
+    m = make_machine()
+    to_documents(m)
+    m.intent("capture", {"doc_id": "hukou_book"})
+    (shot,) = m.intent("shoot", {})
+    m.help_held()
+    # the camera answers while the PIN pad shows: stale, the service drops the image
+    assert m.capture_finished(shot.session_id, shot.doc_id, shot.attempt, image=image()) is None
+    m.help_pressed()
+    v = m.view()
+    assert v["screen"] == "capture" and v["view"]["phase"] == "preview" and v["actions"][0] == "shoot"
+
+
+def test_a_short_press_of_help_says_staff_were_notified_over_the_current_screen():
+    clock = HandClock()
+    m = make_machine(clock)
+    assert events(m.help_pressed()) == []
+    assert m.view()["screen"] == "attract" and m.view()["notice"] == {"code": "help_requested", "params": {}}
+    to_documents(m)
+    clock.advance(70)
+    m.help_pressed()
+    v = m.view()
+    assert v["screen"] == "documents" and v["notice"] == {"code": "help_requested", "params": {}}
+    assert v["idle"]["countdown"] is None  # pressing for help counts as activity
+    assert m.next_wakeup() == pytest.approx(clock.monotonic() + 60)
+    clock.advance(60)
+    m.tick()  # a minute later it has been said: the notice goes, the screen stays
+    assert m.view()["notice"] is None and m.screen == "documents"
 
 
 def test_language_switch_holds_for_the_session_and_resets_after():
@@ -691,10 +816,46 @@ def test_approval_while_the_villager_captures_drops_the_capture():
     m.intent("capture", {"doc_id": "req-1"})
     effects = m.intent("shoot", {})
     assert isinstance(effects[0], CaptureDocument)
-    _, effects = m.command("session.approve", {**sid(m), "application_no": "SQ-3", "qr_text": "https://x/y"})
+    approve = {**sid(m), "application_no": "SQ-3", "qr_text": "https://x/y"}
+    with pytest.raises(Conflict) as info:  # the paper the clerk asked for is not there yet
+        m.command("session.approve", approve)
+    assert info.value.detail == {"missing_documents": ["req-1"]} and m.screen == "capture"
+    _, effects = m.command("session.approve", {**approve, "override_missing": True})
     assert DropCapture(SESSION_ID, "req-1") in effects and m.screen == "receipt"
     assert m.capture_finished(SESSION_ID, "req-1", 99, image=image()) is None
     assert m.view()["view"]["qr_text"] == "https://x/y"
+
+
+def test_approve_with_a_requested_document_missing_is_409_unless_the_clerk_overrides():
+    m = make_machine()
+    to_call(m)
+    reply, _ = m.command("session.request_document", {**sid(m), "name": "户口簿首页"})
+    approve = {**sid(m), "application_no": "SQ-7"}
+    for params in (approve, {**approve, "override_missing": False}):
+        with pytest.raises(Conflict) as info:
+            m.command("session.approve", params)
+        assert info.value.status == 409 and info.value.detail == {"missing_documents": [reply["doc_id"]]}
+        assert reply["doc_id"] in str(info.value) and "override_missing" in str(info.value)
+    assert m.screen == "call" and m.session.outcome is None  # nothing changed
+    for bad in ("yes", 1, None):
+        with pytest.raises(BadRequest, match="override_missing"):
+            m.command("session.approve", {**approve, "override_missing": bad})
+    _, effects = m.command("session.approve", {**approve, "override_missing": True})
+    approved = [e for e in effects if isinstance(e, Emit) and e.type == "session.approved"]
+    assert approved[0].data["missing_documents"] == [reply["doc_id"]] and m.screen == "receipt"
+
+
+def test_approve_with_every_document_there_needs_no_override():
+    m = make_machine()
+    to_call(m)
+    m.command("session.request_document", {**sid(m), "name": "户口簿首页"})
+    m.intent("capture", {"doc_id": "req-1"})
+    (shot,) = m.intent("shoot", {})
+    m.capture_finished(shot.session_id, shot.doc_id, shot.attempt, image=image())
+    m.intent("accept", {})
+    _, effects = m.command("session.approve", {**sid(m), "application_no": "SQ-8"})
+    approved = [e for e in effects if isinstance(e, Emit) and e.type == "session.approved"]
+    assert "missing_documents" not in approved[0].data and m.screen == "receipt"
 
 
 def test_stop_ends_the_session_and_shows_unavailable():
@@ -766,6 +927,7 @@ OPERATIONS = st.one_of(
                 "card_read_other",
                 "card_removed",
                 "help_held",
+                "help_pressed",
                 "capture_ok",
                 "capture_failed",
             ]
@@ -801,6 +963,8 @@ def test_any_sequence_of_inputs_keeps_the_machine_consistent(ops):
                 effects = m.card_removed()
             elif name == "help_held":
                 effects = m.help_held()
+            elif name == "help_pressed":
+                effects = m.help_pressed()
             elif pending:
                 shot = pending.pop()
                 effects = (

@@ -495,6 +495,31 @@ async def test_technician_mode_over_the_bus(rig):
     ]
 
 
+async def test_help_button_press_is_confirmed_and_a_hold_never_ends_the_villagers_session(rig):
+    """The gpio driver's events as the daemon hands them over: a press shows "staff notified" over the
+    screen; a hold opens the PIN pad over the paused session, which a press leaves again."""
+    ctx, service, ui, doccam, clock = rig
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
+    ui.send("select_department", {"department_id": "shebao"})
+    ui.send("select_item", {"item_id": "shebao.pension_certification"})
+    await ui.screen("identify")
+    await ctx.emit("card.read", ZHANG_SAN)
+    ui.send("confirm")
+    state = await ui.screen("documents")
+    sid = state["session_id"]
+    await ctx.emit("button.help.pressed", {"meaning": "asks for staff", "duration_s": 0.2})
+    state = await ui.wait(lambda s: (s["notice"] or {}).get("code") == "help_requested", "help notice")
+    assert state["screen"] == "documents" and state["session_id"] == sid
+    await ctx.emit("button.help.held", {"meaning": "technician mode", "hold_time_s": 3})
+    state = await ui.screen("technician_pin")
+    assert state["session_id"] == sid and state["view"]["session_running"] is True
+    await ctx.emit("button.help.pressed", {"meaning": "asks for staff", "duration_s": 0.2})
+    state = await ui.screen("documents")
+    assert state["session_id"] == sid and state["identity"]["id_masked"]
+    assert "session.ended" not in ctx.types()
+    assert ctx.types("button.help.") == ["button.help.pressed", "button.help.held", "button.help.pressed"]
+
+
 async def test_stop_publishes_unavailable_and_start_wipes_leftovers(tmp_path: Path, bus_broker: Mosquitto):
     bus = LocalBus("127.0.0.1", bus_broker.port, name="test-appliance")
     await bus.start()

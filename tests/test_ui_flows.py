@@ -259,7 +259,7 @@ async def test_receipt_shows_the_number_and_a_scannable_qr(kiosk: Kiosk):
 async def test_rejection_shows_the_clerks_reason(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rejected"])
     assert "收入证明需村委会盖章后再申请。" in kiosk.text and "李明" in kiosk.text
-    await kiosk.press("1")
+    await kiosk.press("3")  # 1 and 2 are the next steps (call again, book a visit)
     await kiosk.feed.next_intent("continue")
 
 
@@ -307,7 +307,7 @@ async def test_appointment_department_slot_and_booking(kiosk: Kiosk):
     await kiosk.press("2")
     assert (await kiosk.feed.next_intent("select_department")).body["department_id"] == "yibao"
     await kiosk.show(SAMPLES["appointment"])
-    assert "11-23 09:30-09:50  王芳" in kiosk.text
+    assert "11月23日 星期一 上午 09:30-09:50  王芳" in kiosk.text
     await kiosk.press("2")
     assert (await kiosk.feed.next_intent("book")).body["slot_id"] == "sl-20261123-0930"
     booked = sample("appointment", actions=["done", "language"])

@@ -54,6 +54,8 @@ CONTRACT_KEYS = (
         for n in (
             "card_mismatch",
             "card_unreadable",
+            "card_invalid",
+            "help_requested",
             "doccam_unavailable",
             "platform_timeout",
             "slot_taken",

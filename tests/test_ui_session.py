@@ -247,7 +247,7 @@ async def test_progress_lookup_and_an_appointment_with_the_real_session(kiosk):
             }
         ],
     )
-    await villager.sees("appointment", "11-23 09:00-09:20  王芳")
+    await villager.sees("appointment", "11月23日 星期一 上午 09:00-09:20  王芳")
     await villager.choose("09:00")
     await villager.sees("appointment", "正在预约")
     await clerk(service, "session.appointment.confirmed", slot_id="sl-20261123-0900", booking_no="YY-0001")

@@ -76,6 +76,12 @@ class SessionConfig(Strict):
     pin_attempts: int = Field(3, ge=1, le=10, description="wrong PINs before the lockout")
     pin_lockout_s: float = Field(300.0, ge=10, le=86400)
     technician_idle_s: float = Field(120.0, ge=10, le=3600)
+    pin_idle_s: float = Field(
+        30.0,
+        ge=5,
+        le=600,
+        description="the PIN pad goes back to where it was opened after this long untouched",
+    )
     catalog_path: Path | None = Field(None, description="catalog file to use instead of the shipped default")
     call_wait_timeout_s: float = Field(600.0, ge=10, le=7200, description="then the call shows 'no answer'")
     platform_timeout_s: float = Field(20.0, ge=1, le=600, description="wait for progress/appointment answers")

@@ -174,6 +174,11 @@ class SessionMachine:
         self.last_activity = self.clock.monotonic()
         self.entered_at = self.last_activity
         self.ended_reason: str | None = None
+        # The clerk's decision in the session that just ended ("approved", "rejected" or None), so
+        # ``ended`` does not say "completed" after a rejection.
+        self.ended_outcome: str | None = None
+        # When the help_requested notice goes away by itself (None: not showing).
+        self.help_notice_until: float | None = None
         self.technician: Technician | None = None
         self.pin_locked_until: float | None = None
         self.pin_attempts_left = config.pin_attempts
@@ -295,14 +300,12 @@ class SessionMachine:
         return guard(self, s) if guard is not None else []
 
     def help_held(self) -> list[Effect]:
-        """The help button was held long enough: technician mode (PIN first)."""
-        if self.screen in (Screen.TECHNICIAN_PIN, Screen.TECHNICIAN):
-            return []
-        effects = self._end("technician") if self.session is not None else []
-        now = self.clock.monotonic()
-        self.technician = Technician(attempts_left=self.pin_attempts_left, last_input=now)
-        self._go(Screen.TECHNICIAN_PIN)
-        return effects
+        """The help button was held long enough: the technician's PIN pad (a running session pauses)."""
+        return technician.enter(self)
+
+    def help_pressed(self) -> list[Effect]:
+        """A short press of the help button: "staff have been notified", or off the PIN pad."""
+        return technician.help_pressed(self)
 
     # === inputs: results of effects ===================================================================
 
@@ -355,6 +358,10 @@ class SessionMachine:
         now = self.clock.monotonic()
         s = self.session
         effects: list[Effect] = []
+        if self.help_notice_until is not None and now >= self.help_notice_until:
+            self.help_notice_until = None
+            if (self.notice or {}).get("code") == "help_requested":
+                self.notice = None
         if self.screen is Screen.ENDED and now - self.entered_at >= self.config.ended_hold_s:
             self._to_attract()
             return effects
@@ -364,6 +371,8 @@ class SessionMachine:
                 self.pin_locked_until = None
                 self.pin_attempts_left = self.config.pin_attempts
                 t.attempts_left = self.pin_attempts_left
+            if self.screen is Screen.TECHNICIAN_PIN and now - t.last_input >= self.config.pin_idle_s:
+                return technician.pin_idle(self)
             if now - t.last_input >= self.config.technician_idle_s:
                 effects.append(Emit("session.technician.exited", {"reason": "idle"}))
                 self._to_attract()
@@ -407,10 +416,17 @@ class SessionMachine:
         now = self.clock.monotonic()
         times: list[float] = []
         s = self.session
+        if self.help_notice_until is not None:
+            times.append(self.help_notice_until)
         if self.screen is Screen.ENDED:
             times.append(self.entered_at + self.config.ended_hold_s)
         if self.technician is not None:
-            times.append(self.technician.last_input + self.config.technician_idle_s)
+            idle_s = (
+                self.config.pin_idle_s
+                if self.screen is Screen.TECHNICIAN_PIN
+                else self.config.technician_idle_s
+            )
+            times.append(self.technician.last_input + idle_s)
             if self.pin_locked_until is not None:
                 times.append(self.pin_locked_until)
                 times.append(now + 1.0)  # locked_s counts down
@@ -501,6 +517,7 @@ class SessionMachine:
         self.technician = None
         self.lang = self.config.default_lang
         self.ended_reason = None
+        self.ended_outcome = None
         self._go(Screen.ATTRACT)
 
     def _session(self) -> Session:
@@ -534,6 +551,9 @@ class SessionMachine:
         }
         self.session = None  # every reference to the identity, messages and documents goes with it
         self.ended_reason = reason
+        self.ended_outcome = (
+            None if s.outcome is None else ("approved" if s.outcome.get("approved") else "rejected")
+        )
         self.ref = None
         self._go(Screen.ENDED)
         return [Emit("session.ended", data), WipeSession(s.id)]
@@ -584,6 +604,9 @@ class SessionMachine:
         """The current session if ``session_id`` (validated by ``SessionParams``) names it, else 409."""
         if self.session is None or self.session.id != session_id:
             raise Conflict(f"session {session_id} is not active on this kiosk (screen {self.screen.value})")
+        if self.technician is not None:
+            # Paused under the PIN pad (at most pin_idle_s): nothing may move it on from behind the pad.
+            raise Conflict(f"session {session_id} is paused: the technician's PIN pad is showing; try again")
         return self.session
 
     # === queries for the service ======================================================================

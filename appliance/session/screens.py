@@ -117,7 +117,11 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
             card_guard=card.hold,
         ),
         Screen.RECEIPT: ScreenSpec(call.receipt_view, ("continue",), idle_timeout=session_idle),
-        Screen.REJECTED: ScreenSpec(call.rejected_view, ("continue",), idle_timeout=session_idle),
+        Screen.REJECTED: ScreenSpec(
+            call.rejected_view,
+            ("call", "appointment", "continue"),
+            idle_timeout=session_idle,
+        ),
         Screen.RATING: ScreenSpec(visit.rating_view, ("rate", "skip"), idle_timeout=session_idle),
         Screen.PROGRESS: ScreenSpec(
             progress.progress_view,
@@ -141,7 +145,7 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
         Screen.ENDED: ScreenSpec(visit.ended_view, ("wake",)),
         Screen.TECHNICIAN_PIN: ScreenSpec(
             technician.pin_view,
-            ("technician_pin", "technician_exit"),
+            ("technician_pin", "technician_end_session", "technician_exit"),
             offers=technician.pin_offers,
             villager=False,
         ),

@@ -116,6 +116,7 @@ class SessionService(Subsystem):
         self.ctx.listen("card.", self._on_peripheral)
         self.ctx.listen("presence.detected", self._on_peripheral)
         self.ctx.listen("button.help.held", self._on_peripheral)
+        self.ctx.listen("button.help.pressed", self._on_peripheral)
         try:
             await self._start()
         finally:
@@ -328,6 +329,8 @@ class SessionService(Subsystem):
                 effects = self.machine.presence()
             elif type == "button.help.held":
                 effects = self.machine.help_held()
+            elif type == "button.help.pressed":
+                effects = self.machine.help_pressed()
             else:
                 return
             self._count_start(before)

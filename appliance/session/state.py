@@ -149,6 +149,11 @@ class Technician:
     attempts_left: int
     locked_until: float | None = None
     last_input: float = 0.0
+    # Where the PIN pad was opened from: a villager's session stays paused under it (not ended) and
+    # comes back on leaving; None = attract.
+    returns_to: Screen | None = None
+    # The right PIN was given while a villager's session was paused: ending it waits for a confirm.
+    confirm_end: bool = False
     status: dict[str, Any] = field(default_factory=dict)
     tests: dict[str, dict[str, Any]] = field(default_factory=dict)
 

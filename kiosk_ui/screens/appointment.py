@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from textual.app import ComposeResult
@@ -12,13 +13,46 @@ from kiosk_ui.screens.base import Entity, KioskScreen, View, as_dict, as_list
 from kiosk_ui.widgets.plain import Plain
 
 
-def slot_label(view: View, slot: Any) -> str:
+def slot_when(view: View, slot: Any) -> str:
+    """ "2026-11-23T09:00:00+08:00".."09:20" -> "11月23日 星期一 上午 09:00-09:20" (the weekday and the
+    half of the day in the slot's own time zone, as the platform wrote it); anything unparseable is
+    shown as given."""
     slot = as_dict(slot)
     start, end = str(slot.get("start", "")), str(slot.get("end", ""))
-    # "2026-11-23T09:00:00+08:00" -> "11-23 09:00-09:20"; anything else is shown as given.
-    when = f"{start[5:10]} {start[11:16]}-{end[11:16]}" if len(start) >= 16 and len(end) >= 16 else start
-    official = slot.get("official")
-    return view.catalog("appointment.slot", when=when, official=official) if official else when
+    try:
+        begin = dt.datetime.fromisoformat(start)
+        finish = dt.datetime.fromisoformat(end) if end else None
+    except ValueError:
+        return start
+    return view.catalog(
+        "appointment.when",
+        month=begin.month,
+        day=begin.day,
+        weekday=view.catalog(f"appointment.weekday.{begin.weekday()}"),
+        half=view.catalog("appointment.half.am" if begin.hour < 12 else "appointment.half.pm"),
+        start=f"{begin:%H:%M}",
+        end=f"{finish:%H:%M}" if finish else "",
+    )
+
+
+def slot_label(view: View, slot: Any, *, place: bool = True) -> str:
+    """A slot's button: when, who and (unless every slot shares it, said once above) where."""
+    d = as_dict(slot)
+    parts = [slot_when(view, d)]
+    if d.get("official"):
+        parts.append(str(d["official"]))
+    if place and d.get("place"):
+        parts.append(str(d["place"]))
+    return "  ".join(parts)
+
+
+def shared_place(slots: list[Any]) -> str | None:
+    """The one place every slot is at, if they all name the same one."""
+    places = {as_dict(s).get("place") for s in slots}
+    if len(places) == 1:
+        (only,) = places
+        return only if isinstance(only, str) and only else None
+    return None
 
 
 class AppointmentScreen(KioskScreen):
@@ -51,9 +85,16 @@ class AppointmentScreen(KioskScreen):
             yield Plain(
                 self.t("appointment.choose_slot" if slots else "appointment.no_slots"), classes="message"
             )
+            place = shared_place(slots)
+            if place:
+                yield Plain(self.t("appointment.place", place=place), classes="detail")
             if "book" in self.view.actions:
                 entities = [
-                    Entity(slot_label(self.view, s), "book", {"slot_id": as_dict(s).get("slot_id")})
+                    Entity(
+                        slot_label(self.view, s, place=place is None),
+                        "book",
+                        {"slot_id": as_dict(s).get("slot_id")},
+                    )
                     for s in slots
                 ]
         elif phase == "booked":
@@ -67,7 +108,18 @@ class AppointmentScreen(KioskScreen):
                 with Vertical():
                     yield Plain(self.t("appointment.booked"), classes="message")
                     yield Plain(str(booking.get("booking_no", "")), classes="big-message", id="booking-no")
-                    yield Plain(slot_label(self.view, booking.get("slot")), classes="message")
+                    slot = as_dict(booking.get("slot"))
+                    yield Plain(
+                        self.t("appointment.booked_time", when=slot_when(self.view, slot)), classes="message"
+                    )
+                    if slot.get("place"):
+                        yield Plain(self.t("appointment.place", place=slot["place"]), classes="message")
+                    if slot.get("official"):
+                        yield Plain(
+                            self.t("appointment.booked_official", official=slot["official"]),
+                            classes="detail",
+                        )
+                    yield Plain(self.t("appointment.bring_id"), classes="message", id="bring-id")
                     yield from self.choice_area()
             return
         else:

@@ -15,6 +15,8 @@ class EndedScreen(KioskScreen):
 
     def body(self) -> ComposeResult:
         reason = str(self.view.data.get("reason") or "completed")
+        if reason == "completed" and self.view.data.get("outcome") == "rejected":
+            reason = "not_accepted"  # not "本次办理已完成" after the clerk said no
         yield Plain(self.t("ended.thanks"), classes="big-message")
         yield Plain(self.word("ended.reason", reason), classes="message center", id="ended-reason")
         yield Plain(self.t("ended.wiped"), classes="detail center")

@@ -1,4 +1,4 @@
-"""``rejected``: the clerk did not accept the application, and says why."""
+"""``rejected``: the clerk did not accept the application, says why, and the villager's next steps."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ from textual.app import ComposeResult
 
 from kiosk_ui.screens.base import KioskScreen, as_dict
 from kiosk_ui.widgets.plain import Plain
+
+# The rejected screen's words for its actions: what each does next, not the generic labels.
+LABELS = {
+    "call": "action.call_again",
+    "appointment": "action.book_instead",
+    "continue": "action.rejected_continue",
+}
 
 
 class RejectedScreen(KioskScreen):
@@ -22,4 +29,10 @@ class RejectedScreen(KioskScreen):
             classes="message",
             id="reject-reason",
         )
+        if {"call", "appointment"} & set(self.view.actions):
+            yield Plain(self.t("rejected.next"), classes="message", id="reject-next")
         yield from self.choice_area()
+
+    def action_label(self, action: str) -> str:
+        key = LABELS.get(action)
+        return self.t(key) if key and self.t.has(key) else super().action_label(action)

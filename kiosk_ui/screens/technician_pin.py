@@ -2,8 +2,14 @@
 
 The digits are collected here only to mask them on screen; the whole PIN goes to the appliance in one
 ``technician_pin`` intent and the appliance decides. It is sent by itself once it has ``view.digits``
-digits, or by ✓ / Enter. ← / Backspace deletes; ✗ / Escape leaves (``technician_exit``). On this
-screen the number keys type the PIN.
+digits, or by ✓ / Enter. ← / Backspace deletes; ✗ / Escape, and Backspace on an empty PIN, leave
+(``technician_exit``); the screen says so, and that a short press of the help button and
+``view.leave_s`` seconds untouched (the appliance's timers) leave too. On this screen the number keys
+type the PIN.
+
+When a villager's session is paused under the pad (``view.session_running``) the screen says it is
+kept; after the right PIN (``view.phase`` ``confirm_end``) it asks the technician to confirm ending it:
+1 = ``technician_end_session``, 0 = ``technician_exit`` (back to the villager's screen).
 """
 
 from __future__ import annotations
@@ -47,7 +53,16 @@ class TechnicianPinScreen(KioskScreen):
     def accepting(self) -> bool:
         return "technician_pin" in self.view.actions
 
+    @property
+    def confirming(self) -> bool:
+        return self.view.data.get("phase") == "confirm_end"
+
     def body(self) -> ComposeResult:
+        if self.confirming:
+            yield Plain(self.t("pin.session_running"), classes="big-message", id="pin-session")
+            yield Plain(self.t("pin.confirm_end"), classes="message")
+            yield from self.choice_area(actions=["technician_end_session", "technician_exit"])
+            return
         locked = self.view.data.get("locked_s")
         if isinstance(locked, int | float) and locked > 0:
             yield Plain(self.t("pin.locked", seconds=int(locked)), classes="big-message", id="pin-locked")
@@ -65,6 +80,17 @@ class TechnicianPinScreen(KioskScreen):
                 )
             with Vertical(id="pin-side"):
                 yield Button(self.t("pin.cancel"), id="pin-cancel", variant="error")
+                yield Plain(self.t("pin.leave"), classes="detail", id="pin-leave")
+                leave_s = self.view.data.get("leave_s")
+                if isinstance(leave_s, int) and not isinstance(leave_s, bool) and leave_s > 0:
+                    yield Plain(self.t("pin.leave_after", seconds=leave_s), classes="detail")
+                if self.view.data.get("session_running") is True:
+                    yield Plain(self.t("pin.session_kept"), classes="detail", id="pin-session")
+
+    def action_label(self, action: str) -> str:
+        if action == "technician_exit" and self.confirming:
+            return self.t("pin.back_to_villager")
+        return super().action_label(action)
 
     def _masked(self) -> str:
         slots = self.digits or max(len(self.entered), 4)
@@ -75,6 +101,9 @@ class TechnicianPinScreen(KioskScreen):
             display.update(self._masked())
 
     def type_key(self, key: str) -> None:
+        if key == "back" and not self.entered:  # Backspace on an empty PIN: the way out a keypad has
+            self.leave()
+            return
         if not self.accepting:
             return
         if key == "back":
@@ -108,6 +137,9 @@ class TechnicianPinScreen(KioskScreen):
             self.leave()
 
     def on_key(self, event: events.Key) -> None:
+        if self.confirming:  # no PIN to type: the number keys choose, as on every other screen
+            super().on_key(event)
+            return
         if event.character and len(event.character) == 1 and event.character.isdigit():
             key = event.character
         elif event.key in ("backspace", "enter"):

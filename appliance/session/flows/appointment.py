@@ -76,6 +76,8 @@ def appointment(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
         effects.append(Emit("session.call.cancelled", {"session_id": s.id, "waited_s": call.waited(m, s)}))
         s.call = None
         dep = m.catalog.department(s.item.department) if s.item else None
+    elif m.screen is Screen.REJECTED:  # not accepted: book a visit to that department's window
+        dep = m.catalog.department(s.item.department) if s.item else None
     s.purpose, s.department = "appointment", dep
     if dep is not None:
         return effects + m._identified_next(s, "appointment")
@@ -133,13 +135,14 @@ class Slot(Params):
     start: Annotated[str, trimmed(40)]
     end: Annotated[str, trimmed(40)]
     official: Annotated[str, trimmed(40)] | None = None
+    place: Annotated[str, trimmed(60)] | None = None  # where to go (shown with the slot and the booking)
 
 
 Slots = Annotated[list[Slot], Field(max_length=50)]
 
 
 def _offered(slots: list[Slot]) -> list[dict[str, Any]]:
-    """The slots as the screen shows them (``official`` null when not given)."""
+    """The slots as the screen shows them (``official`` and ``place`` null when not given)."""
     return [sl.model_dump() for sl in slots]
 
 

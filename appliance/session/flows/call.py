@@ -193,6 +193,9 @@ def hang_up_or_end(m: SessionMachine, reason: str) -> list[Effect]:
 def request_call(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     s = m._session()
     assert s.item is not None
+    # From ``rejected`` the villager calls again: the rejection stays on record as its event, and the
+    # new call may end in another outcome.
+    s.outcome = None
     s.call = Call(requested_at=m.clock.monotonic())
     m._go(Screen.CALL_WAITING)
     docs = [{"doc_id": d.doc_id, **(d.image or {})} for d in s.checklist if d.status == "captured"]
@@ -371,19 +374,30 @@ class ApproveParams(SessionParams):
     application_no: Annotated[str, trimmed(64), StringConstraints(pattern=APPLICATION_NO.pattern)]
     qr_text: Annotated[str, trimmed(512)] | None = None
     note: Annotated[str, trimmed(200)] | None = None
+    # The clerk knowingly approves although a required document is still missing (else 409).
+    override_missing: bool = False
 
 
 def approve(m: SessionMachine, params: ApproveParams) -> tuple[dict[str, Any], list[Effect]]:
     s = m.session_for(params.session_id)
     number = params.application_no
     need_call(m, s, "connected")
+    missing = [d.doc_id for d in s.checklist if d.required and d.status == "missing"]
+    if missing and not params.override_missing:
+        raise Conflict(
+            f"required document(s) still missing: {', '.join(missing)}; ask the villager for them "
+            "or approve with override_missing true",
+            missing_documents=missing,
+        )
     outcome = {
         "approved": True,
         "application_no": number,
         "note": params.note,
         "qr_text": params.qr_text or m.config.receipt_url_template.format(application_no=number),
     }
-    return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number)
+    # An approval over missing papers is said in the event, so the platform can audit it.
+    overridden = {"missing_documents": missing} if missing else {}
+    return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number, **overridden)
 
 
 class RejectParams(SessionParams):
@@ -424,7 +438,10 @@ COMMANDS: dict[str, SessionCommand] = {
     ),
     "session.message": SessionCommand("a message from the clerk shown on screen", MessageParams, message),
     "session.approve": SessionCommand(
-        "the clerk approves: application number for the receipt", ApproveParams, approve
+        "the clerk approves: application number for the receipt; 409 with missing_documents while a "
+        "required document is missing, unless override_missing",
+        ApproveParams,
+        approve,
     ),
     "session.reject": SessionCommand("the clerk rejects, with a reason", RejectParams, reject),
     "session.end": SessionCommand("the clerk or the platform ends the session", EndParams, end),

@@ -74,7 +74,8 @@ class Application(Params):
     application_no: Annotated[str, trimmed(64)]
     item_name: LocalizedName
     status: Annotated[str, trimmed(32)]
-    updated_at: Annotated[str, trimmed(32)] | None = None
+    submitted_at: Annotated[str, trimmed(32)] | None = None  # when it was accepted (受理日期)
+    updated_at: Annotated[str, trimmed(32)] | None = None  # when its status last changed (更新时间)
     note: Annotated[str, trimmed(200)] | None = None
 
 

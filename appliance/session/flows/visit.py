@@ -37,7 +37,7 @@ def attract_view(m: SessionMachine) -> dict[str, Any]:
 
 
 def ended_view(m: SessionMachine) -> dict[str, Any]:
-    return {"reason": m.ended_reason}
+    return {"reason": m.ended_reason, "outcome": m.ended_outcome}
 
 
 def unavailable_view(m: SessionMachine) -> dict[str, Any]:
