@@ -8,7 +8,7 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | ``record_start`` | ``session_id`` | ``{session_id, dir}``; 409 if another session is recording |
 | ``record_stop`` | | ``{session_id, segments, bytes}`` |
 | ``snapshot`` | ``source`` (main, backup, doccam) | ``{path, sha256, size, width, height}`` |
-| ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` |
+| ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` (the thumbnail goes to the UI) |
 | ``push_start`` / ``push_stop`` | ``url`` (optional: ``[media.push] url``) | push stats |
 | ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s, complete, missing, unindexed}`` |
 | ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
@@ -19,6 +19,8 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 Events go to the appliance in order with ``LocalBus.publish_event``, each retried until the appliance
 answers that it is stored; the retained
 ``kiosk/local/state/media`` carries health and telemetry every ``state_interval_s``.
+The document camera's live picture and each still's thumbnail go to the kiosk screen's capture
+screen (``edge_media.doccam_pictures``), the clerk's picture to its call screen (``_publish_preview``).
 
 The event loop carries the local bus, so disk work (stills, the recording index, creating folders,
 closing segments) and CPU work (JPEG encoding, hashing) run in worker threads.
