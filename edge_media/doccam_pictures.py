@@ -3,10 +3,10 @@
 A villager puts a paper under the document camera and must see it to place it, then judge the photo
 ("照片清楚吗？"). kiosk-media sends the UI two small pictures on the local bus (docs/local-bus.md):
 
-- ``kiosk/local/media/doccam/preview``: the live picture, about 4 a second, at most 160x160 pixels,
+- ``kiosk/local/media/doccam/preview``: the live picture, about 4 a second, at most 96x96 pixels,
   **only while the session state shows the capture screen in its ``preview`` phase**, tagged with that
   session's id;
-- ``kiosk/local/media/doccam/still``: once per still, a thumbnail (at most 240x240) made from the same
+- ``kiosk/local/media/doccam/still``: once per still, a thumbnail (at most 160x160) made from the same
   cropped frame as the JPEG, tagged with the session id and the JPEG's ``sha256`` (the one the review
   state carries, so the UI shows the thumbnail of exactly the photo under review), published only while
   that session's capture screen shows.
@@ -40,7 +40,11 @@ log = logging.getLogger("kiosk.media.doccam")
 DOCCAM_PREVIEW_TOPIC = f"{PREFIX}/media/doccam/preview"
 DOCCAM_STILL_TOPIC = f"{PREFIX}/media/doccam/still"
 PREVIEW_FPS = 4.0
-PREVIEW_MAX = 160  # pixels each way: what a 160-column console can draw, ~77 KB of base64
+# Pixels each way of a live frame (a 4:3 preview comes as 96x72). Enough to place a paper, and the UI
+# redraws it 4 times a second in pure Python: 96x72 costs ~10 ms a frame at 100x30 on the 2-core bench
+# machine, 160x120 twice that (the UI accepts up to 160x160). The photo's thumbnail is larger (160,
+# drivers.camera.doccam.THUMBNAIL_MAX): it is drawn once and is what the villager judges.
+PREVIEW_MAX = 96
 FRESH_S = 1.0  # an older frame is not "live" (the camera is reopening for a still, or unplugged)
 
 

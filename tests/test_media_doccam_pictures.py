@@ -69,9 +69,9 @@ async def test_the_live_preview_flows_only_while_the_capture_screen_previews_and
         for msg in frames:
             assert not msg.retain and msg.qos == 0
             frame = parse_preview(msg.payload, DOCCAM_PICTURE)  # the UI's own strict rules
-            assert (frame.session_id, frame.w, frame.h) == (SESSION, 160, 120)  # 320x240 shrunk
+            assert (frame.session_id, frame.w, frame.h) == (SESSION, 96, 72)  # 320x240 shrunk
         frame = parse_preview(frames[-1].payload, DOCCAM_PICTURE)
-        assert min(pixel(frame.rgb, frame.w, 80, 60)) > 200  # the page in the middle
+        assert min(pixel(frame.rgb, frame.w, 48, 36)) > 200  # the page in the middle
         assert max(pixel(frame.rgb, frame.w, 2, 2)) < 90  # the desk in the corner
         assert service.state()["sources"]["doccam"]["previewing"] is True
 
@@ -85,7 +85,7 @@ async def test_the_live_preview_flows_only_while_the_capture_screen_previews_and
         assert not {"thumbnail", "rgb"} & set(reply)  # the RPC reply carries no picture
         still = parse_preview(stills[0].payload, STILL_PICTURE)
         assert still.session_id == SESSION and still.sha256 == reply["sha256"]
-        assert max(still.w, still.h) == 240
+        assert max(still.w, still.h) == 160
         assert abs(still.w / still.h - reply["width"] / reply["height"]) < 0.02
         # Cropped to the page like the JPEG: mostly light.
         assert sum(still.rgb) / len(still.rgb) > 170

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 
 # The still's thumbnail for the kiosk screen (the review "is the picture clear?"): at most this many
-# pixels each way. A half-block picture draws one pixel per cell column and two per row, so 240 is more
-# than a 160x45 console can show (about 150x80 pixels), and the base64 payload stays under 256 KiB.
-THUMBNAIL_MAX = 240
+# pixels each way. A half-block picture draws one pixel per cell column and two per row, so a 160x45
+# console shows at most about 129x74 pixels of it: 160 covers that, and a bigger thumbnail would only
+# make the review screen slower to draw (the UI's pure-Python filter; it accepts up to 240x240).
+THUMBNAIL_MAX = 160
 
 
 @dataclass(frozen=True)
