@@ -87,8 +87,17 @@ async def test_the_live_preview_flows_only_while_the_capture_screen_previews_and
         assert still.session_id == SESSION and still.sha256 == reply["sha256"]
         assert max(still.w, still.h) == 160
         assert abs(still.w / still.h - reply["width"] / reply["height"]) < 0.02
-        # Cropped to the page like the JPEG: mostly light.
+        # Cropped to the page like the JPEG: mostly light, and the page's two lines of "text" are still
+        # dark lines after the shrink (area-averaged, not skipped over): what a villager checks.
         assert sum(still.rgb) / len(still.rgb) > 170
+        rows = [
+            sum(pixel(still.rgb, still.w, x, y)[0] for x in range(still.w // 4, 3 * still.w // 4))
+            / (still.w // 2)
+            for y in range(still.h)
+        ]
+        dark = [y for y, v in enumerate(rows) if v < 100]
+        assert dark and sorted(rows)[len(rows) // 2] > 200, rows
+        assert any(rows[y] > 200 for y in range(min(dark), max(dark))), "two lines, not one smear"
         assert not stills[0].retain
 
         # Review, then the session ends: nothing flows, and a still taken now goes to nobody.
