@@ -15,7 +15,8 @@ Both are QoS 0 and never retained, so the broker keeps no copy; nothing here log
 picture after publishing it. Which session and phase are showing comes from the appliance's retained
 ``kiosk/local/state/session`` (``screen``, ``session_id``, ``view.phase``), which this class watches:
 no new call between the appliance and kiosk-media is needed, and the preview stops by itself when the
-capture ends, the session ends or the appliance publishes ``unavailable``.
+capture ends, the session ends, the appliance publishes ``unavailable`` or its state goes stale (no
+state for ``3 x heartbeat_s``, the UI's own rule: an appliance that died leaves its last state retained).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from drivers.camera.doccam import Still, make_thumbnail
@@ -46,6 +47,8 @@ PREVIEW_FPS = 4.0
 # drivers.camera.doccam.THUMBNAIL_MAX): it is drawn once and is what the villager judges.
 PREVIEW_MAX = 96
 FRESH_S = 1.0  # an older frame is not "live" (the camera is reopening for a still, or unplugged)
+STALE_HEARTBEATS = 3  # as the UI: no session state for this many heartbeats and the state is stale
+DEFAULT_HEARTBEAT_S = 5.0
 
 
 def capture_shown(state: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -78,16 +81,31 @@ class DoccamPictures:
     ``on_session_state`` is the bus handler of ``kiosk/local/state/session``; ``run()`` is the preview
     loop (a task of the media service); ``publish_still(still)`` is called right after a still."""
 
-    def __init__(self, bus: LocalBus, doccam: DocumentCamera, *, fps: float = PREVIEW_FPS) -> None:
+    def __init__(
+        self,
+        bus: LocalBus,
+        doccam: DocumentCamera,
+        *,
+        fps: float = PREVIEW_FPS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bus = bus
+        self.clock = clock
         self.doccam = doccam
         self.interval_s = 1.0 / fps
-        self.shown: tuple[str, str] | None = None  # (session_id, phase) of the capture screen showing
+        self._shown: tuple[str, str] | None = None  # (session_id, phase) of the capture screen showing
+        self._fresh_until = 0.0  # clock time after which that state is stale
         self.seq = 0
         self.frames_sent = 0
         self.stills_sent = 0
         self.stills_withheld = 0  # a still taken while no capture screen showed (sent to nobody)
         self._last_arrival = 0.0
+
+    @property
+    def shown(self) -> tuple[str, str] | None:
+        """(session_id, phase) of the capture screen the session state shows now, or None (also when
+        that state is stale)."""
+        return self._shown if self.clock() <= self._fresh_until else None
 
     @property
     def previewing(self) -> str | None:
@@ -100,10 +118,14 @@ class DoccamPictures:
             state = decode_json_object(msg.payload, "session state") if msg.payload else None
         except ValueError:
             state = None  # unreadable: as if no capture showed (the UI shows "unavailable" too)
-        self.shown = capture_shown(state)
+        self._shown = capture_shown(state)
+        heartbeat = state.get("heartbeat_s") if state else None
+        if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 60:
+            heartbeat = DEFAULT_HEARTBEAT_S
+        self._fresh_until = self.clock() + STALE_HEARTBEATS * heartbeat
 
     def stop(self) -> None:
-        self.shown = None
+        self._shown = None
 
     async def run(self) -> None:
         while True:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from session_helpers import HandClock
 
-from edge_media.doccam_pictures import DOCCAM_PREVIEW_TOPIC, DOCCAM_STILL_TOPIC, capture_shown
-from kiosk_core.localbus import STATE_PREFIX, LocalBus
+from edge_media.doccam_pictures import DOCCAM_PREVIEW_TOPIC, DOCCAM_STILL_TOPIC, DoccamPictures, capture_shown
+from kiosk_core.localbus import STATE_PREFIX, LocalBus, dumps
 from kiosk_core.mqtt import Message
 from kiosk_ui.bus import DOCCAM_PICTURE, STILL_PICTURE, parse_preview
 from sim.mosquitto import Mosquitto
@@ -147,3 +148,25 @@ async def test_the_live_preview_flows_only_while_the_capture_screen_previews_and
 )
 def test_which_capture_screen_shows_is_read_strictly(state: Any, shown: Any) -> None:
     assert capture_shown(state) == shown
+
+
+def test_a_stale_session_state_stops_the_preview_like_the_uis_rule() -> None:
+    """An appliance that died leaves its last state retained: after 3 heartbeats without a state the
+    capture screen counts as gone (the UI shows "unavailable" by the same rule)."""
+    clock = HandClock()
+    pictures = DoccamPictures(None, None, clock=clock.monotonic)  # type: ignore[arg-type] - no I/O here
+
+    def state(payload: bytes) -> None:
+        pictures.on_session_state(Message(SESSION_TOPIC, payload, qos=1, retain=True, mid=1))
+
+    state(dumps({**session_state("capture", "preview"), "heartbeat_s": 2}))
+    assert pictures.previewing == SESSION
+    clock.advance(5.9)
+    assert pictures.previewing == SESSION
+    clock.advance(0.2)
+    assert pictures.previewing is None and pictures.shown is None
+    state(dumps({**session_state("capture", "preview"), "heartbeat_s": True}))  # junk: the default 5 s
+    clock.advance(14.9)
+    assert pictures.previewing == SESSION
+    state(b"")  # the retained state cleared
+    assert pictures.shown is None
