@@ -8,7 +8,7 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | ``record_start`` | ``session_id`` | ``{session_id, dir}``; 409 if another session is recording |
 | ``record_stop`` | | ``{session_id, segments, bytes}`` |
 | ``snapshot`` | ``source`` (main, backup, doccam) | ``{path, sha256, size, width, height}`` |
-| ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` |
+| ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` (the thumbnail goes to the UI) |
 | ``push_start`` / ``push_stop`` | ``url`` (optional: ``[media.push] url``) | push stats |
 | ``export`` | ``session_id`` | ``{path, bytes, sha256, segments, duration_s, complete, missing, unindexed}`` |
 | ``upload`` | ``session_id``, ``url`` | 202; the outcome is an event |
@@ -19,6 +19,8 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 Events go to the appliance in order with ``LocalBus.publish_event``, each retried until the appliance
 answers that it is stored; the retained
 ``kiosk/local/state/media`` carries health and telemetry every ``state_interval_s``.
+The document camera's live picture and each still's thumbnail go to the kiosk screen's capture
+screen (``edge_media.doccam_pictures``), the clerk's picture to its call screen (``_publish_preview``).
 
 The event loop carries the local bus, so disk work (stills, the recording index, creating folders,
 closing segments) and CPU work (JPEG encoding, hashing) run in worker threads.
@@ -43,6 +45,7 @@ from drivers.camera.errors import CameraBusy, CameraError
 from drivers.camera.source import FrameSource
 from drivers.camera.synthetic import FAULTS, SyntheticCamera
 from edge_media.config import CallTarget, MediaProcessConfig
+from edge_media.doccam_pictures import DoccamPictures
 from edge_media.pipeline import Pipeline
 from edge_media.recording_errors import RecordingDiskFull
 from edge_media.segments import SegmentRecorder, recover_orphans
@@ -140,6 +143,8 @@ class MediaService:
         # What the config asks for and this machine cannot do (push, encoder): media health `degraded`.
         self.problems: dict[str, str] = {}
         self.doccam: DocumentCamera | None = None
+        # The document camera's live preview and still thumbnails for the kiosk screen.
+        self.doccam_pictures: DoccamPictures | None = None
         self.audio: Any = None  # edge_media.audio.AudioSource when [media.audio] source is set
         self.pipeline: Pipeline | None = None
         self.recorder: SegmentRecorder | None = None
@@ -231,6 +236,7 @@ class MediaService:
         if doccam_cfg is not None and self.mcfg.sources.doccam:
             self.doccam = DocumentCamera(doccam_cfg)
             self.doccam.open()
+            self.doccam_pictures = DoccamPictures(self.bus, self.doccam)
 
     def _new_pipeline(self) -> Pipeline:
         p = Pipeline(self.sources, self.mcfg, emit=self.emit_threadsafe, audio=self.audio)
@@ -275,6 +281,9 @@ class MediaService:
                 "call_stop": self.rpc_call_stop,
             },
         )
+        if self.doccam_pictures is not None:
+            # Which capture screen shows (docs/local-bus.md): the preview follows it.
+            self.bus.subscribe(f"{STATE_PREFIX}/session", self.doccam_pictures.on_session_state)
         await self.bus.start()
         self.watchdog = Watchdog(
             stall_s=self.mcfg.watchdog_stall_s,
@@ -285,6 +294,8 @@ class MediaService:
         self._spawn(self._send_events())
         self._spawn(self.watchdog.run())
         self._spawn(self._publish_state_loop())
+        if self.doccam_pictures is not None:
+            self._spawn(self.doccam_pictures.run())
         if self.retention is not None:
             self._spawn(self.retention.run(self.mcfg.recording.sweep_interval_s))
         if self.mcfg.push.url:
@@ -433,6 +444,7 @@ class MediaService:
             sources["doccam"] = {
                 "role": "doccam",
                 **self.doccam.stats(),
+                **(self.doccam_pictures.stats() if self.doccam_pictures else {}),
                 "health": self.doccam.health().as_dict(),
             }
         uplink: dict[str, Any] = {"state": "off"}
@@ -594,6 +606,8 @@ class MediaService:
             raise Conflict(str(exc)) from None
         except CameraError as exc:
             raise CommandError(503, str(exc), code=exc.code) from None
+        if self.doccam_pictures is not None:
+            self.doccam_pictures.publish_still(still)  # the thumbnail, to the villager's screen only
         body = still.as_dict()
         await self.emit("doccam.captured", {k: body[k] for k in ("sha256", "size", "width", "height")})
         return body

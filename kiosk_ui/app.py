@@ -27,6 +27,7 @@ from kiosk_ui.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalog
 from kiosk_ui.messages import BusStatus, IntentRequested, PreviewArrived, StatesChanged
 from kiosk_ui.screens.base import KioskScreen, View
 from kiosk_ui.screens.call import CallScreen
+from kiosk_ui.screens.capture import CaptureScreen
 from kiosk_ui.screens.unavailable import UnavailableScreen
 
 try:  # private to Textual: see release_dead_styles(); without it the kiosk only collects later
@@ -136,13 +137,16 @@ class KioskApp(App[None]):
         await self.render_states()
 
     def on_preview_arrived(self, message: PreviewArrived) -> None:
-        # Only the call screen draws the clerk's picture; the bus link already dropped frames of any
-        # other session, the screen checks once more in case it changed since the frame was queued.
+        # The call screen draws the clerk's picture, the capture screen the document camera's; the bus
+        # link already dropped pictures of any other session, the screen checks once more in case it
+        # changed since the picture was queued.
         if self._shutting_down:
             return
         screen = self.screen
-        if isinstance(screen, CallScreen):
+        if isinstance(screen, CallScreen) and message.preview.kind == "call":
             screen.show_preview(message.preview)
+        elif isinstance(screen, CaptureScreen) and message.preview.kind in ("doccam", "still"):
+            screen.show_picture(message.preview)
 
     @property
     def _shutting_down(self) -> bool:
@@ -205,6 +209,9 @@ class KioskApp(App[None]):
         current.set_idle(None if reason else router.idle_countdown(session))
         # Which call's preview frames are worth parsing now (None: the bus link drops them unread).
         self.link.preview_session = current.preview_session if isinstance(current, CallScreen) else None
+        capture = current if isinstance(current, CaptureScreen) else None
+        self.link.doccam_session = capture.live_session if capture else None
+        self.link.still_session = capture.still_session if capture else None
 
     def _log_screen(self) -> None:
         self.screen_log.append((time.perf_counter(), self.screen_name))

@@ -22,6 +22,13 @@ broker round trips of following the screen. Accepted frames are merged like stat
 pending frame is kept, one ``PreviewArrived`` per loop turn). A frame that is not a valid preview of
 the call shown (``parse_preview``) is counted in ``preview_rejected`` by reason and logged once per
 reason: a broken producer at 4 frames a second must not fill the log.
+
+The document camera's pictures work the same way, on two more topics (docs/ui.md, *The document's
+picture*): ``kiosk/local/media/doccam/preview`` (the live picture, parsed only while ``doccam_session``
+is set: the capture screen in its ``preview`` phase) and ``kiosk/local/media/doccam/still`` (the photo's
+thumbnail with its ``sha256``, parsed only while ``still_session`` is set: any phase of the capture
+screen). Each kind has its own size limits (``PictureLimits``) and is merged separately; rejections are
+counted in the same ``preview_rejected`` under ``doccam.{reason}`` / ``still.{reason}``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kiosk_core.localbus import INTENT_PREFIX, PREFIX, STATE_PREFIX, LocalBus, decode_json_object
@@ -44,9 +53,29 @@ _INTENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 MAX_STATE_NAME = 64
 
 PREVIEW_TOPIC = f"{PREFIX}/media/call/preview"
+DOCCAM_PREVIEW_TOPIC = f"{PREFIX}/media/doccam/preview"
+DOCCAM_STILL_TOPIC = f"{PREFIX}/media/doccam/still"
 PREVIEW_MAX_W, PREVIEW_MAX_H = 160, 90
 # The largest valid preview: 160x90x3 bytes as base64 (57,600 characters) plus a few short fields.
 PREVIEW_MAX_PAYLOAD = 64 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class PictureLimits:
+    """What one kind of picture may be: its largest size and payload, and whether it names a photo."""
+
+    kind: str
+    max_w: int
+    max_h: int
+    max_payload: int
+    sha256: bool = False  # a still: must carry the photo's sha256
+
+
+CALL_PICTURE = PictureLimits("call", PREVIEW_MAX_W, PREVIEW_MAX_H, PREVIEW_MAX_PAYLOAD)
+# 160x160x3 as base64 is 102,400 characters; 240x240x3 is 230,400 (under the bus's 256 KiB).
+DOCCAM_PICTURE = PictureLimits("doccam", 160, 160, 112 * 1024)
+STILL_PICTURE = PictureLimits("still", 240, 240, 240 * 1024, sha256=True)
 
 
 class PreviewError(ValueError):
@@ -64,23 +93,27 @@ def _int_field(obj: dict[str, Any], key: str) -> int:
     return value
 
 
-def parse_preview(payload: bytes) -> Preview:
-    """Check one preview payload (``{"session_id", "w", "h", "rgb", "seq"}``) and decode its pixels.
+def parse_preview(payload: bytes, limits: PictureLimits = CALL_PICTURE) -> Preview:
+    """Check one picture payload (``{"session_id", "w", "h", "rgb", "seq"}``, a still also ``sha256``)
+    and decode its pixels.
 
     Raises ``PreviewError`` for anything else: oversized, not a JSON object (or nested too deep, see
-    ``decode_json_object``), a missing or ill-typed field, a size over 160x90, base64 that is not
-    canonical, or a pixel count that is not ``w * h * 3`` bytes. Sizes are checked before the base64 is
-    decoded, so a hostile payload costs no more than its JSON parse."""
+    ``decode_json_object``), a missing or ill-typed field, a size over the kind's limit (160x90 for the
+    call), base64 that is not canonical, or a pixel count that is not ``w * h * 3`` bytes. Sizes are
+    checked before the base64 is decoded, so a hostile payload costs no more than its JSON parse."""
     try:
-        obj = decode_json_object(payload, "preview", max_bytes=PREVIEW_MAX_PAYLOAD)
+        obj = decode_json_object(payload, limits.kind, max_bytes=limits.max_payload)
     except ValueError as exc:
         raise PreviewError("json", str(exc)) from None
     session_id = obj.get("session_id")
     if not isinstance(session_id, str) or not session_id:
         raise PreviewError("field", "session_id must be a non-empty string")
     w, h, seq = _int_field(obj, "w"), _int_field(obj, "h"), _int_field(obj, "seq")
-    if not (0 < w <= PREVIEW_MAX_W and 0 < h <= PREVIEW_MAX_H):
-        raise PreviewError("size", f"{w}x{h} is not within 1x1..{PREVIEW_MAX_W}x{PREVIEW_MAX_H}")
+    sha256 = obj.get("sha256")
+    if limits.sha256 and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise PreviewError("field", "sha256 must be 64 lowercase hex digits")
+    if not (0 < w <= limits.max_w and 0 < h <= limits.max_h):
+        raise PreviewError("size", f"{w}x{h} is not within 1x1..{limits.max_w}x{limits.max_h}")
     rgb = obj.get("rgb")
     if not isinstance(rgb, str):
         raise PreviewError("field", "rgb must be a base64 string")
@@ -93,7 +126,7 @@ def parse_preview(payload: bytes) -> Preview:
         raise PreviewError("base64", str(exc)) from None
     if len(data) != expected:  # padding can still shorten it by one or two bytes
         raise PreviewError("pixels", f"{len(data)} bytes for {w}x{h}x3 = {expected}")
-    return Preview(session_id, w, h, data, seq)
+    return Preview(session_id, w, h, data, seq, limits.kind, sha256 if limits.sha256 else None)
 
 
 class MessageTarget(Protocol):
@@ -113,8 +146,12 @@ class BusLink:
         # The session whose call screen shows the clerk's picture now (set by the app), else None.
         self.preview_session: str | None = None
         self.preview_rejected: Counter[str] = Counter()
+        # The session whose capture screen shows the document camera's live picture (phase preview),
+        # and the one whose capture screen waits for or shows the photo (any phase); set by the app.
+        self.doccam_session: str | None = None
+        self.still_session: str | None = None
         self.previews_dropped = 0  # frames that arrived while no picture was showing (not an error)
-        self._pending_preview: Preview | None = None
+        self._pending_previews: dict[str, Preview] = {}  # kind -> the newest accepted, not yet posted
         self._preview_scheduled = False
 
     async def run(self, target: MessageTarget) -> None:
@@ -123,6 +160,8 @@ class BusLink:
         self.bus.subscribe(f"{STATE_PREFIX}/#", self._on_state)
         # QoS 0 like the producer: a late frame is worth less than the next one.
         self.bus.subscribe(PREVIEW_TOPIC, self._on_preview, qos=0)
+        self.bus.subscribe(DOCCAM_PREVIEW_TOPIC, self._on_doccam_preview, qos=0)
+        self.bus.subscribe(DOCCAM_STILL_TOPIC, self._on_doccam_still, qos=0)
         await self.bus.start(wait_s=None)
         connected: bool | None = None
         try:
@@ -174,26 +213,37 @@ class BusLink:
             self._target.post_message(StatesChanged(states=pending))
 
     def _on_preview(self, msg: Message) -> None:
-        wanted = self.preview_session
+        self._take_picture(msg, CALL_PICTURE, self.preview_session)
+
+    def _on_doccam_preview(self, msg: Message) -> None:
+        self._take_picture(msg, DOCCAM_PICTURE, self.doccam_session)
+
+    def _on_doccam_still(self, msg: Message) -> None:
+        self._take_picture(msg, STILL_PICTURE, self.still_session)
+
+    def _take_picture(self, msg: Message, limits: PictureLimits, wanted: str | None) -> None:
         if wanted is None:
             self.previews_dropped += 1
             return
         try:
-            preview = parse_preview(msg.payload)
+            preview = parse_preview(msg.payload, limits)
             if preview.session_id != wanted:
-                raise PreviewError("session", f"{preview.session_id[:40]!r} is not the call shown")
+                raise PreviewError("session", f"{preview.session_id[:40]!r} is not the session shown")
         except PreviewError as exc:
-            self.preview_rejected[exc.reason] += 1
-            if self.preview_rejected[exc.reason] == 1:
-                log.warning("ignored %s (further ones are only counted)", exc)
+            # The call's reasons stay bare (as they always were); the document camera's are prefixed.
+            key = exc.reason if limits is CALL_PICTURE else f"{limits.kind}.{exc.reason}"
+            self.preview_rejected[key] += 1
+            if self.preview_rejected[key] == 1:
+                log.warning("ignored %s (%s picture; further ones are only counted)", exc, limits.kind)
             return
-        self._pending_preview = preview
+        self._pending_previews[limits.kind] = preview
         if not self._preview_scheduled:
             self._preview_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_preview)
 
     def _flush_preview(self) -> None:
         self._preview_scheduled = False
-        preview, self._pending_preview = self._pending_preview, None
-        if preview is not None and self._target is not None:
-            self._target.post_message(PreviewArrived(preview))
+        pending, self._pending_previews = self._pending_previews, {}
+        if self._target is not None:
+            for preview in pending.values():
+                self._target.post_message(PreviewArrived(preview))

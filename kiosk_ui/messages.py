@@ -39,18 +39,25 @@ class IntentRequested(Message):
 
 @dataclass(frozen=True)
 class Preview:
-    """One frame of the clerk's video preview, checked (``kiosk_ui.bus.parse_preview``): ``rgb`` is
-    exactly ``w * h * 3`` bytes, row-major RGB."""
+    """One picture from the media process, checked (``kiosk_ui.bus.parse_preview``): ``rgb`` is exactly
+    ``w * h * 3`` bytes, row-major RGB.
+
+    ``kind`` says which: ``call`` (a frame of the clerk's video), ``doccam`` (a frame of the document
+    camera's live preview) or ``still`` (the thumbnail of the photo just taken; ``sha256`` is that
+    photo's, as in the review state's ``image.sha256``)."""
 
     session_id: str
     w: int
     h: int
-    rgb: bytes
+    rgb: bytes = field(repr=False)
     seq: int
+    kind: str = "call"
+    sha256: str | None = None
 
 
 @dataclass
 class PreviewArrived(Message):
-    """The newest preview frame of the call being shown (older ones not yet delivered were dropped)."""
+    """The newest picture of one ``kind`` for the screen shown (older ones not yet delivered were
+    dropped)."""
 
     preview: Preview

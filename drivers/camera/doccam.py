@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,48 @@ if TYPE_CHECKING:
     import av
 
 
+# The still's thumbnail for the kiosk screen (the review "is the picture clear?"): at most this many
+# pixels each way. A half-block picture draws one pixel per cell column and two per row, so a 160x45
+# console shows at most about 129x74 pixels of it: 160 covers that, and a bigger thumbnail would only
+# make the review screen slower to draw (the UI's pure-Python filter; it accepts up to 240x240).
+THUMBNAIL_MAX = 160
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A small row-major RGB24 copy of a still, made from the same (cropped) frame as the JPEG."""
+
+    width: int
+    height: int
+    rgb: bytes = field(repr=False)
+
+
+def thumbnail_size(w: int, h: int, limit: int = THUMBNAIL_MAX) -> tuple[int, int]:
+    """(width, height) of ``w`` x ``h`` shrunk by one factor to fit ``limit`` x ``limit`` (never enlarged)."""
+    if w <= 0 or h <= 0:
+        raise ValueError(f"no thumbnail of a {w}x{h} image")
+    scale = min(1.0, limit / max(w, h))
+    return max(1, min(limit, round(w * scale))), max(1, min(limit, round(h * scale)))
+
+
+def make_thumbnail(frame: av.VideoFrame, limit: int = THUMBNAIL_MAX) -> Thumbnail:
+    """``frame`` as RGB24 within ``limit`` x ``limit`` pixels, area-averaged (text stays text instead of
+    aliasing into noise, so a villager can judge whether the page is sharp and whole)."""
+    from av.video.reformatter import Interpolation, VideoReformatter
+
+    w, h = thumbnail_size(frame.width, frame.height, limit)
+    # An own reformatter: the frame's shared one may be busy on another thread (the preview's).
+    small = VideoReformatter().reformat(
+        frame, width=w, height=h, format="rgb24", interpolation=Interpolation.AREA
+    )
+    # Rows may be padded in the plane: take exactly w*3 bytes of each.
+    plane = small.planes[0]
+    data = bytes(plane)
+    line = plane.line_size
+    rgb = data if line == w * 3 else b"".join(data[y * line : y * line + w * 3] for y in range(h))
+    return Thumbnail(w, h, rgb)
+
+
 @dataclass(frozen=True)
 class Still:
     path: Path
@@ -38,6 +80,8 @@ class Still:
     height: int
     taken_at: float  # wall clock
     page: Page | None = None  # where the page was found, when the still was cropped to it
+    # Personal data (a picture of the villager's paper): never in as_dict(), a reply, an event or a log.
+    thumbnail: Thumbnail | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +192,7 @@ class DocumentCamera:
             if page is not None:
                 frame = crop_to_page(frame, page)
             data = encode_jpeg(frame, self.cfg.jpeg_quality)
+            thumbnail = make_thumbnail(frame)
             taken_at = time.time()
             out_dir.mkdir(parents=True, exist_ok=True)
             name = (
@@ -159,7 +204,14 @@ class DocumentCamera:
             self.stills_taken += 1
             self.last_error = ""
             return Still(
-                path, hashlib.sha256(data).hexdigest(), len(data), frame.width, frame.height, taken_at, page
+                path,
+                hashlib.sha256(data).hexdigest(),
+                len(data),
+                frame.width,
+                frame.height,
+                taken_at,
+                page,
+                thumbnail=thumbnail,
             )
         except CameraError as exc:
             self.last_error = str(exc)
