@@ -98,6 +98,9 @@ __all__ = [
     "localized",
 ]
 
+# Call statuses in which the villager waits in the clerk's queue (no idle timer then).
+WAITING = ("requesting", "queued")
+
 # --- the clock ---------------------------------------------------------------------------------------
 
 
@@ -257,6 +260,8 @@ class SessionMachine:
         same = (number == s.id_number) if (number and s.id_number) else (masked == s.id_masked)
         if self.screen is Screen.CARD_REMOVED:
             return card.returned(self, s, same)
+        if s.identity_confirmed and self.screen is Screen.CAPTURE and not s.card_present:
+            return card.placed_during_photo(self, s, same)
         if s.identity_confirmed:
             if same:
                 s.card_present = True
@@ -386,6 +391,9 @@ class SessionMachine:
             and now - s.call.requested_at >= self.config.call_wait_timeout_s
         ):
             s.call.status = "no_answer"
+            # The wait was activity: the idle timer starts afresh on the "nobody answered" choices.
+            self.last_activity = now
+            s.idle_warned = False
             effects.append(
                 Emit(
                     "session.call.unanswered",
@@ -434,10 +442,13 @@ class SessionMachine:
     # === the rendered state ===========================================================================
 
     def _idle_timeout(self) -> float | None:
-        """The idle timeout running now: the screen's, in a session, unless a clerk is connected."""
+        """The idle timeout running now: the screen's, in a session, unless a clerk is connected or the
+        villager waits in the clerk's queue (waiting is activity; ``call_wait_timeout_s`` bounds it)."""
         s = self.session
         timeout = self._spec.idle_timeout
         if s is None or timeout is None or (s.call is not None and s.call.status == "connected"):
+            return None
+        if self.screen is Screen.CALL_WAITING and s.call is not None and s.call.status in WAITING:
             return None
         return timeout(self.config)
 

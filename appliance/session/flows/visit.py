@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.session.effects import DropDocument, Effect, Emit
 from appliance.session.errors import IntentRejected
-from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call
+from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call, card
 from appliance.session.state import (
     LANGS,
     MAX_INTENT_TEXT,
@@ -145,6 +145,8 @@ def select_item(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     s.item, s.purpose = item, "apply"
     s.checklist = []
     for spec in item.documents:
+        if card.from_chip(spec):  # the card on the reader gives it: no photo of the card is asked for
+            continue
         kept = old.pop(spec.id, None)
         s.checklist.append(
             Doc(
@@ -152,6 +154,7 @@ def select_item(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
                 spec.name.as_dict(),
                 spec.required,
                 image=kept.image if kept and not kept.stale else None,
+                card_photo=spec.card_photo,
             )
         )
     # Images of the previous item that this one does not need are deleted at once.
