@@ -129,9 +129,10 @@ def test_happy_path_application_from_catalog_to_rating():
     effects = m.intent("rate", {"score": 5, "reason": "fast"})
     assert events(effects) == ["session.rated", "session.ended"]
     assert effects[0].data["score"] == 5 and effects[0].data["clerk_id"] == "c-0042"
-    assert effects[-1] == WipeSession(SESSION_ID)
+    assert effects[2] == WipeSession(SESSION_ID)  # then "take your card" (it is still on the reader)
     v = m.view()
     assert v["screen"] == "ended" and v["identity"] is None and v["view"]["reason"] == "completed"
+    m.card_removed()  # the villager takes the card
     clock.advance(6)
     m.tick()
     assert m.view()["screen"] == "attract"

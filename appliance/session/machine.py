@@ -100,6 +100,13 @@ __all__ = [
 
 # Call statuses in which the villager waits in the clerk's queue (no idle timer then).
 WAITING = ("requesting", "queued")
+# After a restart cut a session short, ``ended`` says so at least this long (a presence sensor does not
+# skip it: the villager in front of the kiosk must read it; a touch or a card does).
+RESTART_HOLD_S = 30.0
+# While the last villager's card stays on the reader, ``ended`` repeats "take your card" (and beeps)
+# this often, for at most ``CARD_LEFT_HOLD_S``; then ``attract`` (the next session reads the card).
+CARD_REMINDER_S = 5.0
+CARD_LEFT_HOLD_S = 60.0
 
 # --- the clock ---------------------------------------------------------------------------------------
 
@@ -182,6 +189,11 @@ class SessionMachine:
         self.pin_attempts_left = config.pin_attempts
         self.pin_is_default = False
         self.rejected_intents = 0
+        # A card lies on the reader (from card.read/card.error to card.removed). Not personal data: who
+        # it belongs to is the session's, and goes with it.
+        self.card_on_reader = False
+        self.card_reminders = 0
+        self.last_reminder = 0.0
 
     @property
     def intent_names(self) -> list[str]:
@@ -234,9 +246,18 @@ class SessionMachine:
         self.last_activity = self.clock.monotonic()
         if self.session is not None:
             self.session.idle_warned = False
+        if self.screen is Screen.ENDED and (self.ended_reason == "restart" or self.card_on_reader):
+            return []  # the message on ``ended`` is for the person standing there: a touch goes on
         if self.screen in (Screen.ATTRACT, Screen.ENDED):
             return self._start_session("presence")
         return []
+
+    def interrupted(self) -> None:
+        """The service found that a restart cut a session short: say so on ``ended`` (reason
+        ``restart``) before ``attract``, so the villager knows to start again."""
+        if self.session is None and self.screen is Screen.ATTRACT:
+            self.ended_reason = "restart"
+            self._go(Screen.ENDED)
 
     def card_read(self, data: dict[str, Any]) -> list[Effect]:
         """``card.read`` data: public fields plus ``_private`` (full number) from in-process delivery."""
@@ -244,6 +265,7 @@ class SessionMachine:
         number = private.get("id_number") if isinstance(private.get("id_number"), str) else None
         masked = data.get("id_number_masked") or data.get("id_masked")
         name = data.get("name") or private.get("name")
+        self.card_on_reader = True
         if not isinstance(masked, str) or not masked or not isinstance(name, str) or not name:
             if self.screen in (Screen.IDENTIFY, Screen.CARD_REMOVED):
                 self.notice = {"code": "card_unreadable", "params": {}}
@@ -287,8 +309,11 @@ class SessionMachine:
 
     def card_removed(self) -> list[Effect]:
         """The card left the reader; what that does on this screen is its spec's ``card_guard``."""
+        self.card_on_reader = False
         s = self.session
         if s is None:
+            if self.screen is Screen.ENDED:  # the card was taken: the usual short hold from now
+                self.entered_at = self.clock.monotonic()
             return []
         s.card_present = False
         self.last_activity = self.clock.monotonic()
@@ -360,8 +385,11 @@ class SessionMachine:
         now = self.clock.monotonic()
         s = self.session
         effects: list[Effect] = []
-        if self.screen is Screen.ENDED and now - self.entered_at >= self.config.ended_hold_s:
-            self._to_attract()
+        if self.screen is Screen.ENDED:
+            if now - self.entered_at >= self._ended_hold():
+                self._to_attract()
+            elif self.card_on_reader and now - self.last_reminder >= CARD_REMINDER_S:
+                effects += card.remind(self, now)
             return effects
         if self.technician is not None:
             t = self.technician
@@ -416,7 +444,9 @@ class SessionMachine:
         times: list[float] = []
         s = self.session
         if self.screen is Screen.ENDED:
-            times.append(self.entered_at + self.config.ended_hold_s)
+            times.append(self.entered_at + self._ended_hold())
+            if self.card_on_reader:
+                times.append(self.last_reminder + CARD_REMINDER_S)
         if self.technician is not None:
             times.append(self.technician.last_input + self.config.technician_idle_s)
             if self.pin_locked_until is not None:
@@ -438,6 +468,15 @@ class SessionMachine:
             if s.waiting_since is not None:
                 times.append(s.waiting_since + self.config.platform_timeout_s)
         return min(times) if times else None
+
+    def _ended_hold(self) -> float:
+        """How long ``ended`` shows: longer after a restart, and while the card is left on the reader."""
+        hold = self.config.ended_hold_s
+        if self.ended_reason == "restart":
+            hold = max(hold, RESTART_HOLD_S)
+        if self.card_on_reader:
+            hold = max(hold, CARD_LEFT_HOLD_S)
+        return hold
 
     # === the rendered state ===========================================================================
 
@@ -526,8 +565,10 @@ class SessionMachine:
         s = Session(id=self._new_id(), started_at=now, trigger=trigger)
         self.session = s
         self.last_activity = now
+        self.card_reminders = 0
         self._go(Screen.CATALOG)
-        return [Emit("session.started", {"session_id": s.id, "trigger": trigger, "lang": self.lang})]
+        started = Emit("session.started", {"session_id": s.id, "trigger": trigger, "lang": self.lang})
+        return [started, *card.read_again(self, trigger)]
 
     def _end(self, reason: str) -> list[Effect]:
         """End the session: emit ``session.ended``, wipe everything it held, show ``ended``."""
@@ -546,8 +587,12 @@ class SessionMachine:
         self.session = None  # every reference to the identity, messages and documents goes with it
         self.ended_reason = reason
         self.ref = None
+        self.card_reminders = 0
         self._go(Screen.ENDED)
-        return [Emit("session.ended", data), WipeSession(s.id)]
+        effects: list[Effect] = [Emit("session.ended", data), WipeSession(s.id)]
+        if self.card_on_reader:  # "take your card": at once, then every CARD_REMINDER_S
+            effects += card.remind(self, now)
+        return effects
 
     def _ask_confirm(self, s: Session) -> list[Effect]:
         self._go(Screen.CONFIRM_IDENTITY)

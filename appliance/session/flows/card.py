@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from appliance.session.catalog import DocumentSpec
-from appliance.session.effects import Effect, Emit
+from appliance.session.effects import Effect, Emit, Signal
 from appliance.session.state import Doc, Screen, Session
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ CARD_DOC_ID = "id_card"
 # Words that name the ID card in a clerk's request ("身份证背面", "back of the ID card").
 _CARD_WORDS = ("身份证", "id card", "id-card")
 CARD_PHOTO_NOTICE = "card_photo"
+# In-process signals (never fleet events): the buzzer reminds the villager of a card left on the reader;
+# the card reader reads again the card lying there when a new session starts.
+CARD_LEFT = "session.card.left"
+READ_CARD_AGAIN = "session.card.read_again"
 
 
 def from_chip(spec: DocumentSpec) -> bool:
@@ -107,3 +111,19 @@ def card_removed_view(m: SessionMachine) -> dict[str, Any]:
     s = m.session
     assert s is not None
     return {"returns_to": (s.returns_to or Screen.DOCUMENTS).value}
+
+
+def remind(m: SessionMachine, now: float) -> list[Effect]:
+    """On ``ended`` with the card still on the reader: say "take your card" again, and beep."""
+    m.card_reminders += 1
+    m.last_reminder = now
+    return [Signal(CARD_LEFT, {"reminder": m.card_reminders})]
+
+
+def read_again(m: SessionMachine, trigger: str) -> list[Effect]:
+    """A session starts with a card already on the reader (the last villager's, or one placed while the
+    kiosk slept): have the reader read it, so the new villager is not asked to lift it and put it back.
+    Its ``card.read`` becomes the candidate that ``confirm_identity`` asks about ("is this you?")."""
+    if not m.card_on_reader or trigger == "card":
+        return []
+    return [Signal(READ_CARD_AGAIN, {})]

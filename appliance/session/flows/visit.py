@@ -37,7 +37,13 @@ def attract_view(m: SessionMachine) -> dict[str, Any]:
 
 
 def ended_view(m: SessionMachine) -> dict[str, Any]:
-    return {"reason": m.ended_reason}
+    """``card_on_reader``: the card is still on the reader (say "take your card" louder);
+    ``reminders``: how often that was said (it changes, so the UI repeats it)."""
+    return {
+        "reason": m.ended_reason,
+        "card_on_reader": m.card_on_reader,
+        "reminders": m.card_reminders,
+    }
 
 
 def unavailable_view(m: SessionMachine) -> dict[str, Any]:
