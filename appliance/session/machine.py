@@ -560,6 +560,7 @@ class SessionMachine:
 
     def _start_session(self, trigger: str) -> list[Effect]:
         now = self.clock.monotonic()
+        after_restart = self.screen is Screen.ENDED and self.ended_reason == "restart"
         if self.screen is Screen.ENDED:  # the next villager starts in the default language
             self.lang = self.config.default_lang
         s = Session(id=self._new_id(), started_at=now, trigger=trigger)
@@ -567,6 +568,8 @@ class SessionMachine:
         self.last_activity = now
         self.card_reminders = 0
         self._go(Screen.CATALOG)
+        if after_restart:  # (a card left on the reader woke it): the catalog says it still
+            self.notice = {"code": "restarted", "params": {}}
         started = Emit("session.started", {"session_id": s.id, "trigger": trigger, "lang": self.lang})
         return [started, *card.read_again(self, trigger)]
 
