@@ -175,7 +175,9 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
         )
         assert again["status"] == 410 and "id_number" not in again
 
-        # the same villager comes back to check progress: the county lists the new application
+        # the same villager takes the card, and comes back to check progress: the county lists the new
+        # application (with the card still on the reader, ended would keep asking to take it)
+        await app.emit("card.removed", {"reader": "card_reader", "reason": "removed"})
         await app.emit(
             "presence.detected", {"screen_woken": False, "relay": None}
         )  # the ended screen wakes into a new session
