@@ -593,7 +593,7 @@ class SessionMachine:
         self.card_reminders = 0
         self._go(Screen.ENDED)
         effects: list[Effect] = [Emit("session.ended", data), WipeSession(s.id)]
-        if self.card_on_reader:  # "take your card": at once, then every CARD_REMINDER_S
+        if self.card_on_reader and reason != "restart":  # "take your card": now, then every 5 s
             effects += card.remind(self, now)
         return effects
 
