@@ -5,6 +5,8 @@ restart; the card left on the reader; the idle timer ending a villager's wait fo
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from session_helpers import (
     CLERK,
     LI_SI,
@@ -19,6 +21,7 @@ from session_helpers import (
 
 from appliance.session.catalog import default_catalog
 from appliance.session.effects import Signal
+from appliance.session.errors import IntentRejected
 from appliance.session.flows.card import CARD_LEFT, READ_CARD_AGAIN
 from appliance.session.machine import CARD_REMINDER_S, RESTART_HOLD_S, CaptureDocument, SessionMachine
 
@@ -202,3 +205,64 @@ def test_queue_position_updates_keep_the_wait_going():
     assert m.tick() == [] and m.screen == "call_waiting"
     m.command("session.call.accepted", {"session_id": m.session.id, "clerk": CLERK})
     assert m.screen == "call"
+
+
+# --- the card on and off the reader, in any order ---------------------------------------------------
+
+CARD_OPS = st.lists(
+    st.sampled_from(
+        ["capture_back", "capture_paper", "shoot", "accept", "retake", "back", "lift", "zhang", "li", "tick"]
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(CARD_OPS)
+def test_no_sequence_of_card_moves_leaves_a_guarded_screen_without_the_card(ops):
+    """Whatever the villager does with the card and the camera, they are never on the checklist or the
+    call with the card away, never on the capture of a paper other than the card with the card away,
+    and nobody else's card ever resumes the session."""
+    clock = HandClock()
+    m = make_machine(clock)
+    to_call(m)
+    reply, _ = m.command("session.request_document", {"session_id": m.session.id, "name": "身份证背面"})
+    back_of_card = reply["doc_id"]
+    m.intent("capture", {"doc_id": back_of_card})
+    on_reader = True
+    pending: CaptureDocument | None = None
+    for op in ops:
+        try:
+            if op == "capture_back":
+                m.intent("capture", {"doc_id": back_of_card})
+            elif op == "capture_paper":
+                m.intent("capture", {"doc_id": "hukou_book"})
+            elif op == "shoot":
+                pending = next(e for e in m.intent("shoot", {}) if isinstance(e, CaptureDocument))
+                m.capture_finished(pending.session_id, pending.doc_id, pending.attempt, image=image())
+            elif op in ("accept", "retake", "back"):
+                m.intent(op, {})
+            elif op == "lift":
+                m.card_removed()
+                on_reader = False
+            elif op == "zhang":
+                m.card_read(ZHANG_SAN)
+                on_reader = True
+            elif op == "li":
+                m.card_read(LI_SI)
+                on_reader = True
+            else:
+                clock.advance(20)
+                m.tick()
+        except IntentRejected:
+            pass  # not offered on this screen: the UI would not have sent it
+        s = m.session
+        assert s is not None and s.id_masked == "3308**********123X"  # Li Si never took over
+        assert m.card_on_reader is on_reader
+        view = m.view()
+        if m.screen in ("documents", "call", "call_waiting"):
+            assert s.card_present, (op, view)
+        if m.screen == "capture" and not s.card_present:
+            assert s.capture is not None and s.capture.doc_id == back_of_card, (op, view)
+        if m.screen == "card_removed":
+            assert not s.card_present and view["view"]["returns_to"] in ("documents", "call")
