@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_config
+from fleet_helpers import ApplianceProcess, Platform
 from test_session_service import BusContext, Ui, intents_flowing, kiosk_config
 
 from appliance.session.service import SessionService
@@ -177,3 +179,37 @@ async def test_an_unreadable_marker_changes_nothing(tmp_path: Path, bus_broker: 
             assert not (data / "session" / "active.json").exists()
         finally:
             await service.stop()
+
+
+async def test_the_platform_sees_the_refused_recording_in_telemetry(
+    tmp_path: Path, bus_broker: Mosquitto, central_broker: Mosquitto, platform: Platform
+):
+    """The real daemon (``kiosk run``): a session kiosk-media will not record shows in the periodic
+    telemetry's health as ``recording: degraded`` with the reason."""
+    config = write_config(
+        tmp_path / "kiosk.toml",
+        bus_port=bus_broker.port,
+        fleet_port=central_broker.port,
+        data_dir=tmp_path / "data",
+        telemetry_interval_s=1,
+    )
+    media = await FakeRecorder(bus_broker.port, refuse=503).start()
+    app = ApplianceProcess(config, tmp_path / "appliance.log").start()
+    ui = await Ui(bus_broker.port).start()
+    try:
+        await platform.wait_for(lambda: platform.of("telemetry"), timeout_s=20, what="telemetry")
+        assert platform.of("telemetry")[-1]["peripherals"]["recording"]["status"] == "ok"
+        await intents_flowing(ui)
+        ui.send("wake")
+        state = await ui.screen("catalog")
+
+        def degraded() -> dict[str, Any] | None:
+            last = platform.of("telemetry")[-1]["peripherals"].get("recording", {})
+            return last if last.get("status") == "degraded" else None
+
+        recording = await platform.wait_for(degraded, timeout_s=10, what="recording degraded in telemetry")
+        assert state["session_id"] in recording["reason"] and "503" in recording["reason"]
+    finally:
+        await ui.bus.stop()
+        await media.bus.stop()
+        app.terminate()
