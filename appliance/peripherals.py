@@ -213,6 +213,16 @@ class Peripherals(Subsystem):
             self.in_session = True
         elif type == "session.ended":
             self.in_session = False
+        elif type == "session.card.left":  # the session's signal: a card was left on the reader
+            gpio = self._gpio()
+            if gpio is not None and gpio.health().status is HealthStatus.OK:
+                gpio.beep()
+            return
+        elif type == "session.card.read_again":  # the session's signal: read the card lying there
+            read_again = getattr(self.devices.get("card_reader"), "read_again", None)
+            if callable(read_again):
+                read_again()
+            return
         else:
             return
         self._show_status()

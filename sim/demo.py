@@ -26,7 +26,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,6 +41,10 @@ REGION = ["33", "3308", "330803", "330803100", "330803100201"]
 DEVICE_ID = "kiosk-demo-0001"
 JANUS_ROOM = 1234
 INSTALL_JANUS = "apt-get install janus libjs-janus-gateway"
+# What systemd does for these processes (systemd/kiosk-*.service: Restart=on-failure, RestartSec, and
+# RestartPreventExitStatus=78 for a configuration the process refuses): the demo restarts them alike.
+RESTART_SEC = {"appliance": 2.0, "media": 1.0}
+EXIT_CONFIG = 78
 
 
 def demo_config(port: int, data_dir: Path, *, video_call: bool = False) -> str:
@@ -134,6 +140,11 @@ class Demo:
         self.text_only_reason: str | None = None if video_call else "--text-call"
         self.janus: JanusServer | None = None
         self.pages: ThreadingHTTPServer | None = None
+        self.args: dict[str, tuple[str, ...]] = {}
+        self.restarts: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
+        self._lock = threading.Lock()  # spawn/stop from the supervising thread and the main one
+        self._stopping = False
 
     def kiosk(self, *args: str) -> list[str]:
         script = Path(sys.executable).parent / "kiosk"
@@ -141,6 +152,7 @@ class Demo:
         return [*head, "--config", str(self.config), *args]
 
     def spawn(self, name: str, *args: str) -> None:
+        self.args[name] = args
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             self.kiosk(*args),
@@ -150,7 +162,54 @@ class Demo:
             start_new_session=True,
         )
         log.close()
+        self.procs = [(n, p) for n, p in self.procs if n != name]
         self.procs.append((name, proc))
+
+    def supervise(self, say: Callable[[str], None]) -> str | None:
+        """One look at the children, as systemd would: a dead appliance or media process that failed
+        (not exit 0, not exit 78 = bad config) is started again after its ``RestartSec``, with a line
+        said when it is. Returns why the demo cannot go on (another process died), else None."""
+        with self._lock:
+            if self._stopping:
+                return None
+            now = time.monotonic()
+            for name, proc in list(self.procs):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if name not in RESTART_SEC or code in (0, EXIT_CONFIG):
+                    return f"demo: {name} exited with {code}; see {self.dir}/{name}.log"
+                due = self._restart_at.get(name)
+                if due is None:
+                    self._restart_at[name] = now + RESTART_SEC[name]
+                    say(
+                        f"demo: {name} exited with {code}; restarting it in {RESTART_SEC[name]:g} s "
+                        f"(as systemd's Restart=on-failure); see {self.dir}/{name}.log"
+                    )
+                elif now >= due:
+                    del self._restart_at[name]
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self.spawn(name, *self.args[name])
+                    say(f"demo: {name} restarted (restart {self.restarts[name]})")
+        return None
+
+    def supervise_in_background(self, log_path: Path) -> threading.Event:
+        """``supervise`` every 0.2 s in a thread while the UI holds the terminal; the lines go to
+        ``log_path`` (a print would tear the villager's screen). Set the event to stop it."""
+        done = threading.Event()
+
+        def say(line: str) -> None:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+        def loop() -> None:
+            while not done.wait(0.2):
+                problem = self.supervise(say)
+                if problem:
+                    say(problem)
+
+        threading.Thread(target=loop, name="demo-supervisor", daemon=True).start()
+        return done
 
     def start(self) -> None:
         self.broker.start()
@@ -253,6 +312,8 @@ class Demo:
         return lines
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -304,17 +365,18 @@ def main(args: argparse.Namespace) -> int:
                 ):
                     print(f"demo: janus exited with {demo.janus.proc.returncode}", file=sys.stderr)
                     return 1
-                for name, proc in demo.procs:
-                    if proc.poll() is not None:
-                        print(
-                            f"demo: {name} exited with {proc.returncode}; see {demo.dir}/{name}.log",
-                            file=sys.stderr,
-                        )
-                        return 1
+                problem = demo.supervise(lambda line: print(line, flush=True))
+                if problem:
+                    print(problem, file=sys.stderr)
+                    return 1
                 time.sleep(0.2)
             return 0
         env = {**os.environ}
-        return subprocess.call(demo.kiosk("ui"), env=env)
+        supervising = demo.supervise_in_background(demo.dir / "demo.log")
+        try:
+            return subprocess.call(demo.kiosk("ui"), env=env)
+        finally:
+            supervising.set()
     except KeyboardInterrupt:
         return 0
     finally:

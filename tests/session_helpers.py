@@ -100,7 +100,7 @@ CLERK = {"id": "c-0042", "name": "李明", "department": "minzheng"}
 def to_call_waiting(m: SessionMachine) -> None:
     """Zhang San has every document of the low-income allowance and asks for a clerk."""
     to_documents(m)
-    for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
+    for n, doc in enumerate(("hukou_book", "income_proof")):
         capture(m, doc, n)
     m.intent("call", {})
     assert m.screen == "call_waiting"

@@ -205,7 +205,7 @@ async def test_the_demo_call_joins_janus_and_a_browser_clerk_sees_the_kiosk(tmp_
         await villager.screen("confirm_identity")
         villager.send("confirm")
         await villager.screen("documents")
-        for doc in ("id_card", "hukou_book", "income_proof"):
+        for doc in ("hukou_book", "income_proof"):
             await villager.keep_document(doc)
         villager.send("call")
         await villager.screen("call")  # the simulated county answered (after about 3 s)

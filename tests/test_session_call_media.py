@@ -372,7 +372,7 @@ class Rig:
 
     async def to_call_waiting(self) -> str:
         await start_application(self.app, self.ui)
-        await capture_and_keep(self.ui, "id_card")
+        await capture_and_keep(self.ui, "hukou_book")
         self.ui.send("call")
         state = await self.ui.screen("call_waiting")
         return state["session_id"]

@@ -81,7 +81,7 @@ async def kiosk(kiosk_config: Path, bus_broker: Mosquitto, central_broker: Mosqu
     await wire.stop()
 
 
-async def start_application(app: Appliance, ui: Ui, item: str = "shebao.pension_certification") -> None:
+async def start_application(app: Appliance, ui: Ui, item: str = "shebao.pension_enrolment") -> None:
     await app.emit("presence.detected", {"screen_woken": False, "relay": None})
     await ui.screen("catalog")
     ui.send("select_department", {"department_id": item.split(".")[0]})
@@ -102,7 +102,7 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
     await county.start()
     try:
         await start_application(app, ui)
-        await capture_and_keep(ui, "id_card")
+        await capture_and_keep(ui, "hukou_book")
         ui.send("call")
         state = await ui.wait(
             lambda s: s["screen"] == "call_waiting" and s["view"]["status"] == "queued",
@@ -128,7 +128,7 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
         await ui.screen("ended")
 
         # every document reached the county intact, pulled in chunks and verified by hash
-        assert {d for (_, d) in county.documents} == {"id_card", requested["doc_id"]}
+        assert {d for (_, d) in county.documents} == {"hukou_book", requested["doc_id"]}
         assert all(doc.verified and doc.chunks >= 1 for doc in county.documents.values())
         names = [name for name, _ in county.replies]
         assert names[:3] == ["session.call.queued", "session.call.queued", "session.call.accepted"]
@@ -176,7 +176,9 @@ async def test_the_county_clerk_answers_asks_for_a_document_and_approves(kiosk, 
         )
         assert again["status"] == 410 and "id_number" not in again
 
-        # the same villager comes back to check progress: the county lists the new application
+        # the same villager takes the card, and comes back to check progress: the county lists the new
+        # application (with the card still on the reader, ended would keep asking to take it)
+        await app.emit("card.removed", {"reader": "card_reader", "reason": "removed"})
         await app.emit(
             "presence.detected", {"screen_woken": False, "relay": None}
         )  # the ended screen wakes into a new session
@@ -262,7 +264,7 @@ async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_
     console = ClerkConsole(link, ROOT)
     try:
         await start_application(app, ui)
-        await capture_and_keep(ui, "id_card")
+        await capture_and_keep(ui, "hukou_book")
         ui.send("call")
         await ui.screen("call_waiting", status="requesting")
         await asyncio.sleep(0.3)
@@ -274,7 +276,7 @@ async def test_a_person_plays_the_clerk(kiosk, central_broker: Mosquitto, kiosk_
         assert state["view"]["clerk"]["department"]["id"] == "shebao"
         assert (await console.act("message", text="请稍等"))["status"] == 200
         docs = await console.fetch_all()
-        assert [d.doc_id for d in docs] == ["id_card"] and docs[0].verified
+        assert [d.doc_id for d in docs] == ["hukou_book"] and docs[0].verified
         # the CLI, as a technician would type it
         code, out = await kiosk_cli(kiosk_config, "sim", "clerk", "reject", "材料不全，请补充后再来")
         assert code == 0 and out["status"] == 200, out

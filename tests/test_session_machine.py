@@ -81,7 +81,7 @@ def test_happy_path_application_from_catalog_to_rating():
 
     v = m.view()
     assert v["screen"] == "documents" and not v["view"]["complete"] and "call" not in v["actions"]
-    for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
+    for n, doc in enumerate(("hukou_book", "income_proof")):
         effects = capture(m, doc, n)
         assert isinstance(effects[0], KeepCapture) and events(effects) == ["session.document.captured"]
     v = m.view()
@@ -89,7 +89,7 @@ def test_happy_path_application_from_catalog_to_rating():
 
     effects = m.intent("call", {})
     assert events(effects) == ["session.call.requested"]
-    assert [d["doc_id"] for d in effects[0].data["documents"]] == ["id_card", "hukou_book", "income_proof"]
+    assert [d["doc_id"] for d in effects[0].data["documents"]] == ["hukou_book", "income_proof"]
     assert m.view()["view"]["status"] == "requesting"
     m.command("session.call.queued", {**sid(m), "position": 2, "estimated_wait_s": 120})
     clock.advance(30)
@@ -131,9 +131,10 @@ def test_happy_path_application_from_catalog_to_rating():
     effects = m.intent("rate", {"score": 5, "reason": "fast"})
     assert events(effects) == ["session.rated", "session.ended"]
     assert effects[0].data["score"] == 5 and effects[0].data["clerk_id"] == "c-0042"
-    assert effects[-1] == WipeSession(SESSION_ID)
+    assert effects[2] == WipeSession(SESSION_ID)  # then "take your card" (it is still on the reader)
     v = m.view()
     assert v["screen"] == "ended" and v["identity"] is None and v["view"]["reason"] == "completed"
+    m.card_removed()  # the villager takes the card
     clock.advance(6)
     m.tick()
     assert m.view()["screen"] == "attract"
@@ -154,7 +155,7 @@ def test_no_durable_event_carries_the_full_number_or_the_name():
 def test_card_removed_mid_session_asks_to_put_it_back_then_resumes():
     m = make_machine()
     to_documents(m)
-    capture(m, "id_card")
+    capture(m, "hukou_book")
     assert events(m.card_removed()) == ["session.card.removed"]
     v = m.view()
     assert (
@@ -173,11 +174,11 @@ def test_card_removed_mid_session_asks_to_put_it_back_then_resumes():
 def test_card_removed_mid_capture_drops_the_pending_picture():
     m = make_machine()
     to_documents(m)
-    m.intent("capture", {"doc_id": "id_card"})
+    m.intent("capture", {"doc_id": "hukou_book"})
     (shoot,) = m.intent("shoot", {})
-    m.capture_finished(shoot.session_id, "id_card", shoot.attempt, image=image())
+    m.capture_finished(shoot.session_id, "hukou_book", shoot.attempt, image=image())
     effects = m.card_removed()
-    assert DropCapture(SESSION_ID, "id_card") in effects
+    assert DropCapture(SESSION_ID, "hukou_book") in effects
     m.card_read(ZHANG_SAN)
     assert m.view()["screen"] == "documents" and m.view()["view"]["checklist"][0]["status"] == "missing"
 
@@ -247,7 +248,7 @@ def test_idle_timeout_counts_down_for_15_seconds_then_ends_and_wipes():
     clock = HandClock()
     m = make_machine(clock)
     to_documents(m)
-    capture(m, "id_card")
+    capture(m, "hukou_book")
     clock.advance(74.5)
     assert m.countdown() is None and m.next_wakeup() == pytest.approx(clock.t + 0.5)
     clock.advance(0.5)
@@ -375,7 +376,7 @@ def test_call_not_answered_offers_retry_or_appointment():
     clock = HandClock()
     m = make_machine(clock, call_wait_timeout_s=60)
     to_documents(m)
-    for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
+    for n, doc in enumerate(("hukou_book", "income_proof")):
         capture(m, doc, n)
     m.intent("call", {})
     for _ in range(4):  # the villager stays (presence keeps the idle timer from running out)
@@ -392,7 +393,7 @@ def test_call_not_answered_offers_retry_or_appointment():
 def test_cancel_call_returns_to_the_checklist():
     m = make_machine()
     to_documents(m)
-    for n, doc in enumerate(("id_card", "hukou_book", "income_proof")):
+    for n, doc in enumerate(("hukou_book", "income_proof")):
         capture(m, doc, n)
     m.intent("call", {})
     assert events(m.intent("cancel_call", {})) == ["session.call.cancelled"]
@@ -430,7 +431,7 @@ def test_capture_retake_and_camera_failure():
 def test_choosing_another_item_keeps_shared_documents_and_drops_the_rest():
     m = make_machine()
     to_documents(m)
-    capture(m, "id_card", 1)
+    capture(m, "hukou_book", 1)
     capture(m, "income_proof", 2)
     m.intent("back", {})
     m.intent("select_department", {"department_id": "canlian"})
@@ -438,7 +439,9 @@ def test_choosing_another_item_keeps_shared_documents_and_drops_the_rest():
     assert DropDocument(SESSION_ID, "income_proof") not in effects  # living allowance needs it too
     assert m.screen == "documents"  # identity already confirmed: no second card reading
     statuses = {d["doc_id"]: d["status"] for d in m.view()["view"]["checklist"]}
-    assert statuses == {"id_card": "captured", "disability_cert": "missing", "income_proof": "captured"}
+    # the ID card is read from its chip: no photo of it is asked for
+    assert statuses == {"disability_cert": "missing", "income_proof": "captured"}
+    assert DropDocument(SESSION_ID, "hukou_book") in effects  # the living allowance does not need it
     m.intent("back", {})
     m.intent("select_department", {"department_id": "shebao"})
     effects = m.intent("select_item", {"item_id": "shebao.pension_certification"})
@@ -697,7 +700,7 @@ def test_language_switch_holds_for_the_session_and_resets_after():
         ("select_item", {"item_id": "minzheng.low_income_allowance"}, "not available"),
         ("select_department", {"department_id": "../etc"}, "unknown department"),
         ("select_department", {"department_id": ["shebao"]}, "unknown department"),
-        ("capture", {"doc_id": "id_card"}, "not available"),
+        ("capture", {"doc_id": "hukou_book"}, "not available"),
         ("language", {"lang": None}, "lang"),
         ("touch", [], "JSON object"),
         ("touch", {"ref": "x" * 65}, "ref"),

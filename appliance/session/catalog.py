@@ -39,9 +39,15 @@ class LocalText(_Frozen):
 
 
 class DocumentSpec(_Frozen):
+    """One paper an item needs. A document ``id_card`` is the villager's ID card, whose chip the reader
+    reads (data and photo): it is not photographed unless ``card_photo`` says a picture of the card
+    itself is needed. ``card_photo``: this paper is the ID card on the reader, photographed; its capture
+    screen lets the card leave the reader."""
+
     id: Ident
     name: LocalText
     required: bool = True
+    card_photo: bool = False
 
 
 class Department(_Frozen):

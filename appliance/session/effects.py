@@ -74,6 +74,15 @@ class StopCall:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """Tell the kiosk's own parts something (the buzzer, the card reader): an in-process event that is
+    not durable and never leaves the device (``ctx.emit(..., durable=False)``)."""
+
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RunSelfTest:
     peripheral: str
 
@@ -92,6 +101,7 @@ Effect = (
     | WipeSession
     | StartCall
     | StopCall
+    | Signal
     | RunSelfTest
     | RefreshTechnician
 )

@@ -98,6 +98,16 @@ __all__ = [
     "localized",
 ]
 
+# Call statuses in which the villager waits in the clerk's queue (no idle timer then).
+WAITING = ("requesting", "queued")
+# After a restart cut a session short, ``ended`` says so at least this long (a presence sensor does not
+# skip it: the villager in front of the kiosk must read it; a touch or a card does).
+RESTART_HOLD_S = 30.0
+# While the last villager's card stays on the reader, ``ended`` repeats "take your card" (and beeps)
+# this often, for at most ``CARD_LEFT_HOLD_S``; then ``attract`` (the next session reads the card).
+CARD_REMINDER_S = 5.0
+CARD_LEFT_HOLD_S = 60.0
+
 # --- the clock ---------------------------------------------------------------------------------------
 
 
@@ -184,6 +194,11 @@ class SessionMachine:
         self.pin_attempts_left = config.pin_attempts
         self.pin_is_default = False
         self.rejected_intents = 0
+        # A card lies on the reader (from card.read/card.error to card.removed). Not personal data: who
+        # it belongs to is the session's, and goes with it.
+        self.card_on_reader = False
+        self.card_reminders = 0
+        self.last_reminder = 0.0
 
     @property
     def intent_names(self) -> list[str]:
@@ -236,9 +251,18 @@ class SessionMachine:
         self.last_activity = self.clock.monotonic()
         if self.session is not None:
             self.session.idle_warned = False
+        if self.screen is Screen.ENDED and (self.ended_reason == "restart" or self.card_on_reader):
+            return []  # the message on ``ended`` is for the person standing there: a touch goes on
         if self.screen in (Screen.ATTRACT, Screen.ENDED):
             return self._start_session("presence")
         return []
+
+    def interrupted(self) -> None:
+        """The service found that a restart cut a session short: say so on ``ended`` (reason
+        ``restart``) before ``attract``, so the villager knows to start again."""
+        if self.session is None and self.screen is Screen.ATTRACT:
+            self.ended_reason = "restart"
+            self._go(Screen.ENDED)
 
     def card_read(self, data: dict[str, Any]) -> list[Effect]:
         """``card.read`` data: public fields plus ``_private`` (full number) from in-process delivery."""
@@ -246,6 +270,7 @@ class SessionMachine:
         number = private.get("id_number") if isinstance(private.get("id_number"), str) else None
         masked = data.get("id_number_masked") or data.get("id_masked")
         name = data.get("name") or private.get("name")
+        self.card_on_reader = True
         if not isinstance(masked, str) or not masked or not isinstance(name, str) or not name:
             if self.screen in (Screen.IDENTIFY, Screen.CARD_REMOVED):
                 self.notice = {"code": "card_unreadable", "params": {}}
@@ -262,6 +287,8 @@ class SessionMachine:
         same = (number == s.id_number) if (number and s.id_number) else (masked == s.id_masked)
         if self.screen is Screen.CARD_REMOVED:
             return card.returned(self, s, same)
+        if s.identity_confirmed and self.screen is Screen.CAPTURE and not s.card_present:
+            return card.placed_during_photo(self, s, same)
         if s.identity_confirmed:
             if same:
                 s.card_present = True
@@ -287,8 +314,11 @@ class SessionMachine:
 
     def card_removed(self) -> list[Effect]:
         """The card left the reader; what that does on this screen is its spec's ``card_guard``."""
+        self.card_on_reader = False
         s = self.session
         if s is None:
+            if self.screen is Screen.ENDED:  # the card was taken: the usual short hold from now
+                self.entered_at = self.clock.monotonic()
             return []
         s.card_present = False
         self.last_activity = self.clock.monotonic()
@@ -362,8 +392,11 @@ class SessionMachine:
             self.help_notice_until = None
             if (self.notice or {}).get("code") == "help_requested":
                 self.notice = None
-        if self.screen is Screen.ENDED and now - self.entered_at >= self.config.ended_hold_s:
-            self._to_attract()
+        if self.screen is Screen.ENDED:
+            if now - self.entered_at >= self._ended_hold():
+                self._to_attract()
+            elif self.card_on_reader and now - self.last_reminder >= CARD_REMINDER_S:
+                effects += card.remind(self, now)
             return effects
         if self.technician is not None:
             t = self.technician
@@ -395,6 +428,9 @@ class SessionMachine:
             and now - s.call.requested_at >= self.config.call_wait_timeout_s
         ):
             s.call.status = "no_answer"
+            # The wait was activity: the idle timer starts afresh on the "nobody answered" choices.
+            self.last_activity = now
+            s.idle_warned = False
             effects.append(
                 Emit(
                     "session.call.unanswered",
@@ -419,7 +455,9 @@ class SessionMachine:
         if self.help_notice_until is not None:
             times.append(self.help_notice_until)
         if self.screen is Screen.ENDED:
-            times.append(self.entered_at + self.config.ended_hold_s)
+            times.append(self.entered_at + self._ended_hold())
+            if self.card_on_reader:
+                times.append(self.last_reminder + CARD_REMINDER_S)
         if self.technician is not None:
             idle_s = (
                 self.config.pin_idle_s
@@ -447,13 +485,25 @@ class SessionMachine:
                 times.append(s.waiting_since + self.config.platform_timeout_s)
         return min(times) if times else None
 
+    def _ended_hold(self) -> float:
+        """How long ``ended`` shows: longer after a restart, and while the card is left on the reader."""
+        hold = self.config.ended_hold_s
+        if self.ended_reason == "restart":
+            hold = max(hold, RESTART_HOLD_S)
+        if self.card_on_reader:
+            hold = max(hold, CARD_LEFT_HOLD_S)
+        return hold
+
     # === the rendered state ===========================================================================
 
     def _idle_timeout(self) -> float | None:
-        """The idle timeout running now: the screen's, in a session, unless a clerk is connected."""
+        """The idle timeout running now: the screen's, in a session, unless a clerk is connected or the
+        villager waits in the clerk's queue (waiting is activity; ``call_wait_timeout_s`` bounds it)."""
         s = self.session
         timeout = self._spec.idle_timeout
         if s is None or timeout is None or (s.call is not None and s.call.status == "connected"):
+            return None
+        if self.screen is Screen.CALL_WAITING and s.call is not None and s.call.status in WAITING:
             return None
         return timeout(self.config)
 
@@ -527,13 +577,18 @@ class SessionMachine:
 
     def _start_session(self, trigger: str) -> list[Effect]:
         now = self.clock.monotonic()
+        after_restart = self.screen is Screen.ENDED and self.ended_reason == "restart"
         if self.screen is Screen.ENDED:  # the next villager starts in the default language
             self.lang = self.config.default_lang
         s = Session(id=self._new_id(), started_at=now, trigger=trigger)
         self.session = s
         self.last_activity = now
+        self.card_reminders = 0
         self._go(Screen.CATALOG)
-        return [Emit("session.started", {"session_id": s.id, "trigger": trigger, "lang": self.lang})]
+        if after_restart:  # (a card left on the reader woke it): the catalog says it still
+            self.notice = {"code": "restarted", "params": {}}
+        started = Emit("session.started", {"session_id": s.id, "trigger": trigger, "lang": self.lang})
+        return [started, *card.read_again(self, trigger)]
 
     def _end(self, reason: str) -> list[Effect]:
         """End the session: emit ``session.ended``, wipe everything it held, show ``ended``."""
@@ -555,8 +610,12 @@ class SessionMachine:
             None if s.outcome is None else ("approved" if s.outcome.get("approved") else "rejected")
         )
         self.ref = None
+        self.card_reminders = 0
         self._go(Screen.ENDED)
-        return [Emit("session.ended", data), WipeSession(s.id)]
+        effects: list[Effect] = [Emit("session.ended", data), WipeSession(s.id)]
+        if self.card_on_reader and reason != "restart":  # "take your card": now, then every 5 s
+            effects += card.remind(self, now)
+        return effects
 
     def _ask_confirm(self, s: Session) -> list[Effect]:
         self._go(Screen.CONFIRM_IDENTITY)

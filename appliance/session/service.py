@@ -25,7 +25,7 @@ from pydantic import Field
 
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
-from appliance.session.effects import StartCall, StopCall
+from appliance.session.effects import Signal, StartCall, StopCall
 from appliance.session.errors import CatalogInvalid, DocumentStoreError, IntentRejected
 from appliance.session.flows import call as call_flow
 from appliance.session.flows.documents import DocumentGetParams
@@ -103,6 +103,10 @@ class SessionService(Subsystem):
         self.sessions_started = 0
         self.intents_rejected = 0
         self.last_rejection: str | None = None
+        # Recording calls to kiosk-media, one at a time in the order asked (a session's stop must not
+        # overtake the next session's start), and why the last start was refused (None: it was not).
+        self._recording_lock = asyncio.Lock()
+        self.recording_problem: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -153,12 +157,17 @@ class SessionService(Subsystem):
             self._timer = None
         await self._tasks.close()
         async with self._lock:
+            cut_short = self.machine.session
             await self._run(self.machine.stop())
+            if cut_short is not None:  # said to the villager at the next start (session.ended is sent)
+                await off_loop(self._mark_active, cut_short.id, ended=True)
             self._publish()
         await asyncio.to_thread(self.documents.wipe_all)
 
     # The id of the session in progress (no personal data) is kept on disk, so a session cut short by a
-    # crash or power cut still closes its funnel with a ``session.ended`` event at the next start.
+    # crash or power cut still closes its funnel with a ``session.ended`` event at the next start, and
+    # the villager is told (``ended`` with reason ``restart``). A clean stop mid-session leaves
+    # ``{"session_id", "ended": true}``: the event was sent, the villager is still told.
     @property
     def _active_marker(self) -> Path:
         return self.dir / "active.json"
@@ -176,32 +185,40 @@ class SessionService(Subsystem):
             sid = marker["session_id"]
             if not isinstance(sid, str) or not SESSION_ID.match(sid):
                 raise ValueError(sid)
-        except (ValueError, KeyError, TypeError):
+            reported = marker.get("ended", False) is True
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.ctx.log.warning("session: unreadable %s ignored", self._active_marker)
         else:
-            await self.ctx.emit(
-                "session.ended",
-                {
-                    "session_id": sid,
-                    "reason": "restart",
-                    "purpose": None,
-                    "last_screen": None,
-                    "duration_s": None,
-                    "item_id": None,
-                    "recovered": True,
-                },
-            )
+            self.ctx.log.warning("session: %s was cut short by a restart", sid)
+            self.machine.interrupted()
+            # kiosk-media may still be recording the dead session: close it before any new one starts
+            # (recording calls run in order, so this stop comes before the next session's start).
+            self._spawn(self._recording("record_stop", {}))
+            if not reported:
+                await self.ctx.emit(
+                    "session.ended",
+                    {
+                        "session_id": sid,
+                        "reason": "restart",
+                        "purpose": None,
+                        "last_screen": None,
+                        "duration_s": None,
+                        "item_id": None,
+                        "recovered": True,
+                    },
+                )
         with contextlib.suppress(OSError):
             await asyncio.to_thread(self._active_marker.unlink)
 
-    def _mark_active(self, session_id: str | None) -> None:
+    def _mark_active(self, session_id: str | None, *, ended: bool = False) -> None:
         """Write or remove the marker (blocking: temp file, fsync, rename; run it through ``off_loop``)."""
         try:
             if session_id is None:
                 with contextlib.suppress(FileNotFoundError):
                     self._active_marker.unlink()
             else:
-                write_atomic(self._active_marker, json.dumps({"session_id": session_id}).encode())
+                marker: dict[str, Any] = {"session_id": session_id} | ({"ended": True} if ended else {})
+                write_atomic(self._active_marker, json.dumps(marker).encode())
         except OSError as exc:
             self.ctx.log.warning("session: cannot update %s: %s", self._active_marker, exc)
 
@@ -211,14 +228,22 @@ class SessionService(Subsystem):
         self._mark_active(None)
 
     def health(self) -> Mapping[str, Health]:
+        recording = (
+            Health(HealthStatus.DEGRADED, self.recording_problem)
+            if self.recording_problem
+            else Health(HealthStatus.OK)
+        )
+        return {"session": self._session_health(), "recording": recording}
+
+    def _session_health(self) -> Health:
         problems = []
         if self.machine.pin_is_default:
             problems.append("technician PIN is the factory default (set session.technician_pin_hash)")
         if self.catalogs.load_problem:
             problems.append(f"catalog problem, using the shipped one: {self.catalogs.load_problem[:200]}")
         if problems:
-            return {"session": Health(HealthStatus.DEGRADED, "; ".join(problems))}
-        return {"session": Health(HealthStatus.OK)}
+            return Health(HealthStatus.DEGRADED, "; ".join(problems))
+        return Health(HealthStatus.OK)
 
     def busy(self) -> str | None:
         if self.machine.session is not None:
@@ -369,6 +394,8 @@ class SessionService(Subsystem):
                     self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
                 elif isinstance(eff, StartCall):
                     self._spawn(self._call_start(eff))
+                elif isinstance(eff, Signal):
+                    await self.ctx.emit(eff.type, eff.data, durable=False)
                 elif isinstance(eff, StopCall):
                     self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
                 elif isinstance(eff, RunSelfTest):
@@ -380,12 +407,47 @@ class SessionService(Subsystem):
                 self.ctx.log.error("session: %s failed: %s", type(eff).__name__, exc)
 
     async def _recording(self, method: str, params: dict[str, Any]) -> None:
-        """Start/stop the session's recording in the media process; its absence never blocks a villager."""
-        try:
-            await self.ctx.call_rpc("media", method, params, timeout_s=5.0)
-        except CommandError as exc:
-            if exc.status != 409:  # 409: nothing recording / already recording — nothing to do
-                self.ctx.log.warning("session: media %s failed (%s): %s", method, exc.status, exc)
+        """Start/stop the session's recording in the media process; its absence never blocks a villager.
+
+        Calls run one at a time in the order asked. A start refused with 409 means kiosk-media still
+        records another session (one a crash cut short): that recording is stopped and the start tried
+        again once. A start that still fails is the ``recording`` health's reason until one succeeds.
+        Other calls (``record_stop``, ``call_stop``) answer 409 when there is nothing to stop: fine."""
+        async with self._recording_lock:
+            try:
+                await self.ctx.call_rpc("media", method, params, timeout_s=5.0)
+            except CommandError as exc:
+                if method != "record_start":
+                    if exc.status != 409:
+                        self.ctx.log.warning("session: media %s failed (%s): %s", method, exc.status, exc)
+                    return
+                if exc.status == 409:
+                    stale = exc.detail.get("recording")
+                    self.ctx.log.warning(
+                        "session: media records %s, not %s: stopping it (orphaned by a restart)",
+                        stale or "another session",
+                        params.get("session_id"),
+                    )
+                    try:
+                        try:
+                            await self.ctx.call_rpc("media", "record_stop", {}, timeout_s=5.0)
+                        except CommandError as stop:
+                            if stop.status != 409:  # 409: it stopped meanwhile
+                                raise
+                        await self.ctx.call_rpc("media", method, params, timeout_s=5.0)
+                    except CommandError as again:
+                        exc = again
+                    else:
+                        self.recording_problem = None
+                        return
+                self.recording_problem = (
+                    f"session {params.get('session_id')} is not recorded: media refused record_start "
+                    f"({exc.status}): {str(exc)[:200]}"
+                )
+                self.ctx.log.error("session: %s", self.recording_problem)
+                return
+            if method == "record_start":
+                self.recording_problem = None
 
     async def _call_start(self, eff: StartCall) -> None:
         """Hand the call's media to kiosk-media; if it cannot take it, the call goes on as text and

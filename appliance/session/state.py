@@ -61,6 +61,7 @@ class Doc:
     note: str | None = None
     image: dict[str, Any] | None = None
     stale: bool = False  # the clerk asked for it again: the image stays until replaced
+    card_photo: bool = False  # the catalog says this paper is the ID card itself, photographed
 
     @property
     def status(self) -> str:

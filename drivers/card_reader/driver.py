@@ -128,6 +128,14 @@ class CardReader(Peripheral):
     def card_present(self) -> bool:
         return self._card_present
 
+    def read_again(self) -> bool:
+        """Read the card lying on the reader once more at the next poll (a new session starts with a
+        card already there). False, and nothing happens, when no card is on the reader."""
+        if not self._card_present:
+            return False
+        self._card_done = False
+        return True
+
     def health(self) -> Health:
         return self._supervisor.health
 

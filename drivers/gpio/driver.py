@@ -262,6 +262,13 @@ class Gpio(Peripheral):
             names.append("status_led")
         return names
 
+    def beep(self, times: int = 2) -> bool:
+        """Beep ``times`` short beeps in the background (a reminder); False when no buzzer is fitted."""
+        if self.buzzer is None:
+            return False
+        self.buzzer.beep(on_time=0.15, off_time=0.15, n=max(1, min(times, 5)), background=True)
+        return True
+
     def show_status(self, state: LedState | str) -> None:
         """Set the status LED (ready / busy / fault / off); a kiosk without one ignores it."""
         if self.led is not None:

@@ -1,4 +1,9 @@
-"""``ended``: the session is over and its personal data already wiped; back to ``attract`` shortly."""
+"""``ended``: the session is over and its personal data already wiped; back to ``attract`` shortly.
+
+It reminds the villager to take the ID card and the papers (louder while the card is still on the
+reader: ``view.card_on_reader``), and after a restart cut a visit short (reason ``restart``) it says
+so, so the villager knows to start again.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,19 @@ class EndedScreen(KioskScreen):
     TITLE_KEY = "ended.title"
 
     def body(self) -> ComposeResult:
-        reason = str(self.view.data.get("reason") or "completed")
-        if reason == "completed" and self.view.data.get("outcome") == "rejected":
+        data = self.view.data
+        reason = str(data.get("reason") or "completed")
+        if reason == "completed" and data.get("outcome") == "rejected":
             reason = "not_accepted"  # not "本次办理已完成" after the clerk said no
-        yield Plain(self.t("ended.thanks"), classes="big-message")
-        yield Plain(self.word("ended.reason", reason), classes="message center", id="ended-reason")
+        if reason == "restart":
+            yield Plain(self.t("ended.restarted"), classes="big-message", id="ended-restarted")
+        else:
+            yield Plain(self.t("ended.thanks"), classes="big-message")
+            yield Plain(self.word("ended.reason", reason), classes="message center", id="ended-reason")
+            if data.get("card_on_reader") is True:
+                yield Plain(self.t("ended.take_card"), classes="big-message warning", id="ended-take-card")
+                yield Plain(self.t("ended.card_still_on_reader"), classes="message center warning")
+            else:
+                yield Plain(self.t("ended.take_card"), classes="message center", id="ended-take-card")
         yield Plain(self.t("ended.wiped"), classes="detail center")
         yield from self.choice_area()

@@ -73,12 +73,15 @@ def capture_offers(m: SessionMachine) -> Container[str]:
 
 def abandon_capture(m: SessionMachine, s: Session) -> list[Effect]:
     """Card guard of ``capture``: the capture is abandoned (its pending image dropped) and the card
-    asked for; when it returns the villager is back where the capture started."""
+    asked for; when it returns the villager is back where the capture started. On the capture of a
+    photo of the card itself, lifting the card is what the screen asked for: the capture goes on."""
     if not s.identity_confirmed:
         return []
     c = s.capture
     if c is None:
         return card.hold(m, s)
+    if card.photo_of_card(s.doc(c.doc_id)):
+        return card.lifted_for_photo(m, s)
     s.capture = None
     return [DropCapture(s.id, c.doc_id), *card.put_back(m, s, c.return_to)]
 
@@ -94,7 +97,14 @@ def capture(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
         raise IntentRejected(f"capture: {doc_id!r} is not on the checklist")
     s.capture = Capture(doc_id=doc.doc_id, return_to=m.screen)
     m._go(Screen.CAPTURE)
+    _card_photo_hint(m, s)
     return []
+
+
+def _card_photo_hint(m: SessionMachine, s: Session) -> None:
+    """On the capture of the card's own photo, say that the card may leave the reader (a notice)."""
+    if s.capture is not None and card.photo_of_card(s.doc(s.capture.doc_id)):
+        m.notice = {"code": card.CARD_PHOTO_NOTICE, "params": {}}
 
 
 def _capturing(m: SessionMachine) -> tuple[Session, Capture]:
@@ -117,7 +127,9 @@ def accept(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     assert c.image is not None
     doc = s.doc(c.doc_id)
     s.capture = None
-    m._go(c.return_to if c.return_to in (Screen.DOCUMENTS, Screen.CALL) else Screen.DOCUMENTS)
+    card.leave_capture(
+        m, s, c.return_to if c.return_to in (Screen.DOCUMENTS, Screen.CALL) else Screen.DOCUMENTS
+    )
     if doc is None:  # the item changed under the capture: cannot happen through the UI, but be safe
         return [DropCapture(s.id, c.doc_id)]
     doc.image = {k: c.image[k] for k in ("sha256", "bytes", "mime")}
@@ -140,6 +152,7 @@ def accept(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
 def retake(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     s, c = _capturing(m)
     c.phase, c.image = "preview", None
+    _card_photo_hint(m, s)
     return [DropCapture(s.id, c.doc_id)]
 
 
@@ -154,7 +167,7 @@ def capture_back(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     """On ``capture``: give up this paper and return to where the capture started."""
     s, c = _capturing(m)
     s.capture = None
-    m._go(c.return_to)
+    card.leave_capture(m, s, c.return_to)
     return []
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.session.effects import DropDocument, Effect, Emit
 from appliance.session.errors import IntentRejected
-from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call
+from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call, card
 from appliance.session.state import (
     LANGS,
     MAX_INTENT_TEXT,
@@ -37,7 +37,15 @@ def attract_view(m: SessionMachine) -> dict[str, Any]:
 
 
 def ended_view(m: SessionMachine) -> dict[str, Any]:
-    return {"reason": m.ended_reason, "outcome": m.ended_outcome}
+    """``outcome``: the clerk's decision if there was one (``rejected`` is not "completed");
+    ``card_on_reader``: the card is still on the reader (say "take your card" louder);
+    ``reminders``: how often that was said (it changes, so the UI repeats it)."""
+    return {
+        "reason": m.ended_reason,
+        "outcome": m.ended_outcome,
+        "card_on_reader": m.card_on_reader,
+        "reminders": m.card_reminders,
+    }
 
 
 def unavailable_view(m: SessionMachine) -> dict[str, Any]:
@@ -145,6 +153,8 @@ def select_item(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     s.item, s.purpose = item, "apply"
     s.checklist = []
     for spec in item.documents:
+        if card.from_chip(spec):  # the card on the reader gives it: no photo of the card is asked for
+            continue
         kept = old.pop(spec.id, None)
         s.checklist.append(
             Doc(
@@ -152,6 +162,7 @@ def select_item(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
                 spec.name.as_dict(),
                 spec.required,
                 image=kept.image if kept and not kept.stale else None,
+                card_photo=spec.card_photo,
             )
         )
     # Images of the previous item that this one does not need are deleted at once.
