@@ -300,7 +300,7 @@ async def test_the_clerk_cannot_approve_over_a_missing_requested_document_unless
     console = ClerkConsole(link, ROOT)
     try:
         await start_application(app, ui)
-        await capture_and_keep(ui, "id_card")
+        await capture_and_keep(ui, "hukou_book")
         ui.send("call")
         await ui.screen("call_waiting", status="requesting")
         assert (await console.act("accept"))["status"] == 200

@@ -308,7 +308,7 @@ def test_rejection_shows_the_reason_then_rating():
     m.intent("continue", {})
     assert events(m.intent("skip", {})) == ["session.ended"]
     v = m.view()  # not "completed" as if the application had gone through
-    assert v["screen"] == "ended" and v["view"] == {"reason": "completed", "outcome": "rejected"}
+    assert v["screen"] == "ended" and {"reason": "completed", "outcome": "rejected"}.items() <= v["view"].items()
 
 
 def test_after_a_rejection_the_villager_can_call_again_or_book_a_window_visit():
@@ -321,7 +321,7 @@ def test_after_a_rejection_the_villager_can_call_again_or_book_a_window_visit():
     m.command("session.approve", {**sid(m), "application_no": "SQ-2"})  # the second clerk says yes
     m.intent("continue", {})
     m.intent("skip", {})
-    assert m.view()["view"] == {"reason": "completed", "outcome": "approved"}
+    assert {"reason": "completed", "outcome": "approved"}.items() <= m.view()["view"].items()
 
     m = make_machine()
     to_call(m)

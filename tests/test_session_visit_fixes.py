@@ -132,7 +132,7 @@ def test_the_card_left_on_the_reader_is_asked_for_with_the_buzzer_until_it_is_ta
     effects = m.intent("end", {})
     assert Signal(CARD_LEFT, {"reminder": 1}) in effects
     v = m.view()["view"]
-    assert v == {"reason": "cancelled", "card_on_reader": True, "reminders": 1}
+    assert v == {"reason": "cancelled", "outcome": None, "card_on_reader": True, "reminders": 1}
     assert m.presence() == [] and m.screen == "ended"  # the next one waits for the card to go
     clock.advance(CARD_REMINDER_S)
     assert m.next_wakeup() == pytest.approx(clock.t)
