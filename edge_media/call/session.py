@@ -415,25 +415,12 @@ class CallSession:
                 return
             back.set()
 
-        pings = TaskSet("call-resume", log)
-        try:
-            while not self._stopping and time.monotonic() < deadline:
-                if pub.connectionState in ("failed", "closed") or self._dead or lost:
-                    log.info("call %s: cannot resume (%s)", self.session_id, self._dead or lost or "ICE")
-                    return False
-                if back.is_set():
-                    break
-                if time.monotonic() - down_since >= self.cfg.text_fallback_s and self.status != "failed":
-                    self._set("failed", reason)
-                pings.spawn(ping())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(PROBE_EVERY_S):
-                        await back.wait()
-            else:
-                return False
-        finally:
-            await pings.close()
-        if self._dead or lost or pub.connectionState in ("failed", "closed"):
+        def hopeless() -> bool:
+            return pub.connectionState in ("failed", "closed") or bool(self._dead or lost)
+
+        await self._overlapping(ping, back, deadline, down_since, reason, give_up=hopeless)
+        if not back.is_set() or hopeless():
+            log.info("call %s: cannot resume (%s)", self.session_id, self._dead or lost or "no answer")
             return False
         self._rx_any_at = time.monotonic()
         self._request_keyframes(pub)
@@ -469,17 +456,31 @@ class CallSession:
                     await resp.read()
                 answered.set()
 
-        probes = TaskSet("call-probe", log)
+        await self._overlapping(probe, answered, until, down_since, reason)
+
+    async def _overlapping(
+        self,
+        attempt: Callable[[], Any],
+        done: asyncio.Event,
+        until: float,
+        down_since: float,
+        reason: str,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Start ``attempt()`` every ``PROBE_EVERY_S`` while earlier ones still wait (so the first one
+        sent after the link returns is at most that late), until one sets ``done``, ``give_up()`` says
+        so, or ``until`` passes. Meanwhile the call turns ``failed`` (text) on time."""
+        attempts = TaskSet("call-probe", log)
         try:
-            while not self._stopping and time.monotonic() < until and not answered.is_set():
+            while not self._stopping and time.monotonic() < until and not done.is_set() and not give_up():
                 if time.monotonic() - down_since >= self.cfg.text_fallback_s and self.status != "failed":
                     self._set("failed", reason)
-                probes.spawn(probe())
+                attempts.spawn(attempt())
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(PROBE_EVERY_S):
-                        await answered.wait()
+                        await done.wait()
         finally:
-            await probes.close()
+            await attempts.close()
 
     def _rtc_config(self) -> RTCConfiguration:
         # An explicit list, even empty: aiortc's default (None) would use a public STUN server.
