@@ -68,6 +68,8 @@ class AppointmentScreen(KioskScreen):
                     yield Plain(self.t("appointment.booked"), classes="message")
                     yield Plain(str(booking.get("booking_no", "")), classes="big-message", id="booking-no")
                     yield Plain(slot_label(self.view, booking.get("slot")), classes="message")
+                    if as_dict(data.get("print")).get("status") == "failed":
+                        yield Plain(self.t("print.failed"), classes="message", id="print-failed")
                     yield from self.choice_area()
             return
         else:

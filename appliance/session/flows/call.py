@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, StringConstraints
 
 from appliance.config import CallTarget
+from appliance.session import printing
 from appliance.session.effects import DropCapture, Effect, Emit, StartCall, StopCall
 from appliance.session.flows import (
     IntentHandler,
@@ -137,6 +138,7 @@ def receipt_view(m: SessionMachine) -> dict[str, Any]:
         "qr_text": o.get("qr_text"),
         "note": o.get("note"),
         "clerk": s.call.clerk if s.call else None,
+        "print": printing.print_view(s, "receipt"),
     }
 
 
@@ -383,7 +385,10 @@ def approve(m: SessionMachine, params: ApproveParams) -> tuple[dict[str, Any], l
         "note": params.note,
         "qr_text": params.qr_text or m.config.receipt_url_template.format(application_no=number),
     }
-    return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number)
+    reply, effects = _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number)
+    if m.printer:
+        effects.append(printing.approved_receipt(m, s))
+    return reply, effects
 
 
 class RejectParams(SessionParams):
