@@ -99,7 +99,9 @@ def test_status_requests_and_a_byte_that_is_not_a_status():
 
 @given(st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_every_printer_state_survives_its_own_answers(offline, cover, paper, near, error):
-    state = PrinterStatus(offline=offline, cover_open=cover, paper_end=paper, paper_near_end=near, error=error)
+    state = PrinterStatus(
+        offline=offline, cover_open=cover, paper_end=paper, paper_near_end=near, error=error
+    )
     back = PrinterStatus.from_answers(state.answers())
     assert (back.cover_open, back.paper_end, back.paper_near_end, back.error) == (cover, paper, near, error)
     assert back.ready is state.ready
