@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from session_helpers import ZHANG_SAN, HandClock, make_machine, to_call
-from test_session_service import BusContext, Ui, capture_and_keep, intents_flowing
-from test_session_service import FakeDoccam
+from test_session_service import BusContext, Ui, intents_flowing
 
 from appliance.config import parse
 from appliance.peripherals import Peripherals
@@ -129,13 +128,12 @@ async def rig(tmp_path: Path, bus_broker: Mosquitto):
     await peripherals.start()
     service = SessionService(ctx, clock=HandClock(time.monotonic()))
     ui = await Ui(bus_broker.port).start()
-    doccam = await FakeDoccam(bus_broker.port, tmp_path / "media").start()
     await service.start()
     await intents_flowing(ui)
     yield ctx, service, peripherals, ui
     await service.stop()
     await peripherals.stop()
-    for b in (ui.bus, doccam.bus, bus):
+    for b in (ui.bus, bus):
         await b.stop()
 
 
