@@ -108,6 +108,7 @@ async def test_a_receipt_comes_out_with_its_text_and_a_qr_code_of_the_progress_u
 async def test_chinese_text_is_drawn_as_glyphs_not_boxes(printer):
     p, _ = printer
     await p.print_receipt(RECEIPT)
+    assert p.simulator.wait_printed(1)
     image = p.simulator.receipts[-1].image
     # The title (double size) and the site line: rows of ink, with a different shape per character.
     top = image.crop((0, 0, image.width, 48))
@@ -269,7 +270,7 @@ async def test_usb_printer_prints_and_reports_no_paper():
     await p.start(Events())
     try:
         await p.print_receipt(RECEIPT)
-        assert dev.detached and sim.receipts[-1].qr_data == [URL]
+        assert sim.wait_printed(1) and dev.detached and sim.receipts[-1].qr_data == [URL]
         assert p.inventory()["port"] == "usb:0416:5011"
         sim.inject("no_paper")
         with pytest.raises(e.PaperOut):

@@ -214,3 +214,17 @@ async def test_the_printer_service_refuses_malformed_receipts_and_survives(rig):
         assert info.value.status == 400
     assert peripherals.devices["printer"].simulator.printed == 0
     assert (await peripherals.devices["printer"].check()).status is HealthStatus.OK
+
+
+async def test_a_switched_off_printer_never_holds_the_villager(rig):
+    ctx, service, peripherals, ui = rig
+    await ctx.call_rpc("sim", "fault", {"device": "printer", "fault": "offline"})
+    assert peripherals.health()["printer"].status is HealthStatus.MISSING
+    await book(ctx, service, ui)
+    # The booking is on screen (and "done" works) while the printer is still being waited for.
+    state = await ui.wait(lambda s: s["view"].get("phase") == "booked", "booked")
+    assert state["view"]["print"]["status"] in ("printing", "failed") and state["actions"][0] == "done"
+    state = await ui.wait(lambda s: (s["view"].get("print") or {}).get("status") == "failed", "print failed")
+    assert state["view"]["print"]["code"] == "printer.offline"
+    ui.send("done")
+    await ui.screen("ended", reason="completed")

@@ -124,8 +124,11 @@ class Printer(Peripheral):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._transport is not None:
+            # Bounded: a worker stuck in a write to a hung printer must not hold the daemon's stop.
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(self._executor, self._transport.close)
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(self._executor, self._transport.close), 2.0
+                )
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.simulator is not None:
             await asyncio.to_thread(self.simulator.stop)

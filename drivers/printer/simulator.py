@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import tempfile
 import threading
@@ -44,6 +45,7 @@ FONT_PATHS = (
 CELL = 24  # font A: 12 x 24 dots ASCII, 24 x 24 dots for a Chinese character
 LINE_GAP = 6
 MAX_RECEIPT_ROWS = 4000  # dots of paper at most per receipt (a runaway stream is cut here)
+BUFFER_COMMANDS = 10_000  # the receive buffer, in commands; beyond it data is lost (counted)
 
 
 def find_font() -> str | None:
@@ -217,6 +219,10 @@ class PrinterSimulator:
         self._paper = _Paper(paper_dots, self.font_path)
         self._commands: list[Command] = []
         self._printed_event = threading.Condition(self._lock)
+        # Real-time status is answered on receipt, ahead of printing (as ESC/POS printers do): the
+        # print head works through its buffer on a thread of its own.
+        self._buffer: queue.Queue[Command | None] = queue.Queue(maxsize=BUFFER_COMMANDS)
+        self._head: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -231,7 +237,13 @@ class PrinterSimulator:
             os.replace(tmp, self.port)
             self._thread = threading.Thread(target=self._run, name="printer-sim", daemon=True)
             self._thread.start()
+        self._start_head()
         return self
+
+    def _start_head(self) -> None:
+        if self._head is None:
+            self._head = threading.Thread(target=self._print_head, name="printer-sim-head", daemon=True)
+            self._head.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -240,6 +252,11 @@ class PrinterSimulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._head is not None:
+            with contextlib.suppress(queue.Full):
+                self._buffer.put(None, timeout=1)
+            self._head.join(timeout=5)
+            self._head = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.port)
         for fd in (self._master, self._slave, self._wake_r, self._wake_w):
@@ -342,11 +359,25 @@ class PrinterSimulator:
             elif not state.ready:
                 self.discarded_bytes += len(cmd.raw)  # stopped: the data is lost, as on the hardware
             else:
-                self._execute(cmd)
+                self._start_head()  # fed directly (a USB test device) without start()
+                try:
+                    self._buffer.put_nowait(cmd)
+                except queue.Full:
+                    self.discarded_bytes += len(cmd.raw)
         if reply and self._master >= 0:
             with contextlib.suppress(OSError):
                 os.write(self._master, bytes(reply))
         return bytes(reply)
+
+    def _print_head(self) -> None:
+        while True:
+            cmd = self._buffer.get()
+            if cmd is None:
+                return
+            try:
+                self._execute(cmd)
+            except Exception:  # a rendering bug loses that command, never the printer
+                log.exception("printer simulator: failed to print %s", cmd.name)
 
     def _execute(self, cmd: Command) -> None:
         p = self._paper
