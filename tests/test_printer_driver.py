@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import segno
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.printer import errors as e
 from drivers.printer.config import PrinterConfig
@@ -303,3 +305,23 @@ async def test_stop_is_idempotent_and_cleans_the_pty(tmp_path: Path):
     await p.stop()
     assert not Path(port).exists()
     await asyncio.sleep(0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=8))
+def test_the_simulator_takes_any_bytes_and_answers_only_status_bytes(chunks):
+    sim = PrinterSimulator()
+    try:
+        for chunk in chunks:
+            for b in sim.receive(b"\x1b@" + chunk + b"\x10\x04\x04"):
+                assert b & 0x93 == 0x12  # whatever came before, an answer is a well-formed status byte
+        # The print head survives whatever it was given and, once switched off and on (a half-received
+        # command declared thousands of bytes), prints a whole receipt.
+        sim.power_cycle()
+        sim.receive(b"\n\x1b@" + build_receipt(RECEIPT))
+        deadline = time.monotonic() + 10
+        while not any(r.qr_data[-1:] == [URL] and "申请人：张*" in r.lines for r in sim.receipts):
+            assert time.monotonic() < deadline, "the receipt after the garbage never came out"
+            time.sleep(0.02)
+    finally:
+        sim.stop()

@@ -289,6 +289,11 @@ class PrinterSimulator:
             else:
                 self._faults.discard(fault)
 
+    def power_cycle(self) -> None:
+        """Switch off and on: whatever half-received command was pending is gone."""
+        with self._lock:
+            self._decoder.reset()
+
     @property
     def faults(self) -> list[str]:
         with self._lock:
@@ -352,7 +357,9 @@ class PrinterSimulator:
             return b""  # switched off: nothing is read, nothing answered
         answers = state.answers()
         reply = bytearray()
-        for cmd in self._decoder.feed(data):
+        with self._lock:
+            commands = self._decoder.feed(data)
+        for cmd in commands:
             if cmd.name == "status":
                 self.status_requests += 1
                 reply.append(answers[cmd.value])
