@@ -228,3 +228,29 @@ async def test_a_switched_off_printer_never_holds_the_villager(rig):
     assert state["view"]["print"]["code"] == "printer.offline"
     ui.send("done")
     await ui.screen("ended", reason="completed")
+
+
+async def test_kiosk_sim_injects_and_clears_printer_faults(rig, tmp_path: Path, bus_broker: Mosquitto):
+    import asyncio
+
+    from conftest import write_config
+
+    from kiosk_cli import main as cli
+
+    ctx, service, peripherals, ui = rig
+    path = write_config(
+        tmp_path / "kiosk.toml", bus_port=bus_broker.port, fleet_port=1883, data_dir=tmp_path / "d"
+    )
+
+    def kiosk(*args: str) -> int:
+        return cli.main(["--config", str(path), "sim", *args])
+
+    assert await asyncio.to_thread(kiosk, "fault", "printer", "cover_open") == 0
+    assert peripherals.health()["printer"].status is HealthStatus.DEGRADED
+    assert "cover" in peripherals.health()["printer"].reason
+    assert await asyncio.to_thread(kiosk, "fault", "printer", "jam") == 1  # unknown: refused, nothing changes
+    assert peripherals.devices["printer"].simulator.faults == ["cover_open"]
+    assert await asyncio.to_thread(kiosk, "unplug", "printer") == 0
+    assert peripherals.health()["printer"].status is HealthStatus.MISSING
+    assert await asyncio.to_thread(kiosk, "fault", "printer", "clear") == 0
+    assert peripherals.health()["printer"].status is HealthStatus.OK
