@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from session_helpers import ZHANG_SAN, HandClock, make_machine, to_call
-from test_session_service import BusContext, Ui, intents_flowing
+from test_session_service import BusContext, FakeDoccam, Ui, capture_and_keep, intents_flowing
 
 from appliance.config import parse
 from appliance.peripherals import Peripherals
@@ -128,12 +128,13 @@ async def rig(tmp_path: Path, bus_broker: Mosquitto):
     await peripherals.start()
     service = SessionService(ctx, clock=HandClock(time.monotonic()))
     ui = await Ui(bus_broker.port).start()
+    doccam = await FakeDoccam(bus_broker.port, tmp_path / "media").start()
     await service.start()
     await intents_flowing(ui)
     yield ctx, service, peripherals, ui
     await service.stop()
     await peripherals.stop()
-    for b in (ui.bus, bus):
+    for b in (ui.bus, doccam.bus, bus):
         await b.stop()
 
 
@@ -179,6 +180,43 @@ async def test_a_booking_comes_out_of_the_printer_without_personal_data(rig, tmp
     assert printed == [
         {"printer": "printer", "job": "appointment", "session_id": sid, "bytes": printed[0]["bytes"]}
     ]
+
+
+async def test_an_approval_prints_the_receipt_with_the_screens_qr(rig):
+    ctx, service, peripherals, ui = rig
+    await ctx.emit("presence.detected", {"screen_woken": False, "relay": None})
+    await ui.screen("catalog")
+    ui.send("select_department", {"department_id": "minzheng"})
+    await ui.wait(lambda s: s["view"]["department"] is not None, "items of 民政")
+    ui.send("select_item", {"item_id": "minzheng.low_income_allowance"})
+    await ui.screen("identify")
+    await ctx.emit("card.read", ZHANG_SAN)
+    await ui.screen("confirm_identity")
+    ui.send("confirm")
+    await ui.screen("documents")
+    for doc in ("id_card", "hukou_book", "income_proof"):
+        await capture_and_keep(ui, doc)
+    ui.send("call")
+    await ui.screen("call_waiting", status="requesting")
+    sid = ui.state["session_id"]
+    commands = service.commands()
+    clerk = {"id": "c-0042", "name": "李明", "department": "minzheng"}
+    await commands["session.call.accepted"]({"session_id": sid, "clerk": clerk})
+    await ui.screen("call")
+    await commands["session.approve"]({"session_id": sid, "application_no": "SQ330803-20261121-0007"})
+    state = await ui.wait(lambda s: (s["view"].get("print") or {}).get("status") == "printed", "printed")
+    assert state["screen"] == "receipt"
+    sim = peripherals.devices["printer"].simulator
+    assert sim.wait_printed(1)
+    out = sim.receipts[-1]
+    assert out.qr_data == [state["view"]["qr_text"]]  # the QR the screen shows
+    assert "申请编号：SQ330803-20261121-0007" in out.lines and "申请人：张*" in out.lines
+    department = state["view"]["clerk"]["department"]["name"]["zh-CN"]
+    assert "赤柯山村便民服务站" in out.lines and f"部门：{department}" in out.lines
+    raw = b"".join(c.raw for c in out.commands)
+    for personal in PERSONAL:
+        assert personal.encode("gb18030") not in raw and personal.encode() not in raw
+    assert [d["job"] for t, d in ctx.events if t == "printer.printed"] == ["receipt"]
 
 
 async def test_no_paper_tells_the_villager_where_to_get_it_and_the_platform_sees_a_fault(rig):
