@@ -158,3 +158,20 @@ def test_oversized_and_truncated_commands():
     assert dec.feed(b"\x1d(k\x05\x00\x31\x50") == [] and dec.pending == 7
     assert [c.name for c in dec.feed(b"\x30ab")] == ["qr_store"]
     assert [c.name for c in EscPosDecoder().feed(b"\x10\x04\x07\x10\x04\x04")] == ["unknown", "status"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["title", "site", "item", "number", "department", "qr_url"]), st.text(max_size=80)
+    )
+)
+def test_hostile_field_text_never_becomes_a_printer_command(fields):
+    receipt = Receipt(**{**RECEIPT.__dict__, **fields})
+    try:
+        data = build_receipt(receipt)
+    except ReceiptError:
+        return  # too long, or nothing to put in the QR code: refused, named
+    names = [c.name for c in EscPosDecoder().feed(data)]
+    assert names.count("init") == 1 and names.count("cut") == 1 and names.count("qr_store") == 1
+    assert "unknown" not in names
