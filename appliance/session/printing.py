@@ -69,7 +69,7 @@ def booking_receipt(m: SessionMachine, s: Session) -> PrintReceipt:
     receipt = {
         "title": "预约凭条",
         "site": m.site or "便民服务站",
-        "item": f"预约：{dep}" if dep else "预约",
+        "item": f"{dep}预约" if dep else "预约",
         "number_label": "预约号",
         "number": str(booking.get("booking_no") or ""),
         "date": _date(m),

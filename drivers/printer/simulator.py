@@ -27,6 +27,7 @@ import select
 import tempfile
 import threading
 import tty
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,27 +107,39 @@ class _Paper:
         self.height += img.height
 
     def print_line(self) -> None:
+        """One line in the printer's cells: 12 x 24 dots for a narrow character, 24 x 24 for a wide
+        (Chinese) one, times the character size; a line wider than the paper wraps, as the printer does."""
         from PIL import Image, ImageDraw
 
         text, self.line = self.line, ""
         self.lines.append(text)
-        px = CELL * self.height_mult
-        font = self.font(px)
-        # Characters wider than the paper wrap, as the printer does.
-        chunks, current = [], ""
+        cell_h = CELL * self.height_mult
+        font = self.font(CELL)
+        rows: list[list[tuple[str, int]]] = [[]]
+        used = 0
         for ch in text:
-            if current and font.getlength(current + ch) * self.width_mult / self.height_mult > self.width:
-                chunks.append(current)
-                current = ""
-            current += ch
-        chunks.append(current)
-        for chunk in chunks:
-            w = max(1, int(font.getlength(chunk))) if chunk else 1
-            img = Image.new("1", (w, px + LINE_GAP), 1)
-            draw = ImageDraw.Draw(img)
-            draw.text((0, 0), chunk, font=font, fill=0, stroke_width=1 if self.bold else 0, stroke_fill=0)
-            if self.width_mult != self.height_mult:
-                img = img.resize((max(1, w * self.width_mult // self.height_mult), img.height))
+            w = (CELL if unicodedata.east_asian_width(ch) in "WF" else CELL // 2) * self.width_mult
+            if used + w > self.width and rows[-1]:
+                rows.append([])
+                used = 0
+            rows[-1].append((ch, w))
+            used += w
+        for row in rows:
+            img = Image.new("1", (max(1, sum(w for _, w in row)), cell_h + LINE_GAP), 1)
+            x = 0
+            for ch, w in row:
+                cell = w // self.width_mult
+                advance = max(1, int(font.getlength(ch)))
+                glyph = Image.new("1", (max(cell, advance + (1 if self.bold else 0)), CELL), 1)
+                draw = ImageDraw.Draw(glyph)
+                left = max(0, (cell - advance) // 2)
+                draw.text((left, 0), ch, font=font, fill=0)
+                if self.bold:  # emphasised: struck twice, one dot apart, as the head does
+                    draw.text((left + 1, 0), ch, font=font, fill=0)
+                if glyph.width > cell:  # a glyph wider than its cell is squeezed into it
+                    glyph = glyph.resize((cell, CELL))
+                img.paste(glyph.resize((w, cell_h)), (x, 0))
+                x += w
             self._place(img.crop((0, 0, min(img.width, self.width), img.height)))
 
     def feed(self, lines: int) -> None:
