@@ -126,9 +126,8 @@ class Printer(Peripheral):
         if self._transport is not None:
             # Bounded: a worker stuck in a write to a hung printer must not hold the daemon's stop.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(self._executor, self._transport.close), 2.0
-                )
+                async with asyncio.timeout(2.0):
+                    await asyncio.get_running_loop().run_in_executor(self._executor, self._transport.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.simulator is not None:
             await asyncio.to_thread(self.simulator.stop)
@@ -180,8 +179,11 @@ class Printer(Peripheral):
 
     async def _bounded(self, fn: Any, limit_s: float) -> Any:
         loop = asyncio.get_running_loop()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+        # the job finishes, and stop() would then wait forever for the health task.
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), limit_s)
+            async with asyncio.timeout(limit_s):
+                return await loop.run_in_executor(self._executor, fn)
         except e.PrinterError:
             raise  # PrinterOffline is a TimeoutError too: the printer's own answer, keep it
         except TimeoutError:
