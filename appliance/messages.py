@@ -423,6 +423,27 @@ class SwitcherFailed(WireModel):
     attempts: int = Field(ge=0)
 
 
+class PrinterPrinted(WireModel):
+    """``printer.printed``: a receipt came out of the printer (its contents never leave the kiosk)."""
+
+    printer: str
+    job: Literal["receipt", "appointment"]
+    session_id: str | None
+    bytes: int = Field(ge=0)
+
+
+class PrinterFailed(WireModel):
+    """``printer.failed``: a receipt did not come out: no paper, cover open, offline, gone."""
+
+    printer: str
+    job: Literal["receipt", "appointment"]
+    session_id: str | None
+    code: str = Field(
+        description="printer.no_paper | printer.cover_open | printer.offline | printer.missing | printer.fault | printer.status | printer.receipt"
+    )
+    error: str
+
+
 class HelpPressed(WireModel):
     meaning: str
     duration_s: float = Field(ge=0)
@@ -501,6 +522,8 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "card.error": CardError,
     "switcher.routed": SwitcherRouted,
     "switcher.failed": SwitcherFailed,
+    "printer.printed": PrinterPrinted,
+    "printer.failed": PrinterFailed,
     "button.help.pressed": HelpPressed,
     "button.help.held": HelpHeld,
     "presence.detected": PresenceDetected,

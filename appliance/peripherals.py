@@ -1,6 +1,6 @@
 """``Peripherals``: the appliance subsystem that owns every fitted device (cameras excepted).
 
-It builds the card reader, the switcher and the GPIO parts from ``[drivers.*]``, starts them with the
+It builds the card reader, the switcher, the GPIO parts and the receipt printer from ``[drivers.*]``, starts them with the
 daemon's ``emit`` as their event sink, and offers the daemon their health, inventory, capabilities and
 platform commands (``switcher.route``, ``gpio.set``). Cameras and the document camera are opened by the
 kiosk-media process and are not touched here.
@@ -8,6 +8,9 @@ kiosk-media process and are not touched here.
 It also serves the local RPC service ``sim`` that ``kiosk sim ...`` talks to: present or remove a sample
 card, press or hold the help button, trigger presence, unplug/replug a device, inject faults. Those act
 only on simulated backends; real hardware answers 409.
+
+It serves the local RPC service ``printer`` (method ``print``) that the session calls to print a
+receipt: it answers 200 ``{printed, code, error}`` whatever the printer does, 404 when none is fitted.
 
 Peripheral health is published as retained state ``kiosk/local/state/peripherals`` whenever it changes,
 and the status LED shows ``fault`` while any fitted device is missing.
@@ -26,12 +29,13 @@ from pydantic import Field
 from appliance.subsystem import Context, Subsystem
 from drivers.base import Peripheral
 from kiosk_core.commands import CommandSpec, NoParams, Params, body_of, parse
-from kiosk_core.errors import CommandError, Conflict, KioskError
+from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.health import Health, HealthStatus
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig
     from drivers.gpio.driver import Gpio
+    from drivers.printer.driver import Printer
     from drivers.switcher.driver import Switcher
 
 log = logging.getLogger("kiosk.drivers")
@@ -41,7 +45,7 @@ HEALTH_WATCH_S = 0.5
 
 # --- the parameters of the local ``sim`` RPC service (kiosk sim ...) --------------------------------
 
-SimDevice = Literal["card_reader", "switcher"]
+SimDevice = Literal["card_reader", "switcher", "printer"]
 
 
 class SimCardParams(Params):
@@ -69,6 +73,14 @@ class SimFaultParams(Params):
     fault: str
     count: int = Field(1, ge=1, le=1000)
     code: str | None = Field(None, max_length=8, pattern=r"^[\x00-\x7f]*$")  # ASCII, as E22 or 006
+
+
+class PrintParams(Params):
+    """``printer.print`` on the local bus: one receipt (``drivers.printer.protocol.Receipt``'s fields)."""
+
+    job: Literal["receipt", "appointment"]
+    session_id: str | None = Field(None, max_length=64)
+    receipt: dict[str, Any]
 
 
 class Peripherals(Subsystem):
@@ -99,6 +111,10 @@ class Peripherals(Subsystem):
             from drivers.gpio.driver import Gpio
 
             built.append(Gpio(cfg.gpio))
+        if cfg.printer is not None:
+            from drivers.printer.driver import Printer
+
+            built.append(Printer(cfg.printer, out_dir=self.ctx.data_dir / "printer"))
         return built
 
     async def start(self) -> None:
@@ -120,6 +136,7 @@ class Peripherals(Subsystem):
                 "fault": self._sim_fault,
             },
         )
+        self.ctx.register_rpc("printer", {"print": self._print})
         self.ctx.listen("session.", self._on_session_event)
         self._publish_if_changed()
         self._watch = asyncio.create_task(self._watch_health(), name="peripherals-health")
@@ -235,6 +252,41 @@ class Peripherals(Subsystem):
             except KioskError as exc:
                 log.warning("could not publish peripheral health: %s", exc)
 
+    # --- the `printer` RPC service ---------------------------------------------------------------
+
+    def _printer(self) -> Printer | None:
+        device = self.devices.get("printer")
+        return device  # type: ignore[return-value]
+
+    async def _print(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Print one receipt: 200 ``{printed: true, bytes}`` or ``{printed: false, code, error}``; the
+        printer's own faults are answers, not errors, so the session can tell the villager what to do."""
+        from drivers.printer.errors import PrinterError, ReceiptError
+        from drivers.printer.protocol import Receipt
+
+        p = parse("printer.print", PrintParams, params)
+        printer = self._printer()
+        if printer is None:
+            raise CommandError(404, "no receipt printer is fitted in this kiosk (no [drivers.printer])")
+        r = dict(p.receipt)
+        extra = r.pop("extra", [])
+        try:
+            receipt = Receipt(**r, extra=tuple(tuple(x) for x in extra)).checked()
+        except (
+            TypeError,
+            ValueError,
+        ) as exc:  # ReceiptError is a ValueError; TypeError: missing/unknown field
+            raise BadRequest(f"printer.print: {exc}") from None
+        try:
+            out = await printer.print_receipt(receipt, job=p.job, session_id=p.session_id)
+        except ReceiptError as exc:
+            raise BadRequest(f"printer.print: {exc}") from None
+        except PrinterError as exc:
+            self._publish_if_changed()
+            return {"printed": False, "code": exc.code, "error": exc.message}
+        self._publish_if_changed()
+        return {"printed": True, **out}
+
     # --- the `sim` RPC service ----------------------------------------------------------------------
 
     def _gpio(self) -> Gpio | None:
@@ -273,6 +325,9 @@ class Peripherals(Subsystem):
         card = self.devices.get("card_reader")
         if card is not None and getattr(card, "simulator", None) is not None:
             out["card_reader"] = await asyncio.to_thread(card.simulator.status)  # type: ignore[attr-defined]
+        printer = self.devices.get("printer")
+        if printer is not None and getattr(printer, "simulator", None) is not None:
+            out["printer"] = printer.simulator.status()  # type: ignore[attr-defined]
         switcher = self.devices.get("switcher")
         sim = getattr(switcher, "simulator", None)
         if sim is not None:
@@ -314,9 +369,34 @@ class Peripherals(Subsystem):
             raise Conflict(exc.message) from None
         return {"presence": action}
 
+    async def _printer_fault(self, fault: str) -> dict[str, Any]:
+        """no_paper | near_end | cover_open | offline, or clear; health is checked again at once."""
+        from drivers.printer.config import SIM_FAULTS
+
+        printer = self._device("printer")
+        sim = getattr(printer, "simulator", None)
+        if sim is None:
+            raise Conflict("the printer simulator is not running")
+        if fault == "clear":
+            sim.clear()
+        elif fault in SIM_FAULTS:
+            sim.inject(fault)
+        else:
+            raise BadRequest(f"sim.fault: printer faults are {', '.join(SIM_FAULTS)} or clear, got {fault!r}")
+        await printer.check()  # type: ignore[attr-defined]
+        self._publish_if_changed()
+        return {
+            "device": "printer",
+            "fault": fault,
+            "faults": sim.faults,
+            "health": printer.health().as_dict(),
+        }
+
     async def _plug(self, params: dict[str, Any], plugged: bool) -> dict[str, Any]:
         name = "sim.replug" if plugged else "sim.unplug"
         device = parse(name, SimPlugParams, params).device
+        if device == "printer":  # a printer's cable pulled: it answers nothing, as when switched off
+            return {**await self._printer_fault("clear" if plugged else "offline"), "plugged": plugged}
         if device == "card_reader":
             sim = self._card_sim()
             await asyncio.to_thread(sim.replug if plugged else sim.unplug)
@@ -336,6 +416,8 @@ class Peripherals(Subsystem):
         """``{device, fault, count?, code?}``; fault ``clear`` removes pending faults."""
         p = parse("sim.fault", SimFaultParams, params)
         device, fault, count, code = p.device, p.fault, p.count, p.code
+        if device == "printer":
+            return await self._printer_fault(fault)
         if device == "card_reader":
             sim = self._card_sim()
             if fault == "clear":

@@ -11,6 +11,9 @@ host = "192.168.1.50"
 [drivers.doccam]
 [drivers.gpio]             # drivers/gpio/config.py
 backend = "pi"
+[drivers.printer]          # drivers/printer/config.py
+backend = "serial"
+port = "/dev/ttyUSB1"
 ```
 
 A section that is present but whose device does not answer is reported ``missing`` in health; a
@@ -24,6 +27,7 @@ from pydantic import Field, field_validator
 from drivers.camera.config import CameraConfig, DoccamConfig
 from drivers.card_reader.config import CardReaderConfig
 from drivers.gpio.config import GpioConfig
+from drivers.printer.config import PrinterConfig
 from drivers.switcher.config import AsciiProfile, SwitcherConfig
 from kiosk_core.config import Strict
 
@@ -34,6 +38,7 @@ __all__ = [
     "DoccamConfig",
     "DriversConfig",
     "GpioConfig",
+    "PrinterConfig",
     "SwitcherConfig",
 ]
 
@@ -48,6 +53,7 @@ class DriversConfig(Strict):
     )
     doccam: DoccamConfig | None = None
     gpio: GpioConfig | None = None
+    printer: PrinterConfig | None = None
 
     @field_validator("camera")
     @classmethod

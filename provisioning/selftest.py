@@ -9,7 +9,7 @@ checks every device the config fits, through the drivers the appliance uses:
 * each camera lists its formats (V4L2), or is a simulated source;
 * the status LED, every relay and the buzzer switch on and off, read back from the pin, and are left
   as they were;
-* the receipt printer: this firmware has no printer driver yet, so it is reported ``not_configured``.
+* the receipt printer answers its real-time status (paper, cover) and prints a test slip.
 
 Each check passes or fails with what to look at, in Chinese and English. The report is saved as
 ``<data_dir>/selftest/last.json`` and ``last.txt`` (the diagnostics bundle carries it) and shown.
@@ -73,8 +73,9 @@ HINTS: dict[str, Hint] = {
         '检查到树莓派排针的接线以及 [drivers.gpio] 中的引脚号（BCM编号）；在PC上请用 backend = "sim"',
     ),
     "printer": Hint(
-        "no receipt-printer driver in this firmware yet: receipts are shown on screen as a QR code",
-        "本固件暂无回执打印机驱动：回执以二维码显示在屏幕上",
+        "check the receipt printer's power, its paper roll and cover, its USB/serial cable, and "
+        "port/baudrate (or usb ids) in [drivers.printer]",
+        "检查回执打印机的电源、纸卷和上盖，USB/串口线，以及 [drivers.printer] 中的 port、baudrate（或USB编号）",
     ),
 }
 
@@ -221,6 +222,42 @@ async def check_switcher(cfg: KioskConfig, timeout_s: float) -> Check:
         await switcher.stop()
 
 
+async def check_printer(cfg: KioskConfig) -> Check:
+    """Status (DLE EOT), then a short test slip: a technician sees the paper come out."""
+    from drivers.printer.driver import Printer
+    from drivers.printer.protocol import Receipt
+
+    assert cfg.drivers.printer is not None
+    printer = Printer(cfg.drivers.printer, out_dir=cfg.storage.data_dir / "selftest" / "printer")
+    await printer.start(_noop)
+    try:
+        health = await printer.check()
+        if health.status is not HealthStatus.OK:
+            return _fail("printer", "printer", health.reason)
+        when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        slip = Receipt(
+            title="打印机自检",
+            site=cfg.device.name or cfg.device.id,
+            item="回执打印机测试",
+            number_label="设备",
+            number=cfg.device.id,
+            date=when,
+            department="-",
+            name_masked="-",
+            qr_url=f"selftest:{cfg.device.id}",
+            footer="打印正常 / printer OK",
+        )
+        out = await printer.print_receipt(slip, job="receipt")
+        detail = f"{printer.health().reason}; test slip printed ({out['bytes']} bytes)"
+        if printer.out_dir:
+            detail += f", image in {printer.out_dir}"
+        return Check("printer", "printer", "pass", detail)
+    except DriverError as exc:
+        return _fail("printer", "printer", exc.message)
+    finally:
+        await printer.stop()
+
+
 async def check_camera(name: str, cam: CameraConfig | DoccamConfig, timeout_s: float) -> Check:
     if cam.backend == "synthetic":
         return Check(name, "camera", "pass", "simulated camera (synthetic lavfi source): no device to probe")
@@ -324,11 +361,11 @@ def plan(cfg: KioskConfig) -> list[tuple[str, Callable[[], Awaitable[list[Check]
         )
     )
 
-    async def printer() -> list[Check]:
-        hint = HINTS["printer"]
-        return [Check("printer", "printer", "not_configured", "not configured", hint.en, hint.zh)]
-
-    steps.append(("receipt printer", printer))
+    steps.append(
+        ("receipt printer", one(lambda: check_printer(cfg)))
+        if d.printer
+        else ("receipt printer", absent("printer", "printer", "drivers.printer"))
+    )
     return steps
 
 

@@ -21,6 +21,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # pyusb's backend for USB card readers (backend = "usb"); Raspberry Pi OS ships it, minbase does not.
 compgen -G "/usr/lib/*/libusb-1.0.so.0" >/dev/null || compgen -G "/lib/*/libusb-1.0.so.0" >/dev/null || need_apt+=(libusb-1.0-0)
+# The receipt printer simulator renders Chinese text with a CJK font (drivers/printer/simulator.py).
+compgen -G "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc" >/dev/null || compgen -G "/usr/share/fonts/opentype/noto/NotoSansCJK-*.ttc" >/dev/null || need_apt+=(fonts-wqy-zenhei)
 # The video call's tests and demo: Janus as the county's media server (VideoRoom), its JS library for the
 # reference clerk page, Chromium as the clerk's browser, iproute2 (ip netns, veth, tc netem) for the
 # test's own network namespaces and the poor village link.

@@ -88,6 +88,9 @@ protocol = "extron"
 [drivers.gpio]
 backend = "sim"
 
+[drivers.printer]
+backend = "sim"              # receipts rendered as PNG under data_dir/printer/
+
 [drivers.camera.room_main]
 backend = "synthetic"
 
@@ -136,6 +139,8 @@ class Demo:
         self.broker = Mosquitto(workdir=self.dir / "broker", name="demo")
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.config = self.dir / "kiosk.toml"
+        #: where the simulated receipt printer writes what it prints
+        self.printer_dir = self.dir / "data" / "printer"
         # Why the call is text only (None: it carries video through self.janus).
         self.text_only_reason: str | None = None if video_call else "--text-call"
         self.janus: JanusServer | None = None
@@ -275,6 +280,9 @@ class Demo:
             "  act on the simulated hardware, e.g.:",
             f"    {' '.join(self.kiosk('sim', 'card', 'present', 'zhang-san'))}",
             f"    {' '.join(self.kiosk('sim', 'button', 'press'))}",
+            f"    {' '.join(self.kiosk('sim', 'fault', 'printer', 'no_paper'))}   (clear: fault printer clear)",
+            "",
+            f"  receipts the simulated printer prints: {self.printer_dir}/receipt-NNNN.png",
             "",
             f"  config and logs: {self.dir}",
             "",

@@ -8,6 +8,7 @@
     kiosk sim replug card_reader
     kiosk sim fault card_reader noise [--count 3]
     kiosk sim fault switcher garbage | silence | error --code E22 | drop | ignore | slow | clear
+    kiosk sim fault printer no_paper | near_end | cover_open | offline | clear
     kiosk sim status
 
 Card reader, switcher and GPIO actions go to the appliance's RPC service ``sim``; camera actions go to
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-APPLIANCE_DEVICES = ("card_reader", "switcher")
+APPLIANCE_DEVICES = ("card_reader", "switcher", "printer")
 
 Hook = Callable[[Callable[[str, str], argparse.ArgumentParser]], None]
 
@@ -164,16 +165,17 @@ def register(subparsers: Any) -> None:
     c.set_defaults(func=_cmd_presence)
 
     for action, text in (("unplug", "pull a device's cable"), ("replug", "plug a device back in")):
-        c = sub.add_parser(action, help=f"{text}: card_reader | switcher | camera.NAME | doccam")
+        c = sub.add_parser(action, help=f"{text}: card_reader | switcher | printer | camera.NAME | doccam")
         c.add_argument("device")
         c.set_defaults(func=_cmd_plug)
 
     c = sub.add_parser(
         "fault",
         help="inject a fault: card_reader noise|checksum|truncated|slow|...; "
-        "switcher garbage|silence|error|drop|ignore|slow; 'clear' removes pending faults",
+        "switcher garbage|silence|error|drop|ignore|slow; printer no_paper|near_end|cover_open|offline "
+        "(until cleared); 'clear' removes pending faults",
     )
-    c.add_argument("device", help="card_reader | switcher | camera.NAME | doccam")
+    c.add_argument("device", help="card_reader | switcher | printer | camera.NAME | doccam")
     c.add_argument("fault")
     c.add_argument("--count", type=int, default=1, help="how many replies it spoils (default 1)")
     c.add_argument("--code", help="switcher error code for 'error' (e.g. E22, 006)")

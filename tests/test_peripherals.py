@@ -232,7 +232,8 @@ async def test_sim_switcher_faults_reach_the_wire(peripherals):
     with pytest.raises(ValueError, match="unknown switcher fault 'gremlins'"):
         await sim["fault"]({"device": "switcher", "fault": "gremlins"})
     with pytest.raises(
-        BadRequest, match="sim.fault: device must be one of 'card_reader' or 'switcher', got 'toaster'"
+        BadRequest,
+        match="sim.fault: device must be one of 'card_reader', 'switcher' or 'printer', got 'toaster'",
     ):
         await sim["fault"]({"device": "toaster", "fault": "noise"})
     status = await sim["status"]({})

@@ -49,7 +49,8 @@ async def test_the_self_test_passes_on_the_simulated_room_and_reports_progress(t
     assert "05.01-20241001-0000330803-0012345678" in by_name["card_reader"].detail
     assert "routing query: output 1 shows" in by_name["switcher"].detail
     assert {"gpio.status_led", "gpio.buzzer", "gpio.screen_power", "gpio.room_light"} <= set(by_name)
-    assert by_name["printer"].status == "not_configured" and by_name["printer"].detail == "not configured"
+    assert by_name["printer"].status == "pass" and "test slip printed" in by_name["printer"].detail
+    assert list((tmp_path / "data" / "selftest" / "printer").glob("receipt-*.png"))
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1] + 1
 
 

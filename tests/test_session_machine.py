@@ -308,7 +308,9 @@ def test_rejection_shows_the_reason_then_rating():
     m.intent("continue", {})
     assert events(m.intent("skip", {})) == ["session.ended"]
     v = m.view()  # not "completed" as if the application had gone through
-    assert v["screen"] == "ended" and {"reason": "completed", "outcome": "rejected"}.items() <= v["view"].items()
+    assert (
+        v["screen"] == "ended" and {"reason": "completed", "outcome": "rejected"}.items() <= v["view"].items()
+    )
 
 
 def test_after_a_rejection_the_villager_can_call_again_or_book_a_window_visit():

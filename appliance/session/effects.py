@@ -83,6 +83,17 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class PrintReceipt:
+    """Print ``receipt`` (``drivers.printer.protocol.Receipt``'s fields, masked name only) on the
+    receipt printer; answer with ``print_finished(session_id, job, status, code)``. ``job``: receipt
+    (approved) or appointment (booked)."""
+
+    session_id: str
+    job: str
+    receipt: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RunSelfTest:
     peripheral: str
 
@@ -102,6 +113,7 @@ Effect = (
     | StartCall
     | StopCall
     | Signal
+    | PrintReceipt
     | RunSelfTest
     | RefreshTechnician
 )

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from appliance.session import printing
 from appliance.session.catalog import Catalog
 from appliance.session.config import SessionConfig, check_pin
 from appliance.session.effects import (
@@ -32,6 +33,7 @@ from appliance.session.effects import (
     Effect,
     Emit,
     KeepCapture,
+    PrintReceipt,
     RefreshTechnician,
     RunSelfTest,
     WipeSession,
@@ -86,6 +88,7 @@ __all__ = [
     "Effect",
     "Emit",
     "KeepCapture",
+    "PrintReceipt",
     "RefreshTechnician",
     "RunSelfTest",
     "Screen",
@@ -169,8 +172,11 @@ class SessionMachine:
         new_id: Callable[[], str] | None = None,
         site: str = "",
         pin_checker: Callable[[str, str], bool] = check_pin,
+        printer: bool = False,
     ) -> None:
         self.config = config
+        #: a receipt printer is fitted: approvals and bookings return ``PrintReceipt``
+        self.printer = printer
         self.catalog = catalog
         self.clock = clock or SystemClock()
         self._new_id = new_id or (lambda: "s-" + secrets.token_hex(8))
@@ -351,6 +357,10 @@ class SessionMachine:
         """The camera answered an earlier ``CaptureDocument``. None when the answer is stale (the caller
         must then drop the pending image): the session ended or the villager moved on."""
         return documents.capture_finished(self, session_id, doc_id, attempt, image=image, error=error)
+
+    def print_finished(self, session_id: str, job: str, status: str, code: str | None = None) -> bool:
+        """The printer answered a ``PrintReceipt`` (printed or failed); True when the screen changes."""
+        return printing.print_finished(self, session_id, job, status, code)
 
     def set_technician_status(self, status: dict[str, Any]) -> None:
         if self.technician is not None:

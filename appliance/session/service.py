@@ -38,6 +38,7 @@ from appliance.session.machine import (
     Effect,
     Emit,
     KeepCapture,
+    PrintReceipt,
     RefreshTechnician,
     RunSelfTest,
     SessionMachine,
@@ -60,6 +61,8 @@ MEDIA_STATE_TOPIC = f"{STATE_PREFIX}/media"
 MAX_INTENT_BYTES = 4096
 SCHEMA_VERSION = 1
 CAPTURE_TIMEOUT_S = 15.0
+#: the printer's own print_timeout_s bounds a receipt; the local-bus call waits this much longer
+PRINT_MARGIN_S = 2.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,7 +93,11 @@ class SessionService(Subsystem):
         self.catalogs = CatalogStore(self.dir, cfg.catalog_path)
         self.documents = DocumentStore(self.dir / "documents", max_bytes=cfg.max_document_bytes)
         self.machine = SessionMachine(
-            cfg, self.catalogs.current, clock=self.clock, site=ctx.config.device.name
+            cfg,
+            self.catalogs.current,
+            clock=self.clock,
+            site=ctx.config.device.name,
+            printer=ctx.config.drivers.printer is not None,
         )
         self.boot = secrets.token_hex(4)
         self.seq = 0
@@ -398,6 +405,10 @@ class SessionService(Subsystem):
                     await self.ctx.emit(eff.type, eff.data, durable=False)
                 elif isinstance(eff, StopCall):
                     self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
+                elif isinstance(eff, PrintReceipt):
+                    # Off the lock and the loop: a printer out of paper or switched off never holds
+                    # the villager's session; its answer comes back through print_finished.
+                    self._spawn(self._print(eff))
                 elif isinstance(eff, RunSelfTest):
                     self._spawn(self._self_test(eff.peripheral))
                 elif isinstance(eff, RefreshTechnician):
@@ -462,6 +473,25 @@ class SessionService(Subsystem):
                 report = {"session_id": eff.session_id, "state": "failed", "reason": str(exc)}
                 if call_flow.media_reported(self.machine, report):
                     self._publish()
+
+    async def _print(self, eff: PrintReceipt) -> None:
+        """Have the peripherals' ``printer`` service print the receipt; a silent or failing printer
+        is shown as "get it at the window / scan the code", and reported by the printer driver."""
+        printer = self.ctx.config.drivers.printer
+        limit = (printer.print_timeout_s if printer else 10.0) + PRINT_MARGIN_S
+        params = {"job": eff.job, "session_id": eff.session_id, "receipt": eff.receipt}
+        try:
+            reply = await self.ctx.call_rpc("printer", "print", params, timeout_s=limit)
+            printed = reply.get("printed") is True
+            status, code = (
+                ("printed", None) if printed else ("failed", str(reply.get("code") or "printer.error"))
+            )
+        except CommandError as exc:
+            status, code = "failed", f"printer.rpc_{exc.status}"
+            self.ctx.log.warning("session: printing the %s failed (%s): %s", eff.job, exc.status, exc)
+        async with self._lock:
+            if self.machine.print_finished(eff.session_id, eff.job, status, code):
+                self._publish()
 
     def _on_media_state(self, topic: str, payload: bytes) -> None:
         try:

@@ -132,6 +132,8 @@ class Session:
     slots: list[dict[str, Any]] = field(default_factory=list)
     chosen_slot: str | None = None
     booking: dict[str, Any] | None = None
+    # the receipt printer's job for this session: {job, status: printing|printed|failed, code}
+    printing: dict[str, Any] | None = None
     waiting_since: float | None = None  # platform answer (progress/appointment) pending since
     requests: int = 0  # capture attempts
     doc_requests: int = 0  # documents the clerk added

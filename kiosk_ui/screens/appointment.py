@@ -120,6 +120,8 @@ class AppointmentScreen(KioskScreen):
                             classes="detail",
                         )
                     yield Plain(self.t("appointment.bring_id"), classes="message", id="bring-id")
+                    if as_dict(data.get("print")).get("status") == "failed":
+                        yield Plain(self.t("print.failed"), classes="message", id="print-failed")
                     yield from self.choice_area()
             return
         else:

@@ -29,4 +29,6 @@ class ReceiptScreen(KioskScreen):
                 if data.get("note"):
                     yield Plain(str(data["note"]), classes="message")
                 yield Plain(self.t("receipt.scan"), classes="detail")
+                if as_dict(data.get("print")).get("status") == "failed":
+                    yield Plain(self.t("print.failed"), classes="message", id="print-failed")
                 yield from self.choice_area()

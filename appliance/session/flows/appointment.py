@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
+from appliance.session import printing
 from appliance.session.effects import Effect, Emit
 from appliance.session.errors import IntentRejected
 from appliance.session.flows import IntentHandler, SessionCommand, SessionParams, call, trimmed, visit
@@ -32,6 +33,7 @@ def appointment_view(m: SessionMachine) -> dict[str, Any]:
         "department": department_view(s.department),
         "slots": s.slots,
         "booking": s.booking,
+        "print": printing.print_view(s, "appointment"),
     }
 
 
@@ -196,7 +198,9 @@ def confirmed(m: SessionMachine, params: ConfirmedParams) -> tuple[dict[str, Any
     s.appointment_phase, s.waiting_since = "booked", None
     m.notice = None
     assert s.department is not None
+    effects: list[Effect] = [printing.booking_receipt(m, s)] if m.printer else []
     return {"ok": True}, [
+        *effects,
         Emit(
             "session.appointment.booked",
             {
@@ -205,7 +209,7 @@ def confirmed(m: SessionMachine, params: ConfirmedParams) -> tuple[dict[str, Any
                 "slot_id": slot_id,
                 "department_id": s.department.id,
             },
-        )
+        ),
     ]
 
 

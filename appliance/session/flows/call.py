@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, StringConstraints
 
 from appliance.config import CallTarget
+from appliance.session import printing
 from appliance.session.effects import DropCapture, Effect, Emit, StartCall, StopCall
 from appliance.session.flows import (
     IntentHandler,
@@ -137,6 +138,7 @@ def receipt_view(m: SessionMachine) -> dict[str, Any]:
         "qr_text": o.get("qr_text"),
         "note": o.get("note"),
         "clerk": s.call.clerk if s.call else None,
+        "print": printing.print_view(s, "receipt"),
     }
 
 
@@ -397,7 +399,12 @@ def approve(m: SessionMachine, params: ApproveParams) -> tuple[dict[str, Any], l
     }
     # An approval over missing papers is said in the event, so the platform can audit it.
     overridden = {"missing_documents": missing} if missing else {}
-    return _decide(m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number, **overridden)
+    reply, effects = _decide(
+        m, s, outcome, Screen.RECEIPT, "session.approved", application_no=number, **overridden
+    )
+    if m.printer:
+        effects.append(printing.approved_receipt(m, s))
+    return reply, effects
 
 
 class RejectParams(SessionParams):
