@@ -194,7 +194,7 @@ async def test_an_approval_prints_the_receipt_with_the_screens_qr(rig):
     await ui.screen("confirm_identity")
     ui.send("confirm")
     await ui.screen("documents")
-    for doc in ("id_card", "hukou_book", "income_proof"):
+    for doc in ("hukou_book", "income_proof"):
         await capture_and_keep(ui, doc)
     ui.send("call")
     await ui.screen("call_waiting", status="requesting")
