@@ -24,7 +24,6 @@ Handlers get the validated parameters and return a dict (200) or ``Accepted(dict
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -41,7 +40,7 @@ from kiosk_core.errors import BadRequest, CommandError, StorageError
 from kiosk_core.mqtt import Message
 from kiosk_core.payload import decode_json_object, dumps
 from kiosk_core.status import error_reply
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 log = logging.getLogger("kiosk.commands")
 
@@ -295,7 +294,7 @@ class CommandDispatcher:
                 return
         try:
             try:
-                result = await asyncio.wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
+                result = await wait_for(self._handlers[name](body), HANDLER_TIMEOUT_S)
             except TimeoutError:
                 raise CommandError(500, f"timed out after {HANDLER_TIMEOUT_S:.0f}s") from None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply; the daemon keeps running

@@ -42,7 +42,7 @@ from kiosk_core.localbus import FEED_PREFIX, STATE_PREFIX, LocalBus, dumps
 from kiosk_core.mqtt import Message
 from kiosk_core.payload import finite
 from kiosk_core.sdnotify import Notifier
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 log = logging.getLogger("kiosk.appliance")
 
@@ -249,7 +249,7 @@ class Appliance:
         self._tasks.spawn(self._watch_storage(), name="storage")
         # Producers and the UI learn here that events are being taken durably again.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.intake.subscribed.wait(), 5.0)
+            await wait_for(self.intake.subscribed.wait(), 5.0)
         self.bus.publish(
             APPLIANCE_STATE,
             {
@@ -291,7 +291,7 @@ class Appliance:
             try:
                 sub: Subsystem = cls(self)
                 self.subsystems.append(sub)
-                await asyncio.wait_for(sub.start(), SUBSYSTEM_START_TIMEOUT_S)
+                await wait_for(sub.start(), SUBSYSTEM_START_TIMEOUT_S)
                 self.dispatcher.register_all(sub.commands().values())
             except Exception as exc:  # noqa: BLE001 - a broken part degrades the kiosk, it does not stop it
                 log.exception("subsystem %s failed to start; continuing degraded", spec)
@@ -302,7 +302,7 @@ class Appliance:
         log.info("stopping")
         for sub in reversed(self.subsystems):
             try:
-                await asyncio.wait_for(sub.stop(), 5)
+                await wait_for(sub.stop(), 5)
             except Exception:  # noqa: BLE001
                 log.exception("subsystem %s did not stop cleanly", sub.name)
         with contextlib.suppress(StorageError):
@@ -715,7 +715,7 @@ class Appliance:
         # The first sample waits briefly for the link (a boot-time sample then goes out live); after
         # that sampling never depends on the link: offline samples are stored and sent later.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.fleet.first_online.wait(), 2.0)
+            await wait_for(self.fleet.first_online.wait(), 2.0)
         while True:
             try:
                 payload = dumps(await self.telemetry())
@@ -775,7 +775,7 @@ class Appliance:
             if alive:
                 try:
                     # The outbox thread must answer too: a wedged disk is a dead appliance.
-                    await asyncio.wait_for(self.outbox.oldest_age_s(), interval)
+                    await wait_for(self.outbox.oldest_age_s(), interval)
                 except (TimeoutError, StorageError):
                     alive = False
             if alive:

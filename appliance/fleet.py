@@ -28,7 +28,7 @@ from kiosk_core.errors import LinkError
 from kiosk_core.link import Backoff, SupervisedLink
 from kiosk_core.mqtt import Message, MqttConnection, Tls, Will, publish_properties
 from kiosk_core.payload import dumps
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 log = logging.getLogger("kiosk.fleet")
 
@@ -273,7 +273,7 @@ class FleetLink:
         for tid, payload in rows:
             await self._bucket.take()
             try:
-                await asyncio.wait_for(conn.publish(self.t_telemetry, payload, qos=1), 10)
+                await wait_for(conn.publish(self.t_telemetry, payload, qos=1), 10)
             except (LinkError, TimeoutError):
                 break
             sent.append(tid)

@@ -42,6 +42,7 @@ from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, OtaError, UpdaterUnavailable
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
+from kiosk_core.tasks import wait_for
 from kiosk_core.urls import is_loopback_host, redact_url
 
 RECORD = "update.json"
@@ -136,7 +137,7 @@ class OtaService(Subsystem):
         self._connector = asyncio.create_task(self._connect_loop(first), name="ota-connect")
         # Birth is made right after the subsystems start: wait briefly so it says what RAUC says.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(first), CONNECT_TIMEOUT_S + 0.5)
+            await wait_for(asyncio.shield(first), CONNECT_TIMEOUT_S + 0.5)
 
     async def stop(self) -> None:
         for task in (self._job, self._trial_task, self._connector):
@@ -155,7 +156,7 @@ class OtaService(Subsystem):
             attempt += 1
             rauc = Rauc(self.cfg.dbus_address)
             try:
-                await asyncio.wait_for(rauc.connect(), CONNECT_TIMEOUT_S)
+                await wait_for(rauc.connect(), CONNECT_TIMEOUT_S)
                 rauc.on_completed(self._on_completed)
                 rauc.on_progress(self._on_progress)
                 self.rauc = rauc
@@ -555,7 +556,7 @@ class OtaService(Subsystem):
         last = -PROGRESS_STEP
         while not self._completed.done() or not self._progress.empty():
             try:
-                p = await asyncio.wait_for(self._progress.get(), 0.2)
+                p = await wait_for(self._progress.get(), 0.2)
             except TimeoutError:
                 if rauc.disconnected.is_set() and not self._completed.done():
                     raise OtaError(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk_core.errors import OutboxFull, StorageError
+from kiosk_core.tasks import wait_for
 
 log = logging.getLogger("kiosk.outbox")
 
@@ -771,7 +772,7 @@ class Outbox:
 
     async def wait_new(self, timeout_s: float) -> None:
         try:
-            await asyncio.wait_for(self.changed.wait(), timeout_s)
+            await wait_for(self.changed.wait(), timeout_s)
         except TimeoutError:
             pass
         self.changed.clear()

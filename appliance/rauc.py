@@ -32,6 +32,7 @@ from dbus_fast.errors import AuthError, InvalidAddressError
 from dbus_fast.introspection import Node
 
 from kiosk_core.errors import UpdaterFailed, UpdaterUnavailable
+from kiosk_core.tasks import wait_for
 
 log = logging.getLogger("kiosk.ota.rauc")
 
@@ -171,10 +172,10 @@ class Rauc:
             bus = (
                 MessageBus(bus_address=self.address) if self.address else MessageBus(bus_type=BusType.SYSTEM)
             )
-            self._bus = await asyncio.wait_for(bus.connect(), CALL_TIMEOUT_S)
+            self._bus = await wait_for(bus.connect(), CALL_TIMEOUT_S)
         try:
             async with _translated("the name look-up"):
-                reply = await asyncio.wait_for(
+                reply = await wait_for(
                     self._bus.call(
                         Message(
                             destination="org.freedesktop.DBus",
@@ -244,30 +245,30 @@ class Rauc:
         iface = self._require()
         variants = {k: v if isinstance(v, Variant) else _variant(v) for k, v in (args or {}).items()}
         async with _translated("InstallBundle"):
-            await asyncio.wait_for(iface.call_install_bundle(source, variants), CALL_TIMEOUT_S)
+            await wait_for(iface.call_install_bundle(source, variants), CALL_TIMEOUT_S)
 
     async def mark(self, state: str, slot: str = "booted") -> tuple[str, str]:
         """``Mark(state, slot)`` with state good / bad / active: (the slot marked, RAUC's message)."""
         iface = self._require()
         async with _translated(f"Mark({state!r}, {slot!r})"):
-            name, message = await asyncio.wait_for(iface.call_mark(state, slot), CALL_TIMEOUT_S)
+            name, message = await wait_for(iface.call_mark(state, slot), CALL_TIMEOUT_S)
         return str(name), str(message)
 
     async def slots(self) -> list[Slot]:
         iface = self._require()
         async with _translated("GetSlotStatus"):
-            raw = await asyncio.wait_for(iface.call_get_slot_status(), CALL_TIMEOUT_S)
+            raw = await wait_for(iface.call_get_slot_status(), CALL_TIMEOUT_S)
         return [Slot.from_dbus(str(name), dict(info)) for name, info in raw]
 
     async def primary(self) -> str:
         iface = self._require()
         async with _translated("GetPrimary"):
-            return str(await asyncio.wait_for(iface.call_get_primary(), CALL_TIMEOUT_S))
+            return str(await wait_for(iface.call_get_primary(), CALL_TIMEOUT_S))
 
     async def _get(self, prop: str) -> Any:
         iface = self._require()
         async with _translated(f"the {prop} property"):
-            return await asyncio.wait_for(getattr(iface, f"get_{_snake(prop)}")(), CALL_TIMEOUT_S)
+            return await wait_for(getattr(iface, f"get_{_snake(prop)}")(), CALL_TIMEOUT_S)
 
     async def boot_slot(self) -> str:
         return str(await self._get("BootSlot"))

@@ -48,6 +48,7 @@ from edge_media.recording_errors import (
 from edge_media.recording_export import ExportResult, export_segments
 from edge_media.recording_upload import UploadResult, upload
 from kiosk_core.fsutil import fsync_dir
+from kiosk_core.tasks import wait_for
 
 __all__ = [
     "BadSegment",
@@ -607,7 +608,7 @@ class Retention:
                 except Exception:  # a sweep must never end retention
                     log.exception("retention sweep failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval_s)
+                    await wait_for(self._wake.wait(), interval_s)
                 self._wake.clear()
         finally:
             self._loop = self._wake = None

@@ -37,7 +37,7 @@ from kiosk_core.backoff import full_jitter
 from kiosk_core.errors import LinkError, NotConnected
 from kiosk_core.mqtt import Message, MqttConnection
 from kiosk_core.requester import Requester
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 Handler = Callable[[Message], Awaitable[None] | None]
 Setup = Callable[[MqttConnection, TaskSet], Awaitable[None]]
@@ -158,7 +158,7 @@ class SupervisedLink:
         if self.connected:
             return True
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+            await wait_for(self._connected.wait(), timeout_s)
         except TimeoutError:
             return False
         return self.connected
@@ -201,7 +201,7 @@ class SupervisedLink:
     ) -> bool:
         """Publish QoS 1 and wait for the PUBACK; False (logged at debug) if down or not acknowledged."""
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 self.publish(topic, payload, qos=1, retain=retain, properties=properties), timeout_s
             )
             return True

@@ -26,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kiosk_core.errors import LinkError, NotConnected, PublishFailed
+from kiosk_core.tasks import wait_for
 
 log = logging.getLogger("kiosk.mqtt")
 
@@ -197,7 +198,7 @@ class MqttConnection:
         self._client.connect_timeout = self._tls.handshake_timeout_s if self._tls else timeout_s
         try:
             # connect() does the TCP (and TLS) handshake synchronously: keep it off the loop.
-            await asyncio.wait_for(
+            await wait_for(
                 self._loop.run_in_executor(
                     None,
                     lambda: self._client.connect(
@@ -216,7 +217,7 @@ class MqttConnection:
         self._attach_socket()
         self._misc_task = self._loop.create_task(self._misc(), name=f"{self.name}-misc")
         try:
-            return await asyncio.wait_for(asyncio.shield(self._connack), timeout_s)
+            return await wait_for(asyncio.shield(self._connack), timeout_s)
         except TimeoutError as exc:
             self._teardown("no CONNACK")
             raise LinkError(
@@ -236,7 +237,7 @@ class MqttConnection:
         if self.connected and publish_first is not None:
             topic, payload, retain = publish_first
             try:
-                await asyncio.wait_for(self.publish(topic, payload, qos=1, retain=retain), timeout_s)
+                await wait_for(self.publish(topic, payload, qos=1, retain=retain), timeout_s)
             except (LinkError, TimeoutError) as exc:
                 log.warning("%s: could not publish %s before disconnect: %s", self.name, topic, exc)
         if self.connected:
@@ -244,7 +245,7 @@ class MqttConnection:
             self._service_write()
             try:
                 assert self.closed is not None
-                await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
+                await wait_for(asyncio.shield(self.closed), timeout_s)
             except TimeoutError:
                 pass
         self._teardown("closed")
@@ -299,7 +300,7 @@ class MqttConnection:
         self._subacks[mid] = fut
         self._service_write()
         try:
-            codes = await asyncio.wait_for(fut, timeout_s)
+            codes = await wait_for(fut, timeout_s)
         except TimeoutError:
             self._subacks.pop(mid, None)
             raise LinkError(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kiosk_core.errors import CommandError, LinkError
 from kiosk_core.mqtt import Message, publish_properties
 from kiosk_core.payload import decode_json_object
+from kiosk_core.tasks import wait_for
 
 if TYPE_CHECKING:
     from kiosk_core.link import SupervisedLink
@@ -83,7 +84,7 @@ class Requester:
                     expiry_s=int(timeout_s) + 1 if expires else None,
                 ),
             )
-            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            return await wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise CommandError(504, f"{what}: no reply within {timeout_s}s") from None
         except LinkError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class TaskSet:
@@ -52,3 +54,16 @@ class TaskSet:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_for(aw: Awaitable[T], timeout_s: float | None) -> T:
+    """``asyncio.wait_for`` that never loses a cancellation (``None``: no time limit).
+
+    On Python 3.11 (Debian 12's), ``asyncio.wait_for`` returns the result when the awaited thing
+    finishes in the same loop turn as the caller is cancelled, and the cancellation is gone
+    (CPython gh-86296, fixed in 3.12): a task stopped at that instant runs on, and whoever awaits it
+    waits for ever (a media service's event sender did, and its stop hung). ``asyncio.timeout`` has
+    no such window. Raises ``TimeoutError`` as ``asyncio.wait_for`` does.
+    """
+    async with asyncio.timeout(timeout_s):
+        return await aw

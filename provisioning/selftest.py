@@ -38,6 +38,7 @@ from drivers.camera.discovery import discover_cameras, stable_path
 from kiosk_core.errors import DriverError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import HealthStatus
+from kiosk_core.tasks import wait_for
 
 Status = Literal["pass", "fail", "not_configured"]
 #: called as progress(done, total, what is being checked now)
@@ -204,7 +205,7 @@ async def check_switcher(cfg: KioskConfig, timeout_s: float) -> Check:
     switcher = Switcher(cfg.drivers.switcher)
     await switcher.start(_noop)
     try:
-        shown = await asyncio.wait_for(switcher.read_tie(1), timeout_s)
+        shown = await wait_for(switcher.read_tie(1), timeout_s)
         return Check(
             "switcher",
             "switcher",
@@ -268,7 +269,7 @@ async def check_camera(name: str, cam: CameraConfig | DoccamConfig, timeout_s: f
     from drivers.camera.v4l2 import probe
 
     try:
-        modes = await asyncio.wait_for(asyncio.to_thread(probe, cam.device, timeout_s), timeout_s + 1)
+        modes = await wait_for(asyncio.to_thread(probe, cam.device, timeout_s), timeout_s + 1)
     except DriverError as exc:
         return _fail(name, "camera", exc.message)
     except TimeoutError:

@@ -51,7 +51,7 @@ from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
 from kiosk_core.health import Health, HealthStatus
 from kiosk_core.localbus import INTENT_PREFIX, STATE_PREFIX, decode_json_object
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 if TYPE_CHECKING:
     from appliance.config import KioskConfig
@@ -307,7 +307,7 @@ class SessionService(Subsystem):
             if due is not None:
                 delay = min(delay, max(0.0, due - now))
             try:
-                await asyncio.wait_for(self._wake.wait(), delay + 0.005)
+                await wait_for(self._wake.wait(), delay + 0.005)
                 self._wake.clear()  # consumed here, so a wake during the tick below is never lost
                 continue  # an input changed things: compute the next deadline again
             except TimeoutError:

@@ -43,7 +43,7 @@ from drivers.switcher.config import SIM_FIRMWARE, AsciiProfile
 from drivers.switcher.extron import ExtronSisDevice
 from drivers.switcher.kramer import KramerP3000Device
 from drivers.switcher.protocol import DeviceEmulation, Matrix
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 log = logging.getLogger("kiosk.sim.switcher")
 
@@ -265,7 +265,7 @@ class SwitcherSimulator:
             for w in list(self._clients):
                 w.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await wait_for(self._server.wait_closed(), 2)
             self._server = None
 
     # --- pty (serial) ---------------------------------------------------------------------------------

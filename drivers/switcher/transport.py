@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from drivers.switcher.errors import SwitcherGarbage, SwitcherMissing, SwitcherTimeout
 from drivers.switcher.protocol import MAX_LINE, shorten
+from kiosk_core.tasks import wait_for
 
 
 class LineBuffer:
@@ -171,7 +172,7 @@ class LineTransport(ABC):
                 )
             self._data.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._data.wait(), remaining)
+                await wait_for(self._data.wait(), remaining)
 
 
 class TcpTransport(LineTransport):
@@ -188,7 +189,7 @@ class TcpTransport(LineTransport):
     async def open(self, timeout_s: float) -> None:
         await self.close()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout_s)
+            reader, writer = await wait_for(asyncio.open_connection(self.host, self.port), timeout_s)
         except TimeoutError:
             raise self.missing(f"no connection within {timeout_s:g} s") from None
         except OSError as exc:
@@ -212,7 +213,7 @@ class TcpTransport(LineTransport):
         assert self._writer is not None
         try:
             self._writer.write(data)
-            await asyncio.wait_for(self._writer.drain(), 5)
+            await wait_for(self._writer.drain(), 5)
         except (OSError, TimeoutError) as exc:
             self._connection_lost(f"cannot send: {exc}")
             raise self.missing(self._lost or "cannot send") from None
@@ -227,7 +228,7 @@ class TcpTransport(LineTransport):
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                await wait_for(writer.wait_closed(), 1)
 
 
 class SerialTransport(LineTransport):

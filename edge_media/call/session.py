@@ -48,7 +48,7 @@ from edge_media.call.tracks import (
     to_mono_s16,
 )
 from kiosk_core.backoff import equal_jitter
-from kiosk_core.tasks import TaskSet
+from kiosk_core.tasks import TaskSet, wait_for
 
 if TYPE_CHECKING:
     from edge_media.audio import CapturedAudio
@@ -728,7 +728,7 @@ class CallSession:
         for pc in (self._sub, self._pub):
             if pc is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pc.close(), 2.0)
+                    await wait_for(pc.close(), 2.0)
         self._sub = self._pub = None
         client, self._client = self._client, None
         if client is not None and getattr(client, "session_id", None) is not None:
@@ -737,7 +737,7 @@ class CallSession:
             del self._stale_sessions[:-4]
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 2.0)
+                await wait_for(client.close(), 2.0)
         if self.clerk_video:
             self.clerk_video = False
 
