@@ -195,7 +195,7 @@ async def test_documents_checklist_capture_review_and_accept(kiosk: Kiosk):
     preview = sample("capture", actions=["shoot", "back", "end", "language"])
     preview["view"] = {**preview["view"], "phase": "preview", "image": None}
     await kiosk.show(preview)
-    assert "请把材料平放在高拍仪下" in kiosk.text
+    assert "请把材料平放在拍照台上" in kiosk.text
     await kiosk.press("1")
     await kiosk.feed.next_intent("shoot")
     await kiosk.show(SAMPLES["capture"])
@@ -451,7 +451,7 @@ async def test_silent_appliance_is_noticed_after_three_heartbeats(kiosk: Kiosk):
     )
     assert kiosk.app.state_seen_at is not None
     assert time.monotonic() - kiosk.app.state_seen_at >= 0.6  # not before 3 x heartbeat_s
-    assert "服务状态已过期" in kiosk.text
+    assert "很久没有收到服务程序的消息" in kiosk.text
     await kiosk.show(sample("catalog", heartbeat_s=5))
 
 
@@ -461,7 +461,7 @@ async def test_local_bus_restart_shows_unavailable_and_recovers(kiosk: Kiosk, bu
     await wait_until(
         kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=5, what="bus loss"
     )
-    assert "本机消息总线未连接" in kiosk.text
+    assert "本机内部连接中断" in kiosk.text
     bus_broker.start()
     await wait_until(kiosk.pilot, lambda: kiosk.app.bus_connected, timeout_s=10, what="UI reconnected")
     await wait_until(kiosk.pilot, lambda: kiosk.feed.bus.connected, timeout_s=10, what="feed reconnected")

@@ -112,7 +112,7 @@ async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alo
     await villager.sees("documents", "○ 待拍摄")
     for doc in ("居民身份证", "户口簿", "本人银行卡或社保卡"):
         await villager.choose(doc)
-        await villager.sees("capture", "请把材料平放在高拍仪下")
+        await villager.sees("capture", "请把材料平放在拍照台上")
         await villager.choose("拍照")
         await villager.sees("capture", "照片清楚吗")
         await villager.choose("使用这张")

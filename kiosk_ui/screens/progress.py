@@ -29,7 +29,8 @@ class ProgressScreen(KioskScreen):
                 status = str(app.get("status", ""))
                 key = f"progress.status.{status}"
                 status_text = self.t(key) if self.t.has(key) else status
-                line = f"{app.get('application_no', '')}  {self.view.pick(app.get('item_name'))}  【{status_text}】"
+                mark = self.t("progress.status_mark", status=status_text)
+                line = f"{app.get('application_no', '')}  {self.view.pick(app.get('item_name'))}  {mark}"
                 if app.get("updated_at"):
                     line += f"  {app['updated_at']}"
                 if app.get("note"):
