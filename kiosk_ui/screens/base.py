@@ -79,6 +79,8 @@ FIXED_DIGITS: dict[str, str] = {
     # 9: the other language
     "language": "9",
 }
+# Below this many rows (80x24) the screens are tight (kiosk.tcss "-short"): fewer entities a page.
+SHORT_ROWS = 28
 # Entities take these, in order, minus the digits the screen's listed actions hold.
 ENTITY_DIGITS = "23456"
 # The order of the action row: the keypad's, with the way out last.
@@ -164,10 +166,16 @@ class KioskScreen(Screen[None]):
     ENTITY_ACTIONS: ClassVar[frozenset[str]] = frozenset()
     #: How many entity buttons fit on the 30-row screen above the action row (None: only digits limit).
     MAX_ENTITIES: ClassVar[int | None] = None
+    #: The same below 28 rows (80x24): two rows of the two-column grid above a two-row action row.
+    SHORT_MAX_ENTITIES: ClassVar[int | None] = 4
     # Keys of ``view`` that change on every republish without changing what is drawn.
     VOLATILE_VIEW: ClassVar[frozenset[str]] = frozenset()
     # Attract-style screens: any key or touch (not only the buttons) starts a session.
     WAKE_ON_ANY_INPUT: ClassVar[bool] = False
+    # Large print: the console's size puts one of these classes on the screen and kiosk.tcss grows the
+    # buttons, messages and gaps with it (80x24 tight, 100x30 the design size, 160x45 large).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-regular"), (40, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-regular-width"), (140, "-wide")]
 
     def __init__(self, view: View) -> None:
         super().__init__(classes=f"kiosk-screen screen-{self.SCREEN or 'none'}")
@@ -213,12 +221,19 @@ class KioskScreen(Screen[None]):
     def header(self) -> Table:
         """Station name, screen title and who is identified, in one line of three columns."""
         grid = Table.grid(expand=True, padding=(0, 1))
+        who = Text(self.identity_text())
+        # Who is identified is never cut (the masked number is how the villager checks it is them);
+        # the station name gives way first, then the title.
         grid.add_column(ratio=1, justify="left", no_wrap=True, overflow="ellipsis")
         grid.add_column(ratio=2, justify="center", no_wrap=True, overflow="ellipsis", style="bold yellow")
-        grid.add_column(ratio=1, justify="right", no_wrap=True, overflow="ellipsis")
-        grid.add_row(
-            Text(self.site_name(), style="bold"), Text(self.title_text()), Text(self.identity_text())
-        )
+        if who:
+            grid.add_column(justify="right", no_wrap=True, min_width=who.cell_len)
+        else:
+            grid.add_column(ratio=1, justify="right", no_wrap=True)
+        site = self.site_name()
+        if who and self.is_attached and self.app.size.width < 90:
+            site = ""  # a narrow console: what the villager is doing and who they are come first
+        grid.add_row(Text(site, style="bold"), Text(self.title_text()), who)
         return grid
 
     def site_name(self) -> str:
@@ -324,6 +339,8 @@ class KioskScreen(Screen[None]):
         pool = [d for d in ENTITY_DIGITS if d not in taken]
         # Height, not only digits, limits a page: a button below the screen's edge cannot be seen or touched.
         per_page = len(pool) if self.MAX_ENTITIES is None else max(1, min(len(pool), self.MAX_ENTITIES))
+        if self.SHORT_MAX_ENTITIES is not None and self.is_attached and self.app.size.height < SHORT_ROWS:
+            per_page = max(1, min(per_page, self.SHORT_MAX_ENTITIES))
         shown: Sequence[Entity] = entities
         if pool and len(entities) > per_page:
             pages = -(-len(entities) // per_page)
