@@ -419,9 +419,10 @@ async def test_technician_screen_health_and_a_test_button_per_peripheral(kiosk: 
     await kiosk.show(SAMPLES["technician"])
     text = kiosk.text
     assert "警告：仍在使用出厂维护密码" in text
-    assert "✖ 未连接 doccam no /dev/video2" in text and "● 正常 card_reader  测试通过" in text
-    assert "▲ 异常 presence flapping" in text and "pipeline: running" in text and "fleet: connected" in text
-    assert "presence" in kiosk.buttons()["4"]  # each peripheral is its own numbered test button
+    assert "✖ 未连接  拍照台（高拍仪）" in text and "● 正常  身份证阅读器  测试通过" in text
+    assert "▲ 异常  人体感应器" in text and "人体感应器时好时坏：请检查连接线是否松动" in text
+    assert "录像：未录像" in text and "平台连接：已连接" in text
+    assert "人体感应器" in kiosk.buttons()["4"]  # each peripheral is its own numbered test button
     await kiosk.press("3")
     assert (await kiosk.feed.next_intent("technician_test")).body["peripheral"] == "doccam"
     await kiosk.press("1")
