@@ -494,6 +494,16 @@ class CallEnded(WireModel):
     tx: CallSent
 
 
+class VillagerReply(WireModel):
+    """``session.villager_reply``: during the call the villager answered the clerk with a fixed reply
+    (the call screen's "回复工作人员"); the kiosk also shows it as the villager's line in the messages."""
+
+    session_id: str
+    code: Literal["cant_hear", "dont_understand", "wait", "need_official"] = Field(
+        description="cant_hear 听不清, dont_understand 看不懂, wait 请稍等, need_official 请村干部帮忙"
+    )
+
+
 CALL_EVENTS = ("call.connected", "call.reconnecting", "call.reconnected", "call.audio_only", "call.failed")
 
 # The data of every event type the appliance and its drivers emit. Other types (the session's funnel,
@@ -530,6 +540,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     "presence.cleared": PresenceCleared,
     **dict.fromkeys(CALL_EVENTS, CallChanged),
     "call.ended": CallEnded,
+    "session.villager_reply": VillagerReply,
 }
 
 

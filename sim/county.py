@@ -293,6 +293,8 @@ class CountyCentre:
         self.documents: dict[tuple[str, str], ReceivedDocument] = {}
         self.applications: dict[str, list[Application]] = {}
         self.replies: list[tuple[str, dict[str, Any]]] = []  # (command, reply) for the record
+        # (session_id, code) of each fixed answer the villager gave the clerk (session.villager_reply)
+        self.villager_replies: list[tuple[str, str]] = []
         self.errors: list[str] = []
         self._sessions: dict[str, _SessionWork] = {}
         self._numbers = itertools.count(1)
@@ -347,6 +349,10 @@ class CountyCentre:
                 if fut is not None and not fut.done():
                     fut.set_result(data)
             self._spawn(self._pull(root, sid, data))
+        elif type_ == "session.villager_reply":
+            # What the clerk's console shows: the villager pressed 听不清 / 看不懂 / 请稍等 / 请村干部帮忙.
+            self.villager_replies.append((str(sid), str(data.get("code"))))
+            log.info("county: the villager of %s answers %s", sid, data.get("code"))
         elif type_ == "session.progress.requested":
             self._spawn(self._answer_progress(root, sid))
         elif type_ == "session.appointment.requested":

@@ -275,9 +275,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "call": session_state(
         "call",
-        ["capture", "end", "language"],
+        ["capture", "reply", "end", "language"],
         {
             "item": _ITEM,
+            "replies": ["cant_hear", "dont_understand", "wait", "need_official"],
             "clerk": _CLERK,
             "messages": [
                 {"from": "clerk", "text": "您好，我是民政办李明。", "ts": 1763700100.0},

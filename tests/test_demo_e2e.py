@@ -93,14 +93,16 @@ async def watch_events(port: int, seen: list[dict], off_schema: list[str]) -> No
 
 @pytest.mark.skipif(TMUX is None, reason="tmux is installed by scripts/dev.sh")
 @pytest.mark.timeout(240)
-async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 45)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path, size: tuple[int, int]):
     work = tmp_path / "demo"
-    session = f"kiosk-e2e-{int(time.time())}"
+    session = f"kiosk-e2e-{size[0]}x{size[1]}-{int(time.time())}"
     cmd = " ".join([*KIOSK, "demo", "--workdir", str(work)])
     screen = Screen(session)
-    # The kiosk's screen size: 100x30 cells.
-    screen.tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
-    screen.tmux("resize-window", "-t", session, "-x", "100", "-y", "30", check=False)
+    # The kiosk's screen: the design size (100x30 cells), a small console and a large screen.
+    w, h = str(size[0]), str(size[1])
+    screen.tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", w, "-y", h, cmd)
+    screen.tmux("resize-window", "-t", session, "-x", w, "-y", h, check=False)
     seen: list[dict] = []
     off_schema: list[str] = []
     watcher: asyncio.Task | None = None
@@ -115,7 +117,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
         def types() -> set[str]:
             return {e["type"] for e in seen}
 
-        card_placed = english = False
+        card_placed = english = replied = False
         # The review shows the photo itself (issue 8): a block of half-block pixels, not a "cannot be
         # shown" placeholder; the live preview shows before it ("Lay the document flat").
         photo_seen = preview_seen = False
@@ -128,6 +130,8 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
                 + "\nsteps: "
                 + " | ".join(log[-15:])
                 + f"\nplatform saw: {sorted(types())}"
+                + "\npane: "
+                + screen.tmux("display", "-p", "-t", session, "#{window_width}x#{window_height}")
             )
             await asyncio.sleep(0.6)
             s = screen.text()
@@ -140,7 +144,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
             elif "Choose a department" in s:
                 step = "department" if screen.press("Civil affairs", s) else ""
             elif "Choose what you want to do" in s:
-                screen.key("1")
+                screen.key("2")  # the first item: things take the keys from 2 (docs/ui.md)
                 step = "item"
             elif "Please place your ID card" in s and not card_placed:
                 subprocess.run(
@@ -162,6 +166,12 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
                 preview_seen = preview_seen or "Lay the document flat" in s
                 # A busy host may miss the document camera's deadline; the villager tries again.
                 step = "shoot" if screen.press("Take the picture", s) else ""
+            elif not replied and "I can't hear you" in s:
+                # The villager answers the clerk once with a fixed reply (docs/ui.md, the call screen).
+                replied = screen.press("I can't", s)
+                step = "reply" if replied else ""
+            elif not replied and re.search(r"1\s+Answer the", s):
+                step = "replies" if screen.press("Answer the", s) else ""
             # On the call screen beside the clerk's picture the button is narrow: "○ to capture" wraps
             # ("capture" lands on the next line, after the left column's text), so match "○ to" only.
             elif m := re.search(r"(\d)\s+(\S.*?)\s+○ to\b", s):
@@ -174,7 +184,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
             elif "Main reason?" in s:
                 step = "reason" if screen.press("Submit without a reason", s) else ""
             elif "How satisfied" in s:
-                screen.key("5")  # ★★★★★ very satisfied
+                screen.key("6")  # ★★★★★ very satisfied (the stars take 2-6)
                 step = "rate"
             elif re.search(r"\d\s+More \d/\d", s):
                 step = "more" if screen.press("More", s) else ""
@@ -189,6 +199,7 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path):
             "session.call.requested",
             "session.call.connected",
             "session.document.requested",
+            "session.villager_reply",
             "session.approved",
             "session.rated",
         ]

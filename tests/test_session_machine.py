@@ -110,12 +110,13 @@ def test_happy_path_application_from_catalog_to_rating():
     v = m.view()
     assert v["notice"]["code"] == "clerk_requested_document" and v["actions"] == [
         "capture",
+        "reply",
         "end",
         "language",
     ]
     assert v["view"]["requested_documents"][0]["status"] == "missing"
     capture(m, "req-1", 9)
-    assert m.view()["screen"] == "call" and m.view()["actions"] == ["end", "language"]
+    assert m.view()["screen"] == "call" and m.view()["actions"] == ["reply", "end", "language"]
 
     m.command("session.message", {**sid(m), "text": "材料齐全，马上受理。"})
     assert m.view()["view"]["messages"][-1]["text"] == "材料齐全，马上受理。"

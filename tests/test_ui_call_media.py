@@ -232,7 +232,7 @@ async def test_a_missing_microphone_and_speaker_are_said_and_the_villager_told_t
 async def test_a_call_without_media_is_the_text_call_it_always_was(small_kiosk: Kiosk):
     await small_kiosk.show(call_state(None))
     text = small_kiosk.text
-    assert "工作人员: 请把户口簿首页再拍一张。" in text and "已接通：民政 李明" in text
+    assert "工作人员：请把户口簿首页再拍一张。" in text and "已接通：民政 李明" in text
     assert not small_kiosk.app.screen.query(Picture) and "麦克风" not in text
     # ... and nobody's frames are parsed meanwhile
     assert small_kiosk.app.link.preview_session is None
@@ -383,7 +383,7 @@ async def test_hostile_previews_are_ignored_counted_logged_once_and_keys_still_w
     assert set(rejected) == set(HOSTILE)
     warnings = [r for r in caplog.records if r.name == "kiosk.ui.bus" and "ignored preview" in r.getMessage()]
     assert len(warnings) == len(set(HOSTILE))  # once per reason, not once per frame
-    await kiosk.press("0")
+    await kiosk.press("0", "0")  # hanging up asks first
     assert (await kiosk.feed.next_intent("end")).body["screen"] == "call"
 
 
@@ -438,10 +438,15 @@ async def test_more_documents_than_fit_beside_the_picture_page_with_a_key(small_
     ]
     await kiosk.show(call_state(media("connected"), requested_documents=asked))
     buttons = kiosk.buttons()
-    assert buttons["1"] == "户口簿首页  ○ 待拍摄" and buttons["2"].startswith("更多")
-    assert buttons["0"] == "结束办理" and buttons["9"] == "English"
-    assert on_screen(kiosk, "残疾证、房产证 ✔ 已拍摄") and not nothing_cut(kiosk)
+    # Captured ones keep their buttons (to take again), so no document changes its key after a photo.
+    assert buttons["2"] == "户口簿首页  ○ 待拍摄" and buttons["7"] == "更多 1/4"
+    assert buttons["0"] == "结束办理" and buttons["9"] == "English" and buttons["1"] == "回复工作人员"
+    assert not nothing_cut(kiosk)
+    await kiosk.press("7")
+    assert kiosk.buttons()["2"] == "结婚证  ○ 待拍摄"
+    await kiosk.press("7")
+    assert kiosk.buttons()["2"] == "残疾证  ✔ 已拍摄" and not nothing_cut(kiosk)
+    await kiosk.press("7", "7", "7")  # page 4, then round to 1 and 2
+    assert kiosk.buttons()["2"] == "结婚证  ○ 待拍摄"
     await kiosk.press("2")
-    assert kiosk.buttons()["1"] == "结婚证  ○ 待拍摄"
-    await kiosk.press("1")
     assert (await kiosk.feed.next_intent("capture")).body["doc_id"] == "req-2"

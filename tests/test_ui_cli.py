@@ -81,8 +81,8 @@ async def test_kiosk_ui_runs_in_a_real_terminal_and_answers_a_number_key(
                 screen = await tmux("capture-pane", "-p", "-t", "kiosk")
             lines = screen.splitlines()
             assert len(lines) <= 30 and max(map(len, lines)) <= 100
-            assert " 3  民政" in screen and " 9  English" in screen
-            await tmux("send-keys", "-t", "kiosk", "3")
+            assert " 4  民政" in screen and " 9  English" in screen
+            await tmux("send-keys", "-t", "kiosk", "4")
             chosen = await feed.next_intent("select_department", timeout_s=5)
             assert chosen.body["department_id"] == "minzheng"
             assert "Traceback" not in (tmp_path / "ui.log").read_text(encoding="utf-8")

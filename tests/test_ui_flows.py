@@ -114,14 +114,14 @@ async def test_the_number_key_next_to_start_sends_wake_once(kiosk: Kiosk):
 async def test_choose_a_department_by_number_and_page_through_the_rest(kiosk: Kiosk):
     await kiosk.show(SAMPLES["catalog"])
     buttons = kiosk.buttons()
-    # Six departments do not fit next to the three floating actions: four a page and a "more" key.
-    assert [buttons[d] for d in "1234"] == ["社保  7 项", "医保  6 项", "民政  8 项", "户籍  6 项"]
-    assert buttons["5"].startswith("更多") and buttons["0"] == "结束办理" and buttons["9"] == "English"
-    await kiosk.press("3")
+    # Departments take 2-4 (5 and 6 are progress and appointment): three a page and "7 更多".
+    assert [buttons[d] for d in "234"] == ["社保  7 项", "医保  6 项", "民政  8 项"]
+    assert buttons["7"].startswith("更多") and buttons["0"] == "结束办理" and buttons["9"] == "English"
+    await kiosk.press("4")
     assert (await kiosk.feed.next_intent("select_department")).body["department_id"] == "minzheng"
-    await kiosk.press("5")  # more: paging stays inside the UI
-    assert kiosk.buttons()["1"] == "农业农村  6 项"
-    await kiosk.press("2")
+    await kiosk.press("7")  # more: paging stays inside the UI
+    assert kiosk.buttons()["3"] == "农业农村  6 项"
+    await kiosk.press("4")
     assert (await kiosk.feed.next_intent("select_department")).body["department_id"] == "canlian"
     assert all(not i.name.startswith("ui:") for i in kiosk.feed.intents)
 
@@ -135,14 +135,14 @@ async def test_choose_an_item_by_touch_and_go_back_with_8(kiosk: Kiosk):
     assert selected.body["screen"] == "catalog"
     await kiosk.press("8")
     await kiosk.feed.next_intent("back")
-    await kiosk.press("0")
+    await kiosk.press("0", "0")  # 0 asks "确定结束吗？" first
     await kiosk.feed.next_intent("end")
 
 
 async def test_only_listed_actions_get_buttons(kiosk: Kiosk):
     state = sample("catalog_items", actions=["select_item", "end", "teleport"])  # teleport: unknown here
     await kiosk.show(state)
-    assert set(kiosk.buttons()) == {"1", "2", "0"}
+    assert set(kiosk.buttons()) == {"2", "3", "0"}
     await kiosk.press("8")  # "back" is not offered now: the key does nothing
     await kiosk.press("4")
     await kiosk.pilot.pause(0.2)
@@ -179,7 +179,7 @@ async def test_card_removed_asks_to_put_it_back_and_says_when_it_is_another_card
     assert "请把身份证放回读卡器" in kiosk.text
     await kiosk.show(sample("card_removed", notice={"code": "card_mismatch", "params": {}}))
     assert "这不是刚才的身份证" in kiosk.text
-    await kiosk.press("0")
+    await kiosk.press("0", "0")
     await kiosk.feed.next_intent("end")
 
 
@@ -190,12 +190,12 @@ async def test_documents_checklist_capture_review_and_accept(kiosk: Kiosk):
     await kiosk.show(SAMPLES["documents"])
     assert "户口簿  ✔ 已拍摄" in kiosk.text and "家庭收入证明  ○ 待拍摄" in kiosk.text
     assert "呼叫工作人员" not in kiosk.text  # call is not listed until the checklist is complete
-    await kiosk.press("2")
+    await kiosk.press("3")
     assert (await kiosk.feed.next_intent("capture")).body["doc_id"] == "income_proof"
     preview = sample("capture", actions=["shoot", "back", "end", "language"])
     preview["view"] = {**preview["view"], "phase": "preview", "image": None}
     await kiosk.show(preview)
-    assert "请把材料平放在高拍仪下" in kiosk.text
+    assert "请把材料平放在拍照台上" in kiosk.text
     await kiosk.press("1")
     await kiosk.feed.next_intent("shoot")
     await kiosk.show(SAMPLES["capture"])
@@ -207,8 +207,8 @@ async def test_documents_checklist_capture_review_and_accept(kiosk: Kiosk):
     complete = sample("documents", actions=["capture", "call", "back", "end", "language"])
     complete["view"] = {**complete["view"], "complete": True}
     await kiosk.show(complete)
-    assert kiosk.buttons()["3"] == "呼叫工作人员"
-    await kiosk.press("3")
+    assert kiosk.buttons()["1"] == "呼叫工作人员"
+    await kiosk.press("1")
     await kiosk.feed.next_intent("call")
 
 
@@ -225,7 +225,7 @@ async def test_queue_position_then_clerk_messages_and_a_requested_document(kiosk
     text = kiosk.text
     assert "已接通：民政 李明" in text and "请把户口簿首页再拍一张。" in text
     assert "工作人员需要补充材料：户口簿首页" in text
-    await kiosk.press("1")
+    await kiosk.press("2")
     assert (await kiosk.feed.next_intent("capture")).body["doc_id"] == "req-1"
     # A clerk's text is shown as typed, brackets and all (no markup interpretation).
     chatty = sample("call")
@@ -234,7 +234,7 @@ async def test_queue_position_then_clerk_messages_and_a_requested_document(kiosk
         "messages": [{"from": "clerk", "text": "[b]急[/b] [/] [red", "ts": 1.0}],
     }
     await kiosk.show(chatty)
-    assert "工作人员: [b]急[/b] [/] [red" in kiosk.text
+    assert "工作人员：[b]急[/b] [/] [red" in kiosk.text
 
 
 async def test_receipt_shows_the_number_and_a_scannable_qr(kiosk: Kiosk):
@@ -265,22 +265,22 @@ async def test_rejection_shows_the_clerks_reason(kiosk: Kiosk):
 
 async def test_rating_score_then_reason_by_number_keys(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rating"])
-    await kiosk.press("4")
+    await kiosk.press("5")  # the stars take 2-6: ★★★★
     assert "您的评价：★★★★" in kiosk.text
     assert kiosk.feed.names() == []  # the score alone is not sent yet
-    await kiosk.press("2")  # 1 is "no reason", first so that it is on every page
+    await kiosk.press("3")  # 2 is "no reason", first so that it is on every page
     rate = await kiosk.feed.next_intent("rate")
     assert rate.body["score"] == 4 and rate.body["reason"] == "fast"
 
 
 async def test_rating_without_reason_and_skipping(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rating"])
-    await kiosk.press("5", "1")
+    await kiosk.press("6", "2")
     rate = await kiosk.feed.next_intent("rate")
     assert rate.body["score"] == 5 and rate.body["reason"] is None
     await kiosk.show(SAMPLES["ended"])
     await kiosk.show(SAMPLES["rating"])  # a fresh rating screen starts at the score again
-    await kiosk.press("6")
+    await kiosk.press("0")  # the way out of the rating: skip it (nothing to lose, so no question)
     await kiosk.feed.next_intent("skip")
 
 
@@ -304,11 +304,11 @@ async def test_appointment_department_slot_and_booking(kiosk: Kiosk):
     dept = sample("appointment", actions=["select_department", "back", "end", "language"])
     dept["view"] = {**dept["view"], "phase": "department", "department": None, "slots": []}
     await kiosk.show(dept)
-    await kiosk.press("2")
+    await kiosk.press("3")
     assert (await kiosk.feed.next_intent("select_department")).body["department_id"] == "yibao"
     await kiosk.show(SAMPLES["appointment"])
     assert "11月23日 星期一 上午 09:30-09:50  王芳" in kiosk.text
-    await kiosk.press("2")
+    await kiosk.press("3")
     assert (await kiosk.feed.next_intent("book")).body["slot_id"] == "sl-20261123-0930"
     booked = sample("appointment", actions=["done", "language"])
     booked["view"] = {
@@ -341,7 +341,8 @@ async def test_idle_countdown_shows_the_seconds_and_any_key_says_still_here(kios
     await kiosk.show(warned)
     assert "无人操作，12 秒后自动结束" in kiosk.text
     assert kiosk.app.screen is screen  # the overlay, not a rebuilt screen
-    assert set(kiosk.buttons()) == {"1", "2", "8", "0", "9"}  # still_here is the overlay's, not a number
+    # The screen's keys stay drawn; the overlay's "1 我还在" is the only one a digit reaches now.
+    assert set(kiosk.buttons()) == {"1", "2", "3", "8", "0", "9"}
     await kiosk.show({**warned, "idle": {"timeout_s": 90, "warn_s": 15, "countdown": 11}})
     assert "11 秒后" in kiosk.text
     await kiosk.press("space")
@@ -418,12 +419,13 @@ async def test_technician_screen_health_and_a_test_button_per_peripheral(kiosk: 
     await kiosk.show(SAMPLES["technician"])
     text = kiosk.text
     assert "警告：仍在使用出厂维护密码" in text
-    assert "✖ 未连接 doccam no /dev/video2" in text and "● 正常 card_reader  测试通过" in text
-    assert "▲ 异常 presence flapping" in text and "pipeline: running" in text and "fleet: connected" in text
-    assert "presence" in kiosk.buttons()["3"]  # each peripheral is its own numbered test button
-    await kiosk.press("2")
+    assert "✖ 未连接  拍照台（高拍仪）" in text and "● 正常  身份证阅读器  测试通过" in text
+    assert "▲ 异常  人体感应器" in text and "人体感应器时好时坏：请检查连接线是否松动" in text
+    assert "录像：未录像" in text and "平台连接：已连接" in text
+    assert "人体感应器" in kiosk.buttons()["4"]  # each peripheral is its own numbered test button
+    await kiosk.press("3")
     assert (await kiosk.feed.next_intent("technician_test")).body["peripheral"] == "doccam"
-    await kiosk.press("4")
+    await kiosk.press("1")
     await kiosk.feed.next_intent("technician_refresh")
     await kiosk.press("0")
     await kiosk.feed.next_intent("technician_exit")
@@ -450,7 +452,7 @@ async def test_silent_appliance_is_noticed_after_three_heartbeats(kiosk: Kiosk):
     )
     assert kiosk.app.state_seen_at is not None
     assert time.monotonic() - kiosk.app.state_seen_at >= 0.6  # not before 3 x heartbeat_s
-    assert "服务状态已过期" in kiosk.text
+    assert "很久没有收到服务程序的消息" in kiosk.text
     await kiosk.show(sample("catalog", heartbeat_s=5))
 
 
@@ -460,7 +462,7 @@ async def test_local_bus_restart_shows_unavailable_and_recovers(kiosk: Kiosk, bu
     await wait_until(
         kiosk.pilot, lambda: kiosk.app.screen_name == "unavailable", timeout_s=5, what="bus loss"
     )
-    assert "本机消息总线未连接" in kiosk.text
+    assert "本机内部连接中断" in kiosk.text
     bus_broker.start()
     await wait_until(kiosk.pilot, lambda: kiosk.app.bus_connected, timeout_s=10, what="UI reconnected")
     await wait_until(kiosk.pilot, lambda: kiosk.feed.bus.connected, timeout_s=10, what="feed reconnected")
@@ -491,7 +493,7 @@ async def test_unreadable_state_is_ignored_and_the_screen_stays(kiosk: Kiosk):
 
 async def test_intent_ref_echo_measures_latency(kiosk: Kiosk):
     await kiosk.show(SAMPLES["catalog"])
-    await kiosk.press("1")
+    await kiosk.press("2")
     intent = await kiosk.feed.next_intent("select_department")
     await kiosk.show(sample("catalog_items", ref=intent.body["ref"]))
     assert [ref for ref, _ in kiosk.app.latencies] == [intent.body["ref"]]
@@ -584,7 +586,7 @@ async def test_a_long_checklist_pages_so_every_button_is_visible(kiosk: Kiosk, c
 
 async def test_the_rating_reasons_fit_and_no_reason_is_always_offered(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rating"], lang="en")
-    await kiosk.press("5")
+    await kiosk.press("6")
     buttons = list(kiosk.app.screen.query(ChoiceButton))
     assert all(b.region.bottom <= kiosk.app.size.height for b in buttons)
-    assert kiosk.buttons()["1"] == "Submit without a reason"
+    assert kiosk.buttons()["2"] == "Submit without a reason"

@@ -102,7 +102,7 @@ async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alo
     await villager.pilot.press("space")  # any key wakes the kiosk
     await villager.sees("catalog", "请选择部门")
     await villager.choose("民政")
-    await villager.sees("catalog", "高龄津贴申请")
+    await villager.sees("catalog", "请选择要办理的事项")  # three items a page: choose() pages with 7
     await villager.choose("高龄津贴申请")
     await villager.sees("identify", "请把身份证放在读卡器上")
     await ctx.emit("card.read", ZHANG_SAN)  # the card reader's event
@@ -113,7 +113,7 @@ async def test_a_villager_applies_for_the_elderly_allowance_with_number_keys_alo
     assert "居民身份证" not in villager.text  # read from the card's chip: no photo of it is asked for
     for doc in ("户口簿", "本人银行卡或社保卡"):
         await villager.choose(doc)
-        await villager.sees("capture", "请把材料平放在高拍仪下")
+        await villager.sees("capture", "请把材料平放在拍照台上")
         await villager.choose("拍照")
         await villager.sees("capture", "照片清楚吗")
         await villager.choose("使用这张")

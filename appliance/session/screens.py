@@ -111,7 +111,7 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
         ),
         Screen.CALL: ScreenSpec(
             call.call_view,
-            ("capture", "end"),
+            ("capture", "reply", "end"),
             offers=call.call_offers,
             idle_timeout=session_idle,
             card_guard=card.hold,

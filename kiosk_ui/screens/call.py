@@ -17,16 +17,19 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 
-from kiosk_ui.messages import Preview
+from kiosk_ui.messages import IntentRequested, Preview
 from kiosk_ui.screens.base import Entity, KioskScreen, View, as_dict, as_list, freeze
 from kiosk_ui.screens.documents import document_label
+from kiosk_ui.widgets.choice import UI_CLOSE
 from kiosk_ui.widgets.picture import Picture
 from kiosk_ui.widgets.plain import Plain
 
-SHOWN_MESSAGES = 6  # text-only call: the newest six, as before there was media
+# Who a message line is from (``messages[].from``): the clerk, the kiosk itself, or the villager's reply.
+FROM = frozenset({"clerk", "system", "villager"})
 MEDIA_STATES = frozenset({"connecting", "connected", "reconnecting", "audio_only", "failed"})
 # No frame for this long: the picture on screen is not the clerk now, so say it is paused.
 PREVIEW_STALE_S = 2.0
@@ -58,6 +61,8 @@ class CallScreen(KioskScreen):
     SCREEN = "call"
     TITLE_KEY = "call.title"
     ENTITY_ACTIONS = frozenset({"capture"})
+    # Rows of a requested-document button in the text call (labels may wrap on two lines).
+    MAX_ENTITIES = 3
     # Tests may wind this clock; the kiosk uses the monotonic clock like the rest of the UI.
     clock: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
 
@@ -67,6 +72,8 @@ class CallScreen(KioskScreen):
         # When the picture last was the clerk now: the newest frame's arrival, or when the screen began
         # waiting for frames (a first frame has PREVIEW_STALE_S to come before "paused" shows).
         self._frame_at = self.clock()
+        # "1 回复工作人员" opened the replies (presentation only, like paging).
+        self.replying = False
 
     # --- what is drawn -----------------------------------------------------------------------------
 
@@ -131,57 +138,117 @@ class CallScreen(KioskScreen):
     def _requested(self) -> list[Mapping[str, Any]]:
         return [as_dict(d) for d in as_list(self.view.data.get("requested_documents"))]
 
-    def _message_lines(self, messages: list[Mapping[str, Any]], key: str = "") -> list[str]:
-        """One line per message, ``who: text`` (or the catalog's ``key`` format with ``who``, ``text``)."""
+    def _message_lines(self, messages: list[Mapping[str, Any]], key: str = "call.message") -> list[str]:
+        """One line per message, ``who：text`` (the catalog's ``key`` format with ``who``, ``text``)."""
         lines = []
         for m in messages:
-            who = self.t("call.from.clerk") if m.get("from") == "clerk" else self.t("call.from.system")
+            who = (
+                self.t(f"call.from.{m.get('from')}") if m.get("from") in FROM else self.t("call.from.system")
+            )
             text = str(m.get("text", ""))
-            lines.append(self.t(key, who=who, text=text) if key else f"{who}: {text}")
+            reply = f"call.reply.{m.get('code')}"
+            if m.get("from") == "villager" and self.t.has(reply):
+                text = self.t(reply)  # the villager's own words in the language of the screen
+            lines.append(self.t(key, who=who, text=text))
         return lines
 
-    def _text_call(self) -> ComposeResult:
-        """The call without media: the clerk's name, the newest messages, the documents asked for."""
-        yield self._clerk_line()
-        requested = self._requested()
-        entities = [
-            Entity(document_label(self.view, d), "capture", {"doc_id": d.get("doc_id")})
-            for d in requested
-            if d.get("status") != "captured" and "capture" in self.view.actions
+    def _document_entities(self, label: Callable[[Mapping[str, Any]], str]) -> list[Entity]:
+        """A button per requested document, captured ones too (to take again): a document keeps its
+        digit while the clerk's list stays the same, however many photos were taken since."""
+        if "capture" not in self.view.actions:
+            return []
+        return [
+            Entity(
+                label(d),
+                "capture",
+                {"doc_id": d.get("doc_id")},
+                classes="doc-captured" if d.get("status") == "captured" else "doc-missing",
+            )
+            for d in self._requested()
         ]
-        entity_buttons, action_buttons = self.choices(entities)
+
+    def _replies(self) -> list[Entity]:
+        """The fixed answers the appliance accepts now (``view.replies``) that this UI has words for."""
+        codes = [c for c in as_list(self.view.data.get("replies")) if isinstance(c, str)]
+        return [
+            Entity(self.t(f"call.reply.{c}"), "reply", {"code": c}, classes="reply")
+            for c in codes
+            if self.t.has(f"call.reply.{c}")
+        ]
+
+    def _choices(self, documents: list[Entity]) -> tuple[list[Any], list[Any]]:
+        """The side column's buttons and the action row: the documents, or the replies when open."""
+        replies = self._replies() if "reply" in self.view.actions else []
+        if self.replying and replies:
+            # The replies go in the action row, full width (the side column is too narrow for four
+            # big buttons at 80x24); they are few, so no paging.
+            limit, self.MAX_ENTITIES = self.MAX_ENTITIES, None
+            try:
+                return self.choices(
+                    replies, actions=["end", "language"], extra=[(UI_CLOSE, self.t("ui.close"))]
+                )
+            finally:
+                self.MAX_ENTITIES = limit
+        return self.choices(documents, actions=[a for a in self.view.actions if a != "reply" or replies])
+
+    def _messages(self) -> ComposeResult:
+        """The messages, oldest first, kept scrolled to the newest (a villager cannot scroll)."""
+        messages = [as_dict(m) for m in as_list(self.view.data.get("messages"))]
+        # "工作人员：您好…" with no space: text wraps at spaces only, so a space after the colon
+        # would push a whole Chinese sentence onto the next row, a row a narrow column lacks.
+        lines = self._message_lines(messages) or [self.t("call.no_messages")]
+        with _MessageList(id="call-message-list"):
+            yield Plain("\n".join(lines), classes="detail chat")
+
+    def _replying(self, entity_buttons: list[Any]) -> bool:
+        return self.replying and bool(entity_buttons) and entity_buttons[0].intent == "reply"
+
+    def _action_row(self, entity_buttons: list[Any], action_buttons: list[Any]) -> ComposeResult:
+        """The action row; while the replies are open they come first in it, full width."""
+        replying = self._replying(entity_buttons)
+        with Horizontal(classes="actions replies" if replying else "actions"):
+            if replying:
+                yield from entity_buttons
+            yield from action_buttons
+
+    def _side_buttons(self, entity_buttons: list[Any]) -> ComposeResult:
+        if self._replying(entity_buttons):
+            yield Plain(self.t("call.reply.title"), classes="section", id="call-reply-title")
+            return
+        requested = self._requested()
+        if not requested:
+            return
+        with Vertical(id="call-docs"):
+            yield Plain(self.t("call.requested"), classes="section")
+            if entity_buttons:
+                yield from entity_buttons
+            else:  # nothing to capture now: the documents as one line (rows beside a picture are few)
+                names = [self.view.pick(d.get("name"), str(d.get("doc_id", "?"))) for d in requested]
+                comma = "、" if self.t.language == "zh-CN" else ", "
+                yield Plain(f"{comma.join(names)}  {self.t('doc.captured')}", classes="detail")
+
+    def _text_call(self) -> ComposeResult:
+        """The call without media: the clerk's name, the messages, the documents asked for."""
+        yield self._clerk_line()
+        entity_buttons, action_buttons = self._choices(
+            self._document_entities(lambda d: document_label(self.view, d))
+        )
         with Horizontal(id="call-columns"):
             with Vertical(id="call-messages"):
                 yield Plain(self.t("call.messages"), classes="section")
-                messages = [as_dict(m) for m in as_list(self.view.data.get("messages"))][-SHOWN_MESSAGES:]
-                if not messages:
-                    yield Plain(self.t("call.no_messages"), classes="detail")
-                for line in self._message_lines(messages):
-                    yield Plain(line, classes="detail chat")
-            with Vertical(id="call-docs"):
-                if requested:
-                    yield Plain(self.t("call.requested"), classes="section")
-                for d in requested:
-                    if d.get("status") == "captured":
-                        yield Plain(document_label(self.view, d), classes="detail")
-                yield from entity_buttons
-        with Horizontal(classes="actions"):
-            yield from action_buttons
+                yield from self._messages()
+            with Vertical(id="call-side-text"):
+                yield from self._side_buttons(entity_buttons)
+        yield from self._action_row(entity_buttons, action_buttons)
 
     def _video_call(self) -> ComposeResult:
         """The clerk's picture (or what the video is doing) as the largest thing, the rest beside it."""
         state = self.media_state
-        requested = self._requested()
-        # Short labels: every document here was asked for by the clerk, and the side column is narrow.
-        entities = [
-            Entity(self._document_name(d), "capture", {"doc_id": d.get("doc_id")})
-            for d in requested
-            if d.get("status") != "captured" and "capture" in self.view.actions
-        ]
         # Height limits how many document buttons fit beside the picture; the rest page with "more".
         # (An instance value of the class's knob: the kiosk's console size is fixed while it runs.)
         self.MAX_ENTITIES = max(1, (self.app.size.height - _ROWS_WITHOUT_DOCUMENTS) // _DOCUMENT_BUTTON_ROWS)
-        entity_buttons, action_buttons = self.choices(entities)
+        # Short labels: every document here was asked for by the clerk, and the side column is narrow.
+        entity_buttons, action_buttons = self._choices(self._document_entities(self._document_name))
         with Horizontal(id="call-main", classes=f"media-{state or 'unknown'}"):
             if state != "failed":  # failed: a text-only call, the messages take the whole width
                 with Vertical(id="call-video"):
@@ -197,27 +264,26 @@ class CallScreen(KioskScreen):
                 if state == "failed":
                     yield Plain(self.t("call.media.failed"), id="media-status", classes="media-failed")
                 yield Plain(self.t("call.messages"), classes="section")
-                messages = [as_dict(m) for m in as_list(self.view.data.get("messages"))]
-                # "工作人员：您好…" with no space: text wraps at spaces only, so a space after the colon
-                # would push a whole Chinese sentence onto the next row, a row the narrow column lacks.
-                lines = self._message_lines(messages, "call.message") or [self.t("call.no_messages")]
-                with _MessageList(id="call-message-list"):
-                    yield Plain("\n".join(lines), classes="detail chat")
-                if requested:
-                    with Vertical(id="call-docs"):
-                        yield Plain(self.t("call.requested"), classes="section")
-                        # Captured ones on one line, however many: rows beside the picture are few.
-                        captured = [
-                            self.view.pick(d.get("name"), str(d.get("doc_id", "?")))
-                            for d in requested
-                            if d.get("status") == "captured"
-                        ]
-                        if captured:
-                            comma = "、" if self.t.language == "zh-CN" else ", "
-                            yield Plain(f"{comma.join(captured)}  {self.t('doc.captured')}", classes="detail")
-                        yield from entity_buttons
-        with Horizontal(classes="actions"):
-            yield from action_buttons
+                yield from self._messages()
+                yield from self._side_buttons(entity_buttons)
+        yield from self._action_row(entity_buttons, action_buttons)
+
+    @on(IntentRequested)
+    async def _reply_menu(self, event: IntentRequested) -> None:
+        """``reply`` without a code opens the replies; ``8`` closes them; a chosen reply closes them too."""
+        if self.asking_end:
+            return  # the base class drops it
+        if event.name == "reply" and "code" not in event.data:
+            event.stop()
+            self.replying, self.page = True, 0
+            await self.recompose()
+        elif event.name == UI_CLOSE:
+            event.stop()
+            self.replying, self.page = False, 0
+            await self.recompose()
+        elif event.name == "reply":
+            self.replying, self.page = False, 0
+            self.call_after_refresh(self.recompose)
 
     def _document_name(self, doc: Mapping[str, Any]) -> str:
         name = self.view.pick(doc.get("name"), str(doc.get("doc_id", "?")))

@@ -18,7 +18,7 @@ def document_label(view: View, doc: Mapping[str, Any]) -> str:
     flags = [t("doc.required") if doc.get("required") else t("doc.optional")]
     if doc.get("requested_by_clerk"):
         flags.append(t("doc.requested"))
-    return f"{name}  {status}  ({', '.join(flags)})"
+    return f"{name}  {status}  {t('doc.flags', flags=t('list.comma').join(flags))}"
 
 
 class DocumentsScreen(KioskScreen):

@@ -34,10 +34,8 @@ class ProgressScreen(KioskScreen):
                 yield Plain(self.t("progress.count", count=len(apps)), classes="message", id="progress-phase")
             for app in apps[:SHOWN]:
                 name = self.view.pick(app.get("item_name"))
-                yield Plain(
-                    f"{app.get('application_no', '')}  {name}  【{self.status_text(app)}】",
-                    classes="detail application",
-                )
+                mark = self.t("progress.status_mark", status=self.status_text(app))
+                yield Plain(f"{app.get('application_no', '')}  {name}  {mark}", classes="detail application")
                 facts = self.facts(app)
                 if facts:
                     yield Plain("    " + facts, classes="detail application-facts")

@@ -23,6 +23,7 @@ class RatingScreen(KioskScreen):
     ENTITY_ACTIONS = frozenset({"rate"})
     # Three rows of two 4-row buttons leave room for the action row at 100x30.
     MAX_ENTITIES = 6
+    SHORT_MAX_ENTITIES = 5  # five stars on one page at 80x24 too (the action row is one row here)
 
     def __init__(self, view: View) -> None:
         super().__init__(view)

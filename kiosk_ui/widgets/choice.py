@@ -15,6 +15,10 @@ from kiosk_ui.messages import IntentRequested
 
 # Handled inside the screen (presentation only), never sent to the appliance.
 UI_PAGE_NEXT = "ui:page_next"
+UI_CLOSE = "ui:close"  # close a sub-menu (the call's replies)
+UI_END_KEEP = "ui:end_keep"  # "1 继续办理" on the "end?" question
+UI_END_CONFIRMED = "ui:end_confirmed"  # "0 确定结束": only this sends ``end``
+UI_STILL_HERE = "ui:still_here"  # the countdown's button: the key or touch itself already said so
 
 
 class ChoiceButton(Button):

@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints
 from appliance.config import CallTarget
 from appliance.session import printing
 from appliance.session.effects import DropCapture, Effect, Emit, StartCall, StopCall
+from appliance.session.errors import IntentRejected
 from appliance.session.flows import (
     IntentHandler,
     LocalizedName,
@@ -61,7 +62,12 @@ def call_view(m: SessionMachine) -> dict[str, Any]:
     call = s.call or Call()
     wall, mono = m.clock.time(), m.clock.monotonic()
     messages = [
-        {"from": msg["from"], "text": msg["text"], "ts": round(wall - (mono - msg["at"]), 3)}
+        {
+            "from": msg["from"],
+            "text": msg["text"],
+            "ts": round(wall - (mono - msg["at"]), 3),
+            **({"code": msg["code"]} if "code" in msg else {}),
+        }
         for msg in call.messages
     ]
     return {
@@ -69,6 +75,7 @@ def call_view(m: SessionMachine) -> dict[str, Any]:
         "clerk": call.clerk,
         "media": media_view(call),
         "messages": messages,
+        "replies": list(REPLY_CODES),
         "requested_documents": [d.as_view() for d in s.checklist if d.requested_by_clerk],
         "checklist": [d.as_view() for d in s.checklist],
     }
@@ -125,7 +132,10 @@ def call_offers(m: SessionMachine) -> Container[str]:
     if s is None:
         return ()
     missing = any(d.requested_by_clerk and d.status == "missing" for d in s.checklist)
-    return {"capture", "end"} if missing else {"end"}
+    offers = {"capture", "end"} if missing else {"end"}
+    if s.call is not None and s.call.status == "connected":
+        offers.add("reply")
+    return offers
 
 
 def receipt_view(m: SessionMachine) -> dict[str, Any]:
@@ -228,10 +238,38 @@ def continue_to_rating(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
     return []
 
 
+# The villager's fixed answers to the clerk (``reply {"code"}``), with the words the clerk reads in the
+# call's message list; the kiosk's screen has them in both languages (its catalog, ``call.reply.*``).
+REPLY_CODES: dict[str, str] = {
+    "cant_hear": "听不清",
+    "dont_understand": "看不懂",
+    "wait": "请稍等",
+    "need_official": "请村干部帮忙",
+}
+
+
+def reply(m: SessionMachine, body: dict[str, Any]) -> list[Effect]:
+    """The villager answers the clerk with one of ``REPLY_CODES``: a line in the call's messages and
+    ``session.villager_reply`` to the clerk. An unknown code is refused and changes nothing."""
+    s = m._session()
+    code = body.get("code")
+    if not isinstance(code, str) or code not in REPLY_CODES:
+        allowed = ", ".join(REPLY_CODES)
+        raise IntentRejected(f"reply: code must be one of {allowed}; got {str(code)[:40]!r}")
+    if s.call is None or s.call.status != "connected":
+        raise IntentRejected("reply: no clerk is connected")
+    s.call.messages.append(
+        {"from": "villager", "code": code, "text": REPLY_CODES[code], "at": m.clock.monotonic()}
+    )
+    del s.call.messages[: -m.config.max_messages]
+    return [Emit("session.villager_reply", {"session_id": s.id, "code": code})]
+
+
 INTENTS: dict[str, IntentHandler] = {
     "call": request_call,
     "cancel_call": cancel_call,
     "continue": continue_to_rating,
+    "reply": reply,
 }
 
 # --- the clerk's commands ----------------------------------------------------------------------------

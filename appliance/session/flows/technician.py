@@ -13,6 +13,7 @@ import math
 from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
+from appliance import __version__
 from appliance.session.effects import Effect, Emit, RefreshTechnician, RunSelfTest
 from appliance.session.errors import IntentRejected
 from appliance.session.flows import IntentHandler
@@ -47,16 +48,33 @@ def pin_offers(m: SessionMachine) -> Container[str]:
     return {"technician_exit"} if m.pin_locked_until is not None else {"technician_pin", "technician_exit"}
 
 
+# Parts of the appliance in its health map that are not devices a technician plugs in or tests.
+NOT_PERIPHERALS = frozenset({"session", "fleet", "bus", "local_bus", "outbox", "ota", "media"})
+
+
 def technician_view(m: SessionMachine) -> dict[str, Any]:
+    """What the technician screen shows: the device (with its firmware version), the peripherals (not
+    the appliance's own parts such as the session), the network, the clock's sync state when the
+    status has it (``clock: {"synced": bool}``), the test results and the factory-PIN warning."""
     t = m.technician
     status = t.status if t else {}
-    return {
-        "device": status.get("device", {}),
-        "peripherals": status.get("peripherals", []),
+    device = dict(status.get("device") or {})
+    device.setdefault("firmware", __version__)
+    peripherals = [
+        p
+        for p in status.get("peripherals", [])
+        if not (isinstance(p, dict) and p.get("name") in NOT_PERIPHERALS)
+    ]
+    view = {
+        "device": device,
+        "peripherals": peripherals,
         "network": status.get("network", {}),
         "tests": dict(t.tests) if t else {},
         "pin_is_default": m.pin_is_default,
     }
+    if isinstance(status.get("clock"), dict):
+        view["clock"] = status["clock"]
+    return view
 
 
 # --- entry and exit ----------------------------------------------------------------------------------
