@@ -388,4 +388,9 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second signal must not cut the clean-up short: tmux's kill-server sends SIGHUP while the
+        # demo is still stopping its children after the UI quit, and the SystemExit it raised left
+        # the demo's mosquitto and Janus running.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         demo.stop()
