@@ -155,7 +155,7 @@ async def test_the_document_cameras_live_picture_shows_while_placing_the_paper(k
     await kiosk.show(capture_state("preview"))
     link = kiosk.app.link
     assert (link.doccam_session, link.still_session) == (SESSION, None)
-    assert not picture(kiosk).has_image and on_screen(kiosk, "正在等待高拍仪的画面…")
+    assert not picture(kiosk).has_image and on_screen(kiosk, "正在等待拍照台的画面…")
     await publish(kiosk, DOCCAM_PREVIEW_TOPIC, picture_payload(96, 72))
     await wait_until(kiosk.pilot, lambda: picture(kiosk).has_image, what="the live picture")
     pic = picture(kiosk)
@@ -163,7 +163,7 @@ async def test_the_document_cameras_live_picture_shows_while_placing_the_paper(k
     columns, rows = assert_shows_bars(pic)
     assert abs(columns / (2 * rows) - 96 / 72) < 0.15  # square pixels: the paper keeps its shape
     assert not nothing_cut(kiosk), nothing_cut(kiosk)
-    assert on_screen(kiosk, "请把材料平放在高拍仪下") and on_screen(kiosk, "1  拍照")
+    assert on_screen(kiosk, "请把材料平放在拍照台上") and on_screen(kiosk, "1  拍照")
     # Taking the picture: the frames stop being wanted; the last one stays while the shot is taken.
     await kiosk.show(capture_state("capturing"))
     assert link.doccam_session is None and link.still_session == SESSION
@@ -189,7 +189,7 @@ async def test_live_frames_are_dropped_unread_outside_the_preview_and_a_silent_c
     assert picture(kiosk).has_image
     clock.advance(0.2)  # 2 s without a frame: what shows is not the paper now
     await wait_until(kiosk.pilot, lambda: not picture(kiosk).has_image, what="the stale frame cleared")
-    assert on_screen(kiosk, "正在等待高拍仪的画面…")
+    assert on_screen(kiosk, "正在等待拍照台的画面…")
 
 
 # --- the photo at review ------------------------------------------------------------------------------

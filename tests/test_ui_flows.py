@@ -259,7 +259,7 @@ async def test_receipt_shows_the_number_and_a_scannable_qr(kiosk: Kiosk):
 async def test_rejection_shows_the_clerks_reason(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rejected"])
     assert "收入证明需村委会盖章后再申请。" in kiosk.text and "李明" in kiosk.text
-    await kiosk.press("3")  # 1 and 2 are the next steps (call again, book a visit)
+    await kiosk.press("0")  # 结束并评价, the way out (1 calls again, 6 books a visit)
     await kiosk.feed.next_intent("continue")
 
 

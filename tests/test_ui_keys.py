@@ -59,6 +59,8 @@ async def test_every_action_has_one_digit_on_every_screen(kiosk: Kiosk):
                 key = "entity"
             elif button.intent.startswith("technician_test"):
                 key = "entity"
+            elif button.intent == "continue" and name == "rejected":
+                key = "rejected:continue"  # 结束并评价: there 1 calls again, so it is the way out
             else:
                 key = button.intent
             digits[key].add(button.digit)
@@ -69,6 +71,8 @@ async def test_every_action_has_one_digit_on_every_screen(kiosk: Kiosk):
     assert digits["end"] == {"0"} and digits["back"] == {"8"} and digits["language"] == {"9"}
     assert digits["ui:page_next"] == {"7"}, "更多 is always 7"
     assert digits["call"] == {"1"}, "呼叫工作人员 is always 1"
+    assert digits["rejected:continue"] == {"0"}, "结束并评价 after a rejection is the way out"
+    assert digits["appointment"] == {"6"}
     main = {"confirm", "shoot", "accept", "call", "continue", "done", "retry", "wake"}
     assert {d for a in main for d in digits[a]} == {"1"}, "the main action is always 1"
     # Entities never take a key that an action of the map holds (1, 7, 8, 9, 0).

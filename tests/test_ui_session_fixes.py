@@ -122,7 +122,7 @@ async def test_ended_asks_to_take_the_card_and_the_papers_while_the_card_is_on_t
     ctx, service, villager = kiosk
     await to_documents(ctx, villager, "社保", "城乡居民养老保险参保登记")
     await capture_every_missing_document(villager)
-    await villager.pilot.press("0")  # end
+    await villager.pilot.press("0", "0")  # end: 0 asks "确定结束吗？" first
     await villager.sees("ended", "请取回身份证和材料")
     assert "身份证还在读卡器上，请取走" in villager.text
     await ctx.emit("card.removed", {"reader": "card_reader", "reason": "removed"})

@@ -154,19 +154,21 @@ async def test_a_declined_slot_is_one_clear_sentence(kiosk: Kiosk):
 
 async def test_a_rejection_offers_calling_again_and_booking_and_never_says_completed(kiosk: Kiosk):
     await kiosk.show(SAMPLES["rejected"])
-    assert kiosk.buttons() == {
+    assert kiosk.buttons() == {  # the key map: 1 call, 6 appointment, 0 the way out
         "1": "再次呼叫",
-        "2": "预约窗口办理",
-        "3": "结束并评价",
+        "6": "预约窗口办理",
         "9": "English",
+        "0": "结束并评价",
     }
     assert "补齐材料后再次呼叫工作人员" in kiosk.text and "本次办理已完成" not in kiosk.text
     await kiosk.press("1")
     assert (await kiosk.feed.next_intent("call")).body["screen"] == "rejected"
-    await kiosk.press("2")
+    await kiosk.press("6")
     await kiosk.feed.next_intent("appointment")
+    await kiosk.press("0")  # nothing is lost by going to the rating: no question first
+    await kiosk.feed.next_intent("continue")
     await kiosk.show(SAMPLES["rejected"], lang="en")
-    assert kiosk.buttons() == {"1": "Call again", "2": "Book a visit", "3": "Rate and end", "9": "中文"}
+    assert kiosk.buttons() == {"1": "Call again", "6": "Book a visit", "9": "中文", "0": "Rate and end"}
     assert "call the clerk again" in kiosk.text
     after = sample("ended")
     after["view"] = {"reason": "completed", "outcome": "rejected"}

@@ -10,9 +10,11 @@ Number keys (the whole map is the table in docs/ui.md): a villager learns them o
 the same digit on every screen that offers it (``FIXED_DIGITS``): ``0`` the way out (``end`` asks
 first), ``1`` the main action (continue, confirm, shoot, accept, call the clerk, ...), ``2`` the other
 answer (not me, retake), ``5`` progress, ``6`` appointment, ``7`` "more" (the next page), ``8`` back,
-``9`` the language. Entities (departments, items, documents, slots, stars, replies, peripherals) take
-the digits ``2``-``6`` that no listed action holds, in order; they never take ``1``, so a double press
-of "continue" cannot pick anything. When they do not fit, ``7`` pages through them. Paging is
+``9`` the language. A screen that offers two main actions keeps ``1`` for the one of the map and puts
+the other, its way out, on ``0`` (``DIGITS``: ``rejected``'s 1 再次呼叫 and 0 结束并评价). Entities
+(departments, items, documents, slots, stars, replies, peripherals) take the digits ``2``-``6`` that
+no listed action holds, in order; they never take ``1``, so a double press of "continue" cannot pick
+anything. When they do not fit, ``7`` pages through them. Paging is
 presentation only and never reaches the appliance.
 
 When new state arrives the app calls ``show(view)``; the screen rebuilds only if what it draws
@@ -64,6 +66,7 @@ FIXED_DIGITS: dict[str, str] = {
     "retry": MAIN_DIGIT,
     "reply": MAIN_DIGIT,  # the call screen: answer the clerk
     "technician_refresh": MAIN_DIGIT,
+    "technician_end_session": MAIN_DIGIT,  # the PIN pad's confirm step: end the paused session, enter
     # 2: the other answer on a yes/no screen
     "not_me": "2",
     "retake": "2",
@@ -168,6 +171,9 @@ class KioskScreen(Screen[None]):
     MAX_ENTITIES: ClassVar[int | None] = None
     #: The same below 28 rows (80x24): two rows of the two-column grid above a two-row action row.
     SHORT_MAX_ENTITIES: ClassVar[int | None] = 4
+    # Where a screen offers two actions of one key, the one that is this screen's way out instead
+    # (``rejected``: 1 calls again, so 结束并评价 is its 0). Merged over ``FIXED_DIGITS``.
+    DIGITS: ClassVar[Mapping[str, str]] = {}
     # Keys of ``view`` that change on every republish without changing what is drawn.
     VOLATILE_VIEW: ClassVar[frozenset[str]] = frozenset()
     # Attract-style screens: any key or touch (not only the buttons) starts a session.
@@ -326,7 +332,7 @@ class KioskScreen(Screen[None]):
         plain: list[tuple[str, str, str, dict[str, Any]]] = []  # digit, intent, label, data
         taken: set[str] = set()
         for intent, label in [(a, self.action_label(a)) for a in actions] + list(extra):
-            digit = FIXED_DIGITS.get(intent)
+            digit = self.DIGITS.get(intent, FIXED_DIGITS.get(intent))
             if digit is None:
                 # A listed action without a key of its own (none today): the highest free entity digit,
                 # so the entities keep theirs.

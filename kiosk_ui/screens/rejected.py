@@ -18,6 +18,9 @@ LABELS = {
 class RejectedScreen(KioskScreen):
     SCREEN = "rejected"
     TITLE_KEY = "rejected.title"
+    # 1 再次呼叫 (call, as everywhere) and 6 预约窗口办理 (appointment) take their keys of the map; 结束并评价
+    # (continue, to the rating) is this screen's way out, so 0: nothing is lost, so it asks nothing.
+    DIGITS = {"continue": "0"}
 
     def body(self) -> ComposeResult:
         data = self.view.data
