@@ -494,6 +494,9 @@ async def test_technician_mode_over_the_bus(rig):
     ui.send("technician_pin", {"pin": "246810"})
     state = await ui.screen("technician")
     assert state["view"]["device"]["id"] == "kiosk-0001" and state["view"]["pin_is_default"] is False
+    from appliance.sysinfo import clock_synced
+
+    assert state["view"]["clock"] == {"synced": clock_synced()}  # the technician sees the clock's sync
     ui.send("technician_exit")
     await ui.screen("attract")
     assert ctx.types("session.technician") == [

@@ -46,6 +46,7 @@ from appliance.session.machine import (
     WipeSession,
 )
 from appliance.subsystem import Context, Subsystem
+from appliance.sysinfo import clock_synced
 from kiosk_core.commands import CommandSpec, Params
 from kiosk_core.errors import BadRequest, CommandError, Conflict, KioskError
 from kiosk_core.fsutil import write_atomic
@@ -596,6 +597,8 @@ class SessionService(Subsystem):
                 if fleet is not None and fleet.reason
                 else f"{cfg.fleet.host}:{cfg.fleet.port}",
             },
+            # The kernel's NTP state (adjtimex), as every stored event's clock says it.
+            "clock": {"synced": clock_synced()},
         }
 
     def _health_map(self) -> dict[str, Health]:
