@@ -8,20 +8,15 @@ the driver runs them on its own worker thread. pyserial and pyusb errors end her
 
 from __future__ import annotations
 
-import os
-import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import serial
-
 from drivers.printer.errors import PrinterMissing, PrinterOffline, UsbUnavailable
+from drivers.serial_port import SerialPort
 
-READ_SLICE_S = 0.02
 WRITE_TIMEOUT_S = 5.0
-_PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 class Transport(Protocol):
@@ -36,90 +31,35 @@ class Transport(Protocol):
     def discard_input(self) -> None: ...
 
 
-def _gone(port: str, exc: BaseException) -> PrinterMissing:
+def _gone(port: str, exc: BaseException | str) -> PrinterMissing:
+    """A printer that vanished (unplugged, switched off), on a serial port or USB."""
     return PrinterMissing(
         f"the receipt printer on {port} is gone ({exc}): check its cable and power, "
         f"and that [drivers.printer] port names it"
     )
 
 
-class SerialTransport:
-    """8N1 at ``baudrate``, exclusive access."""
+class SerialTransport(SerialPort):
+    """A receipt printer on a serial port, 8N1 at ``baudrate``, exclusive access."""
+
+    noun = "receipt printer"
+    config_key = "[drivers.printer] port"
+    plug_hint = "check that the printer is plugged in and switched on"
+    gone_hint = "check its cable and power"
+    missing = PrinterMissing
+    write_timeout_s = WRITE_TIMEOUT_S
 
     def __init__(self, port: str, baudrate: int = 9600) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self._serial: serial.Serial | None = None
+        super().__init__(port, baudrate)
 
-    @property
-    def is_open(self) -> bool:
-        return self._serial is not None
+    def gone(self, exc: BaseException | str) -> Exception:
+        return _gone(self.port, exc)
 
-    def open(self) -> None:
-        if self._serial is not None:
-            return
-        if not os.path.exists(self.port):
-            raise PrinterMissing(
-                f"receipt printer port {self.port} not found: check that the printer is plugged in and "
-                f"switched on, and that [drivers.printer] port is right"
-            )
-        try:
-            self._serial = serial.Serial(
-                self.port,
-                self.baudrate,
-                timeout=READ_SLICE_S,
-                write_timeout=WRITE_TIMEOUT_S,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise PrinterMissing(
-                f"cannot open the receipt printer on {self.port} ({exc}): check the cable, and that no "
-                f"other program holds the port"
-            ) from None
-
-    def close(self) -> None:
-        ser, self._serial = self._serial, None
-        if ser is not None:
-            try:
-                ser.close()
-            except _PORT_ERRORS:
-                pass  # a vanished device: nothing left to release
-
-    def _port(self) -> serial.Serial:
-        if self._serial is None:
-            raise PrinterMissing(f"the receipt printer on {self.port} is not open")
-        return self._serial
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._port().write(data)
-        except serial.SerialTimeoutException:
-            raise PrinterOffline(
-                f"the receipt printer on {self.port} takes no data (flow control holds it): "
-                "check that it is switched on and not jammed"
-            ) from None
-        except _PORT_ERRORS as exc:
-            raise _gone(self.port, exc) from None
-
-    def read_some(self, timeout: float) -> bytes:
-        ser = self._port()
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                first = ser.read(1)
-                if first:
-                    waiting = ser.in_waiting
-                    return first + (ser.read(waiting) if waiting else b"")
-                if time.monotonic() >= deadline:
-                    return b""
-        except _PORT_ERRORS as exc:
-            raise _gone(self.port, exc) from None
-
-    def discard_input(self) -> None:
-        try:
-            self._port().reset_input_buffer()
-        except _PORT_ERRORS as exc:
-            raise _gone(self.port, exc) from None
+    def write_timed_out(self) -> Exception:
+        return PrinterOffline(
+            f"the receipt printer on {self.port} takes no data (flow control holds it): "
+            "check that it is switched on and not jammed"
+        )
 
 
 # --- USB printer class ----------------------------------------------------------------------------
