@@ -12,12 +12,27 @@ from __future__ import annotations
 import os
 import termios
 import time
+from typing import Protocol
 
 import serial
 
 READ_SLICE_S = 0.02
 # What a vanished device raises from pyserial's calls (tcflush raises termios.error, not OSError).
 PORT_ERRORS = (serial.SerialException, OSError, termios.error)
+
+
+class Transport(Protocol):
+    """What a driver's protocol layer needs of a byte transport, serial or USB."""
+
+    port: str
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def read_some(self, timeout: float) -> bytes:
+        """Whatever bytes arrive within ``timeout`` (at least one, or b"" on timeout)."""
+
+    def discard_input(self) -> None: ...
 
 
 class SerialPort:

@@ -10,22 +10,11 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from drivers.card_reader.errors import ReaderMissing, UsbUnavailable
 from drivers.serial_port import SerialPort
-
-
-class Transport(Protocol):
-    port: str
-
-    def open(self) -> None: ...
-    def close(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def read_some(self, timeout: float) -> bytes:
-        """Whatever bytes arrive within ``timeout`` (at least one, or b"" on timeout)."""
-
-    def discard_input(self) -> None: ...
+from drivers.serial_port import Transport as Transport  # the protocol the driver takes, re-exported
 
 
 class SerialTransport(SerialPort):

@@ -11,24 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from drivers.printer.errors import PrinterMissing, PrinterOffline, UsbUnavailable
 from drivers.serial_port import SerialPort
+from drivers.serial_port import Transport as Transport  # the protocol the driver takes, re-exported
 
 WRITE_TIMEOUT_S = 5.0
-
-
-class Transport(Protocol):
-    port: str
-
-    def open(self) -> None: ...
-    def close(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def read_some(self, timeout: float) -> bytes:
-        """Whatever bytes arrive within ``timeout`` (at least one, or b"" on timeout)."""
-
-    def discard_input(self) -> None: ...
 
 
 def _gone(port: str, exc: BaseException | str) -> PrinterMissing:
