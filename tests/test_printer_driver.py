@@ -17,26 +17,14 @@ from hypothesis import strategies as st
 from drivers.printer import errors as e
 from drivers.printer.config import PrinterConfig
 from drivers.printer.driver import Printer
-from drivers.printer.protocol import Receipt, build_receipt
+from drivers.printer.protocol import build_receipt
 from drivers.printer.simulator import PrinterSimulator, find_font
 from drivers.printer.transport import SerialTransport, UsbApi, UsbTransport
 from kiosk_core.errors import ConfigError
 from kiosk_core.health import HealthStatus
+from tests.test_printer_protocol import RECEIPT, URL  # one sample receipt for the printer's tests
 
 pytestmark = pytest.mark.timeout(30)
-
-URL = "https://zwfw.example.gov.cn/progress?no=SQ330803-20261121-0007"
-RECEIPT = Receipt(
-    title="办事回执",
-    site="赤柯山村便民服务站",
-    item="最低生活保障申请",
-    number_label="申请编号",
-    number="SQ330803-20261121-0007",
-    date="2026-11-21",
-    department="县民政局",
-    name_masked="张*",
-    qr_url=URL,
-)
 
 
 class Events:
