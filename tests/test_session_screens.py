@@ -51,7 +51,14 @@ def test_phase_tables_offer_only_their_screens_actions():
 
 def test_idle_timer_runs_on_every_villager_session_screen_with_the_configured_timeout():
     idle = {screen for screen, spec in SCREENS.items() if spec.idle_timeout is not None}
-    never = {Screen.ATTRACT, Screen.ENDED, Screen.TECHNICIAN_PIN, Screen.TECHNICIAN, Screen.UNAVAILABLE}
+    never = {
+        Screen.ATTRACT,
+        Screen.ENDED,
+        Screen.TECHNICIAN_PIN,
+        Screen.TECHNICIAN,
+        Screen.UNAVAILABLE,
+        Screen.STANDBY,
+    }
     assert idle == set(Screen) - never
     config = SessionConfig(idle_timeout_s=60, idle_warning_s=10)
     assert {SCREENS[s].idle_timeout(config) for s in idle} == {60}

@@ -26,3 +26,10 @@ class DocumentStoreError(SessionError, OSError):
     """A captured document could not be read, verified or stored encrypted."""
 
     code = "session.document_store"
+
+
+class SnapshotInvalid(SessionError, ValueError):
+    """A failover snapshot from the peer terminal is malformed, truncated, of another version or
+    inconsistent (docs/session.md §10); refused, and nothing changes."""
+
+    code = "session.snapshot_invalid"

@@ -205,6 +205,9 @@ class SessionMachine:
         self.card_on_reader = False
         self.card_reminders = 0
         self.last_reminder = 0.0
+        # On ``standby`` (the room's other terminal is active): the screen this terminal left, to which
+        # ``resume()`` returns; None: attract.
+        self.standby_from: Screen | None = None
 
     @property
     def intent_names(self) -> list[str]:
@@ -298,6 +301,11 @@ class SessionMachine:
         if s.identity_confirmed:
             if same:
                 s.card_present = True
+                if s.card_data is None:  # resumed from the other terminal: the chip's data, read here
+                    s.id_number = number
+                    s.card_data = {k: v for k, v in data.items() if k != "_private"} | {
+                        k: v for k, v in private.items() if isinstance(v, str | int | float | bool)
+                    }
             return []
         if data.get("valid") is False:
             if self.screen is Screen.IDENTIFY:
@@ -395,6 +403,8 @@ class SessionMachine:
 
     def tick(self) -> list[Effect]:
         """Fire whatever timers are due. Call at least at ``next_wakeup()``."""
+        if self.screen is Screen.STANDBY:
+            return []  # nothing runs out while the other terminal serves (the session stays as it was)
         now = self.clock.monotonic()
         s = self.session
         effects: list[Effect] = []
@@ -459,6 +469,8 @@ class SessionMachine:
 
     def next_wakeup(self) -> float | None:
         """The monotonic time at which ``tick()`` or the rendered state next changes by itself."""
+        if self.screen is Screen.STANDBY:
+            return None
         now = self.clock.monotonic()
         times: list[float] = []
         s = self.session
@@ -542,7 +554,8 @@ class SessionMachine:
 
     def view(self) -> dict[str, Any]:
         """The state for ``kiosk/local/state/session`` without the envelope (v, boot, seq, ts, heartbeat_s)."""
-        s = self.session
+        # On standby the held session is not this screen's business (and its identity is not shown).
+        s = self.session if self.screen is not Screen.STANDBY else None
         timeout = self._idle_timeout()
         idle = None
         if timeout is not None:
@@ -683,6 +696,68 @@ class SessionMachine:
     def document_meta(self, params: documents.DocumentGetParams) -> tuple[str, Doc]:
         """(session id, checklist entry) for ``session.document.get``; 400/409 as the contract says."""
         return documents.document_meta(self, params)
+
+    # === failover: standby, resume, take over (docs/session.md §10) ====================================
+
+    def standby(self) -> None:
+        """The other terminal of the room is active: show ``standby`` and keep the session as it is
+        (nothing times out meanwhile). The technician's screens close; a session paused under them
+        resumes on the screen it paused on."""
+        if self.screen is Screen.STANDBY:
+            return
+        back: Screen | None = self.screen
+        if self.technician is not None:
+            back = self.technician.returns_to
+            self.technician = None
+        if self.session is None or back in (None, Screen.ATTRACT, Screen.ENDED, Screen.UNAVAILABLE):
+            back = None
+        self.standby_from = back
+        self.help_notice_until = None
+        self._go(Screen.STANDBY)
+
+    def resume(self, notice: str | None = None) -> Screen:
+        """Active again: back to the screen left for ``standby`` (attract without a session). The idle
+        timer starts afresh: the switch was not the villager's doing."""
+        if self.screen is not Screen.STANDBY:
+            return self.screen
+        back = self.standby_from if self.session is not None else None
+        self.standby_from = None
+        self.last_activity = self.clock.monotonic()
+        if back is None:
+            self.session = None
+            self._to_attract()
+        else:
+            self.session.idle_warned = False  # type: ignore[union-attr]
+            self._go(back)
+            if notice is not None:
+                self.notice = {"code": notice, "params": {}}
+        return self.screen
+
+    def forget(self) -> str | None:
+        """The other terminal holds the session now: drop it here without ending it (no
+        ``session.ended``; the caller wipes what it stored). Returns its id."""
+        s = self.session
+        self.session = None
+        self.standby_from = None
+        self.ref = None
+        if self.screen is not Screen.STANDBY:
+            self.technician = None
+            self._to_attract()
+        return s.id if s is not None else None
+
+    def adopt(self, session: Session, screen: Screen, lang: str, notice: str | None) -> None:
+        """Take over ``session`` from the other terminal (``snapshot.restore`` built it) on ``screen``."""
+        self.session = session
+        self.technician = None
+        self.standby_from = None
+        self.help_notice_until = None
+        self.ended_reason = self.ended_outcome = None
+        self.ref = None
+        self.lang = lang
+        self.last_activity = self.clock.monotonic()
+        self._go(screen)
+        if notice is not None:
+            self.notice = {"code": notice, "params": {}}
 
     def stop(self) -> list[Effect]:
         """The service stops: end any session (reason ``restart``) and show ``unavailable``."""

@@ -155,5 +155,6 @@ SCREENS: Mapping[Screen, ScreenSpec] = MappingProxyType(
             villager=False,
         ),
         Screen.UNAVAILABLE: ScreenSpec(visit.unavailable_view, villager=False),
+        Screen.STANDBY: ScreenSpec(visit.standby_view, villager=False),
     }
 )

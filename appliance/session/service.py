@@ -17,12 +17,14 @@ import hashlib
 import json
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from pydantic import Field
 
+from appliance.session import snapshot as snapshots
 from appliance.session.catalog import CatalogStore
 from appliance.session.documents import DocumentStore
 from appliance.session.effects import Signal, StartCall, StopCall
@@ -41,6 +43,7 @@ from appliance.session.machine import (
     PrintReceipt,
     RefreshTechnician,
     RunSelfTest,
+    Screen,
     SessionMachine,
     SystemClock,
     WipeSession,
@@ -115,6 +118,23 @@ class SessionService(Subsystem):
         # overtake the next session's start), and why the last start was refused (None: it was not).
         self._recording_lock = asyncio.Lock()
         self.recording_problem: str | None = None
+        # --- terminal failover (docs/session.md §10; the failover subsystem drives these) ---
+        #: set before ``start()`` when ``[failover]`` is enabled: the service starts on ``standby`` and
+        #: acts only after ``set_active(True)`` or ``take_over()``; a session a crash cut short is
+        #: reported only once the failover subsystem said who holds it (see ``_resolve_orphan``).
+        self.failover_enabled = False
+        #: this terminal acts (sessions, card reads, presence, intents, the clerk's commands)
+        self.active = True
+        #: asked right before every active-only action when set (the lease, checked at that moment)
+        self.lease_check: Callable[[], bool] | None = None
+        self._snapshot_listeners: list[Callable[[], None]] = []
+        self._snapshot_key: str | None = None
+        # A session a crash cut short (from the marker), not yet reported: (id, session.ended sent)
+        self._orphan: tuple[str, bool] | None = None
+        # Ids of the sessions that ended here lately: the peer must not report one of them again.
+        self._ended_recently: deque[str] = deque(maxlen=snapshots.ENDED_RECENTLY)
+        # Documents of the running session whose image stayed on the other terminal (a takeover).
+        self._images_elsewhere: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -129,6 +149,9 @@ class SessionService(Subsystem):
         self.ctx.listen("presence.detected", self._on_peripheral)
         self.ctx.listen("button.help.held", self._on_peripheral)
         self.ctx.listen("button.help.pressed", self._on_peripheral)
+        if self.failover_enabled:
+            self.active = False
+            self.machine.standby()
         try:
             await self._start()
         finally:
@@ -166,6 +189,11 @@ class SessionService(Subsystem):
         await self._tasks.close()
         async with self._lock:
             cut_short = self.machine.session
+            if not self.active and cut_short is not None:
+                # On standby the session may be the other terminal's by now: not ended here. Its marker
+                # stays, and the next start decides with the failover subsystem (``_resolve_orphan``).
+                self.machine.forget()
+                cut_short = None
             await self._run(self.machine.stop())
             if cut_short is not None:  # said to the villager at the next start (session.ended is sent)
                 await off_loop(self._mark_active, cut_short.id, ended=True)
@@ -181,6 +209,10 @@ class SessionService(Subsystem):
         return self.dir / "active.json"
 
     async def _report_interrupted_session(self) -> None:
+        """At start: a marker left by a crash names a session cut short. Without failover it is reported
+        now (``session.ended`` reason ``restart``, and ``ended`` tells the villager). With failover the
+        other terminal may have taken it over: it is kept as the orphan until the failover subsystem
+        says (``set_active``, ``take_over``, ``drop_session``; docs/session.md §10)."""
         try:
             raw = await asyncio.to_thread(self._active_marker.read_bytes)
         except FileNotFoundError:
@@ -196,13 +228,36 @@ class SessionService(Subsystem):
             reported = marker.get("ended", False) is True
         except (ValueError, KeyError, TypeError, AttributeError):
             self.ctx.log.warning("session: unreadable %s ignored", self._active_marker)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._active_marker.unlink)
+            return
+        # kiosk-media may still be recording the dead session: close it before any new one starts
+        # (recording calls run in order, so this stop comes before the next session's start).
+        self._spawn(self._recording("record_stop", {}))
+        self._orphan = (sid, reported)
+        if self.failover_enabled:
+            self.ctx.log.warning(
+                "session: %s was cut short by a restart; reported once the failover role is known", sid
+            )
+            return
+        await self._resolve_orphan(taken_over=False)
+
+    async def _resolve_orphan(self, *, taken_over: bool) -> None:
+        """Close the orphan: reported as interrupted, or (``taken_over``: the other terminal holds or
+        ended it) forgotten without an event. Its marker goes either way."""
+        if self._orphan is None:
+            return
+        sid, reported = self._orphan
+        self._orphan = None
+        if taken_over:
+            self.ctx.log.info("session: %s, cut short here, is the other terminal's: not reported", sid)
         else:
             self.ctx.log.warning("session: %s was cut short by a restart", sid)
+            if self.machine.screen is Screen.STANDBY:
+                self.machine.resume()
             self.machine.interrupted()
-            # kiosk-media may still be recording the dead session: close it before any new one starts
-            # (recording calls run in order, so this stop comes before the next session's start).
-            self._spawn(self._recording("record_stop", {}))
             if not reported:
+                self._ended_recently.append(sid)
                 await self.ctx.emit(
                     "session.ended",
                     {
@@ -215,8 +270,8 @@ class SessionService(Subsystem):
                         "recovered": True,
                     },
                 )
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(self._active_marker.unlink)
+        if self.machine.session is None or self.machine.session.id == sid:
+            await off_loop(self._mark_active, None)
 
     def _mark_active(self, session_id: str | None, *, ended: bool = False) -> None:
         """Write or remove the marker (blocking: temp file, fsync, rename; run it through ``off_loop``)."""
@@ -283,6 +338,188 @@ class SessionService(Subsystem):
         self._wake.set()
         return restart
 
+    # --- terminal failover (issue 10; docs/session.md §10) ------------------------------------------
+    # The failover subsystem (appliance/failover/) holds the lease and the link to the other terminal;
+    # it reads ``failover_snapshot()`` on the active terminal and hands it to ``take_over()`` on the
+    # standby one. Without ``[failover]`` nobody calls these: the service is active, as it always was.
+
+    def failover_snapshot(self) -> dict[str, Any] | None:
+        """What the other terminal needs to resume the running villager session (JSON-able, version
+        ``v``; docs/session.md §10), or None when there is none. No image bytes, no full ID number."""
+        return snapshots.take(self.machine, ended_recently=list(self._ended_recently))
+
+    def on_failover_snapshot(self, cb: Callable[[], None]) -> None:
+        """Call ``cb()`` on the event loop whenever ``failover_snapshot()`` would differ (apart from its
+        elapsed-time fields): a screen change, a capture accepted, the call's state or messages, the
+        outcome, the session's start and end. Cheap; the caller coalesces."""
+        self._snapshot_listeners.append(cb)
+
+    def _snapshot_maybe_changed(self) -> None:
+        key = json.dumps(snapshots.core(self.failover_snapshot()), sort_keys=True, ensure_ascii=False)
+        if key == self._snapshot_key:
+            return
+        self._snapshot_key = key
+        for cb in list(self._snapshot_listeners):
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - a listener's bug must not break the session
+                self.ctx.log.exception("session: failover snapshot listener failed")
+
+    @property
+    def held_session_id(self) -> str | None:
+        """The session this terminal still holds (in memory, or cut short by a crash and not yet
+        reported): the failover subsystem compares it with the peer's to call ``drop_session``."""
+        if self.machine.session is not None:
+            return self.machine.session.id
+        return self._orphan[0] if self._orphan is not None else None
+
+    def _acting(self, what: str) -> bool:
+        """Is this terminal the room's active one right now? Inputs arriving otherwise are ignored."""
+        if not self.active:
+            self.ctx.log.info("session: %s ignored: this terminal is standby", what)
+            return False
+        if self.lease_check is not None and not self.lease_check():
+            self.ctx.log.warning("session: %s ignored: the lease has just expired", what)
+            return False
+        return True
+
+    def _refuse_on_standby(self, command: str) -> None:
+        if not self.active or (self.lease_check is not None and not self.lease_check()):
+            raise Conflict(
+                f"{command}: this terminal is standby; the room's other terminal serves the session",
+                role="standby",
+            )
+
+    async def set_active(self, active: bool, *, reason: str) -> None:
+        """False: stop acting (``standby`` screen; card reads, presence, intents and the clerk's
+        commands ignored or refused; the call left and the recording stopped), keeping the session in
+        memory. True: act again; a session still held resumes where it was (its recording continues
+        under the same id, the call is rejoined, ``session.resumed``); a session a crash cut short and
+        nobody took over is reported as interrupted now."""
+        await self._ready.wait()
+        stop_call: str | None = None
+        stop_recording = False
+        async with self._lock:
+            if active and self.active:
+                await self._resolve_orphan(taken_over=False)
+                self._publish()
+                return
+            if not active and not self.active:
+                return
+            self.ctx.log.warning("session: %s (%s)", "active" if active else "standby", reason)
+            if not active:
+                self.active = False
+                held = self.machine.session
+                self.machine.standby()
+                if held is not None:
+                    stop_recording = True
+                    c = held.call
+                    if c is not None and c.media is not None and c.status == "connected":
+                        stop_call = held.id
+                        c.media_state = {"state": "connecting"}
+                self._publish()
+            else:
+                self.active = True
+                await self._resolve_orphan(taken_over=False)
+                held = self.machine.session
+                self.machine.resume(notice="resumed" if held is not None else None)
+                if held is not None:
+                    await self._resumed(held.id, "reactivated", reason)
+                self._publish()
+        self._wake.set()
+        if stop_call is not None:
+            await self._recording("call_stop", {"session_id": stop_call})
+        if stop_recording:
+            await self._recording("record_stop", {})
+
+    async def take_over(self, snapshot: dict[str, Any], *, reason: str) -> None:
+        """Resume the other terminal's session here under the same session id (this terminal becomes
+        active): its screen with ``notice`` ``taken_over``, the recording continued under the same id,
+        the clerk's call rejoined with the replicated media target, ``session.resumed``, the marker
+        written. A malformed snapshot raises ``SnapshotInvalid`` and changes nothing."""
+        snap = snapshots.parse(snapshot)
+        await self._ready.wait()
+        async with self._lock:
+            orphan = self._orphan[0] if self._orphan else None
+            if orphan is not None:
+                await self._resolve_orphan(
+                    taken_over=orphan == snap.session_id or orphan in snap.ended_recently
+                )
+            held = self.machine.session
+            local: set[str] = set()
+            if held is not None and held.id == snap.session_id:
+                # Our own session come back to us: the images we captured are still in our store.
+                mine = {d.doc_id: (d.image or {}).get("sha256") for d in held.checklist}
+                local = {
+                    d.doc_id
+                    for d in snap.checklist
+                    if d.image is not None
+                    and mine.get(d.doc_id) == d.image.sha256
+                    and d.doc_id not in self._images_elsewhere
+                }
+            elif held is not None:
+                self.ctx.log.info(
+                    "session: %s dropped: the other terminal moved on to %s", held.id, snap.session_id
+                )
+                self.machine.forget()
+                await off_loop(self._wipe, held.id)
+            session, screen = snapshots.restore(self.machine, snap)
+            self.machine.adopt(session, screen, snap.lang, notice="taken_over")
+            self.active = True
+            self._images_elsewhere = {d.doc_id for d in session.checklist if d.image} - local
+            self.ctx.log.warning(
+                "session: took over %s on %s (%s)", session.id, self.machine.screen.value, reason
+            )
+            await off_loop(self._mark_active, session.id)
+            await self._resumed(session.id, "takeover", reason)
+            self._publish()
+        self._wake.set()
+
+    async def _resumed(self, session_id: str, mode: str, reason: str) -> None:
+        """A held or taken-over session goes on here: the recording continues under its id, the call
+        is rejoined, and the platform hears ``session.resumed`` (lock held)."""
+        self._spawn(self._recording("record_start", {"session_id": session_id}))
+        s = self.machine.session
+        c = s.call if s is not None else None
+        if c is not None and c.media is not None and c.status == "connected":
+            c.media_state = {"state": "connecting"}
+            self._spawn(self._call_start(StartCall(session_id, c.media)))
+        await self.ctx.emit(
+            "session.resumed",
+            {
+                "session_id": session_id,
+                "reason": "failover",
+                "mode": mode,
+                "screen": self.machine.screen.value,
+                "detail": reason[:200],
+            },
+        )
+
+    def drop_session(self, reason: str) -> asyncio.Task[None]:
+        """The other terminal holds this session now: forget it here without ``session.ended``, wipe its
+        documents and remove the marker (also for a session a crash cut short). Runs on the loop in
+        order with the session's other inputs; the returned task may be awaited."""
+        return asyncio.ensure_future(self._drop_session(reason))
+
+    async def _drop_session(self, reason: str) -> None:
+        await self._ready.wait()
+        async with self._lock:
+            held = self.machine.session
+            was_active = self.active
+            sid = self.machine.forget()
+            if self._orphan is not None:
+                await self._resolve_orphan(taken_over=True)
+            if sid is not None:
+                self.ctx.log.info("session: %s dropped: the other terminal holds it (%s)", sid, reason)
+                await off_loop(self._wipe, sid)
+                self._images_elsewhere.clear()
+                if was_active:  # not expected (the failover subsystem drops on standby), but be clean
+                    self._spawn(self._recording("record_stop", {}))
+                    if held is not None and held.call is not None and held.call.status == "connected":
+                        self._spawn(self._recording("call_stop", {"session_id": sid}))
+            self._publish()
+        self._wake.set()
+
     # --- the state topic ---------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -298,6 +535,8 @@ class SessionService(Subsystem):
 
     def _publish(self) -> None:
         self.ctx.publish_state(STATE_NAME, self.state())
+        if self._snapshot_listeners:
+            self._snapshot_maybe_changed()
 
     async def _timers(self) -> None:
         """Fire the machine's timers and the heartbeat. Woken early whenever an input moved a deadline."""
@@ -334,6 +573,8 @@ class SessionService(Subsystem):
                 body = decode_json_object(payload, f"intent {name}") if payload.strip() else {}
             except ValueError as exc:
                 raise IntentRejected(str(exc)) from None
+            if not self._acting(f"intent {name}"):
+                return
             async with self._lock:
                 before = self.machine.session
                 effects = self.machine.intent(name, body)
@@ -350,6 +591,8 @@ class SessionService(Subsystem):
         await self._ready.wait()
         if not isinstance(data, dict):
             data = {}
+        if not self._acting(type):
+            return
         async with self._lock:
             before = self.machine.session
             if type == "card.read":
@@ -391,6 +634,7 @@ class SessionService(Subsystem):
                     self._spawn(self._capture(eff))
                 elif isinstance(eff, KeepCapture):
                     await off_loop(self.documents.keep, eff.session_id, eff.doc_id)
+                    self._images_elsewhere.discard(eff.doc_id)
                 elif isinstance(eff, DropCapture):
                     await off_loop(self.documents.drop_pending, eff.session_id, eff.doc_id)
                 elif isinstance(eff, DropDocument):
@@ -398,6 +642,8 @@ class SessionService(Subsystem):
                 elif isinstance(eff, WipeSession):
                     # Awaited here, so the wipe is over before the state topic says the session ended.
                     await off_loop(self._wipe, eff.session_id)
+                    self._ended_recently.append(eff.session_id)
+                    self._images_elsewhere.clear()
                     self._spawn(self._recording("record_stop", {}))
                     self._spawn(self._recording("call_stop", {"session_id": eff.session_id}))
                 elif isinstance(eff, StartCall):
@@ -500,6 +746,8 @@ class SessionService(Subsystem):
         except ValueError:
             return  # MediaControl logs unreadable media states
         report = (state or {}).get("call")
+        if not self.active:
+            return  # the call was left for the other terminal: this media's report is not the screen's
         if isinstance(report, dict) and call_flow.media_reported(self.machine, report):
             self._publish()
 
@@ -681,6 +929,8 @@ class SessionService(Subsystem):
                     media.check_url(self.ctx.config.media.call.allow_plain_loopback)
                 except ValueError as exc:
                     raise BadRequest(f"media.url: {exc}", field="media.url") from None
+            if name != "session.status":
+                self._refuse_on_standby(name)
             async with self._lock:
                 reply, effects = self.machine.command(name, params)
                 if effects or name != "session.status":
@@ -693,6 +943,7 @@ class SessionService(Subsystem):
 
     async def _document_get(self, params: DocumentGetParams) -> dict[str, Any]:
         """A chunk of an accepted document image (docs/session.md §4.1)."""
+        self._refuse_on_standby("session.document.get")
         offset, length = params.offset, params.length
         limit = self.machine.config.doc_chunk_max
         if length > limit:  # the configuration's limit, so not the model's
@@ -702,6 +953,13 @@ class SessionService(Subsystem):
         async with self._lock:
             session_id, doc = self.machine.document_meta(params)
             assert doc.image is not None
+            if doc.doc_id in self._images_elsewhere:
+                raise Conflict(
+                    f"document {doc.doc_id} was captured on the other terminal before the failover and "
+                    "its image was not replicated; ask for it again with session.request_document "
+                    f"doc_id {doc.doc_id}",
+                    image_elsewhere=True,
+                )
             if offset > doc.image["bytes"]:
                 raise BadRequest(f"offset: {offset} is beyond the document's {doc.image['bytes']} bytes")
             try:

@@ -33,6 +33,7 @@ class Screen(StrEnum):
     TECHNICIAN_PIN = "technician_pin"
     TECHNICIAN = "technician"
     UNAVAILABLE = "unavailable"
+    STANDBY = "standby"  # the other terminal of the room is active (failover): this one waits
 
 
 LANGS = ("zh-CN", "en")

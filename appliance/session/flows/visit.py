@@ -52,6 +52,11 @@ def unavailable_view(m: SessionMachine) -> dict[str, Any]:
     return {"reason": "restart"}
 
 
+def standby_view(m: SessionMachine) -> dict[str, Any]:
+    """``standby``: the room's other terminal serves the villagers (failover); nothing to do here."""
+    return {"site": m.site}
+
+
 def catalog_view(m: SessionMachine) -> dict[str, Any]:
     s = m.session
     assert s is not None
@@ -295,8 +300,14 @@ def status(m: SessionMachine, params: NoParams) -> tuple[dict[str, Any], list[Ef
 
 def identity_get(m: SessionMachine, params: SessionParams) -> tuple[dict[str, Any], list[Effect]]:
     s = m.session_for(params.session_id)
-    if not s.identity_confirmed or s.card_data is None:
+    if not s.identity_confirmed:
         raise Conflict("the villager has not confirmed an identity in this session")
+    if s.card_data is None:  # resumed from the other terminal, which kept the chip's data to itself
+        raise Conflict(
+            "the card was read on the other terminal before the failover; ask the villager to place "
+            "the ID card on the reader again, then ask again",
+            card_needed=True,
+        )
     return dict(s.card_data), []
 
 
