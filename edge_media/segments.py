@@ -62,6 +62,17 @@ def parse_stamp(name: str) -> float | None:
     return calendar.timegm(time.strptime(base, "%Y%m%dT%H%M%S")) + int(ms) / 1000
 
 
+def last_seq(directory: Path) -> int:
+    """The highest segment number among the files (and quarantined ``.broken`` ones) in ``directory``."""
+    best = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            m = NAME.match(entry.name.removesuffix(".broken"))
+            if m:
+                best = max(best, int(m.group(2)))
+    return best
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -198,7 +209,9 @@ class SegmentRecorder:
         self._draining: _OpenSegment | None = None
         self._drained = threading.Event()
         self._stopping = False
-        self._seq = 0
+        # A second recorder for the same session (a failover, the terminal active again) appends to its
+        # folder: numbering goes on after the segments already there, so no file name is reused.
+        self._seq = last_seq(self.directory)
         self._paused_until = 0.0
         self._closing: queue.Queue[_OpenSegment | None] = queue.Queue(maxsize=8)
         # The pipeline thread writes, close()/cut() come from others: one lock over _seg/_draining.

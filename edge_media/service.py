@@ -5,7 +5,7 @@ RPC service ``media`` (``kiosk/local/rpc/media/{method}``):
 | method | params | reply |
 | --- | --- | --- |
 | ``status`` | | the state document below |
-| ``record_start`` | ``session_id`` | ``{session_id, dir}``; 409 if another session is recording |
+| ``record_start`` | ``session_id`` | ``{session_id, dir, continued}``; 409 if another session is recording. A session recorded before (a terminal failover, a terminal active again) is continued: new segments join its folder and its index entry (``continued`` true), nothing is replaced |
 | ``record_stop`` | | ``{session_id, segments, bytes}`` |
 | ``snapshot`` | ``source`` (main, backup, doccam) | ``{path, sha256, size, width, height}`` |
 | ``doccam_capture`` | | ``{path, sha256, size, width, height, taken_at}`` (the thumbnail goes to the UI) |
@@ -519,6 +519,9 @@ class MediaService:
             raise CommandError(503, "recording is disabled in [media.recording]")
         rec_cfg = self.mcfg.recording
         rendition = self.mcfg.renditions[rec_cfg.rendition]
+        # A session recorded before is continued, not replaced: same folder, same index entry (re-opened
+        # by mark_active), segment numbers going on (SegmentRecorder), so its export holds every part.
+        continued = await asyncio.to_thread(lambda: any((self.recordings_dir / sid).glob("*-[0-9]*.*")))
         if self.index is not None:
             await asyncio.to_thread(self.index.mark_active, sid)
         # The constructor creates the session's folder and starts the segment-sync thread.
@@ -538,7 +541,7 @@ class MediaService:
         assert self.pipeline is not None
         self.pipeline.attach(rec_cfg.rendition, self.recorder)
         await self.emit("media.record.started", {"session_id": sid})
-        return {"session_id": sid, "dir": str(self.recorder.directory)}
+        return {"session_id": sid, "dir": str(self.recorder.directory), "continued": continued}
 
     async def rpc_record_stop(self, params: dict[str, Any]) -> dict[str, Any]:
         rec = self.recorder

@@ -392,7 +392,7 @@ def core(snapshot: dict | None) -> dict | None:
     """The snapshot without what changes by the mere passing of time (to tell a real change)."""
     if snapshot is None:
         return None
-    out = {k: v for k, v in snapshot.items() if k not in ("age_s", "idle_s", "waiting_s")}
+    out = {k: v for k, v in snapshot.items() if k not in ("age_s", "idle_s", "waiting_s", "started_at")}
     if out.get("call"):
         call = dict(out["call"])
         call.pop("waited_s", None)
