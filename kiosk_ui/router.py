@@ -25,6 +25,7 @@ from kiosk_ui.screens.identify import IdentifyScreen
 from kiosk_ui.screens.progress import ProgressScreen
 from kiosk_ui.screens.rating import RatingScreen
 from kiosk_ui.screens.receipt import ReceiptScreen
+from kiosk_ui.screens.standby import StandbyScreen
 from kiosk_ui.screens.rejected import RejectedScreen
 from kiosk_ui.screens.technician import TechnicianScreen
 from kiosk_ui.screens.technician_pin import TechnicianPinScreen
@@ -58,6 +59,7 @@ SCREENS: dict[str, type[KioskScreen]] = {
         TechnicianPinScreen,
         TechnicianScreen,
         UnavailableScreen,
+        StandbyScreen,
     )
 }
 

@@ -421,6 +421,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         },
     ),
     "unavailable": session_state("unavailable", [], {"reason": "restart"}),
+    "standby": session_state("standby", [], {"site": "赤柯山村便民服务站"}),
 }
 
 

@@ -194,6 +194,7 @@ def test_every_screen_of_the_contract_has_a_screen_class():
         "technician_pin",
         "technician",
         "unavailable",
+        "standby",
     }
     assert set(router.SCREENS) == contract
     assert {s["screen"] for s in SAMPLES.values()} == contract
