@@ -25,8 +25,8 @@ from kiosk_ui.screens.identify import IdentifyScreen
 from kiosk_ui.screens.progress import ProgressScreen
 from kiosk_ui.screens.rating import RatingScreen
 from kiosk_ui.screens.receipt import ReceiptScreen
-from kiosk_ui.screens.standby import StandbyScreen
 from kiosk_ui.screens.rejected import RejectedScreen
+from kiosk_ui.screens.standby import StandbyScreen
 from kiosk_ui.screens.technician import TechnicianScreen
 from kiosk_ui.screens.technician_pin import TechnicianPinScreen
 from kiosk_ui.screens.unavailable import UnavailableScreen
