@@ -502,6 +502,7 @@ async def test_standby_mid_call_then_the_backup_takes_the_session_over_under_the
     assert main.media.of("call_stop") == [{"session_id": sid}]
     assert main.media.calls[-1] == ("record_stop", {})
     assert main.service.held_session_id == sid and main.marker.exists()
+    assert main.service.failover_snapshot() is None  # not this terminal's to hand on any more
     # On standby it acts on nothing: the card, presence, intents, the clerk's commands.
     await main.ctx.emit("card.read", LI_SI)
     await main.ctx.emit("presence.detected", {})

@@ -345,7 +345,10 @@ class SessionService(Subsystem):
 
     def failover_snapshot(self) -> dict[str, Any] | None:
         """What the other terminal needs to resume the running villager session (JSON-able, version
-        ``v``; docs/session.md §10), or None when there is none. No image bytes, no full ID number."""
+        ``v``; docs/session.md §10), or None when there is none. No image bytes, no full ID number.
+        None on standby too: a session held there is no longer this terminal's to hand on."""
+        if not self.active:
+            return None
         return snapshots.take(self.machine, ended_recently=list(self._ended_recently))
 
     def on_failover_snapshot(self, cb: Callable[[], None]) -> None:
