@@ -113,6 +113,26 @@ def test_a_remb_is_recorded_not_applied_and_the_encoder_is_not_rebuilt_for_it() 
     assert enc.rebuilds == 0
 
 
+def test_the_vp8_encoder_opens_with_the_device_tuning_over_aiortcs_options() -> None:
+    from edge_media.call.encoders import VP8_TUNING, SteadyVp8Encoder
+
+    enc = SteadyVp8Encoder()
+    assert enc.codec is None
+    sizes = []
+    for i in range(4):
+        g = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), format="rgb24")
+        g = g.reformat(format="yuv420p")
+        g.pts, g.time_base = i * 6000, VIDEO_TIME_BASE
+        payloads, _ts = enc.encode(g, force_keyframe=i == 0)
+        sizes.append(sum(map(len, payloads)))
+    opts = enc.codec.options_given
+    assert {k: opts[k] for k in VP8_TUNING} == VP8_TUNING == {"cpu-used": "-12", "noise-sensitivity": "1"}
+    assert opts["deadline"] == "realtime" and opts["lag-in-frames"] == "0"  # aiortc's own, kept
+    assert enc.codec.width == 64 and all(sizes) and sizes[0] > sizes[1]  # a keyframe, then deltas
+    enc.codec = None  # what aiortc does to rebuild
+    assert enc.codec is None
+
+
 def test_set_rate_drops_at_once_and_rises_only_in_worthwhile_steps() -> None:
     from edge_media.call.encoders import UP_HOLD_S, SteadyVp8Encoder
 
