@@ -157,3 +157,37 @@ def test_install_makes_aiortc_senders_build_the_steady_encoders() -> None:
     opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
     assert isinstance(rtcrtpsender.get_encoder(vp8), encoders.SteadyVp8Encoder)
     assert not isinstance(rtcrtpsender.get_encoder(opus), encoders.SteadyRate)
+
+
+async def test_the_microphone_track_sends_every_frame_and_wakes_the_loop_once_per_frame() -> None:
+    """The capture thread pushes 10 ms blocks; the track sends 20 ms Opus packets, all of them, in
+    order, waking the event loop at most once per packet's worth (not once per block)."""
+    from edge_media.call import tracks
+
+    loop = asyncio.get_running_loop()
+    track = tracks.CallAudioTrack(loop)
+    wakes = 0
+    real_wake = track._wake
+
+    def counting_wake() -> None:
+        nonlocal wakes
+        wakes += 1
+        real_wake()
+
+    track._wake = counting_wake  # type: ignore[method-assign]
+    block = np.zeros(480, np.int16)
+
+    def capture() -> None:
+        for _ in range(100):  # 1 s of microphone
+            track.push(block)
+            time.sleep(0.002)
+
+    pusher = threading.Thread(target=capture)
+    pusher.start()
+    packets = [await asyncio.wait_for(track.recv(), 5) for _ in range(50)]
+    pusher.join()
+    pts = [p.pts for p in packets]  # the first is Opus's pre-skip early
+    assert [b - a for a, b in zip(pts, pts[1:], strict=False)] == [tracks.OPUS_FRAME] * 49
+    assert track.pushed == 100 and track.dropped_ms == 0
+    assert 1 <= wakes <= 50
+    track.stop()

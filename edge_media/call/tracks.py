@@ -271,6 +271,7 @@ class CallAudioTrack(MediaStreamTrack):
         self._buffered = 0
         self._max = max_ms * AUDIO_RATE // 1000
         self._ready = asyncio.Event()
+        self._wake_pending = False
         self._encoder = OpusFecEncoder()
         self._pts = 0
         self._pending: collections.deque[av.Packet] = collections.deque()
@@ -285,13 +286,22 @@ class CallAudioTrack(MediaStreamTrack):
             while self._buffered - len(self._pcm[0]) >= self._max:
                 self._buffered -= len(self._pcm.popleft())
                 self.dropped_ms += 20
-            ready = self._buffered >= OPUS_FRAME
+            # One wake-up of the event loop per frame's worth, not one per block: each is a write to the
+            # loop's self-pipe and a turn of the loop (py-spy: 3 % of kiosk-media's samples in a call).
+            wake = self._buffered >= OPUS_FRAME and not self._wake_pending
+            if wake:
+                self._wake_pending = True
         self.pushed += 1
-        if ready and not self._loop.is_closed():
+        if wake and not self._loop.is_closed():
             try:
-                self._loop.call_soon_threadsafe(self._ready.set)
+                self._loop.call_soon_threadsafe(self._wake)
             except RuntimeError:
                 pass
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        self._ready.set()
 
     def _take_frame(self) -> np.ndarray | None:
         with self._lock:
