@@ -247,3 +247,28 @@ def test_random_glitches_shorter_than_detect_ms_never_switch(glitches, steps) ->
     room.run(10000, steps)
     assert room.revokes() == []
     assert [g[1] for g in room.grants()] == ["main"]
+
+
+# --- the SIS lines the arbiter shares with the switcher driver (drivers/switcher/sis_wire.py) ----------
+
+
+def test_sis_wire_speaks_the_extron_lines() -> None:
+    from drivers.switcher import sis_wire as w
+
+    assert w.tie_command(2, 1) == b"02*01!"
+    assert w.untie_command(1) == b"00*01!"
+    assert w.read_command(1) == b"01%"
+    assert w.parse_tie("Out01 In02 All") == (1, 2, "All")
+    assert w.parse_tie("Out001  In012 Vid") == (1, 12, "Vid")
+    assert w.parse_tie("In02 All") is None and w.parse_tie("Out01 In02 Foo") is None
+    assert w.parse_read("02") == 2 and w.parse_read("0002") is None
+    assert w.parse_error("E01") == "E01" and w.parse_error("E1") is None
+    assert w.parse_verbose("Vrb3") == 3 and w.parse_verbose("Vrb4") is None
+    assert w.parse_sig("Sig 1 0 1 1") == [True, False, True, True]
+    assert w.parse_sig("Sig1 0") == [True, False]
+    assert w.parse_sig("Sig 1 2") is None and w.parse_sig("Signal") is None
+    assert w.parse_sig(w.sig_line([False, True]).decode().strip()) == [False, True]
+    split = w.LineSplitter()
+    assert split.feed(b"Out01 In0") == []
+    assert split.feed(b"2 All\r\nSig 1 0\r\n\xff\xfe\r\nE10") == ["Out01 In02 All", "Sig 1 0"]
+    assert split.feed(b"\n") == ["E10"]
