@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -317,3 +318,18 @@ def test_a_hung_broker_never_stalls_the_lease(room: Room) -> None:
         room.broker.proc.send_signal(signal.SIGCONT)
     gaps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
     assert len(edges) >= 50 and max(gaps) < 100e6, f"max gap {max(gaps) / 1e6:.0f} ms with the broker hung"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MICROPYTHON_LIB_UMQTT"),
+    reason="set MICROPYTHON_LIB_UMQTT to micropython-lib's umqtt/simple.py (or a checkout) to run it",
+)
+def test_micropython_libs_own_umqtt_simple_reports_the_same(room: Room) -> None:
+    both_up(room)
+    room.start_arbiter("--umqtt", os.environ["MICROPYTHON_LIB_UMQTT"])
+    room.wait(lambda: room.grant("main"), 5, "a grant to the main")
+    room.wait(
+        lambda: any(t == f"{BASE}/event" and m.get("holder") == "main" for _, t, m in room.messages),
+        5,
+        "the failover.lease event through the real umqtt.simple",
+    )

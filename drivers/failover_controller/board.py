@@ -165,6 +165,7 @@ class Reporter:
         self.status = None
         self.connects = 0
         self.online = False
+        self.phase = None  # None (no client), "subscribe", "online", "up"
 
     def event(self, record):
         if len(self.queue) >= self.QUEUE:
@@ -185,6 +186,7 @@ class Reporter:
                 pass
         self.client = None
         self.online = False
+        self.phase = None
         self.next_try = now_ms + self.delay
         self.delay = min(self.delay * 2, self.backoff_cap_ms)
 
@@ -193,6 +195,7 @@ class Reporter:
         self.client.sock.settimeout(self.timeout_s)
 
     def _connect(self, now_ms):
+        """Connect: one blocking exchange (CONNECT/CONNACK); the rest waits for the next steps."""
         c = self.make_client(
             self.cfg["arbiter_id"],
             self.cfg["host"],
@@ -202,16 +205,31 @@ class Reporter:
         c.set_last_will(self.base + "/state", json.dumps({"state": "lost"}), retain=True)
         c.set_callback(self._message)
         self.client = c
+        self.phase = "subscribe"
         c.connect(timeout=self.timeout_s)
         self._bound()
-        # subscribe before the first publish: a QoS 0 publish is never acknowledged at once, and with
-        # it in flight Nagle would hold the SUBSCRIBE for the peer's delayed ACK (40 ms), past the timeout
-        c.subscribe(self.base + "/cmd/+")
+        # umqtt writes a packet in several small writes; with Nagle on, the second one waits for the
+        # broker's delayed ACK (40 ms), past our timeout. Where the socket can turn it off, it does.
+        try:
+            import socket
+
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (ImportError, AttributeError, OSError):
+            pass
+        self.last_io = now_ms
+
+    def _setup(self, now_ms):
+        c = self.client
+        if self.phase == "subscribe":
+            c.subscribe(self.base + "/cmd/+")
+            self.phase = "online"
+        else:
+            c.publish(self.base + "/state", json.dumps({"state": "online"}), retain=True)
+            self.phase = "up"
+            self.connects += 1
+            self.online = True
+            self.delay = self.backoff_ms
         self._bound()
-        c.publish(self.base + "/state", json.dumps({"state": "online"}), retain=True)
-        self.connects += 1
-        self.online = True
-        self.delay = self.backoff_ms
         self.last_io = now_ms
 
     def _message(self, topic, msg):
@@ -224,14 +242,18 @@ class Reporter:
             pass  # a command we cannot read is not ours to act on
 
     def step(self, now_ms):
-        """One bounded slice of MQTT work: a connect attempt, or one message out and a look at what
-        came in."""
+        """One bounded slice of MQTT work (at most one exchange that waits for the broker, each wait
+        at most ``timeout_ms``): a connect, the subscribe, the ``online`` state, or one message out
+        and a look at what came in."""
         try:
             if self.client is None:
                 if now_ms >= self.next_try:
                     self._connect(now_ms)
                 return
             c = self.client
+            if self.phase != "up":
+                self._setup(now_ms)
+                return
             if self.queue:
                 topic, payload, retain = self.queue.pop(0)
                 c.publish(topic, payload, retain=retain)

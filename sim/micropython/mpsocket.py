@@ -12,6 +12,8 @@ from typing import Any
 
 AF_INET = _socket.AF_INET
 SOCK_STREAM = _socket.SOCK_STREAM
+IPPROTO_TCP = _socket.IPPROTO_TCP
+TCP_NODELAY = _socket.TCP_NODELAY
 
 
 def getaddrinfo(host: str, port: int, *args: Any) -> list[tuple[Any, ...]]:
@@ -29,6 +31,9 @@ class socket:  # noqa: N801 - MicroPython's name
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout(None if flag else 0)
+
+    def setsockopt(self, level: int, opt: int, value: int) -> None:
+        self._s.setsockopt(level, opt, value)
 
     def connect(self, addr: Any) -> None:
         try:
@@ -52,7 +57,9 @@ class socket:  # noqa: N801 - MicroPython's name
                 break
         return out
 
-    def write(self, buf: bytes, n: int | None = None) -> int:
+    def write(self, buf: bytes | str, n: int | None = None) -> int:
+        if isinstance(buf, str):  # MicroPython streams take str too (its UTF-8 bytes)
+            buf = buf.encode()
         data = bytes(buf if n is None else buf[:n])
         try:
             self._s.sendall(data)
