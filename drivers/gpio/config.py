@@ -19,10 +19,18 @@ RESERVED_OUTPUTS = ("buzzer", "status_led")
 
 
 class GpioConfig(Strict):
-    backend: Literal["pi", "mock", "sim"] = Field(
+    backend: Literal["pi", "mock", "sim", "wire"] = Field(
         "pi",
         description="pi: gpiozero's default pin factory (lgpio on a Pi); mock: gpiozero's MockFactory, "
-        "pins driven by tests; sim: MockFactory driven by `kiosk sim`",
+        "pins driven by tests; sim: MockFactory driven by `kiosk sim`; wire: the pins in `wire_pins` "
+        "are lines of the shared-memory `wire_file` (the failover pair's simulated wires), the rest mock",
+    )
+    wire_file: str | None = Field(
+        None, description='backend "wire": the WireBoard file (drivers/gpio/wire_pins.py), e.g. /dev/shm/room'
+    )
+    wire_pins: dict[str, str] = Field(
+        default_factory=dict,
+        description='backend "wire": BCM number (a string key) -> line name, e.g. { "5" = "hb.main" }',
     )
     help_button: int | None = Field(17, description="BCM pin of the help button (to ground, pull-up on)")
     status_led: int | None = 27
@@ -66,6 +74,24 @@ class GpioConfig(Strict):
             if pin not in BCM_PINS:
                 raise ValueError(f"relay {name}: pin {pin} must be a BCM GPIO number 2-27")
         return v
+
+    @field_validator("wire_pins")
+    @classmethod
+    def _wire_pins(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, line in v.items():
+            if not key.isdigit() or int(key) not in BCM_PINS:
+                raise ValueError(f"wire_pins key {key!r} must be a BCM GPIO number 2-27 (as a string)")
+            if not line or len(line) > 64:
+                raise ValueError(f"wire_pins[{key!r}] must name a line (1-64 characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _wire(self) -> GpioConfig:
+        if self.backend == "wire" and not self.wire_file:
+            raise ValueError('backend "wire" needs wire_file (the WireBoard file)')
+        if self.backend != "wire" and (self.wire_file or self.wire_pins):
+            raise ValueError('wire_file and wire_pins belong to backend "wire"')
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> GpioConfig:

@@ -51,9 +51,20 @@ class NotSimulated(GpioError, RuntimeError):
     code = "gpio.not_simulated"
 
 
-def make_pin_factory(backend: str) -> Any:
-    """The gpiozero pin factory for a backend: MockFactory for mock/sim, gpiozero's default otherwise
-    (``None``: gpiozero picks lgpio on a Pi, or what ``GPIOZERO_PIN_FACTORY`` says)."""
+def make_pin_factory(backend: str, config: GpioConfig | None = None) -> Any:
+    """The gpiozero pin factory for a backend: MockFactory for mock/sim, a ``WirePinFactory`` for wire
+    (its ``wire_file`` and ``wire_pins`` from ``config``), gpiozero's default otherwise (``None``:
+    gpiozero picks lgpio on a Pi, or what ``GPIOZERO_PIN_FACTORY`` says)."""
+    if backend == "wire":
+        from drivers.gpio.wire_pins import WireBoard, WireBoardError, WirePinFactory
+
+        if config is None or not config.wire_file:
+            raise GpioUnavailable('backend "wire" needs [drivers.gpio] wire_file')
+        try:
+            board = WireBoard.open(config.wire_file)
+            return WirePinFactory(board, {int(k): v for k, v in config.wire_pins.items()})
+        except (OSError, WireBoardError) as exc:
+            raise GpioUnavailable(f"wire file {config.wire_file}: {exc}") from exc
     if backend in ("mock", "sim"):
         from gpiozero.pins.mock import MockFactory
 
@@ -105,7 +116,7 @@ class Gpio(Peripheral):
 
         cfg = self.config
         if self._factory is None:
-            self._factory = make_pin_factory(cfg.backend)
+            self._factory = make_pin_factory(cfg.backend, cfg)
         kw = {"pin_factory": self._factory}
         part = "pin factory"
         try:

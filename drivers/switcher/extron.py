@@ -20,6 +20,9 @@ modes 1 and 3 notices such as ``HplgO02`` (hot plug on output 2), ``02Vmt1`` / `
 Verbose mode (``W3CV`` sets 3, answered ``Vrb3``) is set at connect. In modes 2 and 3 the switcher
 answers a read in the tagged form (``2%`` -> ``Out02 In01 Vid``); both forms are read, so a unit that
 refuses the command (``E10`` on old firmware) or is switched to another mode still works.
+
+The wire-level bits (commands, the tie/read/error/verbose/``Sig`` lines) live in ``sis_wire``, a pure
+MicroPython-valid module the failover arbiter's firmware shares; this module adds the driver's model.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from drivers.switcher import sis_wire
 from drivers.switcher.errors import SwitcherGarbage, SwitcherRejected
 from drivers.switcher.protocol import (
     DeviceEmulation,
@@ -72,20 +76,15 @@ SIS_ERRORS: dict[str, SisError] = {
     "E28": SisError("bad file name or file not found"),
 }
 
-LAYER_CHAR = {Layer.ALL: "!", Layer.VIDEO: "%", Layer.AUDIO: "$"}
+LAYER_CHAR = {layer: sis_wire.LAYER_CHAR[layer.value] for layer in Layer}
 LAYER_WORD = {Layer.ALL: "All", Layer.VIDEO: "Vid", Layer.AUDIO: "Aud"}
 WORD_LAYER = {"All": Layer.ALL, "Vid": Layer.VIDEO, "RGB": Layer.VIDEO, "Aud": Layer.AUDIO}
 
 #: the code that means "this unit does not take that command"
 UNSUPPORTED = {"E10"}
-VERBOSE_COMMAND = b"W3CV\r"
+VERBOSE_COMMAND = sis_wire.VERBOSE_COMMAND
 
-TIE_REPLY = re.compile(r"^Out(\d{1,3}) +In(\d{1,3}) +(All|Vid|Aud|RGB)$")
-VERBOSE_REPLY = re.compile(r"^Vrb([0-3])$")
-# Just the number: "In05 All" is the unsolicited "input 5 to all outputs", not a read-back.
-READ_REPLY = re.compile(r"^(\d{1,3})$")
 INFO_REPLY = re.compile(r"^V(\d{1,3})X(\d{1,3})(?: +A(\d{1,3})X(\d{1,3}))?")
-ERROR_REPLY = re.compile(r"^E(\d{2})$")
 # Messages the switcher sends on its own; never an answer to what we asked.
 UNSOLICITED = re.compile(
     r"^(?:\(c\) ?Copyright.*"
@@ -134,9 +133,9 @@ class ExtronSis(SwitcherProtocol):
     def parse_verbose_reply(self, line: bytes) -> str | None:
         text = decode_line(line)
         self._common(text)
-        if m := VERBOSE_REPLY.match(text):
-            return m.group(1)
-        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+        if (mode := sis_wire.parse_verbose(text)) is not None:
+            return str(mode)
+        if not text or UNSOLICITED.match(text) or sis_wire.parse_tie(text):
             return None
         raise SwitcherGarbage(f"expected the verbose mode reply (Vrb3), got {shorten(line)}")
 
@@ -153,7 +152,7 @@ class ExtronSis(SwitcherProtocol):
 
     def _common(self, text: str) -> None:
         """Raise for error codes and password prompts; return for unsolicited lines."""
-        if ERROR_REPLY.match(text):
+        if sis_wire.parse_error(text):
             raise rejected(text)
         if text.lower().startswith("password"):
             raise SwitcherRejected(
@@ -168,19 +167,19 @@ class ExtronSis(SwitcherProtocol):
         m = INFO_REPLY.match(text)
         if m:
             return DeviceInfo(inputs=int(m.group(1)), outputs=int(m.group(2)))
-        if not text or UNSOLICITED.match(text) or TIE_REPLY.match(text):
+        if not text or UNSOLICITED.match(text) or sis_wire.parse_tie(text):
             return None
         raise SwitcherGarbage(f"expected the size reply (V8X4 A8X4), got {shorten(line)}")
 
     def route_command(self, tie: Tie) -> bytes:
-        return f"{pad(tie.input, self.digits)}*{pad(tie.output, self.digits)}{LAYER_CHAR[tie.layer]}".encode()
+        return sis_wire.tie_command(tie.input, tie.output, self.digits, tie.layer.value)
 
     def parse_route_reply(self, line: bytes, tie: Tie) -> bool:
         text = decode_line(line)
         self._common(text)
-        m = TIE_REPLY.match(text)
+        m = sis_wire.parse_tie(text)
         if m:
-            return (int(m.group(1)), int(m.group(2)), WORD_LAYER[m.group(3)]) == (
+            return (m[0], m[1], WORD_LAYER[m[2]]) == (
                 tie.output,
                 tie.input,
                 tie.layer,
@@ -193,20 +192,21 @@ class ExtronSis(SwitcherProtocol):
         )
 
     def query_command(self, output: int, layer: Layer) -> bytes:
-        return f"{pad(output, self.digits)}{LAYER_CHAR[layer]}".encode()
+        return sis_wire.read_command(output, self.digits, layer.value)
 
     def parse_query_reply(self, line: bytes, output: int, layer: Layer) -> int | None:
         text = decode_line(line)
         self._common(text)
-        m = READ_REPLY.match(text)
-        if m:
-            return int(m.group(1))
-        if m := TIE_REPLY.match(text):
+        # Just the number: "In05 All" is the unsolicited "input 5 to all outputs", not a read-back.
+        n = sis_wire.parse_read(text)
+        if n is not None:
+            return n
+        if m := sis_wire.parse_tie(text):
             # Verbose modes 2 and 3 tag the answer ("Out02 In01 Vid"). A front-panel tie of the same
             # output and layer reads the same and states the same fact: which input it shows now. An
             # "All" line is a tie report, never the answer to a one-layer read: skipped.
-            if int(m.group(1)) == output and WORD_LAYER[m.group(3)] is layer:
-                return int(m.group(2))
+            if m[0] == output and WORD_LAYER[m[2]] is layer:
+                return m[1]
             return None
         if not text or UNSOLICITED.match(text):
             return None
@@ -254,6 +254,11 @@ class ExtronSisDevice(DeviceEmulation):
             return b""
         self._notices += 1
         return self.NOTICES[self._notices % len(self.NOTICES)]
+
+    def signal_report(self, present: list[bool]) -> bytes:
+        """The unsolicited ``Sig 1 0 1 1`` line when an input gains or loses its signal (verbose 1
+        and 3 only; empty otherwise)."""
+        return sis_wire.sig_line(present) if self.verbose in (1, 3) else b""
 
     def _take_command(self) -> bytes | None:
         last = self._buf[-1:]

@@ -6,6 +6,10 @@ error code), ``drop`` (close the connection), ``ignore`` (acknowledge a tie with
 the read-back catches it), ``slow`` (reply late), ``raw`` (answer given bytes, for fuzzing) and
 ``notice`` (send an unsolicited notice line before the reply). It can also be unplugged and plugged back.
 
+``set_signal(input, present)`` plugs or pulls a source on an input: an Extron in verbose mode 1 or 3
+reports it unprompted on every connection (``Sig 1 0 1 1``, one flag per input); callable from any
+thread.
+
 It plays firmware variants (``firmware=[...]``, or ``inject(NAME)`` at run time, which ``kiosk sim fault
 switcher NAME`` reaches; ``clear_faults()`` goes back to the firmware it was built with):
 
@@ -102,6 +106,10 @@ class SwitcherSimulator:
         self._pty_link: Path | None = None
         self._pty_task: asyncio.Task[None] | None = None
         self._tasks = TaskSet("switcher-sim", log)
+        #: whether each input (1..inputs, index 0 is input 1) has a source with signal
+        self.signals: list[bool] = [True] * inputs
+        self._writers: dict[DeviceEmulation, Callable[[bytes], None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- the device ---------------------------------------------------------------------------------
 
@@ -221,10 +229,34 @@ class SwitcherSimulator:
     def _note(self, data: bytes) -> None:
         self.received.append(data)
 
+    def set_signal(self, input: int, present: bool) -> None:
+        """Input ``input`` gains (True) or loses its signal; reported as ``Sig ...`` where the device
+        and its verbose mode do that."""
+        if not 1 <= input <= len(self.signals):
+            raise ValueError(f"input {input} is not 1-{len(self.signals)}")
+        self.signals[input - 1] = bool(present)
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._report_signals)
+        else:
+            self._report_signals()
+
+    def _report_signals(self) -> None:
+        for emu, write in list(self._writers.items()):
+            report = getattr(emu, "signal_report", None)
+            line = report(list(self.signals)) if report else b""
+            if line:
+                write(line)
+
     # --- TCP ------------------------------------------------------------------------------------------
 
     async def start_tcp(self, port: int = 0) -> tuple[str, int]:
         """Listen on 127.0.0.1 (a free port unless given); returns (host, port)."""
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
             self._serve_client, "127.0.0.1", port or self._tcp_port or 0
         )
@@ -239,6 +271,7 @@ class SwitcherSimulator:
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
         emu = self.emulation()
+        self._writers[emu] = writer.write
 
         async def write(b: bytes) -> None:
             writer.write(b)
@@ -256,6 +289,7 @@ class SwitcherSimulator:
         except (OSError, asyncio.CancelledError):
             pass
         finally:
+            self._writers.pop(emu, None)
             self._clients.discard(writer)
             writer.close()
 
@@ -273,6 +307,7 @@ class SwitcherSimulator:
     async def start_pty(self, link: str | os.PathLike[str]) -> str:
         """Open a pty and point ``link`` at its slave end (the path a driver opens, stable across
         unplug/replug like a udev symlink); returns the link."""
+        self._loop = asyncio.get_running_loop()
         self._pty_link = Path(link)
         master, slave = os.openpty()
         tty.setraw(slave)
@@ -305,6 +340,12 @@ class SwitcherSimulator:
 
         loop.add_reader(master, readable)
         emu = self.emulation()
+
+        def write_now(b: bytes) -> None:
+            with contextlib.suppress(OSError):
+                os.write(master, b)
+
+        self._writers[emu] = write_now
         try:
             while True:
                 data = await queue.get()
@@ -315,6 +356,7 @@ class SwitcherSimulator:
                     self._spawn(self._bounce_pty())
                     return
         finally:
+            self._writers.pop(emu, None)
             with contextlib.suppress(Exception):
                 loop.remove_reader(master)
 

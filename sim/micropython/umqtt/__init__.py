@@ -1,0 +1,1 @@
+"""``umqtt`` stand-in package (see ``simple``)."""
