@@ -204,7 +204,7 @@ class PairLink:
         self._wake.set()
 
     def _refuse(self, where: str, reason: str) -> None:
-        self.refused[reason.split(" (")[0][:60]] += 1
+        self.refused[reason[:80]] += 1
         log.warning("pair link: refused a line from %s: %s", where, reason)
 
     # --- receiving (the connections we accept) -----------------------------------------------------
@@ -276,10 +276,11 @@ class PairLink:
                 try:
                     if await self._session(reader, writer):
                         attempt = 0
-                except (OSError, TimeoutError, Refused) as exc:
-                    self._note_down(
-                        f"{host}:{port}: {getattr(exc, 'reason', None) or exc or type(exc).__name__}"
-                    )
+                except Refused as exc:  # the peer's hello: wrong key, not the pair's protocol
+                    self._refuse(f"{host}:{port}", exc.reason)
+                    self._note_down(f"{host}:{port}: {exc.reason}")
+                except (OSError, TimeoutError) as exc:
+                    self._note_down(f"{host}:{port}: {exc or type(exc).__name__}")
                 finally:
                     self.connected = False
                     writer.close()
