@@ -407,13 +407,15 @@ class Failover(Subsystem):
         await self.ctx.rebirth()
 
     async def _demoted(self, reason: str) -> None:
-        if self.session is not None:
-            await self.session.set_active(False, reason=reason)
+        # The session already acts on nothing (``acting`` is false since the role log line); the
+        # event and birth go first, as the session's own stop may wait on kiosk-media for seconds.
         await self.ctx.emit(
             "failover.role", {"role": "standby", "lease_epoch": self.lease_epoch, "reason": reason}
         )
         self._changed.set()
         await self.ctx.rebirth()
+        if self.session is not None:
+            await self.session.set_active(False, reason=reason)
 
     def _start_yield(self, reason: str) -> None:
         log.warning("failover: yielding the room to the other terminal (%s): heartbeat stopped", reason)
