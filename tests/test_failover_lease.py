@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from appliance.failover.config import FailoverConfig, split_host_port
 from appliance.failover.lease import (
     EpochGuard,
     holds_lease,
@@ -175,3 +178,41 @@ def test_the_non_preferred_active_yields_only_when_idle_and_both_healthy() -> No
     assert not prefer(healthy=False)
     assert not prefer(peer_healthy_for_s=1.0)  # the peer only just came back
     assert not prefer(peer_role="active")
+
+
+# --- [failover] config ------------------------------------------------------------------------------
+
+
+def test_the_config_of_a_pair_terminal() -> None:
+    cfg = FailoverConfig(
+        enabled=True,
+        listen="10.71.3.1:7700",
+        peer="10.71.3.2:7700",
+        pair_key_file="/etc/kiosk/pair.key",
+        prefer="",
+    )
+    assert (cfg.heartbeat_pin, cfg.lease_pin, cfg.heartbeat_ms, cfg.lease_ms) == (5, 6, 50, 200)
+    assert cfg.prefer is None  # TOML has no null: "" says no preference
+    assert split_host_port(cfg.peer) == ("10.71.3.2", 7700)
+    assert split_host_port("[::1]:7700") == ("::1", 7700)
+    assert not FailoverConfig().enabled  # absent: a single terminal
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"enabled": True, "peer": "10.0.0.2:7700"}, "set pair_key_file"),
+        ({"enabled": True, "pair_key_file": "/k"}, "set peer"),
+        ({"peer": "10.0.0.2"}, "must be host:port"),
+        ({"peer": "10.0.0.2:70000"}, "must be host:port"),
+        ({"heartbeat_pin": 6}, "both use GPIO6"),
+        ({"lease_pin": 40}, "BCM GPIO number"),
+        ({"prefer": "either"}, "main"),
+        ({"lease_ms": 5}, "greater than or equal"),
+        ({"hearbeat_ms": 50}, "Extra inputs"),
+    ],
+)
+def test_a_wrong_failover_config_says_what_is_wrong(fields: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        FailoverConfig(**fields)
+    assert fragment in str(err.value)

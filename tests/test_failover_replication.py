@@ -101,6 +101,15 @@ async def test_the_link_comes_back_after_the_peer_restarts() -> None:
         await until(lambda: any(m.get("n") == 2 for m in p.got_b), what="the message queued while down")
 
 
+async def test_a_line_too_large_for_the_peer_is_not_sent_and_the_link_stays_up() -> None:
+    async with Pair() as p:
+        p.a.send(state(blob="x" * MAX_LINE))
+        p.a.send(state(n=2))
+        await until(lambda: p.got_b, what="the next line")
+        assert [m["n"] for m in p.got_b] == [2] and p.a.too_large == 1
+        assert [m["seq"] for m in p.got_b] == [1]
+
+
 async def raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
     """A hostile client: connects to the accepting side and reads its hello."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE * 2)

@@ -160,6 +160,7 @@ class PairLink:
         self.refused: Counter[str] = Counter()
         self.accepted = 0
         self.sent = 0
+        self.too_large = 0
         self.connected = False  # our outgoing connection is up (hello received)
         self.last_error = ""
         self._queue: deque[dict[str, Any]] = deque()
@@ -203,7 +204,8 @@ class PairLink:
         self._queue.append(body)
         self._wake.set()
 
-    def _refuse(self, where: str, reason: str) -> None:
+    def refuse(self, where: str, reason: str) -> None:
+        """Count and log a refused line (also for the service's epoch rules)."""
         self.refused[reason[:80]] += 1
         log.warning("pair link: refused a line from %s: %s", where, reason)
 
@@ -227,7 +229,7 @@ class PairLink:
                 except asyncio.IncompleteReadError:
                     return  # the peer closed
                 except asyncio.LimitOverrunError:
-                    self._refuse(where, f"line over {MAX_LINE} bytes; connection dropped")
+                    self.refuse(where, f"line over {MAX_LINE} bytes; connection dropped")
                     return
                 try:
                     body = decode(self.key, line)
@@ -243,7 +245,7 @@ class PairLink:
                         raise Refused(f"sender changed from {sender} mid-connection")
                 except Refused as exc:
                     refused += 1
-                    self._refuse(where, exc.reason)
+                    self.refuse(where, exc.reason)
                     if refused >= MAX_REFUSED:
                         log.warning("pair link: %s dropped after %d refused lines", where, refused)
                         return
@@ -277,7 +279,7 @@ class PairLink:
                     if await self._session(reader, writer):
                         attempt = 0
                 except Refused as exc:  # the peer's hello: wrong key, not the pair's protocol
-                    self._refuse(f"{host}:{port}", exc.reason)
+                    self.refuse(f"{host}:{port}", exc.reason)
                     self._note_down(f"{host}:{port}: {exc.reason}")
                 except (OSError, TimeoutError) as exc:
                     self._note_down(f"{host}:{port}: {exc or type(exc).__name__}")
@@ -313,7 +315,19 @@ class PairLink:
                     body = self._queue[0]
                     seq += 1
                     out = {**body, "v": VERSION, "from": self.device_id, "seq": seq, "to": nonce}
-                    writer.write(encode(self.key, out))
+                    data = encode(self.key, out)
+                    if len(data) > MAX_LINE:  # the peer would drop the link for it, again and again
+                        log.error(
+                            "pair link: a %s line of %d bytes not sent (over %d)",
+                            body.get("type"),
+                            len(data),
+                            MAX_LINE,
+                        )
+                        self.too_large += 1
+                        self._queue.popleft()
+                        seq -= 1
+                        continue
+                    writer.write(data)
                     await wait_for(writer.drain(), WRITE_TIMEOUT_S)
                     self._queue.popleft()
                     self.sent += 1

@@ -501,7 +501,7 @@ class Failover(Subsystem):
         why = self.guard.check(sender, epoch, role)
         if why is not None:
             assert self.link is not None
-            self.link._refuse(sender, why)
+            self.link.refuse(sender, why)
             return
         before = self.guard.highest
         self.guard.note(sender, epoch, role)
