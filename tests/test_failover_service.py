@@ -250,7 +250,8 @@ async def test_the_main_takes_the_lease_then_the_backup_takes_over_its_session(r
     assert (down["role"], down["reason"]) == ("standby", "lease_lost")
     # judged lost within lease_ms (+10 ms) of the last lease edge it saw
     assert down["t_mono_ns"] / 1e9 - last_pulse <= LEASE_S + 0.010 + 0.005
-    assert not main.session.active
+    assert not main.acting()  # what the session asks before every active-only action
+    await until(lambda: not main.session.active, "the main's session on standby")
     await until(lambda: backup.role == "active", "the backup active", timeout_s=3)
     up = room.roles("backup")[-1]
     assert (up["role"], up["lease_epoch"], up["reason"]) == ("active", 2, "peer_failed")
@@ -320,3 +321,50 @@ async def test_switch_is_refused_while_the_other_terminal_is_not_healthy(room: R
     assert main.role == "active" and main.heartbeat.beating
     st = await pm.command("failover.status")
     assert st["peer"]["healthy"] is False
+
+
+async def test_a_restarted_terminal_comes_back_standby_with_its_epoch_and_refuses_stale_state(
+    room: Room,
+) -> None:
+    main, backup = room.fo("main"), room.fo("backup")
+    pm, pb = room.platforms["main"], room.platforms["backup"]
+    await until(lambda: main.role == "active" and backup.peer_healthy, "a settled room")
+    # The backup restarts: standby, its stored epoch kept, the highest seen one too.
+    await room.run(room.apps.pop("backup").stop())
+    app = Appliance(room.config("backup"))
+    await room.run(app.start())
+    room.apps["backup"] = app
+    backup = room.fo("backup")
+    room.arbiter.t["backup"] = backup
+    restarts = [r for r in room.roles("backup") if r["reason"] == "restart"]
+    assert len(restarts) == 2 and all(r["role"] == "standby" for r in restarts)
+    assert backup.guard.highest == 1  # the main's epoch 1, stored when first seen
+    await until(lambda: backup.peer_healthy and main.peer_healthy, "the pair link back")
+    assert (main.role, backup.role) == ("active", "standby")
+
+    # Someone on the LAN with the pair key replays an old active claim of the backup: refused by epoch.
+    from appliance.failover.replication import encode
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.ports["main"])
+    nonce = json.loads(await reader.readline())["body"]["nonce"]
+    key = room.key.read_bytes()
+    refused = sum(main.link.refused.values())
+    for n, (epoch, role) in enumerate([(0, "active"), (1, "active"), (0, "standby")], start=1):
+        body = {"v": 1, "type": "state", "from": "kiosk-backup", "seq": n, "to": nonce, "epoch": epoch}
+        writer.write(
+            encode(key, {**body, "role": role, "healthy": True, "session": {"session_id": "s-forged"}})
+        )
+    await writer.drain()
+    await until(lambda: sum(main.link.refused.values()) == refused + 3, "three refusals")
+    reasons = [r for r in main.link.refused if "epoch" in r]
+    assert any("stale epoch 0" in r for r in reasons) and any("already kiosk-main's" in r for r in reasons)
+    assert main.role == "active" and (main.peer_active is None or main.peer_active.session is None)
+    writer.close()
+
+    # The switch still works from the restarted backup; the new epoch is above everything seen.
+    reply = await pb.command("failover.switch", {"confirm": True})
+    assert reply["status"] == 200
+    await until(lambda: backup.role == "active", "the backup active", timeout_s=3)
+    assert room.roles("backup")[-1]["lease_epoch"] == 2
+    st = await pm.command("failover.status")
+    assert (st["role"], st["lease_epoch"]) == ("standby", 1)

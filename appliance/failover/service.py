@@ -250,14 +250,19 @@ class Failover(Subsystem):
     def _apply_state(self, data: dict[str, Any]) -> None:
         self.lease_epoch = int(data["lease_epoch"])
         self.guard.own(self.me, self.lease_epoch)
-        self.guard.highest = max(self.guard.highest, int(data.get("highest_seen", 0)))
+        highest = int(data.get("highest_seen", 0))
+        if highest > self.lease_epoch:  # the peer's, stored when first seen
+            holder = data.get("holder")
+            self.guard.highest, self.guard.holder = highest, holder if isinstance(holder, str) else None
 
     def _apply_prefer(self, data: dict[str, Any]) -> None:
         if data.get("terminal") in ("main", "backup", None):
             self.prefer, self.prefer_ts = data.get("terminal"), float(data["ts"])
 
     def _save_state(self, epoch: int) -> None:
-        body = {"lease_epoch": epoch, "highest_seen": max(epoch, self.guard.highest)}
+        highest = max(epoch, self.guard.highest)
+        holder = self.me if highest == epoch else self.guard.holder
+        body = {"lease_epoch": epoch, "highest_seen": highest, "holder": holder}
         write_atomic(self._dir / "state.json", json.dumps(body).encode())
 
     def _save_prefer(self) -> None:
