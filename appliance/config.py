@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
+from appliance.failover.config import FailoverConfig
 from appliance.session.config import SessionConfig
 from drivers.config import DriversConfig
 from edge_media.config import CallTarget as CallTarget  # the session's call.accepted validates it
@@ -164,6 +165,7 @@ class KioskConfig(Strict):
     media: MediaConfig = MediaConfig()
     session: SessionConfig = SessionConfig()
     ota: OtaConfig = OtaConfig()
+    failover: FailoverConfig = FailoverConfig()
 
     @property
     def topic_root(self) -> str:

@@ -51,6 +51,7 @@ SUBSYSTEMS = (
     "appliance.peripherals:Peripherals",
     "appliance.media_control:MediaControl",
     "appliance.session.service:SessionService",
+    "appliance.failover.service:Failover",
     "appliance.diagnostics:Diagnostics",
     "appliance.ota:OtaService",
 )
@@ -103,6 +104,7 @@ class Appliance:
         self.log = log
         self._listeners: list[tuple[str, Listener]] = []
         self.subsystems: list[Subsystem] = []
+        self._constructed: list[Subsystem] = []
         self._subsystem_errors: dict[str, str] = {}
         self._tasks = TaskSet("appliance", log)
         self._stop = asyncio.Event()
@@ -287,9 +289,25 @@ class Appliance:
             except (ImportError, AttributeError) as exc:
                 log.error("subsystem %s unavailable: %s", spec, exc)
                 self._subsystem_errors[spec] = f"not installed: {exc}"
+        # All constructed, then all prepared, then started in order: a subsystem may wire itself to
+        # another before that one starts (failover puts the session on standby).
+        made: list[tuple[str, Subsystem]] = []
         for spec, cls in classes:
             try:
-                sub: Subsystem = cls(self)
+                made.append((spec, cls(self)))
+            except Exception as exc:  # noqa: BLE001 - a broken part degrades the kiosk, it does not stop it
+                log.exception("subsystem %s failed to start; continuing degraded", spec)
+                self._subsystem_errors[spec] = f"start failed: {exc}"
+        self._constructed = [sub for _, sub in made]
+        for spec, sub in list(made):
+            try:
+                sub.prepare()
+            except Exception as exc:  # noqa: BLE001
+                log.exception("subsystem %s failed to prepare; continuing degraded", spec)
+                self._subsystem_errors[spec] = f"start failed: {exc}"
+                made.remove((spec, sub))
+        for spec, sub in made:
+            try:
                 self.subsystems.append(sub)
                 await wait_for(sub.start(), SUBSYSTEM_START_TIMEOUT_S)
                 self.dispatcher.register_all(sub.commands().values())
@@ -555,6 +573,12 @@ class Appliance:
             return {"rebooting": True}
 
         return Accepted({"rebooting_in_s": delay}, then=reboot)
+
+    def subsystem(self, name: str) -> Subsystem | None:
+        for sub in self._constructed:
+            if sub.name == name:
+                return sub
+        return None
 
     async def reboot(self, reason: str) -> None:
         await self.emit("device.reboot_requested", {"delay_s": 0, "reason": reason})

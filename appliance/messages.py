@@ -136,6 +136,14 @@ class OtaInfo(WireModel):
     slots: dict[str, SlotInfo] = absent(description="by bootname")
 
 
+class FailoverInfo(WireModel):
+    """``birth.failover``: the live role of a terminal of a main/backup pair (``device.role`` is the
+    configured one); absent without ``[failover]``."""
+
+    role: Literal["active", "standby"]
+    lease_epoch: int = Field(ge=0, le=SEQ_MAX, description="the room's role epoch this terminal last took")
+
+
 class Birth(WireModel):
     """``birth`` (retained): who and what the device is."""
 
@@ -155,6 +163,7 @@ class Birth(WireModel):
         "from it for 3 times this plus 30 s (docs/mqtt.md, consumer rules)",
     )
     ota: OtaInfo = absent(description="the A/B slots and whether firmware updates can run")
+    failover: FailoverInfo = absent(description="the live failover role (a main/backup pair only)")
     ts: float = Wall
 
 
@@ -504,6 +513,14 @@ class VillagerReply(WireModel):
     )
 
 
+class FailoverRole(WireModel):
+    """``failover.role``: this terminal became active or standby (docs/failover.md)."""
+
+    role: Literal["active", "standby"]
+    lease_epoch: int = Field(ge=0, le=SEQ_MAX)
+    reason: Literal["lease_granted", "lease_lost", "peer_failed", "switch", "prefer", "restart"]
+
+
 CALL_EVENTS = ("call.connected", "call.reconnecting", "call.reconnected", "call.audio_only", "call.failed")
 
 # The data of every event type the appliance and its drivers emit. Other types (the session's funnel,
@@ -541,6 +558,7 @@ EVENT_DATA: dict[str, type[BaseModel]] = {
     **dict.fromkeys(CALL_EVENTS, CallChanged),
     "call.ended": CallEnded,
     "session.villager_reply": VillagerReply,
+    "failover.role": FailoverRole,
 }
 
 
@@ -624,6 +642,27 @@ class StatusReply(WireModel):
     id: str = absent()
 
 
+class FailoverPeer(WireModel):
+    device_id: str | None = Field(description="the other terminal's device id (null: never heard)")
+    healthy: bool
+
+
+class ArbiterState(WireModel):
+    online: bool
+
+
+class FailoverStatusReply(OpenModel):
+    """``failover.status``: the fields the issue names, and the terminal's own details beside them."""
+
+    status: Literal[200]
+    role: Literal["active", "standby"]
+    lease_epoch: int = Field(ge=0, le=SEQ_MAX)
+    peer: FailoverPeer
+    arbiter: ArbiterState
+    name: Literal["failover.status"]
+    id: str = absent()
+
+
 class RebirthReply(WireModel):
     status: Literal[200]
     epoch: int = Epoch
@@ -663,6 +702,7 @@ COMMAND_REPLIES: dict[str, type[BaseModel]] = {
     "set_log_level": LogLevelReply,
     "collect_logs": CollectLogsReply,
     "reboot": RebootReply,
+    "failover.status": FailoverStatusReply,
 }
 
 

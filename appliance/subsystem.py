@@ -72,6 +72,9 @@ class Context(Protocol):
     async def rebirth(self) -> None:
         """Publish birth again (when what a subsystem puts in it changed)."""
 
+    def subsystem(self, name: str) -> Subsystem | None:
+        """The subsystem called ``name`` (``Subsystem.name``), or None (not configured, failed to load)."""
+
     async def reboot(self, reason: str) -> None:
         """Reboot the device now by the appliance's reboot path (``device.reboot_requested``, the
         outbox flushed, ``KIOSK_REBOOT_COMMAND`` or ``systemctl reboot``); raises CommandError if the
@@ -85,6 +88,10 @@ class Subsystem:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+
+    def prepare(self) -> None:
+        """Called once every subsystem is constructed and before any starts: wire to another one
+        (``ctx.subsystem(name)``) where it must know before it starts (failover -> session)."""
 
     async def start(self) -> None:
         """Start; return promptly. A failing device is reported in health, not raised."""
