@@ -234,7 +234,7 @@ def test_the_holders_input_losing_signal_moves_the_room(room: Room) -> None:
     room.start_arbiter()
     room.wait(lambda: room.switcher.shown() == 1, 5, "main routed")
     time.sleep(0.2)  # W3CV answered long ago: the simulator is in verbose 3 and reports Sig
-    room.switcher.loop.call_soon_threadsafe(room.switcher.sim.set_signal, 1, False)
+    room.switcher.sim.set_signal(1, False)  # from this thread: the simulator hands it to its loop
     revoke = room.wait(
         lambda: next((r for r in room.leases() if r["event"] == "revoke"), None), 2, "a revoke on signal loss"
     )
@@ -333,3 +333,21 @@ def test_micropython_libs_own_umqtt_simple_reports_the_same(room: Room) -> None:
         5,
         "the failover.lease event through the real umqtt.simple",
     )
+
+
+def test_the_watchdog_stand_in_really_resets() -> None:
+    """machine.WDT not fed: the process ends (code 3), as the board resets."""
+    child = (
+        "import time\n"
+        "from sim.micropython import machine\n"
+        "w = machine.WDT(timeout=200)\n"
+        "for _ in range(5):\n"
+        "    w.feed(); time.sleep(0.1)\n"
+        "print('fed', flush=True)\n"
+        "time.sleep(5)\n"
+        "print('not reset', flush=True)\n"
+    )
+    t0 = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert run.returncode == 3 and "fed" in run.stdout and "not reset" not in run.stdout, run
+    assert time.monotonic() - t0 < 3
