@@ -272,3 +272,23 @@ def test_sis_wire_speaks_the_extron_lines() -> None:
     assert split.feed(b"Out01 In0") == []
     assert split.feed(b"2 All\r\nSig 1 0\r\n\xff\xfe\r\nE10") == ["Out01 In02 All", "Sig 1 0"]
     assert split.feed(b"\n") == ["E10"]
+
+
+def test_a_cold_start_waits_settle_ms_for_the_preferred_terminal_before_granting_the_other() -> None:
+    """The room powers on and the backup boots first: the main still gets the room if it comes up
+    within settle_ms; if it does not, the backup is granted then (not never)."""
+    late = Room()
+    late.silent["main"] = [(0, 1800)]  # the main's appliance is still starting
+    late.run(4000)
+    assert late.grants()[0][1] == "main" and late.pulses["backup"] == []
+    dead = Room()
+    dead.silent["main"] = [(0, 10**6)]
+    dead.run(LEASE + GUARD + 3000 - 50)
+    assert dead.grants() == [], "the backup waits out settle_ms"
+    dead.run(LEASE + GUARD + 3000 + 700)
+    assert dead.grants()[0][1] == "backup"
+    tied = Room()  # an arbiter restart (the switcher shows the backup) never waits
+    tied.tie = 2
+    tied.silent["main"] = [(0, 10**6)]
+    tied.run(1000)
+    assert tied.grants()[0][1:] == ("backup", "boot_tie")

@@ -17,7 +17,8 @@ Rules (docs/failover.md): t is *alive* while its last heartbeat edge is within `
 came within ``detect_ms`` of the one before; the holder loses the lease when it is not alive, or when the switcher reports its input
 without signal for ``detect_ms``; a revoke stops the pulses at t_r and nobody is granted before
 t_r + lease_ms + guard_ms; a live holder is never moved; at boot the lines stay idle for
-lease_ms + guard_ms, then the switcher's tie says who was active.
+lease_ms + guard_ms, then the switcher's tie says who was active (at a cold start, tied to neither, the
+preferred terminal has ``settle_ms`` to come alive before the other is granted).
 """
 
 BOOT = "boot"  # lines idle, waiting lease_ms + guard_ms
@@ -33,6 +34,9 @@ DEFAULTS = {
     "detect_ms": 400,
     "tie_timeout_ms": 500,
     "prefer": "main",
+    # Cold start (the switcher showed neither terminal): the preferred terminal has this long after
+    # the boot wait to come alive before the other one is granted (the two boot in either order).
+    "settle_ms": 3000,
 }
 
 
@@ -52,6 +56,8 @@ class Arbiter:
         self.detect_ms = cfg["detect_ms"]
         self.tie_timeout_ms = cfg["tie_timeout_ms"]
         self.prefer = cfg["prefer"]
+        self.settle_ms = cfg["settle_ms"]
+        self.settle_until = 0  # ms: at a cold start, only the preferred terminal is granted before it
         if self.prefer is not None and self.prefer not in self.terminals:
             raise ValueError("prefer must be one of the terminals or None")
         self.phase = BOOT
@@ -92,6 +98,8 @@ class Arbiter:
             if n == input:
                 self.tied = name
         self._out.append(("event", self._record("tie", self.tied, f"switcher shows input {input}")))
+        if self.tied is None:
+            self.settle_until = now_ms + self.settle_ms
         self.phase = RUN
 
     def command(self, name, arg=None):
@@ -173,6 +181,8 @@ class Arbiter:
         for t in (self.tied, self.prefer):
             if t in live:
                 return t
+        if self.grant == 0 and self.prefer is not None and now_ms < self.settle_until:
+            return None  # a cold start: the preferred terminal may still be booting
         return live[0]
 
     def _grant(self, out, terminal, now_ms):
