@@ -333,9 +333,11 @@ class PairLink:
                     self.sent += 1
                 self._wake.clear()
                 waker = asyncio.ensure_future(self._wake.wait())
-                done, _ = await asyncio.wait({waker, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if closed in done:
+                try:
+                    done, _ = await asyncio.wait({waker, closed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
                     waker.cancel()
+                if closed in done:
                     raise ConnectionResetError("the peer closed the connection")
         finally:
             closed.cancel()

@@ -166,6 +166,8 @@ class Failover(Subsystem):
         self._load_state()
         self._role_fd = os.open(self._dir / "role.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._write_role("standby", "restart")
+        # On the fleet too: after a crash the platform last heard "active" from this terminal, maybe.
+        self._hooks.put_nowait(lambda: self._emit_role("standby", "restart"))
         self._check_health()
         try:
             factory = pin_factory(self.ctx.config.drivers.gpio)
@@ -377,10 +379,13 @@ class Failover(Subsystem):
             except Exception:  # noqa: BLE001 - the next transition must still be told
                 log.exception("failover: a role hook failed")
 
-    async def _promoted(self, previous: int, reason: str) -> None:
+    async def _emit_role(self, role: Role, reason: str) -> None:
         await self.ctx.emit(
-            "failover.role", {"role": "active", "lease_epoch": self.lease_epoch, "reason": reason}
+            "failover.role", {"role": role, "lease_epoch": self.lease_epoch, "reason": reason}
         )
+
+    async def _promoted(self, previous: int, reason: str) -> None:
+        await self._emit_role("active", reason)
         if self.role != "active":
             return  # demoted again meanwhile: its hook follows
         s = self.session
@@ -414,9 +419,7 @@ class Failover(Subsystem):
     async def _demoted(self, reason: str) -> None:
         # The session already acts on nothing (``acting`` is false since the role log line); the
         # event and birth go first, as the session's own stop may wait on kiosk-media for seconds.
-        await self.ctx.emit(
-            "failover.role", {"role": "standby", "lease_epoch": self.lease_epoch, "reason": reason}
-        )
+        await self._emit_role("standby", reason)
         self._changed.set()
         await self.ctx.rebirth()
         if self.session is not None:
@@ -682,6 +685,11 @@ class Failover(Subsystem):
             if self._yielding is None:
                 self._start_yield("switch")
             return {"role": self.role, "yielding": True, "timeout_s": self.cfg.yield_timeout_s}
+        if self.peer is None or self.peer.role != "active":
+            raise Conflict(
+                "failover.switch: neither terminal is active now (the arbiter has not granted the lease)",
+                role=self.role,
+            )
         if self.link is None or not self.link.connected:
             raise CommandError(503, "failover.switch: the pair link to the active terminal is down")
         self.link.send(
