@@ -33,7 +33,9 @@ def pin_factory(gpio_config: Any) -> Any:
     """The pin factory of ``[drivers.gpio]``'s backend, made the way the GPIO driver makes it."""
     from drivers.gpio import driver
 
-    return driver.make_pin_factory(gpio_config.backend if gpio_config is not None else "pi")
+    if gpio_config is None:
+        return driver.make_pin_factory("pi")
+    return driver.make_pin_factory(gpio_config.backend, gpio_config)
 
 
 class Heartbeat:
