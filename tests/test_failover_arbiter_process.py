@@ -179,7 +179,9 @@ def test_boot_grants_main_pulses_its_lease_routes_it_and_reports(room: Room) -> 
     room.start_arbiter()
     room.wait(lambda: room.grant("main"), 5, "a grant to the main")
     gaps = [b - a for a, b in zip(*(lambda e: (e, e[1:]))(room.edges("lease.main", 1.0)), strict=False)]
-    assert len(gaps) >= 15 and max(gaps) < 100e6, "lease.main toggles every ~50 ms"
+    assert len(gaps) >= 15 and max(gaps) < 150e6, (
+        "lease.main toggles every ~50 ms (a gap of 150 ms would lose the lease)"
+    )
     assert room.edges("lease.backup", 0.3) == [], "the standby's lease line is still"
     room.wait(lambda: room.switcher.shown() == 1, 2, "the switcher showing input 1")
     assert room.board.get("fence.main") == 0 and room.board.get("fence.backup") == 0
@@ -271,7 +273,9 @@ def test_a_dead_broker_never_stalls_the_lease(room: Room) -> None:
     room.broker.kill()
     edges = room.edges("lease.main", 3.0)
     gaps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
-    assert len(edges) >= 50 and max(gaps) < 100e6, (
+    # The requirement: the holder never loses its lease (two pulses within lease_ms), whatever the
+    # broker does; a blocking MQTT call would leave a gap of seconds.
+    assert len(edges) >= 50 and max(gaps) < 150e6, (
         f"pulses kept their pace without the broker (max gap {max(gaps) / 1e6:.0f} ms)"
     )
     # the broker comes back: the arbiter reconnects by itself and says it is online
@@ -317,7 +321,7 @@ def test_a_hung_broker_never_stalls_the_lease(room: Room) -> None:
     finally:
         room.broker.proc.send_signal(signal.SIGCONT)
     gaps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
-    assert len(edges) >= 50 and max(gaps) < 100e6, f"max gap {max(gaps) / 1e6:.0f} ms with the broker hung"
+    assert len(edges) >= 50 and max(gaps) < 150e6, f"max gap {max(gaps) / 1e6:.0f} ms with the broker hung"
 
 
 @pytest.mark.skipif(
