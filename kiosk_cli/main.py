@@ -36,6 +36,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.pair:
+        from sim.pair_demo import main as pair_main
+
+        return pair_main(args)
     from sim.demo import main as demo_main
 
     return demo_main(args)
@@ -69,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="keep state here instead of a temporary directory")
     p.add_argument(
         "--text-call", action="store_true", help="no video in the call even when Janus is installed"
+    )
+    p.add_argument(
+        "--pair",
+        action="store_true",
+        help="a main and a backup terminal and the failover arbiter (root: network namespaces)",
     )
     p.set_defaults(func=_cmd_demo)
 

@@ -1,0 +1,168 @@
+"""The room with two terminals and the arbiter (sim/pair.py): the backup takes the room, nothing splits.
+
+Real parts: two appliance processes, each with its own local mosquitto in its own network namespace,
+the fleet broker in a third, the arbiter as a process on the MicroPython stand-ins, the shared-memory
+wires and the Extron simulator on a pty. Needs root (network namespaces).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sim.netns import netns_available
+from sim.pair import SWITCHER_INPUT, PairLab, outside_lease, split_brain
+
+pytestmark = [
+    pytest.mark.skipif(netns_available() is not None, reason=str(netns_available())),
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[PairLab]:
+    with PairLab(tmp_path / "room") as room:
+        yield room
+
+
+def holder(lab: PairLab) -> str | None:
+    shown = lab.switcher.shown()
+    return next((t for t, i in SWITCHER_INPUT.items() if i == shown), None)
+
+
+def steady(lab: PairLab, timeout_s: float = 20.0) -> str:
+    def check() -> str | None:
+        h = holder(lab)
+        if h is None:
+            return None
+        other = "backup" if h == "main" else "main"
+        ok = lab.role_of(h) == "active" and lab.role_of(other) == "standby" and lab.peer_healthy(h)
+        return h if ok else None
+
+    return lab.wait(check, timeout_s, "one terminal active and shown, the other a healthy standby")
+
+
+def no_split_brain(lab: PairLab) -> None:
+    assert split_brain(lab.dir) == [], "two terminals were active at once"
+    assert outside_lease(lab.dir) == [], "a terminal was active without the arbiter's lease"
+
+
+def test_killing_the_main_appliance_moves_the_room_to_the_backup_and_the_main_returns_as_standby(
+    lab: PairLab,
+) -> None:
+    assert steady(lab) == "main", "with both healthy at start the preferred main holds the room"
+    t0 = lab.kill("main")
+    routed = lab.wait(
+        lambda: lab.switcher.route_since(t0, SWITCHER_INPUT["backup"]), 5, "the route to the backup"
+    )
+    active = lab.wait(lambda: lab.active_since("backup", t0), 5, "the backup active")
+    assert (routed - t0) / 1e9 < 2.0 and (active - t0) / 1e9 < 2.0
+    last = lab.roles("backup")[-1]
+    assert last["role"] == "active" and last["reason"] in ("peer_failed", "lease_granted")
+    epoch = last["lease_epoch"]
+
+    lab.start_appliance("main")
+    lab.wait(lambda: lab.role_of("main") == "standby" and lab.heartbeat_alive("main"), 20, "the main back")
+    time.sleep(1.5)  # longer than detect + grant: a returning main must not take the room back
+    assert holder(lab) == "backup" and lab.role_of("backup") == "active"
+    assert lab.roles("backup")[-1]["lease_epoch"] == epoch
+    no_split_brain(lab)
+
+
+def test_a_heartbeat_glitch_shorter_than_the_detection_window_switches_nothing(lab: PairLab) -> None:
+    assert steady(lab) == "main"
+    rng = random.Random(4)
+    for _ in range(8):
+        lab.stick_heartbeat("main", 0)
+        time.sleep(rng.uniform(0.05, 0.25))  # detect_ms is 400
+        lab.release_heartbeat("main")
+        time.sleep(0.3)
+    time.sleep(0.6)
+    assert holder(lab) == "main"
+    assert [r["role"] for r in lab.roles("backup")].count("active") == 0
+    no_split_brain(lab)
+
+
+def test_a_stuck_heartbeat_line_of_a_live_main_fences_it_before_the_backup_acts(lab: PairLab) -> None:
+    assert steady(lab) == "main"
+    t0 = lab.stick_heartbeat("main", 1)
+    active = lab.wait(lambda: lab.active_since("backup", t0), 5, "the backup active")
+    demoted = next(r for r in lab.roles("main") if r["t_mono_ns"] >= t0 and r["role"] == "standby")
+    assert demoted["t_mono_ns"] < active, "the main must stand down before the backup acts"
+    assert demoted["reason"] == "lease_lost"
+    lab.release_heartbeat("main")
+    time.sleep(1.0)
+    assert holder(lab) == "backup"
+    no_split_brain(lab)
+
+
+def test_partitions_from_the_broker_or_between_the_terminals_move_nothing_and_split_nothing(
+    lab: PairLab,
+) -> None:
+    assert steady(lab) == "main"
+    for which in ("main", "pair", "backup"):
+        lab.partition(which)
+        time.sleep(1.0)
+        assert holder(lab) == "main" and lab.role_of("main") == "active", f"partition {which}"
+        lab.heal(which)
+    # the main dies while the terminals cannot talk: the backup still takes the room (the lease is wired)
+    lab.partition("pair")
+    t0 = lab.kill("main")
+    lab.wait(lambda: lab.active_since("backup", t0), 5, "the backup active without the pair link")
+    lab.heal("pair")
+    lab.start_appliance("main")
+    assert steady(lab) == "backup"
+    no_split_brain(lab)
+
+
+def test_an_arbiter_restart_gives_the_room_back_to_the_terminal_the_switcher_shows(lab: PairLab) -> None:
+    assert steady(lab) == "main"
+    t0 = lab.kill("main")
+    lab.wait(lambda: lab.active_since("backup", t0), 5, "the backup active")
+    lab.start_appliance("main")
+    assert steady(lab) == "backup"
+    t1 = lab.restart_arbiter()
+    lab.wait(lambda: lab.active_since("backup", t1 + 1), 10, "the backup re-granted")
+    assert steady(lab) == "backup"
+    assert lab.active_since("main", t1) is None, "the arbiter's restart must not hand the room to the main"
+    leases = [json.loads(x) for x in lab.lease_log.read_text().splitlines() if x.strip()]
+    assert any(r.get("event") == "boot" and r["t_mono_ns"] >= t1 for r in leases)
+    no_split_brain(lab)
+
+
+def test_thirty_random_faults_never_make_two_terminals_active(lab: PairLab) -> None:
+    rng = random.Random(30)
+    steady(lab)
+    for n in range(30):
+        h = steady(lab)
+        kind = ("kill", "power_off", "hb_stuck", "partition", "arbiter_restart", "hb_flap")[n % 6]
+        if kind == "kill":
+            lab.kill(h)
+            time.sleep(rng.uniform(0.1, 1.0))
+            lab.start_appliance(h)
+        elif kind == "power_off":
+            lab.power_off(h)
+            time.sleep(rng.uniform(0.1, 1.0))
+            lab.power_on(h)
+        elif kind == "hb_stuck":
+            lab.stick_heartbeat(h, rng.choice((0, 1)))
+            time.sleep(rng.uniform(0.2, 1.2))
+            lab.release_heartbeat(h)
+        elif kind == "partition":
+            which = rng.choice(("main", "backup", "pair"))
+            lab.partition(which)
+            time.sleep(rng.uniform(0.2, 1.0))
+            lab.heal(which)
+        elif kind == "arbiter_restart":
+            lab.restart_arbiter()
+        else:
+            lab.flap_heartbeat(h, low_s=rng.uniform(0.3, 0.6), high_s=rng.uniform(0.1, 0.3))
+            time.sleep(rng.uniform(0.5, 1.5))
+            lab.release_heartbeat(h)
+    steady(lab)
+    no_split_brain(lab)
