@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.pair import SWITCHER_INPUT, TERMINALS, PairLab, now_ns, outside_lease, split_brain  # noqa: E402
+from sim.pair import SWITCHER_INPUT, TERMINALS, PairLab, now_ns, outside_lease, read_jsonl, split_brain  # noqa: E402
 
 TAKEOVER_FAULTS = ("kill", "hb_stuck", "power_off")
 
@@ -90,24 +90,11 @@ class RoleWatch:
         self.client.disconnect()
 
 
-def holder(lab: PairLab) -> str | None:
-    shown = lab.switcher.shown()
-    return next((t for t, i in SWITCHER_INPUT.items() if i == shown), None)
-
-
 def settle(lab: PairLab, timeout_s: float = 30.0) -> str:
-    """Wait for a steady room: one terminal active and shown, the other standby with its heartbeat on."""
-
-    def steady() -> str | None:
-        h = holder(lab)
-        if h is None:
-            return None
-        other = "backup" if h == "main" else "main"
-        if lab.role_of(h) == "active" and lab.role_of(other) == "standby" and lab.peer_healthy(h):
-            return h
-        return None
-
-    return lab.wait(steady, timeout_s, "a steady room (one active and shown, the other a healthy standby)")
+    """Wait for a steady room (``PairLab.steady``): returns the terminal holding it."""
+    return lab.wait(
+        lab.steady, timeout_s, "a steady room (one active and shown, the other a healthy standby)"
+    )
 
 
 def inject(lab: PairLab, kind: str, name: str) -> int:
@@ -133,7 +120,7 @@ def takeover(args: argparse.Namespace) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in TAKEOVER_FAULTS}
     route_ms: list[float] = []
     announce_ms: list[float] = []
-    with PairLab() as lab:
+    with PairLab(args.workdir) as lab:
         watch = RoleWatch(lab)
         try:
             for n in range(args.failures):
@@ -175,20 +162,34 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
     kinds = ("kill", "power_off", "hb_stuck", "hb_flap", "glitch", "partition", "arbiter_restart")
     done: dict[str, int] = {k: 0 for k in kinds}
     glitch_switches = 0
-    with PairLab() as lab:
+    with PairLab(args.workdir) as lab:
         for n in range(args.faults):
             h = settle(lab)
             kind = kinds[n % len(kinds)] if n < len(kinds) else rng.choice(kinds)
             victim = rng.choice(TERMINALS)
             if kind == "glitch":
                 # stuck for less than the detection window: nothing may move
-                before = holder(lab)
+                before = lab.holder()
                 t0 = lab.stick_heartbeat(victim, 0)
-                time.sleep(rng.uniform(0.05, 0.25))
+                held_s = rng.uniform(0.05, 0.25)
+                time.sleep(held_s)
                 lab.release_heartbeat(victim)
                 time.sleep(0.6)
-                if holder(lab) != before or lab.active_since(before, t0) is not None:
+                if lab.holder() != before or lab.active_since(before, t0) is not None:
                     glitch_switches += 1
+                    print(
+                        f"a glitch of {held_s * 1000:.0f} ms on {victim}'s heartbeat moved the room:",
+                        file=sys.stderr,
+                    )
+                    for name in TERMINALS:
+                        print(
+                            f"  {name}: {[r for r in lab.roles(name) if r['t_mono_ns'] >= t0]}",
+                            file=sys.stderr,
+                        )
+                    print(
+                        f"  lease: {[r for r in read_jsonl(lab.lease_log) if r['t_mono_ns'] >= t0]}",
+                        file=sys.stderr,
+                    )
             elif kind == "hb_flap":
                 lab.flap_heartbeat(victim, low_s=rng.uniform(0.3, 0.8), high_s=rng.uniform(0.1, 0.5))
                 time.sleep(rng.uniform(1.0, 3.0))
@@ -234,6 +235,10 @@ def main() -> int:
     f = sub.add_parser("faults")
     f.add_argument("--faults", type=int, default=1000)
     f.add_argument("--seed", type=int, default=10)
+    for sp in (t, f):
+        sp.add_argument(
+            "--workdir", type=Path, help="keep the room's logs here (default: a temporary directory)"
+        )
     args = p.parse_args()
     result = takeover(args) if args.mode == "takeover" else faults(args)
     print(json.dumps(result, indent=1, ensure_ascii=False))

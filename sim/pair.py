@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from drivers.gpio.wire_pins import WireBoard
-
 from drivers.switcher.simulator import SwitcherSimulator
 from sim.mosquitto import Mosquitto
 from sim.netns import NetNs, VethLink, link
@@ -438,14 +437,43 @@ class PairLab:
 
     def heartbeat_alive(self, name: str, window_s: float = 0.15) -> bool:
         """Whether ``name``'s heartbeat line toggles (as the arbiter sees it) within ``window_s``."""
+        return self.line_alive(f"hb.{name}", window_s)
+
+    def line_alive(self, line: str, window_s: float = 0.15) -> bool:
+        """Whether a wire (``hb.main``, ``lease.backup``, ...) toggles within ``window_s``."""
         assert self.board is not None
-        first = self.board.get(f"hb.{name}")
+        first = self.board.get(line)
         deadline = time.monotonic() + window_s
         while time.monotonic() < deadline:
-            if self.board.get(f"hb.{name}") != first:
+            if self.board.get(line) != first:
                 return True
             time.sleep(0.002)
         return False
+
+    def holder(self) -> str | None:
+        """The terminal whose input the switcher shows on the room output (None: untied)."""
+        shown = self.switcher.shown()
+        return next((t for t, i in SWITCHER_INPUT.items() if i == shown), None)
+
+    def steady(self) -> str | None:
+        """The holder, if the room is steady: one terminal shown, holding the lease (its line pulses),
+        logged active, its heartbeat on; the other one's appliance running, logged standby since it
+        started, its heartbeat on, no lease. None otherwise (a fault is still being handled)."""
+        h = self.holder()
+        if h is None:
+            return None
+        other = "backup" if h == "main" else "main"
+        for name in TERMINALS:
+            if not self.terminals[name].alive():
+                return None
+        if self.role_of(h) != "active" or self.role_of(other) != "standby":
+            return None
+        # a freshly restarted appliance has not written its first line yet: its last one is stale
+        if not (self.heartbeat_alive(h) and self.heartbeat_alive(other)):
+            return None
+        if not self.line_alive(f"lease.{h}") or self.line_alive(f"lease.{other}", 0.06):
+            return None
+        return h
 
     def peer_healthy(self, name: str) -> bool:
         """Whether the terminal other than ``name`` is a live standby the arbiter could grant."""

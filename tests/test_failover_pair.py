@@ -30,21 +30,8 @@ def lab(tmp_path: Path) -> Iterator[PairLab]:
         yield room
 
 
-def holder(lab: PairLab) -> str | None:
-    shown = lab.switcher.shown()
-    return next((t for t, i in SWITCHER_INPUT.items() if i == shown), None)
-
-
 def steady(lab: PairLab, timeout_s: float = 20.0) -> str:
-    def check() -> str | None:
-        h = holder(lab)
-        if h is None:
-            return None
-        other = "backup" if h == "main" else "main"
-        ok = lab.role_of(h) == "active" and lab.role_of(other) == "standby" and lab.peer_healthy(h)
-        return h if ok else None
-
-    return lab.wait(check, timeout_s, "one terminal active and shown, the other a healthy standby")
+    return lab.wait(lab.steady, timeout_s, "one terminal active and shown, the other a healthy standby")
 
 
 def no_split_brain(lab: PairLab) -> None:
@@ -69,7 +56,7 @@ def test_killing_the_main_appliance_moves_the_room_to_the_backup_and_the_main_re
     lab.start_appliance("main")
     lab.wait(lambda: lab.role_of("main") == "standby" and lab.heartbeat_alive("main"), 20, "the main back")
     time.sleep(1.5)  # longer than detect + grant: a returning main must not take the room back
-    assert holder(lab) == "backup" and lab.role_of("backup") == "active"
+    assert lab.holder() == "backup" and lab.role_of("backup") == "active"
     assert lab.roles("backup")[-1]["lease_epoch"] == epoch
     no_split_brain(lab)
 
@@ -83,7 +70,7 @@ def test_a_heartbeat_glitch_shorter_than_the_detection_window_switches_nothing(l
         lab.release_heartbeat("main")
         time.sleep(0.3)
     time.sleep(0.6)
-    assert holder(lab) == "main"
+    assert lab.holder() == "main"
     assert [r["role"] for r in lab.roles("backup")].count("active") == 0
     no_split_brain(lab)
 
@@ -97,7 +84,7 @@ def test_a_stuck_heartbeat_line_of_a_live_main_fences_it_before_the_backup_acts(
     assert demoted["reason"] == "lease_lost"
     lab.release_heartbeat("main")
     time.sleep(1.0)
-    assert holder(lab) == "backup"
+    assert lab.holder() == "backup"
     no_split_brain(lab)
 
 
@@ -108,7 +95,7 @@ def test_partitions_from_the_broker_or_between_the_terminals_move_nothing_and_sp
     for which in ("main", "pair", "backup"):
         lab.partition(which)
         time.sleep(1.0)
-        assert holder(lab) == "main" and lab.role_of("main") == "active", f"partition {which}"
+        assert lab.holder() == "main" and lab.role_of("main") == "active", f"partition {which}"
         lab.heal(which)
     # the main dies while the terminals cannot talk: the backup still takes the room (the lease is wired)
     lab.partition("pair")
