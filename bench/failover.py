@@ -28,14 +28,21 @@ import argparse
 import json
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.pair import SWITCHER_INPUT, TERMINALS, PairLab, now_ns, outside_lease, read_jsonl, split_brain  # noqa: E402
+from sim.pair import (
+    SWITCHER_INPUT,
+    TERMINALS,
+    FleetWatch,
+    PairLab,
+    outside_lease,
+    read_jsonl,
+    split_brain,
+)  # noqa: E402
 
 TAKEOVER_FAULTS = ("kill", "hb_stuck", "power_off")
 
@@ -43,51 +50,6 @@ TAKEOVER_FAULTS = ("kill", "hb_stuck", "power_off")
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
-
-
-class RoleWatch:
-    """The platform's view: every ``failover.role`` event on the fleet broker, with its arrival time."""
-
-    def __init__(self, lab: PairLab) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.events: list[tuple[int, str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        with lab.county.entered():
-            self.client = mqtt.Client(
-                mqtt.CallbackAPIVersion.VERSION2, client_id="bench-platform", protocol=mqtt.MQTTv5
-            )
-            self.client.on_message = self._on_message
-            self.client.connect("127.0.0.1", 1883)
-            self.client.subscribe("kiosk/v1/#", qos=1)
-            self.client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        if not msg.topic.endswith("/event"):
-            return
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            return
-        if body.get("type") == "failover.role":
-            device = msg.topic.split("/")[-2]
-            with self._lock:
-                self.events.append((now_ns(), device, body.get("data") or {}))
-
-    def active_since(self, device_id: str, t_ns: int) -> int | None:
-        with self._lock:
-            return next(
-                (
-                    t
-                    for t, d, data in self.events
-                    if t >= t_ns and d == device_id and data.get("role") == "active"
-                ),
-                None,
-            )
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def settle(lab: PairLab, timeout_s: float = 30.0) -> str:
@@ -121,7 +83,7 @@ def takeover(args: argparse.Namespace) -> dict[str, Any]:
     route_ms: list[float] = []
     announce_ms: list[float] = []
     with PairLab(args.workdir) as lab:
-        watch = RoleWatch(lab)
+        watch = FleetWatch(lab)
         try:
             for n in range(args.failures):
                 victim = settle(lab)

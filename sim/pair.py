@@ -439,6 +439,18 @@ class PairLab:
         """Whether ``name``'s heartbeat line toggles (as the arbiter sees it) within ``window_s``."""
         return self.line_alive(f"hb.{name}", window_s)
 
+    def present_card(self, name: str, card: str = "zhang-san") -> int:
+        """A villager places a sample ID card (``kiosk sim card present``) on ``name``'s simulated
+        reader, which starts a session there; returns the command's exit status."""
+        term = self.terminals[name]
+        with term.ns.entered():
+            return subprocess.call(
+                [*self._kiosk(term, "sim", "card", "present", card)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+
     def line_alive(self, line: str, window_s: float = 0.15) -> bool:
         """Whether a wire (``hb.main``, ``lease.backup``, ...) toggles within ``window_s``."""
         assert self.board is not None
@@ -614,3 +626,55 @@ def outside_lease(lab_dir: Path, lease_ms: float = 200.0) -> list[Interval]:
             if not any(g0 <= iv.start_ns and end <= g1 for g0, g1 in grants[t]):
                 bad.append(iv)
     return bad
+
+
+class FleetWatch:
+    """The platform's view of the room: every event on the fleet broker (from the county namespace),
+    with the monotonic time it arrived."""
+
+    def __init__(self, lab: PairLab, client_id: str = "pair-platform") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (t_ns, device, type, data)
+        self._lock = threading.Lock()
+        with lab.county.entered():
+            self.client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            )
+            self.client.on_message = self._on_message
+            self.client.connect("127.0.0.1", FLEET_PORT)
+            self.client.subscribe("kiosk/v1/#", qos=1)
+            self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if not msg.topic.endswith("/event"):
+            return
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(body, dict) and isinstance(body.get("data"), dict):
+            with self._lock:
+                self.events.append((now_ns(), msg.topic.split("/")[-2], str(body.get("type")), body["data"]))
+
+    def find(
+        self, type: str, device_id: str | None = None, since_ns: int = 0, **match: Any
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The first ``type`` event (from ``device_id``) that arrived at or after ``since_ns`` and whose
+        data has the ``match`` items: (arrival ns, data)."""
+        with self._lock:
+            for t, device, kind, data in self.events:
+                if kind != type or t < since_ns or (device_id is not None and device != device_id):
+                    continue
+                if all(data.get(k) == v for k, v in match.items()):
+                    return t, data
+        return None
+
+    def active_since(self, device_id: str, t_ns: int) -> int | None:
+        """When the platform heard ``device_id`` announce the active role, at or after ``t_ns``."""
+        got = self.find("failover.role", device_id, t_ns, role="active")
+        return got[0] if got else None
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import select
 import shlex
-import subprocess
 import sys
 import time
 
@@ -35,26 +34,6 @@ def room_line(lab: PairLab) -> str:
         hb = "hb live" if lab.heartbeat_alive(name, 0.12) else "hb dead"
         parts.append(f"{name}: {last.get('role', '?')} epoch {last.get('lease_epoch', '-')} ({alive}, {hb})")
     return " | ".join(parts)
-
-
-def present_card(lab: PairLab, name: str) -> int:
-    """A villager presents the sample card on ``name``'s simulated reader (starts a session)."""
-    term = lab.terminals[name]
-    with term.ns.entered():
-        return subprocess.call(
-            [
-                sys.executable,
-                "-m",
-                "kiosk_cli.main",
-                "--config",
-                str(term.config_path),
-                "sim",
-                "card",
-                "present",
-                SAMPLE_CARD,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
 
 
 def act(lab: PairLab, words: list[str]) -> str:
@@ -88,7 +67,7 @@ def act(lab: PairLab, words: list[str]) -> str:
             lab.restart_arbiter()
             return "arbiter restarted"
         case ["card", t] if t in TERMINALS:
-            return f"{t}: card presented (exit {present_card(lab, t)})"
+            return f"{t}: card presented (exit {lab.present_card(t, SAMPLE_CARD)})"
         case ["status"] | []:
             return room_line(lab)
         case _:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sim.netns import netns_available
-from sim.pair import SWITCHER_INPUT, PairLab, outside_lease, split_brain
+from sim.pair import SWITCHER_INPUT, FleetWatch, PairLab, outside_lease, split_brain
 
 pytestmark = [
     pytest.mark.skipif(netns_available() is not None, reason=str(netns_available())),
@@ -58,6 +58,35 @@ def test_killing_the_main_appliance_moves_the_room_to_the_backup_and_the_main_re
     time.sleep(1.5)  # longer than detect + grant: a returning main must not take the room back
     assert lab.holder() == "backup" and lab.role_of("backup") == "active"
     assert lab.roles("backup")[-1]["lease_epoch"] == epoch
+    no_split_brain(lab)
+
+
+def test_the_backup_resumes_the_villagers_session_under_the_same_id_when_the_main_dies(
+    lab: PairLab,
+) -> None:
+    """Across real processes: the session the main replicated is what the backup resumes, and the
+    platform hears it from both sides (started on the main, resumed on the backup, the roles)."""
+    platform = FleetWatch(lab, "test-platform")
+    try:
+        assert steady(lab) == "main"
+        assert lab.present_card("main") == 0
+        started = lab.wait(
+            lambda: platform.find("session.started", "kiosk-pair-main"), 15, "the session started on the main"
+        )
+        sid = started[1]["session_id"]
+        time.sleep(1.5)  # the keepalive has carried the snapshot to the standby by now
+        t0 = lab.kill("main")
+        resumed = lab.wait(
+            lambda: platform.find("session.resumed", "kiosk-pair-backup", t0, session_id=sid),
+            10,
+            "the backup resuming the session",
+        )
+        assert resumed[1].get("mode") == "takeover"
+        assert platform.active_since("kiosk-pair-backup", t0) is not None
+        assert platform.find("session.ended", None, t0, session_id=sid) is None, "nobody ended it"
+        assert platform.find("session.started", "kiosk-pair-backup", t0) is None, "not a new session"
+    finally:
+        platform.close()
     no_split_brain(lab)
 
 
