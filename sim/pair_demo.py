@@ -93,7 +93,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"demo --pair needs network namespaces (run as root): {why}", file=sys.stderr)
         return 1
     lab = PairLab()
-    interactive = not args.headless and sys.stdin.isatty()
+    # Commands come from the terminal or a pipe (a script of faults); at the end of a pipe the room
+    # keeps running until --seconds or Ctrl-C.
+    reading = not args.headless and sys.stdin is not None and not sys.stdin.closed
     try:
         lab.start()
         lab.wait(lambda: any(lab.role_of(t) == "active" for t in TERMINALS), 30, "a terminal active")
@@ -106,12 +108,15 @@ def main(args: argparse.Namespace) -> int:
             if line != last:
                 print(time.strftime("%H:%M:%S"), line, flush=True)
                 last = line
-            if interactive:
+            if reading:
                 ready, _, _ = select.select([sys.stdin], [], [], 0.2)
                 if ready:
                     typed = sys.stdin.readline()
-                    if not typed or typed.strip() in ("quit", "exit"):
+                    if typed.strip() in ("quit", "exit") or (not typed and sys.stdin.isatty()):
                         break
+                    if not typed:
+                        reading = False
+                        continue
                     print(act(lab, shlex.split(typed)), flush=True)
             else:
                 time.sleep(0.2)

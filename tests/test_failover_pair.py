@@ -182,3 +182,22 @@ def test_thirty_random_faults_never_make_two_terminals_active(lab: PairLab) -> N
             lab.release_heartbeat(h)
     steady(lab)
     no_split_brain(lab)
+
+
+def test_kiosk_demo_pair_lets_a_person_kill_the_main_and_watch_the_backup_take_the_room() -> None:
+    import subprocess
+    import sys
+
+    script = "status\nkill main\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kiosk_cli.main", "demo", "--pair", "--seconds", "6"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "room TV: main (input 1)" in out and "main: appliance killed (kill -9)" in out, out
+    assert "room TV: backup (input 2)" in out.split("appliance killed", 1)[1], out
