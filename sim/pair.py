@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -637,16 +638,26 @@ class FleetWatch:
 
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (t_ns, device, type, data)
         self._lock = threading.Lock()
+        self.client_id = client_id
+        self._n = 0
+        self._replies: dict[str, queue.Queue[dict[str, Any]]] = {}
         with lab.county.entered():
             self.client = mqtt.Client(
                 mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
             )
             self.client.on_message = self._on_message
             self.client.connect("127.0.0.1", FLEET_PORT)
-            self.client.subscribe("kiosk/v1/#", qos=1)
+            self.client.subscribe([("kiosk/v1/#", 1), (f"platform/replies/{client_id}/#", 1)])
             self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        waiting = self._replies.get(msg.topic)
+        if waiting is not None:
+            try:
+                waiting.put(json.loads(msg.payload))
+            except ValueError:
+                waiting.put({"status": None, "raw": msg.payload.decode(errors="replace")})
+            return
         if not msg.topic.endswith("/event"):
             return
         try:
@@ -669,6 +680,36 @@ class FleetWatch:
                 if all(data.get(k) == v for k, v in match.items()):
                     return t, data
         return None
+
+    def command(
+        self, device_id: str, name: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """A platform command (``cmd/{name}``, MQTT 5 Response Topic + Correlation Data) to a terminal
+        of the room; returns its reply (TimeoutError without one)."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        with self._lock:
+            self._n += 1
+            n = self._n
+        reply_topic = f"platform/replies/{self.client_id}/{n}"
+        got: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._replies[reply_topic] = got
+        try:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = reply_topic
+            props.CorrelationData = f"c-{n}".encode()
+            topic = f"kiosk/v1/{'/'.join(REGION)}/{device_id}/cmd/{name}"
+            info = self.client.publish(topic, json.dumps(body or {}), qos=1, properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise OSError(f"publish {topic}: rc {info.rc}")
+            try:
+                return got.get(timeout=timeout_s)
+            except queue.Empty:
+                raise TimeoutError(f"no reply from {device_id} to {name} within {timeout_s} s") from None
+        finally:
+            self._replies.pop(reply_topic, None)
 
     def active_since(self, device_id: str, t_ns: int) -> int | None:
         """When the platform heard ``device_id`` announce the active role, at or after ``t_ns``."""

@@ -61,6 +61,58 @@ def test_killing_the_main_appliance_moves_the_room_to_the_backup_and_the_main_re
     no_split_brain(lab)
 
 
+def linked(lab: PairLab, platform: FleetWatch) -> dict:
+    """Wait until the active main sees the backup over the pair link (the platform asks it)."""
+
+    def check() -> dict | None:
+        try:
+            st = platform.command("kiosk-pair-main", "failover.status", timeout_s=2)
+        except TimeoutError:
+            return None
+        ok = (
+            st.get("status") == 200
+            and st.get("peer", {}).get("healthy")
+            and st.get("link", {}).get("connected")
+        )
+        return st if ok else None
+
+    return lab.wait(check, 20, "the main seeing a healthy backup over the pair link")
+
+
+def test_failover_switch_from_the_platform_moves_a_running_session_and_the_room_to_the_backup(
+    lab: PairLab,
+) -> None:
+    """The operator's command, across processes: 400 without confirm, then the main yields mid-session,
+    the backup resumes the session under its id and the room TV shows it; the main is standby."""
+    platform = FleetWatch(lab, "test-operator")
+    try:
+        assert steady(lab) == "main"
+        st = linked(lab, platform)
+        assert st["role"] == "active" and st["peer"]["device_id"] == "kiosk-pair-backup"
+        assert st["arbiter"]["online"] is True and isinstance(st["lease_epoch"], int)
+        assert platform.command("kiosk-pair-main", "failover.switch", {})["status"] == 400
+        assert lab.present_card("main") == 0
+        started = lab.wait(lambda: platform.find("session.started", "kiosk-pair-main"), 15, "a session")
+        sid = started[1]["session_id"]
+        time.sleep(0.3)
+        t0 = time.monotonic_ns()
+        reply = platform.command("kiosk-pair-main", "failover.switch", {"confirm": True})
+        assert reply["status"] == 200, reply
+        lab.wait(
+            lambda: platform.find("session.resumed", "kiosk-pair-backup", t0, session_id=sid),
+            10,
+            "the backup resuming the session after the switch",
+        )
+        lab.wait(lambda: lab.steady() == "backup", 15, "the room steady on the backup")
+        back = platform.command("kiosk-pair-backup", "failover.status")
+        assert back["role"] == "active" and back["lease_epoch"] > st["lease_epoch"]
+        assert platform.command("kiosk-pair-main", "failover.status")["role"] == "standby"
+        assert platform.find("session.ended", None, t0, session_id=sid) is None
+    finally:
+        platform.close()
+    no_split_brain(lab)
+
+
 def test_the_backup_resumes_the_villagers_session_under_the_same_id_when_the_main_dies(
     lab: PairLab,
 ) -> None:
@@ -69,12 +121,13 @@ def test_the_backup_resumes_the_villagers_session_under_the_same_id_when_the_mai
     platform = FleetWatch(lab, "test-platform")
     try:
         assert steady(lab) == "main"
+        linked(lab, platform)
         assert lab.present_card("main") == 0
         started = lab.wait(
             lambda: platform.find("session.started", "kiosk-pair-main"), 15, "the session started on the main"
         )
         sid = started[1]["session_id"]
-        time.sleep(1.5)  # the keepalive has carried the snapshot to the standby by now
+        time.sleep(0.3)  # the snapshot goes on every change; a keepalive follows within 1 s
         t0 = lab.kill("main")
         resumed = lab.wait(
             lambda: platform.find("session.resumed", "kiosk-pair-backup", t0, session_id=sid),
