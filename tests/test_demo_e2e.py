@@ -22,6 +22,9 @@ from fleet_schema import SCHEMA
 
 from kiosk_core.mqtt import MqttConnection
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 KIOSK = [sys.executable, "-m", "kiosk_cli.main"]
 TMUX = shutil.which("tmux")
 
