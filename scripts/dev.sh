@@ -80,7 +80,11 @@ case "$cmd" in
     "$venv/bin/ruff" format --check --quiet .
     "$venv/bin/lint-imports" --no-cache >/dev/null || { "$venv/bin/lint-imports" --no-cache; exit 1; }
     set +e
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+    # Two workers (pytest-xdist; KIOSK_TEST_WORKERS=0 runs serially). --dist loadgroup spreads the tests
+    # one by one, except those marked xdist_group("heavy") (timing-sensitive: media gaps, the call in its
+    # network namespaces, the tmux walk-throughs, power cuts), which run one at a time on one worker.
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${KIOSK_TEST_WORKERS:-2}" --dist loadgroup \
+      --durations=15 "$@"
     rc=$?
     # pytest's 5 means "no tests collected": that is a failure here, never a pass.
     exit $rc ;;

@@ -157,8 +157,25 @@ async def kiosk(kiosk_config: Path, platform: Platform):
     await app.stop()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand this worker's schema counts to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from fleet_schema import VALIDATED
+
+        workeroutput["fleet_schema_validated"] = dict(VALIDATED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the pytest-xdist controller: add up what each worker validated (for the summary below)."""
+    from fleet_schema import VALIDATED
+
+    VALIDATED.update(getattr(node, "workeroutput", {}).get("fleet_schema_validated", {}))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """How many fleet messages the run checked against docs/schema/fleet.schema.json."""
+    """How many fleet messages the run checked against docs/schema/fleet.schema.json (all workers)."""
     from fleet_schema import VALIDATED, summary
 
     if VALIDATED:

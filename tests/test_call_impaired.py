@@ -35,6 +35,8 @@ pytestmark = [
         bool(netns_available() or janus_available() or clerk_browser_available()),
         reason=str(netns_available() or janus_available() or clerk_browser_available()),
     ),
+    # Timing-sensitive and heavy: one xdist worker, one test at a time with its group.
+    pytest.mark.xdist_group("heavy"),
 ]
 
 

@@ -43,6 +43,9 @@ from edge_media.call.janus import (  # noqa: E402
 from kiosk_core.errors import ConfigError  # noqa: E402
 from sim.janus import JanusRoom, JanusServer  # noqa: E402
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 pytest_plugins = ["call_lab"]
 
 FAKE_SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

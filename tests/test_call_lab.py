@@ -33,6 +33,9 @@ from drivers.camera.timecode import (  # noqa: E402
 from sim.clerk_browser import audio_receiving, videos_decoding  # noqa: E402
 from sim.netns import NetNs, link, netns_available  # noqa: E402
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 pytest_plugins = ["call_lab"]
 
 ROOM_CAM = (320, 240)

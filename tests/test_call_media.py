@@ -23,6 +23,9 @@ from tests.test_media_service import running_media
 pytest.register_assert_rewrite("call_lab")
 from call_lab import CALL, PREVIEW_TOPIC, Lab  # noqa: E402
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 pytest_plugins = ["call_lab"]
 
 

@@ -16,6 +16,9 @@ import pytest
 
 from edge_media.call.tracks import VIDEO_CLOCK, VIDEO_TIME_BASE, CallVideoTrack, FrameSlot
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 
 def frame(value: int) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(np.full((48, 64, 3), value, np.uint8), format="rgb24")

@@ -17,6 +17,9 @@ from drivers.camera.v4l2 import V4l2Camera, probe
 from edge_media.selector import inspect_frame
 from kiosk_core.health import HealthStatus
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SMALL = "testsrc2=size=160x120:rate=30"
 
 

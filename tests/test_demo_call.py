@@ -33,6 +33,9 @@ from sim.clerk_browser import audio_receiving, clerk_browser_available, running_
 from sim.demo import ice_addresses
 from sim.janus import janus_available
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 KIOSK = [sys.executable, "-m", "kiosk_cli.main"]
 CLERK_URL = re.compile(r"^\s+(http://127\.0\.0\.1:\d+/clerk\.html\?\S+)$", re.M)
 VIEWER_URL = re.compile(r"^\s+(http://127\.0\.0\.1:\d+/viewer\.html\?\S+)$", re.M)

@@ -22,6 +22,9 @@ from fleet_schema import SCHEMA
 
 from kiosk_core.mqtt import MqttConnection
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 KIOSK = [sys.executable, "-m", "kiosk_cli.main"]
 TMUX = shutil.which("tmux")
 
@@ -117,7 +120,8 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path, s
         def types() -> set[str]:
             return {e["type"] for e in seen}
 
-        card_placed = english = replied = False
+        card_placed = english = False
+        replied_at: float | None = None  # when the villager last chose a reply to the clerk
         # The review shows the photo itself (issue 8): a block of half-block pixels, not a "cannot be
         # shown" placeholder; the live preview shows before it ("Lay the document flat").
         photo_seen = preview_seen = False
@@ -166,11 +170,19 @@ async def test_a_villager_completes_an_application_in_the_demo(tmp_path: Path, s
                 preview_seen = preview_seen or "Lay the document flat" in s
                 # A busy host may miss the document camera's deadline; the villager tries again.
                 step = "shoot" if screen.press("Take the picture", s) else ""
-            elif not replied and "I can't hear you" in s:
-                # The villager answers the clerk once with a fixed reply (docs/ui.md, the call screen).
-                replied = screen.press("I can't", s)
-                step = "reply" if replied else ""
-            elif not replied and re.search(r"1\s+Answer the", s):
+            elif (
+                "I can't hear you" in s
+                and "session.villager_reply" not in types()
+                # after a reply its words show among the messages too: again only with the replies up
+                and (replied_at is None or ("Choose what" in s and time.monotonic() - replied_at > 3))
+            ):
+                # The villager answers the clerk with a fixed reply (docs/ui.md, the call screen). On a
+                # loaded host a key pressed while the call screen recomposes can be lost (seen once on two
+                # xdist workers: the replies stayed up for 2 min): still up 3 s later, they press again.
+                if screen.press("I can't", s):
+                    step = "reply" if replied_at is None else "reply again"
+                    replied_at = time.monotonic()
+            elif replied_at is None and re.search(r"1\s+Answer the", s):
                 step = "replies" if screen.press("Answer the", s) else ""
             # On the call screen beside the clerk's picture the button is narrow: "○ to capture" wraps
             # ("capture" lands on the next line, after the left column's text), so match "○ to" only.

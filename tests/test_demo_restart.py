@@ -22,7 +22,8 @@ from kiosk_core.mqtt import MqttConnection
 
 KIOSK = [sys.executable, "-m", "kiosk_cli.main"]
 
-pytestmark = pytest.mark.timeout(150)
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("heavy")]
 
 
 def pids_of(needle: str) -> list[int]:

@@ -20,6 +20,9 @@ from kiosk_core.localbus import EVENT_TOPIC, LocalBus
 from kiosk_core.payload import dumps
 from sim.mosquitto import Mosquitto
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 
 async def kiosk_cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(

@@ -35,7 +35,8 @@ from kiosk_core.localbus import LocalBus
 from sim.county import CallScript, CountyCentre, FleetRequester
 from sim.mosquitto import Mosquitto
 
-pytestmark = pytest.mark.timeout(90)
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("heavy")]
 
 BUDGET_S = 0.050
 ITEM = "yibao.reimbursement"  # five required documents

@@ -20,6 +20,9 @@ from edge_media.config import FailoverConfig, MediaConfig
 from edge_media.pipeline import PacketTap, Pipeline
 from edge_media.selector import MAIN, Selector, inspect_frame
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SIZE, RATE = "320x240", 30
 BARS = f"smptebars=size={SIZE}:rate={RATE}"
 NOISY_BARS = f"{BARS},noise=alls=8:allf=t"

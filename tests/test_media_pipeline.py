@@ -16,6 +16,9 @@ from edge_media.pipeline import PacketTap, Pipeline
 from edge_media.segments import SegmentRecorder
 from edge_media.watchdog import Watchdog
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 CFG = MediaConfig.model_validate(
     {
         "renditions": {"main": {"size": "320x240", "bitrate_kbps": 300, "threads": 1}},

@@ -15,6 +15,9 @@ import pytest
 from edge_media.push import LivePush
 from tests.test_media_push import Camera, Events, Ingest, feed, feed_until
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 OUTAGE_S = 15.0
 RETURN_BUDGET_S = 2.0
 

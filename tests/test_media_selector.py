@@ -17,6 +17,9 @@ from edge_media.selector import (
     Selector,
 )
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 IV = 1 / 30  # frame interval at 30 fps
 
 

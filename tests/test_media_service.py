@@ -26,6 +26,9 @@ from kiosk_core.payload import dumps
 from sim.mosquitto import Mosquitto
 from tests.conftest import write_config
 
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 MEDIA = """
 [drivers.camera.room_main]
 backend = "synthetic"

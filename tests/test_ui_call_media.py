@@ -29,7 +29,8 @@ from kiosk_ui.widgets.picture import HALF_BLOCK, Picture, fit, resample
 from sim.mosquitto import Mosquitto
 from sim.ui_harness import StateFeed, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("heavy")]
 SIZES = [(80, 24), (100, 30), (160, 45)]
 SESSION = "s-5d1e0a7c9b2f4e61"  # the session of SAMPLES["call"]
 TECHNICAL = "ICE failed: no candidate pair (srflx timeout)"

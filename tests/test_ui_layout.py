@@ -22,7 +22,8 @@ from kiosk_ui.widgets.choice import ChoiceButton
 from sim.mosquitto import Mosquitto
 from sim.ui_harness import StateFeed, screen_text, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+# Timing-sensitive and heavy: runs on one xdist worker, one test at a time with the others of its group.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("heavy")]
 SIZES = [(80, 24), (100, 30), (160, 45)]
 BORDERS = set("▊▎▔▁")
 
