@@ -23,6 +23,9 @@ from drivers.switcher.simulator import SwitcherSimulator
 from sim.mosquitto import Mosquitto
 from sim.process import end_process
 
+# lease timings in tens of milliseconds: never beside another heavy test
+pytestmark = pytest.mark.xdist_group("heavy")
+
 ROOT = Path(__file__).resolve().parent.parent
 LINES = [f"{k}.{t}" for t in ("main", "backup") for k in ("hb", "lease", "fence")]
 REGION = "33/3308/330803/330803100/330803100201"

@@ -21,6 +21,7 @@ from sim.pair import SWITCHER_INPUT, FleetWatch, PairLab, outside_lease, split_b
 pytestmark = [
     pytest.mark.skipif(netns_available() is not None, reason=str(netns_available())),
     pytest.mark.slow,
+    pytest.mark.xdist_group("heavy"),  # kill -9 takeover timings: never beside another heavy test
 ]
 
 

@@ -23,6 +23,9 @@ from appliance.daemon import Appliance
 from appliance.failover.service import Failover
 from sim.mosquitto import Mosquitto
 
+# lease timings in tens of milliseconds: never beside another heavy test
+pytestmark = pytest.mark.xdist_group("heavy")
+
 ROOT = "kiosk/v1/33/3308/330803/330803100/330803100201/"
 HB, LEASE = 5, 6
 LEASE_S, DETECT_S, GUARD_S, PULSE_S = 0.2, 0.4, 0.1, 0.05
