@@ -21,7 +21,7 @@ What is in it, and what deliberately is not (docs/session.md §10):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -49,21 +49,6 @@ ENDED_RECENTLY = 8
 
 # The screens a session can be resumed on: every villager screen of a running session. (The technician's
 # screens are not replicated: a session paused under the PIN pad resumes on the screen it paused on.)
-RESUMABLE = (
-    "catalog",
-    "identify",
-    "confirm_identity",
-    "card_removed",
-    "documents",
-    "capture",
-    "call_waiting",
-    "call",
-    "receipt",
-    "rejected",
-    "rating",
-    "progress",
-    "appointment",
-)
 ResumableScreen = Literal[
     "catalog",
     "identify",
@@ -79,6 +64,7 @@ ResumableScreen = Literal[
     "progress",
     "appointment",
 ]
+RESUMABLE: tuple[str, ...] = get_args(ResumableScreen)
 
 Text = Annotated[str, StringConstraints(max_length=512)]
 Short = Annotated[str, StringConstraints(max_length=64)]
